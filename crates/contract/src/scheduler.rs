@@ -1,0 +1,88 @@
+//! The sampler names a client may ask for.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A denoising scheduler, by the name clients and the command line use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulerKind {
+    /// DDIM with eta 0 (deterministic).
+    Ddim,
+    /// PNDM in its PLMS form (`skip_prk_steps`), the SD 1.5 folder default.
+    Pndm,
+    /// Euler (Karras et al. algorithm 2 without churn).
+    Euler,
+    /// Euler Ancestral: Euler with fresh noise at every step.
+    EulerA,
+    /// DPM-Solver++ 2M multistep.
+    Dpmpp2m,
+    /// DPM-Solver++ 2M with Karras sigmas.
+    Dpmpp2mKarras,
+}
+
+impl SchedulerKind {
+    /// Every scheduler, in the order help texts list them.
+    pub const ALL: [SchedulerKind; 6] = [
+        SchedulerKind::Ddim,
+        SchedulerKind::Pndm,
+        SchedulerKind::Euler,
+        SchedulerKind::EulerA,
+        SchedulerKind::Dpmpp2m,
+        SchedulerKind::Dpmpp2mKarras,
+    ];
+
+    /// The name used on the wire and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulerKind::Ddim => "ddim",
+            SchedulerKind::Pndm => "pndm",
+            SchedulerKind::Euler => "euler",
+            SchedulerKind::EulerA => "euler_a",
+            SchedulerKind::Dpmpp2m => "dpmpp_2m",
+            SchedulerKind::Dpmpp2mKarras => "dpmpp_2m_karras",
+        }
+    }
+
+    /// The sampler name AUTOMATIC1111 writes in a PNG's `parameters` chunk.
+    pub fn a1111_name(self) -> &'static str {
+        match self {
+            SchedulerKind::Ddim => "DDIM",
+            SchedulerKind::Pndm => "PLMS",
+            SchedulerKind::Euler => "Euler",
+            SchedulerKind::EulerA => "Euler a",
+            SchedulerKind::Dpmpp2m => "DPM++ 2M",
+            SchedulerKind::Dpmpp2mKarras => "DPM++ 2M Karras",
+        }
+    }
+}
+
+impl std::fmt::Display for SchedulerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a scheduler name nobody knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownScheduler(pub String);
+
+impl std::fmt::Display for UnknownScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let known: Vec<&str> = SchedulerKind::ALL.iter().map(|s| s.as_str()).collect();
+        write!(f, "unknown scheduler '{}' (expected one of: {})", self.0, known.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownScheduler {}
+
+impl std::str::FromStr for SchedulerKind {
+    type Err = UnknownScheduler;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SchedulerKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownScheduler(s.to_string()))
+    }
+}
