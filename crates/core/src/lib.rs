@@ -6,5 +6,6 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod presets;
 
 pub use error::{Error, Result};
