@@ -68,6 +68,14 @@ fn body_rejection(rejection: BytesRejection, limit: u64) -> ApiError {
 
 /// Parses a `POST /v1/jobs` body.
 pub fn parse_job_request(bytes: &[u8]) -> Result<JobRequest, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        parse::<serde::de::IgnoredAny>(bytes)?;
+        return Err(ApiError::InvalidJson {
+            field: None,
+            message: "the body must be a JSON object".into(),
+        });
+    }
     let tag: OperationTag = parse(bytes)?;
     let operation = tag.operation.ok_or_else(|| ApiError::UnknownOperation {
         message: format!(
