@@ -114,7 +114,8 @@ impl Callbacks {
     fn run(self, signals: mpsc::Receiver<Signal>) {
         let interval = self.state.config().heartbeat_interval;
         let mut heartbeat_backoff = Backoff::new(Duration::from_secs(1), interval);
-        let mut ready_backoff = Backoff::new(Duration::from_secs(1).min(interval), MAX_READY_BACKOFF);
+        let mut ready_backoff =
+            Backoff::new(Duration::from_secs(1).min(interval), MAX_READY_BACKOFF);
         let mut next_heartbeat = Instant::now();
         let mut ready_sent = false;
         let mut next_ready = Instant::now();

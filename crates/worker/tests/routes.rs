@@ -36,7 +36,11 @@ struct Reply {
 impl Reply {
     fn error(&self) -> (&str, Option<&str>) {
         let e = &self.body["error"];
-        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", self.body);
+        assert!(
+            e["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.body
+        );
         (e["code"].as_str().unwrap(), e["field"].as_str())
     }
 }
@@ -45,12 +49,18 @@ async fn send(app: &Router, request: Request<Body>) -> Reply {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{status}: body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
     };
     Reply {
         status,
@@ -82,31 +92,120 @@ async fn every_bad_input_is_a_400_naming_its_field() {
         ("".into(), "invalid_json", None),
         ("[1]".into(), "invalid_json", None),
         (r#""text""#.into(), "invalid_json", None),
-        (r#"{"prompt":"a cat"}"#.into(), "unknown_operation", Some("operation")),
-        (r#"{"operation":"image_upscale","prompt":"a cat"}"#.into(), "unknown_operation", Some("operation")),
-        (r#"{"operation":42,"prompt":"a cat"}"#.into(), "invalid_request", Some("operation")),
-        (r#"{"operation":"image_generation"}"#.into(), "invalid_request", Some("prompt")),
-        (r#"{"operation":"image_generation","prompt":""}"#.into(), "invalid_request", Some("prompt")),
-        (r#"{"operation":"image_generation","prompt":" \n "}"#.into(), "invalid_request", Some("prompt")),
-        (with_fields(r#","steps":0"#), "invalid_request", Some("steps")),
-        (with_fields(r#","steps":151"#), "invalid_request", Some("steps")),
-        (with_fields(r#","steps":-3"#), "invalid_request", Some("steps")),
-        (with_fields(r#","steps":2.5"#), "invalid_request", Some("steps")),
-        (with_fields(r#","steps":"ten""#), "invalid_request", Some("steps")),
-        (with_fields(r#","guidance_scale":-0.1"#), "invalid_request", Some("guidance_scale")),
-        (with_fields(r#","guidance_scale":30.5"#), "invalid_request", Some("guidance_scale")),
-        (with_fields(r#","width":500"#), "invalid_request", Some("width")),
-        (with_fields(r#","width":56"#), "invalid_request", Some("width")),
-        (with_fields(r#","width":4096"#), "invalid_request", Some("width")),
-        (with_fields(r#","height":513"#), "invalid_request", Some("height")),
-        (with_fields(r#","scheduler":"lms""#), "invalid_request", Some("scheduler")),
-        (with_fields(r#","seed":-1"#), "invalid_request", Some("seed")),
-        (with_fields(r#","negative_prompt":5"#), "invalid_request", Some("negative_prompt")),
-        (with_fields(r#","loras":[{"path":"x.safetensors","strength":0.5}]"#), "invalid_request", Some("loras")),
+        (
+            r#"{"prompt":"a cat"}"#.into(),
+            "unknown_operation",
+            Some("operation"),
+        ),
+        (
+            r#"{"operation":"image_upscale","prompt":"a cat"}"#.into(),
+            "unknown_operation",
+            Some("operation"),
+        ),
+        (
+            r#"{"operation":42,"prompt":"a cat"}"#.into(),
+            "invalid_request",
+            Some("operation"),
+        ),
+        (
+            r#"{"operation":"image_generation"}"#.into(),
+            "invalid_request",
+            Some("prompt"),
+        ),
+        (
+            r#"{"operation":"image_generation","prompt":""}"#.into(),
+            "invalid_request",
+            Some("prompt"),
+        ),
+        (
+            r#"{"operation":"image_generation","prompt":" \n "}"#.into(),
+            "invalid_request",
+            Some("prompt"),
+        ),
+        (
+            with_fields(r#","steps":0"#),
+            "invalid_request",
+            Some("steps"),
+        ),
+        (
+            with_fields(r#","steps":151"#),
+            "invalid_request",
+            Some("steps"),
+        ),
+        (
+            with_fields(r#","steps":-3"#),
+            "invalid_request",
+            Some("steps"),
+        ),
+        (
+            with_fields(r#","steps":2.5"#),
+            "invalid_request",
+            Some("steps"),
+        ),
+        (
+            with_fields(r#","steps":"ten""#),
+            "invalid_request",
+            Some("steps"),
+        ),
+        (
+            with_fields(r#","guidance_scale":-0.1"#),
+            "invalid_request",
+            Some("guidance_scale"),
+        ),
+        (
+            with_fields(r#","guidance_scale":30.5"#),
+            "invalid_request",
+            Some("guidance_scale"),
+        ),
+        (
+            with_fields(r#","width":500"#),
+            "invalid_request",
+            Some("width"),
+        ),
+        (
+            with_fields(r#","width":56"#),
+            "invalid_request",
+            Some("width"),
+        ),
+        (
+            with_fields(r#","width":4096"#),
+            "invalid_request",
+            Some("width"),
+        ),
+        (
+            with_fields(r#","height":513"#),
+            "invalid_request",
+            Some("height"),
+        ),
+        (
+            with_fields(r#","scheduler":"lms""#),
+            "invalid_request",
+            Some("scheduler"),
+        ),
+        (
+            with_fields(r#","seed":-1"#),
+            "invalid_request",
+            Some("seed"),
+        ),
+        (
+            with_fields(r#","negative_prompt":5"#),
+            "invalid_request",
+            Some("negative_prompt"),
+        ),
+        (
+            with_fields(r#","loras":[{"path":"x.safetensors","strength":0.5}]"#),
+            "invalid_request",
+            Some("loras"),
+        ),
     ];
     for (body, code, field) in cases {
         let reply = send(&app, post(body.clone())).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.body
+        );
         assert_eq!(reply.error(), (code, field), "{body}");
     }
 }
@@ -151,7 +250,10 @@ async fn bodies_over_the_limit_or_not_json_are_refused() {
     let reply = send(&app, post(big)).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.error().0, "payload_too_large");
-    assert!(reply.body["error"]["message"].as_str().unwrap().contains("256"));
+    assert!(reply.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("256"));
 
     let text = Request::post("/v1/jobs")
         .header(header::CONTENT_TYPE, "text/plain")
@@ -161,7 +263,9 @@ async fn bodies_over_the_limit_or_not_json_are_refused() {
     assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(reply.error().0, "unsupported_media_type");
 
-    let untyped = Request::post("/v1/jobs").body(Body::from(with_fields(""))).unwrap();
+    let untyped = Request::post("/v1/jobs")
+        .body(Body::from(with_fields("")))
+        .unwrap();
     assert_eq!(send(&app, untyped).await.status, StatusCode::ACCEPTED);
 }
 
@@ -171,7 +275,9 @@ async fn unknown_jobs_routes_and_methods_answer_json_errors() {
     for request in [
         get("/v1/jobs/job-nope"),
         get("/v1/jobs/job-nope/stream"),
-        Request::delete("/v1/jobs/job-nope").body(Body::empty()).unwrap(),
+        Request::delete("/v1/jobs/job-nope")
+            .body(Body::empty())
+            .unwrap(),
         get("/v2/anything"),
     ] {
         let reply = send(&app, request).await;
@@ -191,22 +297,34 @@ async fn a_full_queue_answers_503_with_retry_after_and_cancelling_frees_a_slot()
     let app = app(ready(config));
     let first = send(&app, post(with_fields(""))).await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
-    assert_eq!(send(&app, post(with_fields(""))).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        send(&app, post(with_fields(""))).await.status,
+        StatusCode::ACCEPTED
+    );
     let full = send(&app, post(with_fields(""))).await;
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(full.error().0, "queue_full");
-    let retry: u64 = full.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let retry: u64 = full.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry >= 1);
     let info = send(&app, get("/v1/info")).await;
     assert_eq!(info.body["jobs"]["queued"], 2);
     assert_eq!(info.body["limits"]["max_queue"], 2);
 
     let id = first.body["job_id"].as_str().unwrap();
-    let cancel = Request::delete(format!("/v1/jobs/{id}")).body(Body::empty()).unwrap();
+    let cancel = Request::delete(format!("/v1/jobs/{id}"))
+        .body(Body::empty())
+        .unwrap();
     let cancelled = send(&app, cancel).await;
     assert_eq!(cancelled.status, StatusCode::OK);
     assert_eq!(cancelled.body["state"], "cancelled");
-    assert_eq!(send(&app, post(with_fields(""))).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        send(&app, post(with_fields(""))).await.status,
+        StatusCode::ACCEPTED
+    );
 }
 
 #[tokio::test]
@@ -225,13 +343,22 @@ async fn the_api_key_guards_everything_but_health_and_ready() {
         ("GET", "/v1/jobs/job-x/stream"),
     ];
     for (method, path) in guarded {
-        for auth in [None, Some("Bearer wrong"), Some("s3cret"), Some("Basic czNjcmV0")] {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("s3cret"),
+            Some("Basic czNjcmV0"),
+        ] {
             let mut request = Request::builder().method(method).uri(path);
             if let Some(auth) = auth {
                 request = request.header(header::AUTHORIZATION, auth);
             }
             let reply = send(&app, request.body(Body::from(with_fields(""))).unwrap()).await;
-            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path} {auth:?}");
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} {auth:?}"
+            );
             assert_eq!(reply.error().0, "unauthorized");
             assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
         }
@@ -259,8 +386,14 @@ async fn the_api_key_guards_everything_but_health_and_ready() {
 async fn without_a_key_every_route_is_open() {
     let app = app(ready(config()));
     assert_eq!(send(&app, get("/v1/info")).await.status, StatusCode::OK);
-    assert_eq!(send(&app, get("/openapi.json")).await.status, StatusCode::OK);
-    assert_eq!(send(&app, post(with_fields(""))).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        send(&app, get("/openapi.json")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, post(with_fields(""))).await.status,
+        StatusCode::ACCEPTED
+    );
 }
 
 #[tokio::test]
@@ -278,7 +411,10 @@ async fn readiness_follows_the_model() {
     assert_eq!(refused.error().0, "not_ready");
     assert!(refused.headers.contains_key(header::RETRY_AFTER));
     let info = send(&app, get("/v1/info")).await;
-    assert_eq!((info.body["ready"].clone(), info.body["defaults"].clone()), (Value::Bool(false), Value::Null));
+    assert_eq!(
+        (info.body["ready"].clone(), info.body["defaults"].clone()),
+        (Value::Bool(false), Value::Null)
+    );
 
     loading.mark_ready(ModelInfo {
         family: "sdxl".into(),
@@ -286,7 +422,10 @@ async fn readiness_follows_the_model() {
     });
     let reply = send(&app, get("/ready")).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body, serde_json::json!({"ready": true, "state": "ready", "reason": null}));
+    assert_eq!(
+        reply.body,
+        serde_json::json!({"ready": true, "state": "ready", "reason": null})
+    );
     let info = send(&app, get("/v1/info")).await;
     assert_eq!(info.body["family"], "sdxl");
     assert_eq!(info.body["defaults"]["width"], 1024);
@@ -298,7 +437,10 @@ async fn readiness_follows_the_model() {
     let reply = send(&app, get("/ready")).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.body["state"], "failed");
-    assert!(reply.body["reason"].as_str().unwrap().contains("unet/config.json"));
+    assert!(reply.body["reason"]
+        .as_str()
+        .unwrap()
+        .contains("unet/config.json"));
     let refused = send(&app, post(with_fields(""))).await;
     assert_eq!(refused.error().0, "not_ready");
     assert!(!refused.headers.contains_key(header::RETRY_AFTER));
@@ -314,7 +456,10 @@ async fn a_stopping_worker_refuses_jobs_and_cancels_the_waiting_ones() {
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.error().0, "shutting_down");
     let reply = send(&app, get("/ready")).await;
-    assert_eq!((reply.status, reply.body["state"].clone()), (StatusCode::SERVICE_UNAVAILABLE, "stopping".into()));
+    assert_eq!(
+        (reply.status, reply.body["state"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping".into())
+    );
     let id = queued.body["job_id"].as_str().unwrap();
     let status = send(&app, get(&format!("/v1/jobs/{id}"))).await;
     assert_eq!(status.body["state"], "cancelled");

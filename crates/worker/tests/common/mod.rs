@@ -50,7 +50,9 @@ impl TestServer {
     }
 
     pub fn wait_ready(&self) {
-        wait_until(Duration::from_secs(10), || get(&self.url, "/ready").status == 200);
+        wait_until(Duration::from_secs(10), || {
+            get(&self.url, "/ready").status == 200
+        });
     }
 
     /// Sends the shutdown signal and waits for `run` to return.
@@ -93,7 +95,10 @@ pub fn config() -> WorkerConfig {
 pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -166,7 +171,13 @@ fn finish(result: Result<ureq::Response, ureq::Error>) -> Resp {
     }
 }
 
-pub fn request(method: &str, base: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
+pub fn request(
+    method: &str,
+    base: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Resp {
     let mut req = agent().request(method, &format!("{base}{path}"));
     for (name, value) in headers {
         req = req.set(name, value);
@@ -186,7 +197,13 @@ pub fn delete(base: &str, path: &str) -> Resp {
 }
 
 pub fn post_json(base: &str, path: &str, body: &str) -> Resp {
-    request("POST", base, path, &[("content-type", "application/json")], Some(body))
+    request(
+        "POST",
+        base,
+        path,
+        &[("content-type", "application/json")],
+        Some(body),
+    )
 }
 
 /// Submits a generation job; panics unless it is accepted.
@@ -211,7 +228,10 @@ pub struct Sse {
 impl Sse {
     pub fn job_event(&self) -> Option<JobEvent> {
         self.event.as_ref()?;
-        Some(serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("bad event data ({e}): {}", self.data)))
+        Some(
+            serde_json::from_str(&self.data)
+                .unwrap_or_else(|e| panic!("bad event data ({e}): {}", self.data)),
+        )
     }
 }
 
@@ -283,7 +303,9 @@ pub fn read_sse(reader: impl Read) -> Transcript {
 /// Decodes a base64 PNG and returns its size.
 pub fn png_size(b64: &str) -> (u32, u32) {
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     let reader = decoder.read_info().unwrap();
