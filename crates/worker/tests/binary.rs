@@ -67,7 +67,9 @@ impl WorkerProcess {
     }
 
     fn wait_ready(&self) {
-        wait_until(Duration::from_secs(20), || get(&self.url, "/ready").status == 200);
+        wait_until(Duration::from_secs(20), || {
+            get(&self.url, "/ready").status == 200
+        });
     }
 
     fn terminate(&mut self) {
@@ -85,7 +87,10 @@ impl WorkerProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(start.elapsed() < limit, "the worker did not exit within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "the worker did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -114,25 +119,50 @@ fn the_binary_serves_jobs_configured_from_flags_and_environment() {
     assert_eq!(info["limits"]["max_queue"], 3);
     assert_eq!(info["defaults"]["steps"], 1);
 
-    let created = submit(&worker.url, &generation(r#","width":128,"height":64,"steps":3"#));
+    let created = submit(
+        &worker.url,
+        &generation(r#","width":128,"height":64,"steps":3"#),
+    );
     let transcript = stream(&worker.url, &created.sse_url, &[]);
-    assert_eq!(transcript.types(), ["queued", "started", "progress", "progress", "progress", "complete"]);
-    let Some(JobEvent::Complete(result)) = transcript.events().pop() else { panic!() };
+    assert_eq!(
+        transcript.types(),
+        ["queued", "started", "progress", "progress", "progress", "complete"]
+    );
+    let Some(JobEvent::Complete(result)) = transcript.events().pop() else {
+        panic!()
+    };
     assert_eq!(png_size(&result.image), (128, 64));
     assert_eq!(transcript.marker(), "[DONE]");
 }
 
 #[test]
 fn the_binary_requires_the_api_key_when_given_one() {
-    let worker = WorkerProcess::spawn(&["--fake-engine", "", "--model", "m", "--api-key", "k1"], &[]);
+    let worker = WorkerProcess::spawn(
+        &["--fake-engine", "", "--model", "m", "--api-key", "k1"],
+        &[],
+    );
     worker.wait_ready();
     assert_eq!(get(&worker.url, "/v1/info").status, 401);
-    let authed = request("GET", &worker.url, "/v1/info", &[("authorization", "Bearer k1")], None);
+    let authed = request(
+        "GET",
+        &worker.url,
+        "/v1/info",
+        &[("authorization", "Bearer k1")],
+        None,
+    );
     assert_eq!(authed.status, 200);
     let body = generation(r#","width":64,"height":64,"steps":1"#);
-    let headers = [("authorization", "Bearer k1"), ("content-type", "application/json")];
-    let created: sd_contract::JobCreated = request("POST", &worker.url, "/v1/jobs", &headers, Some(&body)).json();
-    let transcript = stream(&worker.url, &created.sse_url, &[("authorization", "Bearer k1")]);
+    let headers = [
+        ("authorization", "Bearer k1"),
+        ("content-type", "application/json"),
+    ];
+    let created: sd_contract::JobCreated =
+        request("POST", &worker.url, "/v1/jobs", &headers, Some(&body)).json();
+    let transcript = stream(
+        &worker.url,
+        &created.sse_url,
+        &[("authorization", "Bearer k1")],
+    );
     assert_eq!(transcript.marker(), "[DONE]");
 }
 
@@ -140,13 +170,18 @@ fn the_binary_requires_the_api_key_when_given_one() {
 fn sigterm_cancels_the_running_job_tells_its_stream_and_exits_cleanly() {
     let mut worker = WorkerProcess::spawn(&["--fake-engine", "step_ms=30", "--model", "m"], &[]);
     worker.wait_ready();
-    let created = submit(&worker.url, &generation(r#","width":64,"height":64,"steps":150"#));
+    let created = submit(
+        &worker.url,
+        &generation(r#","width":64,"height":64,"steps":150"#),
+    );
     let follower = {
         let (url, path) = (worker.url.clone(), created.sse_url.clone());
         std::thread::spawn(move || stream(&url, &path, &[]))
     };
     let status_path = format!("/v1/jobs/{}", created.job_id);
-    wait_until(Duration::from_secs(10), || get(&worker.url, &status_path).value()["step"].is_number());
+    wait_until(Duration::from_secs(10), || {
+        get(&worker.url, &status_path).value()["step"].is_number()
+    });
     worker.terminate();
     let transcript = follower.join().unwrap();
     assert_eq!(
@@ -203,5 +238,8 @@ fn the_binary_refuses_to_start_without_a_model() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("v1-5, v2-1, xl, turbo, sd-turbo"), "{stderr}");
+    assert!(
+        stderr.contains("v1-5, v2-1, xl, turbo, sd-turbo"),
+        "{stderr}"
+    );
 }
