@@ -356,9 +356,10 @@ impl AppState {
 
     /// Forgets jobs whose retention is over; returns how many.
     pub fn expire_jobs(&self) -> usize {
+        let c = &self.0.config;
         self.0
             .jobs
-            .expire(Instant::now(), self.0.config.job_retention)
+            .expire(Instant::now(), c.job_retention, c.max_finished_jobs)
     }
 
     /// Stops taking jobs: the phase becomes `Stopping`, waiting jobs are
