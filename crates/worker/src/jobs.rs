@@ -154,7 +154,7 @@ impl Job {
         let total = u32::try_from(total).unwrap_or(u32::MAX).max(1);
         inner.step = Some(step);
         inner.total = Some(total);
-        let percent = (100.0 * f64::from(step) / f64::from(total)) as f32;
+        let percent = ((10_000.0 * f64::from(step) / f64::from(total)).round() / 100.0) as f32;
         self.push(
             &mut inner,
             JobEvent::Progress {
