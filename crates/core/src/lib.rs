@@ -6,5 +6,8 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod image;
+pub mod model_files;
+pub mod source;
 
 pub use error::{Error, Result};
