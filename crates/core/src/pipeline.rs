@@ -1,0 +1,414 @@
+//! The text-to-image pipeline: prompt → embeddings → denoising loop → VAE → image.
+//!
+//! It follows diffusers' `StableDiffusionPipeline` step for step (same noise
+//! order, same guidance arithmetic, same VAE scaling) so a seed gives the image
+//! diffusers gives.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use sd_contract::SchedulerKind;
+
+use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::error::{Error, Result};
+use crate::image::{encode_png, to_rgb8, GenerationSettings};
+use crate::model_files::{read_json, Component, ComponentFiles, ModelIndex, WeightVariant};
+use crate::rng::TorchRng;
+use crate::schedulers::{build_scheduler, SchedulerConfig};
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::{UNet2DConditionModel, UNetConfig};
+use crate::vae::{AutoencoderKL, VaeConfig};
+
+/// How many distinct texts keep their embeddings between generations.
+const EMBEDDING_CACHE_SIZE: usize = 32;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    /// What to draw.
+    pub prompt: String,
+    /// What to steer away from; `None` behaves like diffusers' default (an empty prompt).
+    pub negative_prompt: Option<String>,
+    /// Denoising steps asked for (PNDM runs one UNet pass more).
+    pub steps: usize,
+    /// Classifier-free guidance scale; at 1 or below only the conditional pass runs.
+    pub guidance_scale: f64,
+    /// Image width in pixels, a multiple of 8.
+    pub width: usize,
+    /// Image height in pixels, a multiple of 8.
+    pub height: usize,
+    /// Seed of torch's CPU generator that draws every noise tensor.
+    pub seed: u64,
+    /// Scheduler to use; `None` uses the model folder's own.
+    pub scheduler: Option<SchedulerKind>,
+    /// Initial latents `[1, C, H/8, W/8]` replacing the seeded noise (diffusers' `latents=`).
+    pub init_latents: Option<Tensor>,
+}
+
+/// Progress after one denoising step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepProgress {
+    /// Steps done so far, from 1.
+    pub step: usize,
+    /// Steps this generation runs in all.
+    pub total: usize,
+}
+
+/// Where the time of one generation went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Tokenising and encoding the prompts.
+    pub text_encoding: Duration,
+    /// The denoising loop.
+    pub denoising: Duration,
+    /// VAE decoding and PNG encoding.
+    pub decoding: Duration,
+}
+
+/// Intermediate tensors of one generation, for parity checks (`--trace`).
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// Conditional text embeddings `[1, 77, D]`.
+    pub prompt_embeds: Tensor,
+    /// Unconditional embeddings `[1, 77, D]`, when guidance needed them.
+    pub negative_prompt_embeds: Option<Tensor>,
+    /// Latents after the last scheduler step, before VAE scaling.
+    pub latents_final: Tensor,
+    /// The decoded image `[1, 3, H, W]` in 0..1.
+    pub image: Tensor,
+}
+
+/// A finished image.
+#[derive(Debug, Clone)]
+pub struct GeneratedImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Interleaved 8-bit RGB, row by row.
+    pub rgb: Vec<u8>,
+    /// The PNG file, with the AUTOMATIC1111 `parameters` chunk.
+    pub png: Vec<u8>,
+    /// The seed used.
+    pub seed: u64,
+    /// The scheduler used.
+    pub scheduler: SchedulerKind,
+    /// Time spent per stage.
+    pub timings: Timings,
+    /// Intermediate tensors.
+    pub trace: Trace,
+}
+
+/// A loaded Stable Diffusion model, ready to generate.
+pub struct StableDiffusion {
+    device: Device,
+    name: String,
+    tokenizer: ClipTokenizer,
+    text_encoder: ClipTextModel,
+    unet: UNet2DConditionModel,
+    unet_config: UNetConfig,
+    vae: AutoencoderKL,
+    vae_config: VaeConfig,
+    scheduler_config: SchedulerConfig,
+    default_scheduler: SchedulerKind,
+    embeddings: EmbeddingCache,
+}
+
+impl StableDiffusion {
+    /// Loads every component of a diffusers folder onto `device`, computing in f32.
+    pub fn load(folder: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(folder, device, WeightVariant::Full)
+    }
+
+    /// Like [`StableDiffusion::load`], choosing which stored weight precision to read.
+    pub fn load_with(folder: &Path, device: &Device, variant: WeightVariant) -> Result<Self> {
+        let started = Instant::now();
+        let index_path = folder.join(crate::model_files::MODEL_INDEX);
+        let index: ModelIndex = read_json(&index_path)?;
+        if index.has("text_encoder_2") {
+            return Err(Error::invalid_file(
+                index_path,
+                format!("{} (two text encoders) is not supported yet", index.class_name),
+            ));
+        }
+        let dtype = DType::F32;
+
+        let tokenizer = ClipTokenizer::from_dir(&folder.join("tokenizer"))?;
+
+        let files = ComponentFiles::find(folder, Component::TextEncoder, variant)?;
+        let config: ClipTextConfig = files.read_config()?;
+        let text_encoder = ClipTextModel::new(files.var_builder(dtype, device)?, &config)
+            .map_err(|e| files.weights_error(e))?;
+
+        let files = ComponentFiles::find(folder, Component::Unet, variant)?;
+        let unet_config: UNetConfig = files.read_config()?;
+        let unet = UNet2DConditionModel::new(files.var_builder(dtype, device)?, &unet_config)
+            .map_err(|e| files.weights_error(e))?;
+
+        let files = ComponentFiles::find(folder, Component::Vae, variant)?;
+        let vae_config: VaeConfig = files.read_config()?;
+        let vae = AutoencoderKL::new(files.var_builder(dtype, device)?, &vae_config)
+            .map_err(|e| files.weights_error(e))?;
+
+        let scheduler_path = folder.join(crate::model_files::SCHEDULER_CONFIG);
+        let scheduler_config: SchedulerConfig = read_json(&scheduler_path)?;
+        let default_scheduler = scheduler_config
+            .kind()
+            .ok_or_else(|| {
+                Error::invalid_file(
+                    &scheduler_path,
+                    format!("unsupported scheduler class {}", scheduler_config.class_name),
+                )
+            })?;
+
+        let name = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| folder.display().to_string());
+        tracing::info!(model = %name, elapsed = ?started.elapsed(), "model loaded");
+        Ok(Self {
+            device: device.clone(),
+            name,
+            tokenizer,
+            text_encoder,
+            unet,
+            unet_config,
+            vae,
+            vae_config,
+            scheduler_config,
+            default_scheduler,
+            embeddings: EmbeddingCache::default(),
+        })
+    }
+
+    /// Sets the model name written into PNG metadata (defaults to the folder name).
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+    }
+
+    /// The model name written into PNG metadata.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The scheduler the model folder configures.
+    pub fn default_scheduler(&self) -> SchedulerKind {
+        self.default_scheduler
+    }
+
+    /// The image size the model was trained at (diffusers' default width and height).
+    pub fn default_size(&self) -> usize {
+        self.unet_config.sample_size * self.vae_scale_factor()
+    }
+
+    /// How many pixels one latent cell covers (8 for every Stable Diffusion VAE).
+    pub fn vae_scale_factor(&self) -> usize {
+        1 << self.vae_config.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Encodes one text into CLIP embeddings `[1, 77, D]`, reusing recent results.
+    pub fn encode_prompt(&mut self, text: &str) -> Result<Tensor> {
+        if let Some(hit) = self.embeddings.get(text) {
+            return Ok(hit);
+        }
+        let ids = self.tokenizer.encode(text);
+        let len = ids.len();
+        let ids = Tensor::from_vec(ids, (1, len), &self.device)?;
+        let embeds = self.text_encoder.forward(&ids)?.last_hidden_state;
+        self.embeddings.insert(text, embeds.clone());
+        Ok(embeds)
+    }
+
+    /// Checks a request against what this model can do, naming the faulty field.
+    pub fn validate(&self, params: &GenerateParams) -> Result<()> {
+        let factor = self.vae_scale_factor();
+        for (field, value) in [("width", params.width), ("height", params.height)] {
+            if value == 0 || value % factor != 0 {
+                return Err(Error::invalid_request(
+                    field,
+                    format!("must be a positive multiple of {factor}, got {value}"),
+                ));
+            }
+        }
+        if params.steps == 0 {
+            return Err(Error::invalid_request("steps", "must be at least 1"));
+        }
+        if !params.guidance_scale.is_finite() || params.guidance_scale < 0.0 {
+            return Err(Error::invalid_request(
+                "guidance_scale",
+                format!("must be a finite number >= 0, got {}", params.guidance_scale),
+            ));
+        }
+        if let Some(latents) = &params.init_latents {
+            let expected = self.latent_shape(params);
+            if latents.dims() != expected {
+                return Err(Error::invalid_request(
+                    "init_latents",
+                    format!("expected shape {expected:?}, got {:?}", latents.dims()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn latent_shape(&self, params: &GenerateParams) -> [usize; 4] {
+        let factor = self.vae_scale_factor();
+        [
+            1,
+            self.unet_config.in_channels,
+            params.height / factor,
+            params.width / factor,
+        ]
+    }
+
+    /// Generates one image. `on_step` runs after every denoising step; returning
+    /// `ControlFlow::Break` stops the loop with [`Error::Cancelled`].
+    pub fn generate(
+        &mut self,
+        params: &GenerateParams,
+        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<GeneratedImage> {
+        self.validate(params)?;
+        let mut timings = Timings::default();
+        let guided = params.guidance_scale > 1.0;
+
+        let started = Instant::now();
+        let prompt_embeds = self.encode_prompt(&params.prompt)?;
+        let negative_prompt_embeds = if guided {
+            Some(self.encode_prompt(params.negative_prompt.as_deref().unwrap_or(""))?)
+        } else {
+            None
+        };
+        let context = match &negative_prompt_embeds {
+            Some(negative) => Tensor::cat(&[negative, &prompt_embeds], 0)?,
+            None => prompt_embeds.clone(),
+        };
+        timings.text_encoding = started.elapsed();
+
+        let started = Instant::now();
+        let kind = params.scheduler.unwrap_or(self.default_scheduler);
+        let mut scheduler = build_scheduler(params.scheduler, &self.scheduler_config, params.steps)?;
+        let mut rng = TorchRng::new(params.seed);
+        let noise = match &params.init_latents {
+            Some(latents) => latents.to_device(&self.device)?.to_dtype(DType::F32)?,
+            None => rng.randn_tensor(&self.latent_shape(params), &self.device)?,
+        };
+        let mut latents = (noise * scheduler.init_noise_sigma())?;
+        let timesteps = scheduler.timesteps().to_vec();
+        let total = timesteps.len();
+        for (index, &timestep) in timesteps.iter().enumerate() {
+            let input = if guided {
+                Tensor::cat(&[&latents, &latents], 0)?
+            } else {
+                latents.clone()
+            };
+            let input = scheduler.scale_model_input(&input, index)?;
+            let prediction = self.unet.forward(&input, timestep, &context)?;
+            let prediction = if guided {
+                let unconditional = prediction.narrow(0, 0, 1)?;
+                let conditional = prediction.narrow(0, 1, 1)?;
+                let difference = (conditional - &unconditional)?;
+                (unconditional + (difference * params.guidance_scale)?)?
+            } else {
+                prediction
+            };
+            latents = scheduler.step(&prediction, index, &latents, &mut rng)?;
+            if on_step(StepProgress {
+                step: index + 1,
+                total,
+            })
+            .is_break()
+            {
+                return Err(Error::Cancelled);
+            }
+        }
+        timings.denoising = started.elapsed();
+
+        let started = Instant::now();
+        let image = self.decode_latents(&latents)?;
+        let rgb = to_rgb8(&image)?;
+        let settings = GenerationSettings {
+            prompt: params.prompt.clone(),
+            negative_prompt: params.negative_prompt.clone(),
+            steps: params.steps,
+            sampler: kind.a1111_name().to_string(),
+            guidance_scale: params.guidance_scale,
+            seed: params.seed,
+            width: params.width,
+            height: params.height,
+            model: self.name.clone(),
+        };
+        let png = encode_png(&rgb, params.width, params.height, Some(&settings))?;
+        timings.decoding = started.elapsed();
+
+        Ok(GeneratedImage {
+            width: params.width,
+            height: params.height,
+            rgb,
+            png,
+            seed: params.seed,
+            scheduler: kind,
+            timings,
+            trace: Trace {
+                prompt_embeds,
+                negative_prompt_embeds,
+                latents_final: latents,
+                image,
+            },
+        })
+    }
+
+    /// Decodes final latents into an image `[1, 3, H, W]` in 0..1, undoing the VAE's scaling.
+    pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
+        let mut z = (latents / self.vae_config.scaling_factor)?;
+        if let Some(shift) = self.vae_config.shift_factor {
+            z = (z + shift)?;
+        }
+        let decoded = self.vae.decode(&z)?;
+        Ok(((decoded / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
+    }
+}
+
+/// A fresh seed for a request that gave none (32 bits, as most tools print them).
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish() & 0xffff_ffff
+}
+
+/// Recently used text embeddings, so a repeated prompt skips the text encoder.
+#[derive(Default)]
+struct EmbeddingCache {
+    entries: HashMap<String, Tensor>,
+    order: VecDeque<String>,
+}
+
+impl EmbeddingCache {
+    fn get(&self, text: &str) -> Option<Tensor> {
+        self.entries.get(text).cloned()
+    }
+
+    fn insert(&mut self, text: &str, embeds: Tensor) {
+        if self.entries.insert(text.to_string(), embeds).is_none() {
+            self.order.push_back(text.to_string());
+        }
+        while self.order.len() > EMBEDDING_CACHE_SIZE {
+            if let Some(oldest) = self.order.pop_front() {
+                self.entries.remove(&oldest);
+            }
+        }
+    }
+}
