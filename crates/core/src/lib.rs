@@ -5,6 +5,8 @@
 //! text-to-image pipeline that ties them together. No HTTP lives here.
 #![deny(missing_docs)]
 
+pub mod clip;
 pub mod error;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
