@@ -5,9 +5,11 @@
 //! text-to-image pipeline that ties them together. No HTTP lives here.
 #![deny(missing_docs)]
 
+pub mod clip;
 pub mod error;
 pub mod image;
 pub mod model_files;
 pub mod source;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
