@@ -6,5 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod rng;
+pub mod schedulers;
 
 pub use error::{Error, Result};
