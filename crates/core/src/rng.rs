@@ -14,7 +14,9 @@
 //!   On x86 torch does that transform with 8-lane AVX2 code using the Cephes
 //!   single-precision `log` and `sincos` approximations, compiled with fused
 //!   multiply-adds; [`box_muller_16`] evaluates the same operations in the same
-//!   order, so the results agree to the last bit.
+//!   order, so the results agree to the last bit. (Torch builds without AVX2,
+//!   such as ARM ones, use the C library's `logf`/`cosf`/`sinf` there instead and
+//!   may differ from this stream in the last bit.)
 //! - A request for fewer than 16 values draws each value from a double-precision
 //!   Box-Muller that produces two normals at a time and keeps the second one in
 //!   the generator for the next small request.
@@ -62,7 +64,11 @@ impl TorchRng {
     }
 
     /// [`TorchRng::randn`] for `shape`, as an `f32` tensor on `device`.
-    pub fn randn_tensor(&mut self, shape: &[usize], device: &Device) -> candle_core::Result<Tensor> {
+    pub fn randn_tensor(
+        &mut self,
+        shape: &[usize],
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         let numel = shape.iter().product();
         Tensor::from_vec(self.randn(numel), shape, device)
     }
@@ -73,7 +79,7 @@ impl TorchRng {
         for block in data.chunks_exact_mut(16) {
             box_muller_16(block);
         }
-        if numel % 16 != 0 {
+        if !numel.is_multiple_of(16) {
             let tail = &mut data[numel - 16..];
             for x in tail.iter_mut() {
                 *x = self.uniform_f32();
@@ -135,7 +141,7 @@ mod cephes {
         -1.666_805_8e-1,
         2.000_071_4e-1,
         -2.499_999_4e-1,
-        3.333_333_1e-1,
+        0.333_333_3,
     ];
     /// `ln 2` split in a part exact in few bits and a small correction.
     const LN2_HI: f32 = 0.693_359_4;
@@ -235,7 +241,8 @@ impl Mt19937 {
 
     fn twist(&mut self) {
         for i in 0..Self::N {
-            let mixed = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % Self::N] & 0x7fff_ffff);
+            let mixed =
+                (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % Self::N] & 0x7fff_ffff);
             let mut next = self.state[(i + Self::M) % Self::N] ^ (mixed >> 1);
             if mixed & 1 != 0 {
                 next ^= 0x9908_b0df;

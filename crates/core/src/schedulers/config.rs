@@ -168,7 +168,8 @@ impl SchedulerConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Self::from_json_str(&text).map_err(|e| Error::invalid_file(path, e.to_string()))?;
+        let mut config =
+            Self::from_json_str(&text).map_err(|e| Error::invalid_file(path, e.to_string()))?;
         config.source = Some(path.to_path_buf());
         Ok(config)
     }
@@ -185,9 +186,10 @@ impl SchedulerConfig {
         let mut value = value;
         if let Some(map) = value.as_object_mut() {
             let defaulted: Vec<String> = match map.remove("_use_default_values") {
-                Some(serde_json::Value::Array(keys)) => {
-                    keys.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect()
-                }
+                Some(serde_json::Value::Array(keys)) => keys
+                    .iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect(),
                 _ => Vec::new(),
             };
             for key in defaulted {
@@ -266,7 +268,9 @@ fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
             "-Infinity" => Ok(f64::NEG_INFINITY),
             "Infinity" => Ok(f64::INFINITY),
             "NaN" => Ok(f64::NAN),
-            other => Err(serde::de::Error::custom(format!("expected a number, got \"{other}\""))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a number, got \"{other}\""
+            ))),
         },
     }
 }
@@ -280,7 +284,10 @@ mod tests {
         let text = r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity,
             "use_karras_sigmas": null, "trained_betas": null, "note": "Infinity \"NaN\"", "extra": [1, 2]}"#;
         let config = SchedulerConfig::from_json_str(text).unwrap();
-        assert_eq!(config.class_name.as_deref(), Some("DPMSolverMultistepScheduler"));
+        assert_eq!(
+            config.class_name.as_deref(),
+            Some("DPMSolverMultistepScheduler")
+        );
         assert_eq!(config.lambda_min_clipped, f64::NEG_INFINITY);
         assert!(!config.use_karras_sigmas);
         assert_eq!(config.num_train_timesteps, 1000);

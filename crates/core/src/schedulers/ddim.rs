@@ -3,7 +3,9 @@
 use candle_core::Tensor;
 
 use super::config::SchedulerConfig;
-use super::schedule::{config_error, div, mul, spaced_timesteps, Prediction, Spacing, TrainSchedule};
+use super::schedule::{
+    config_error, div, mul, spaced_timesteps, Prediction, Spacing, TrainSchedule,
+};
 use super::{index_error, Scheduler};
 use crate::error::Result;
 use crate::rng::TorchRng;
@@ -30,7 +32,11 @@ impl Ddim {
         let prediction = Prediction::from_config(
             config,
             CLASS,
-            &[Prediction::Epsilon, Prediction::VPrediction, Prediction::Sample],
+            &[
+                Prediction::Epsilon,
+                Prediction::Velocity,
+                Prediction::Sample,
+            ],
         )?;
         let spacing = Spacing::from_config(config, CLASS, Spacing::Leading)?;
         let schedule = TrainSchedule::new(config, CLASS, true)?;
@@ -46,7 +52,9 @@ impl Ddim {
             final_alpha_cumprod,
             schedule,
             prediction,
-            clip_range: config.clip_sample.then_some(config.clip_sample_range as f32),
+            clip_range: config
+                .clip_sample
+                .then_some(config.clip_sample_range as f32),
         })
     }
 
@@ -67,7 +75,11 @@ impl Scheduler for Ddim {
         1.0
     }
 
-    fn scale_model_input(&self, sample: &Tensor, _step_index: usize) -> candle_core::Result<Tensor> {
+    fn scale_model_input(
+        &self,
+        sample: &Tensor,
+        _step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         Ok(sample.clone())
     }
 
@@ -89,14 +101,20 @@ impl Scheduler for Ddim {
         let beta_t = 1.0 - alpha_t;
         let (pred_x0, pred_eps) = match self.prediction {
             Prediction::Epsilon => (
-                div(&(sample - mul(model_output, beta_t.sqrt())?)?, alpha_t.sqrt())?,
+                div(
+                    &(sample - mul(model_output, beta_t.sqrt())?)?,
+                    alpha_t.sqrt(),
+                )?,
                 model_output.clone(),
             ),
             Prediction::Sample => (
                 model_output.clone(),
-                div(&(sample - mul(model_output, alpha_t.sqrt())?)?, beta_t.sqrt())?,
+                div(
+                    &(sample - mul(model_output, alpha_t.sqrt())?)?,
+                    beta_t.sqrt(),
+                )?,
             ),
-            Prediction::VPrediction => (
+            Prediction::Velocity => (
                 (mul(sample, alpha_t.sqrt())? - mul(model_output, beta_t.sqrt())?)?,
                 (mul(model_output, alpha_t.sqrt())? + mul(sample, beta_t.sqrt())?)?,
             ),
@@ -110,7 +128,12 @@ impl Scheduler for Ddim {
         mul(&pred_x0, alpha_prev.sqrt())? + direction
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         let alpha = self.schedule.alpha_cumprod(self.timestep(step_index)?)?;
         mul(original, alpha.sqrt())? + mul(noise, (1.0 - alpha).sqrt())?
     }

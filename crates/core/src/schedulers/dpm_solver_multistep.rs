@@ -53,15 +53,26 @@ impl DpmSolverMultistep {
         let unsupported = |what: String| Err(config_error(config, CLASS, what));
         match config.algorithm_type.as_str() {
             "dpmsolver++" | "deis" => {}
-            other => return unsupported(format!("algorithm_type \"{other}\" is not supported (only dpmsolver++)")),
+            other => {
+                return unsupported(format!(
+                    "algorithm_type \"{other}\" is not supported (only dpmsolver++)"
+                ))
+            }
         }
         let solver_type = match config.solver_type.as_str() {
             "midpoint" | "logrho" | "bh1" | "bh2" => SolverType::Midpoint,
             "heun" => SolverType::Heun,
-            other => return unsupported(format!("solver_type \"{other}\" is not one of midpoint, heun")),
+            other => {
+                return unsupported(format!(
+                    "solver_type \"{other}\" is not one of midpoint, heun"
+                ))
+            }
         };
         if !(1..=2).contains(&config.solver_order) {
-            return unsupported(format!("solver_order {} is not supported (1 or 2)", config.solver_order));
+            return unsupported(format!(
+                "solver_order {} is not supported (1 or 2)",
+                config.solver_order
+            ));
         }
         for (set, name) in [
             (config.thresholding, "thresholding"),
@@ -81,12 +92,20 @@ impl DpmSolverMultistep {
         let final_sigma_zero = match config.final_sigmas_type.as_str() {
             "zero" => true,
             "sigma_min" => false,
-            other => return unsupported(format!("final_sigmas_type \"{other}\" is not one of zero, sigma_min")),
+            other => {
+                return unsupported(format!(
+                    "final_sigmas_type \"{other}\" is not one of zero, sigma_min"
+                ))
+            }
         };
         let prediction = Prediction::from_config(
             config,
             CLASS,
-            &[Prediction::Epsilon, Prediction::VPrediction, Prediction::Sample],
+            &[
+                Prediction::Epsilon,
+                Prediction::Velocity,
+                Prediction::Sample,
+            ],
         )?;
         let spacing = Spacing::from_config(config, CLASS, Spacing::Linspace)?;
 
@@ -108,17 +127,21 @@ impl DpmSolverMultistep {
                     .map(|i| (i * ratio) as f64 + config.steps_offset as f64)
                     .collect()
             }
-            Spacing::Trailing => np_arange_down(last_timestep as f64, num_train as f64 / steps as f64)
-                .into_iter()
-                .map(|t| t.round_ties_even() - 1.0)
-                .collect(),
+            Spacing::Trailing => {
+                np_arange_down(last_timestep as f64, num_train as f64 / steps as f64)
+                    .into_iter()
+                    .map(|t| t.round_ties_even() - 1.0)
+                    .collect()
+            }
         };
 
         let train_sigmas = schedule.sigmas();
         let sigmas: Vec<f64> = if config.use_karras_sigmas {
             let train_log_sigmas = log_sigmas(&train_sigmas);
             let sigma_min = config.sigma_min.unwrap_or(f64::from(train_sigmas[0]));
-            let sigma_max = config.sigma_max.unwrap_or(f64::from(train_sigmas[num_train - 1]));
+            let sigma_max = config
+                .sigma_max
+                .unwrap_or(f64::from(train_sigmas[num_train - 1]));
             let sigmas = karras_sigmas(sigma_min, sigma_max, steps);
             let round = config.beta_schedule != "squaredcos_cap_v2";
             timesteps = sigmas
@@ -134,7 +157,10 @@ impl DpmSolverMultistep {
                 .collect();
             sigmas
         } else {
-            timesteps.iter().map(|&t| np_interp(t, &train_sigmas)).collect()
+            timesteps
+                .iter()
+                .map(|&t| np_interp(t, &train_sigmas))
+                .collect()
         };
         let final_sigma = if final_sigma_zero {
             0.0
@@ -161,23 +187,37 @@ impl DpmSolverMultistep {
     }
 
     /// The data prediction `x0` from the model output at `step_index`.
-    fn convert_model_output(&self, model_output: &Tensor, sample: &Tensor, sigma: f32) -> candle_core::Result<Tensor> {
+    fn convert_model_output(
+        &self,
+        model_output: &Tensor,
+        sample: &Tensor,
+        sigma: f32,
+    ) -> candle_core::Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(sigma);
         match self.prediction {
             Prediction::Epsilon => div(&(sample - mul(model_output, sigma_t)?)?, alpha_t),
             Prediction::Sample => Ok(model_output.clone()),
-            Prediction::VPrediction => mul(sample, alpha_t)? - mul(model_output, sigma_t)?,
+            Prediction::Velocity => mul(sample, alpha_t)? - mul(model_output, sigma_t)?,
         }
     }
 
-    fn first_order_update(&self, x0: &Tensor, sample: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn first_order_update(
+        &self,
+        x0: &Tensor,
+        sample: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[step_index + 1]);
         let (alpha_s, sigma_s) = alpha_sigma(self.sigmas[step_index]);
         let h = lambda(alpha_t, sigma_t) - lambda(alpha_s, sigma_s);
         mul(sample, sigma_t / sigma_s)? - mul(x0, alpha_t * ((-h).exp() - 1.0))?
     }
 
-    fn second_order_update(&self, sample: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn second_order_update(
+        &self,
+        sample: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[step_index + 1]);
         let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[step_index]);
         let (alpha_s1, sigma_s1) = alpha_sigma(self.sigmas[step_index - 1]);
@@ -217,7 +257,11 @@ impl Scheduler for DpmSolverMultistep {
         1.0
     }
 
-    fn scale_model_input(&self, sample: &Tensor, _step_index: usize) -> candle_core::Result<Tensor> {
+    fn scale_model_input(
+        &self,
+        sample: &Tensor,
+        _step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         Ok(sample.clone())
     }
 
@@ -233,14 +277,20 @@ impl Scheduler for DpmSolverMultistep {
             return Err(index_error(step_index, len));
         }
         let is_last = step_index == len - 1;
-        let lower_order_final =
-            is_last && (self.euler_at_final || (self.lower_order_final && len < 15) || self.final_sigma_zero);
+        let lower_order_final = is_last
+            && (self.euler_at_final
+                || (self.lower_order_final && len < 15)
+                || self.final_sigma_zero);
         let x0 = self.convert_model_output(model_output, sample, self.sigmas[step_index])?;
         if self.model_outputs.len() == self.solver_order {
             self.model_outputs.remove(0);
         }
         self.model_outputs.push(x0.clone());
-        let prev = if self.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final || step_index == 0 {
+        let prev = if self.solver_order == 1
+            || self.lower_order_nums < 1
+            || lower_order_final
+            || step_index == 0
+        {
             self.first_order_update(&x0, sample, step_index)?
         } else {
             self.second_order_update(sample, step_index)?
@@ -249,7 +299,12 @@ impl Scheduler for DpmSolverMultistep {
         Ok(prev)
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         let sigma = *self
             .sigmas
             .get(step_index)

@@ -5,8 +5,8 @@ use candle_core::Tensor;
 
 use super::config::SchedulerConfig;
 use super::schedule::{
-    config_error, div, karras_sigmas, log_sigmas, mul, np_interp, sigma_from_alpha_cumprod, sigma_to_t,
-    spaced_timesteps, torch_linspace_f32, Prediction, Spacing, TrainSchedule,
+    config_error, div, karras_sigmas, log_sigmas, mul, np_interp, sigma_from_alpha_cumprod,
+    sigma_to_t, spaced_timesteps, torch_linspace_f32, Prediction, Spacing, TrainSchedule,
 };
 use super::{index_error, Scheduler};
 use crate::error::Result;
@@ -34,18 +34,28 @@ pub(crate) struct SigmaOptions {
 }
 
 impl SigmaSchedule {
-    pub(crate) fn new(config: &SchedulerConfig, class: &str, steps: usize, options: SigmaOptions) -> Result<Self> {
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        class: &str,
+        steps: usize,
+        options: SigmaOptions,
+    ) -> Result<Self> {
         let spacing = Spacing::from_config(config, class, Spacing::Linspace)?;
         let mut schedule = TrainSchedule::new(config, class, true)?;
         schedule.clamp_terminal_alpha(config);
         let train_sigmas = schedule.sigmas();
         let train_log_sigmas = log_sigmas(&train_sigmas);
 
-        let mut timesteps: Vec<f64> =
-            spaced_timesteps(spacing, config.num_train_timesteps, steps, config.steps_offset, false)
-                .into_iter()
-                .map(|t| f64::from(t as f32))
-                .collect();
+        let mut timesteps: Vec<f64> = spaced_timesteps(
+            spacing,
+            config.num_train_timesteps,
+            steps,
+            config.steps_offset,
+            false,
+        )
+        .into_iter()
+        .map(|t| f64::from(t as f32))
+        .collect();
         let mut sigmas: Vec<f64> = if options.log_linear {
             let high = f64::from(train_sigmas[train_sigmas.len() - 1]).ln();
             let low = f64::from(train_sigmas[0]).ln();
@@ -54,13 +64,19 @@ impl SigmaSchedule {
                 .map(|l| f64::from(l.exp()))
                 .collect()
         } else {
-            timesteps.iter().map(|&t| np_interp(t, &train_sigmas)).collect()
+            timesteps
+                .iter()
+                .map(|&t| np_interp(t, &train_sigmas))
+                .collect()
         };
         if options.karras {
             let sigma_min = config.sigma_min.unwrap_or(sigmas[sigmas.len() - 1]);
             let sigma_max = config.sigma_max.unwrap_or(sigmas[0]);
             sigmas = karras_sigmas(sigma_min, sigma_max, steps);
-            timesteps = sigmas.iter().map(|&s| sigma_to_t(s, &train_log_sigmas)).collect();
+            timesteps = sigmas
+                .iter()
+                .map(|&s| sigma_to_t(s, &train_log_sigmas))
+                .collect();
         }
         let final_sigma = if options.final_sigma_min {
             sigma_from_alpha_cumprod(schedule.alphas_cumprod[0])
@@ -101,13 +117,22 @@ impl SigmaSchedule {
     }
 
     /// `sample / sqrt(sigma^2 + 1)`.
-    pub(crate) fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    pub(crate) fn scale_model_input(
+        &self,
+        sample: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         let (sigma, _) = self.pair(step_index)?;
         div(sample, (sigma * sigma + 1.0).sqrt())
     }
 
     /// `original + noise * sigma`.
-    pub(crate) fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    pub(crate) fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         let (sigma, _) = self.pair(step_index)?;
         original + mul(noise, sigma)?
     }
@@ -122,7 +147,7 @@ pub(crate) fn predict_x0(
 ) -> candle_core::Result<Tensor> {
     match prediction {
         Prediction::Epsilon => sample - mul(model_output, sigma)?,
-        Prediction::VPrediction => {
+        Prediction::Velocity => {
             let scaled = mul(model_output, -sigma / (sigma * sigma + 1.0).sqrt())?;
             scaled + div(sample, sigma * sigma + 1.0)?
         }
@@ -141,14 +166,22 @@ impl EulerDiscrete {
         let prediction = Prediction::from_config(
             config,
             CLASS,
-            &[Prediction::Epsilon, Prediction::VPrediction, Prediction::Sample],
+            &[
+                Prediction::Epsilon,
+                Prediction::Velocity,
+                Prediction::Sample,
+            ],
         )?;
         for (set, name) in [
             (config.use_exponential_sigmas, "use_exponential_sigmas"),
             (config.use_beta_sigmas, "use_beta_sigmas"),
         ] {
             if set {
-                return Err(config_error(config, CLASS, format!("{name} is not supported")));
+                return Err(config_error(
+                    config,
+                    CLASS,
+                    format!("{name} is not supported"),
+                ));
             }
         }
         let log_linear = match config.interpolation_type.as_str() {
@@ -175,7 +208,7 @@ impl EulerDiscrete {
         };
         let continuous = match config.timestep_type.as_str() {
             "discrete" => false,
-            "continuous" => prediction == Prediction::VPrediction,
+            "continuous" => prediction == Prediction::Velocity,
             other => {
                 return Err(config_error(
                     config,
@@ -224,7 +257,12 @@ impl Scheduler for EulerDiscrete {
         sample + mul(&derivative, sigma_next - sigma)?
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         self.schedule.add_noise(original, noise, step_index)
     }
 }

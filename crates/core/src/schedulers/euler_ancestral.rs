@@ -20,7 +20,8 @@ pub(crate) struct EulerAncestral {
 
 impl EulerAncestral {
     pub(crate) fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
-        let prediction = Prediction::from_config(config, CLASS, &[Prediction::Epsilon, Prediction::VPrediction])?;
+        let prediction =
+            Prediction::from_config(config, CLASS, &[Prediction::Epsilon, Prediction::Velocity])?;
         Ok(EulerAncestral {
             schedule: SigmaSchedule::new(config, CLASS, steps, SigmaOptions::default())?,
             prediction,
@@ -62,7 +63,12 @@ impl Scheduler for EulerAncestral {
         prev + mul(&noise, sigma_up)?
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         self.schedule.add_noise(original, noise, step_index)
     }
 }

@@ -55,7 +55,12 @@ pub trait Scheduler: Send {
     ) -> candle_core::Result<Tensor>;
 
     /// Noises clean latents to the level of `step_index` (for image-to-image).
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor>;
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor>;
 }
 
 /// The diffusers class behind each [`SchedulerKind`].
@@ -92,7 +97,10 @@ pub fn build_scheduler(
     let class = match kind {
         Some(kind) => class_name(kind),
         None => config.class_name.as_deref().ok_or_else(|| {
-            Error::invalid_file(config.source_path(), "no _class_name, so the scheduler class is unknown")
+            Error::invalid_file(
+                config.source_path(),
+                "no _class_name, so the scheduler class is unknown",
+            )
         })?,
     };
     let mut config = config.clone();
@@ -107,7 +115,9 @@ pub fn build_scheduler(
         pndm::CLASS => Box::new(pndm::Pndm::new(&config, steps)?),
         euler::CLASS => Box::new(euler::EulerDiscrete::new(&config, steps)?),
         euler_ancestral::CLASS => Box::new(euler_ancestral::EulerAncestral::new(&config, steps)?),
-        dpm_solver_multistep::CLASS => Box::new(dpm_solver_multistep::DpmSolverMultistep::new(&config, steps)?),
+        dpm_solver_multistep::CLASS => Box::new(dpm_solver_multistep::DpmSolverMultistep::new(
+            &config, steps,
+        )?),
         other => {
             let known: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.as_str()).collect();
             return Err(Error::invalid_file(
@@ -131,7 +141,9 @@ fn pin_dpmpp_2m(config: &mut SchedulerConfig, karras: bool) {
 
 /// The error for a `step_index` past the schedule.
 fn index_error(step_index: usize, len: usize) -> candle_core::Error {
-    candle_core::Error::Msg(format!("step index {step_index} is past the schedule's {len} steps"))
+    candle_core::Error::Msg(format!(
+        "step index {step_index} is past the schedule's {len} steps"
+    ))
 }
 
 #[cfg(test)]
@@ -150,7 +162,13 @@ mod tests {
     #[test]
     fn builds_every_kind_from_one_config() {
         let config = sd15();
-        assert_eq!(build_scheduler(None, &config, 10).unwrap().timesteps().len(), 11);
+        assert_eq!(
+            build_scheduler(None, &config, 10)
+                .unwrap()
+                .timesteps()
+                .len(),
+            11
+        );
         for kind in SchedulerKind::ALL {
             let s = build_scheduler(Some(kind), &config, 10).unwrap();
             assert!(s.timesteps().len() >= 10, "{kind}");
@@ -172,10 +190,40 @@ mod tests {
     }
 
     #[test]
+    fn add_noise_matches_diffusers() {
+        // s = Class.from_config(sd15, **pins); s.set_timesteps(10); t = s.timesteps[3:4]
+        // s.add_noise(torch.full([1], 0.5), torch.full([1], -1.25), t).item()
+        let expected = [
+            (SchedulerKind::Ddim, 601.0, -0.945_884_05),
+            (SchedulerKind::Pndm, 701.0, -1.054_603),
+            (SchedulerKind::Euler, 666.0, -3.147_885_6),
+            (SchedulerKind::EulerA, 666.0, -3.147_885_6),
+            (SchedulerKind::Dpmpp2m, 699.0, -1.052_757_9),
+            (SchedulerKind::Dpmpp2mKarras, 687.0, -1.041_563),
+        ];
+        let device = candle_core::Device::Cpu;
+        let original = Tensor::new(&[0.5f32], &device).unwrap();
+        let noise = Tensor::new(&[-1.25f32], &device).unwrap();
+        for (kind, timestep, value) in expected {
+            let s = build_scheduler(Some(kind), &sd15(), 10).unwrap();
+            assert_eq!(s.timesteps()[3], timestep, "{kind}");
+            let noisy = s
+                .add_noise(&original, &noise, 3)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()[0];
+            assert!((noisy - value).abs() < 1e-6, "{kind}: {noisy} vs {value}");
+        }
+    }
+
+    #[test]
     fn rejects_prk_warmup() {
         let mut config = sd15();
         config.skip_prk_steps = false;
-        let err = build_scheduler(None, &config, 10).err().unwrap().to_string();
+        let err = build_scheduler(None, &config, 10)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("skip_prk_steps"), "{err}");
     }
 }

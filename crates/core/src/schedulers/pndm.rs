@@ -4,7 +4,9 @@
 use candle_core::Tensor;
 
 use super::config::SchedulerConfig;
-use super::schedule::{config_error, div, mul, spaced_timesteps, Prediction, Spacing, TrainSchedule};
+use super::schedule::{
+    config_error, div, mul, spaced_timesteps, Prediction, Spacing, TrainSchedule,
+};
 use super::{index_error, Scheduler};
 use crate::error::Result;
 use crate::rng::TorchRng;
@@ -36,7 +38,8 @@ impl Pndm {
                 "skip_prk_steps is false, but only the PLMS form (skip_prk_steps: true) is supported",
             ));
         }
-        let prediction = Prediction::from_config(config, CLASS, &[Prediction::Epsilon, Prediction::VPrediction])?;
+        let prediction =
+            Prediction::from_config(config, CLASS, &[Prediction::Epsilon, Prediction::Velocity])?;
         let spacing = Spacing::from_config(config, CLASS, Spacing::Leading)?;
         let schedule = TrainSchedule::new(config, CLASS, false)?;
         let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(false) {
@@ -71,7 +74,13 @@ impl Pndm {
     }
 
     /// The PNDM transfer from `t` to `prev_t` given the combined model output.
-    fn prev_sample(&self, sample: &Tensor, t: i64, prev_t: i64, model_output: &Tensor) -> candle_core::Result<Tensor> {
+    fn prev_sample(
+        &self,
+        sample: &Tensor,
+        t: i64,
+        prev_t: i64,
+        model_output: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         let alpha_t = self.schedule.alpha_cumprod(t)?;
         let alpha_prev = if prev_t >= 0 {
             self.schedule.alpha_cumprod(prev_t)?
@@ -81,7 +90,9 @@ impl Pndm {
         let beta_t = 1.0 - alpha_t;
         let beta_prev = 1.0 - alpha_prev;
         let model_output = match self.prediction {
-            Prediction::VPrediction => (mul(model_output, alpha_t.sqrt())? + mul(sample, beta_t.sqrt())?)?,
+            Prediction::Velocity => {
+                (mul(model_output, alpha_t.sqrt())? + mul(sample, beta_t.sqrt())?)?
+            }
             _ => model_output.clone(),
         };
         let sample_coeff = (alpha_prev / alpha_t).sqrt();
@@ -114,7 +125,11 @@ impl Scheduler for Pndm {
         1.0
     }
 
-    fn scale_model_input(&self, sample: &Tensor, _step_index: usize) -> candle_core::Result<Tensor> {
+    fn scale_model_input(
+        &self,
+        sample: &Tensor,
+        _step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         Ok(sample.clone())
     }
 
@@ -146,10 +161,9 @@ impl Scheduler for Pndm {
                 model_output.clone()
             }
             (1, 1) => {
-                let first = self
-                    .cur_sample
-                    .take()
-                    .ok_or_else(|| candle_core::Error::Msg("PNDM: second step without a first".into()))?;
+                let first = self.cur_sample.take().ok_or_else(|| {
+                    candle_core::Error::Msg("PNDM: second step without a first".into())
+                })?;
                 sample = first;
                 div(&(model_output + &e[0])?, 2.0)?
             }
@@ -159,7 +173,8 @@ impl Scheduler for Pndm {
                 12.0,
             )?,
             _ => {
-                let sum = (((mul(&e[3], 55.0)? - mul(&e[2], 59.0)?)? + mul(&e[1], 37.0)?)? - mul(&e[0], 9.0)?)?;
+                let sum = (((mul(&e[3], 55.0)? - mul(&e[2], 59.0)?)? + mul(&e[1], 37.0)?)?
+                    - mul(&e[0], 9.0)?)?;
                 mul(&sum, (1.0f64 / 24.0) as f32)?
             }
         };
@@ -168,7 +183,12 @@ impl Scheduler for Pndm {
         Ok(prev)
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         let alpha = self.schedule.alpha_cumprod(self.timestep(step_index)?)?;
         mul(original, alpha.sqrt())? + mul(noise, (1.0 - alpha).sqrt())?
     }

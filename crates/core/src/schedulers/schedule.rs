@@ -27,19 +27,27 @@ pub(crate) enum Prediction {
     /// The added noise.
     Epsilon,
     /// The velocity `alpha * noise - sigma * x0`.
-    VPrediction,
+    Velocity,
     /// The clean sample itself.
     Sample,
 }
 
 /// A configuration error, naming the file and the scheduler class.
-pub(crate) fn config_error(config: &SchedulerConfig, class: &str, message: impl std::fmt::Display) -> Error {
+pub(crate) fn config_error(
+    config: &SchedulerConfig,
+    class: &str,
+    message: impl std::fmt::Display,
+) -> Error {
     Error::invalid_file(config.source_path(), format!("{class}: {message}"))
 }
 
 impl Spacing {
     /// The config's spacing, or `default` (which differs between classes).
-    pub(crate) fn from_config(config: &SchedulerConfig, class: &str, default: Spacing) -> Result<Self> {
+    pub(crate) fn from_config(
+        config: &SchedulerConfig,
+        class: &str,
+        default: Spacing,
+    ) -> Result<Self> {
         match config.timestep_spacing.as_deref() {
             None => Ok(default),
             Some("leading") => Ok(Spacing::Leading),
@@ -56,10 +64,14 @@ impl Spacing {
 
 impl Prediction {
     /// The config's `prediction_type`, if `class` accepts it.
-    pub(crate) fn from_config(config: &SchedulerConfig, class: &str, allowed: &[Prediction]) -> Result<Self> {
+    pub(crate) fn from_config(
+        config: &SchedulerConfig,
+        class: &str,
+        allowed: &[Prediction],
+    ) -> Result<Self> {
         let prediction = match config.prediction_type.as_str() {
             "epsilon" => Some(Prediction::Epsilon),
-            "v_prediction" => Some(Prediction::VPrediction),
+            "v_prediction" => Some(Prediction::Velocity),
             "sample" => Some(Prediction::Sample),
             _ => None,
         };
@@ -68,7 +80,10 @@ impl Prediction {
             _ => Err(config_error(
                 config,
                 class,
-                format!("prediction_type \"{}\" is not supported", config.prediction_type),
+                format!(
+                    "prediction_type \"{}\" is not supported",
+                    config.prediction_type
+                ),
             )),
         }
     }
@@ -85,7 +100,11 @@ impl TrainSchedule {
     /// Betas from the config, rescaled to zero terminal SNR when the config
     /// asks and `zero_snr_supported` (false for classes without that option),
     /// and their cumulative alphas.
-    pub(crate) fn new(config: &SchedulerConfig, class: &str, zero_snr_supported: bool) -> Result<Self> {
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        class: &str,
+        zero_snr_supported: bool,
+    ) -> Result<Self> {
         let mut betas = betas(config, class)?;
         if zero_snr_supported && config.rescale_betas_zero_snr {
             betas = rescale_zero_terminal_snr(&betas);
@@ -116,7 +135,10 @@ impl TrainSchedule {
 
     /// `((1 - a) / a) ** 0.5` for every training step, in `float32`.
     pub(crate) fn sigmas(&self) -> Vec<f32> {
-        self.alphas_cumprod.iter().map(|&a| sigma_from_alpha_cumprod(a)).collect()
+        self.alphas_cumprod
+            .iter()
+            .map(|&a| sigma_from_alpha_cumprod(a))
+            .collect()
     }
 }
 
@@ -129,29 +151,42 @@ pub(crate) fn sigma_from_alpha_cumprod(a: f32) -> f32 {
 fn betas(config: &SchedulerConfig, class: &str) -> Result<Vec<f32>> {
     let n = config.num_train_timesteps;
     if n < 2 {
-        return Err(config_error(config, class, format!("num_train_timesteps {n} is below 2")));
+        return Err(config_error(
+            config,
+            class,
+            format!("num_train_timesteps {n} is below 2"),
+        ));
     }
     if let Some(trained) = &config.trained_betas {
         if trained.len() != n {
             return Err(config_error(
                 config,
                 class,
-                format!("trained_betas has {} values, num_train_timesteps is {n}", trained.len()),
+                format!(
+                    "trained_betas has {} values, num_train_timesteps is {n}",
+                    trained.len()
+                ),
             ));
         }
         return Ok(trained.iter().map(|&b| b as f32).collect());
     }
     match config.beta_schedule.as_str() {
         "linear" => Ok(torch_linspace_f32(config.beta_start, config.beta_end, n)),
-        "scaled_linear" => Ok(torch_linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), n)
-            .into_iter()
-            .map(|b| b * b)
-            .collect()),
+        "scaled_linear" => {
+            Ok(
+                torch_linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), n)
+                    .into_iter()
+                    .map(|b| b * b)
+                    .collect(),
+            )
+        }
         "squaredcos_cap_v2" => Ok(squaredcos_cap_v2(n)),
         other => Err(config_error(
             config,
             class,
-            format!("beta_schedule \"{other}\" is not one of linear, scaled_linear, squaredcos_cap_v2"),
+            format!(
+                "beta_schedule \"{other}\" is not one of linear, scaled_linear, squaredcos_cap_v2"
+            ),
         )),
     }
 }
@@ -175,7 +210,11 @@ pub(crate) fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
 
 /// The cosine schedule (Nichol & Dhariwal), computed in `float64` and stored as `float32`.
 fn squaredcos_cap_v2(n: usize) -> Vec<f32> {
-    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+    let alpha_bar = |t: f64| {
+        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
     (0..n)
         .map(|i| {
             let t1 = i as f64 / n as f64;
@@ -257,7 +296,13 @@ pub(crate) fn spaced_timesteps(
         Spacing::Linspace => np_linspace(0.0, (num_train - 1) as f64, steps)
             .into_iter()
             .rev()
-            .map(|t| if round_linspace { t.round_ties_even() } else { f64::from(t as f32) })
+            .map(|t| {
+                if round_linspace {
+                    t.round_ties_even()
+                } else {
+                    f64::from(t as f32)
+                }
+            })
             .collect(),
         Spacing::Leading => {
             let ratio = num_train / steps;
@@ -395,7 +440,10 @@ mod tests {
         let t = spaced_timesteps(Spacing::Linspace, 1000, 4, 1, true);
         assert_eq!(t, vec![999.0, 666.0, 333.0, 0.0]);
         // numpy.arange(1000, 0, -1000 / 61) has 62 elements.
-        assert_eq!(spaced_timesteps(Spacing::Trailing, 1000, 61, 0, true).len(), 62);
+        assert_eq!(
+            spaced_timesteps(Spacing::Trailing, 1000, 61, 0, true).len(),
+            62
+        );
         let t = spaced_timesteps(Spacing::Linspace, 1000, 4, 0, false);
         assert_eq!(t, vec![999.0, 666.0, 333.0, 0.0]);
         let t = spaced_timesteps(Spacing::Linspace, 1000, 7, 0, false);
