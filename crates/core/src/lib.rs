@@ -11,5 +11,7 @@ pub mod image;
 pub mod model_files;
 pub mod source;
 pub mod tokenizer;
+pub mod rng;
+pub mod schedulers;
 
 pub use error::{Error, Result};
