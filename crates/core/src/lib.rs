@@ -6,5 +6,8 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod layers;
+pub mod unet;
+pub mod vae;
 
 pub use error::{Error, Result};
