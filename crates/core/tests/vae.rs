@@ -1,0 +1,89 @@
+//! VAE parity with diffusers on the tiny SD-1.5-shaped fixture.
+//!
+//! References come from `tools/fixtures/make_fixtures.py`:
+//! `vae.decoded = pipe.vae.decode(vae.latents).sample` and
+//! `dist = pipe.vae.encode(vae.image).latent_dist; vae.mean = dist.mean; vae.logvar = dist.logvar`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use sd_core::vae::{AutoencoderKL, VaeConfig};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn references() -> HashMap<String, Tensor> {
+    let path = fixtures().join("tiny-sd15-components.safetensors");
+    candle_core::safetensors::load(path, &Device::Cpu).expect("component references")
+}
+
+fn load_vae() -> AutoencoderKL {
+    let dir = fixtures().join("tiny-sd15/vae");
+    let cfg = VaeConfig::from_file(&dir.join("config.json")).expect("vae config");
+    let weights = dir.join("diffusion_pytorch_model.safetensors");
+    // SAFETY: the fixture file is not modified while mapped.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu)
+    }
+    .expect("vae weights");
+    AutoencoderKL::new(vb, &cfg).expect("vae model")
+}
+
+/// Asserts `max |got - want| <= 1e-4 * max(1, max |want|)` and returns the error.
+fn assert_close(name: &str, got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.dims(), want.dims(), "{name}: shape");
+    let err = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+    let err = err.to_scalar::<f32>().unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let tol = 1e-4 * scale.max(1.0);
+    eprintln!("{name}: max |Δ| = {err:e} (tolerance {tol:e})");
+    assert!(err <= tol, "{name}: max |Δ| = {err} > {tol}");
+    err
+}
+
+#[test]
+fn decode_matches_diffusers() {
+    let refs = references();
+    let decoded = load_vae().decode(&refs["vae.latents"]).expect("decode");
+    assert_close("vae.decoded", &decoded, &refs["vae.decoded"]);
+}
+
+#[test]
+fn encode_matches_diffusers() {
+    let refs = references();
+    let dist = load_vae().encode(&refs["vae.image"]).expect("encode");
+    assert_close("vae.mean", &dist.mean, &refs["vae.mean"]);
+    assert_close("vae.logvar", &dist.logvar, &refs["vae.logvar"]);
+    let std = (&refs["vae.logvar"] * 0.5).unwrap().exp().unwrap();
+    assert_close("vae.std", &dist.std, &std);
+    let noise = Tensor::ones(dist.mean.dims(), DType::F32, &Device::Cpu).unwrap();
+    let sample = dist.sample_with_noise(&noise).unwrap();
+    let want = (&refs["vae.mean"] + &std).unwrap();
+    assert_close("vae.sample", &sample, &want);
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let vae = load_vae();
+    let dev = Device::Cpu;
+    let odd = Tensor::zeros((1, 3, 60, 96), DType::F32, &dev).unwrap();
+    let err = vae.encode(&odd).unwrap_err();
+    assert!(err.to_string().contains("multiples of 8"), "{err}");
+    let gray = Tensor::zeros((1, 1, 64, 64), DType::F32, &dev).unwrap();
+    assert!(vae.encode(&gray).is_err());
+    let latents = Tensor::zeros((1, 3, 8, 8), DType::F32, &dev).unwrap();
+    assert!(vae.decode(&latents).is_err());
+    let dist = vae
+        .encode(&Tensor::zeros((1, 3, 64, 64), DType::F32, &dev).unwrap())
+        .unwrap();
+    let noise = Tensor::zeros((1, 4, 8, 9), DType::F32, &dev).unwrap();
+    assert!(dist.sample_with_noise(&noise).is_err());
+}
