@@ -2,13 +2,15 @@
 //!
 //! References come from `tools/fixtures/make_fixtures.py`:
 //! `unet.out = pipe.unet(unet.sample, unet.timestep, encoder_hidden_states=unet.encoder_hidden_states).sample`
-//! (and the same with `unet_frac.timestep`).
+//! (and the same with `unet_frac.timestep`). The SD-2- and SDXL-shaped variants come from
+//! `tools/fixtures/make_sd2_unet.py` (their `reference.safetensors`), including an odd-sized
+//! sample that exercises diffusers' `forward_upsample_size`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use sd_core::unet::{UNet2DConditionModel, UNetConfig};
+use sd_core::unet::{AddedCond, UNet2DConditionModel, UNetConfig};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -65,6 +67,64 @@ fn tiny_sd15_matches_diffusers() {
     }
 }
 
+fn variant_references(name: &str) -> HashMap<String, Tensor> {
+    let path = fixtures().join(name).join("reference.safetensors");
+    candle_core::safetensors::load(path, &Device::Cpu).expect("variant references")
+}
+
+#[test]
+fn tiny_sd2_matches_diffusers() {
+    let refs = variant_references("tiny-sd2-unet");
+    let unet = load_unet(&fixtures().join("tiny-sd2-unet"));
+    assert!(unet.config().use_linear_projection && unet.config().upcast_attention);
+    let t = timestep(&refs["timestep"]);
+    let ehs = &refs["encoder_hidden_states"];
+    let out = unet.forward(&refs["sample"], t, ehs).expect("forward");
+    assert_close("sd2", &out, &refs["out"]);
+    let ehs1 = ehs.narrow(0, 0, 1).unwrap();
+    let odd = unet
+        .forward(&refs["odd_sample"], t, &ehs1)
+        .expect("odd forward");
+    assert_close("sd2 odd size", &odd, &refs["odd_out"]);
+}
+
+#[test]
+fn tiny_sdxl_matches_diffusers() {
+    let refs = variant_references("tiny-sdxl-unet");
+    let unet = load_unet(&fixtures().join("tiny-sdxl-unet"));
+    assert!(unet.config().needs_added_cond());
+    let t = timestep(&refs["timestep"]);
+    let ehs = &refs["encoder_hidden_states"];
+    let added = AddedCond {
+        text_embeds: refs["text_embeds"].clone(),
+        time_ids: refs["time_ids"].clone(),
+    };
+    let out = unet
+        .forward_with_cond(&refs["sample"], t, ehs, Some(&added))
+        .expect("forward");
+    assert_close("sdxl", &out, &refs["out"]);
+    let first = |t: &Tensor| t.narrow(0, 0, 1).unwrap();
+    let added1 = AddedCond {
+        text_embeds: first(&added.text_embeds),
+        time_ids: first(&added.time_ids),
+    };
+    let odd = unet
+        .forward_with_cond(&refs["odd_sample"], t, &first(ehs), Some(&added1))
+        .expect("odd forward");
+    assert_close("sdxl odd size", &odd, &refs["odd_out"]);
+
+    let err = unet.forward(&refs["sample"], t, ehs).unwrap_err();
+    assert!(err.to_string().contains("time_ids"), "{err}");
+    let short = AddedCond {
+        text_embeds: added.text_embeds.narrow(1, 0, 10).unwrap(),
+        time_ids: added.time_ids.clone(),
+    };
+    let err = unet
+        .forward_with_cond(&refs["sample"], t, ehs, Some(&short))
+        .unwrap_err();
+    assert!(err.to_string().contains("text_embeds"), "{err}");
+}
+
 #[test]
 fn bad_shapes_are_errors() {
     let refs = references();
@@ -82,6 +142,27 @@ fn bad_shapes_are_errors() {
     assert!(err.to_string().contains("encoder_hidden_states"), "{err}");
     let wrong_width = Tensor::zeros((2, 77, 16), DType::F32, &dev).unwrap();
     assert!(unet.forward(sample, 1.0, &wrong_width).is_err());
+    let added = AddedCond {
+        text_embeds: Tensor::zeros((2, 4), DType::F32, &dev).unwrap(),
+        time_ids: Tensor::zeros((2, 6), DType::F32, &dev).unwrap(),
+    };
+    assert!(unet
+        .forward_with_cond(sample, 1.0, ehs, Some(&added))
+        .is_err());
+}
+
+#[test]
+fn unsupported_config_names_the_field() {
+    let dir = std::env::temp_dir().join(format!("sd-core-unet-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    std::fs::write(&path, r#"{"down_block_types": ["SimpleCrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D"]}"#).unwrap();
+    let err = UNetConfig::from_file(&path).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        err.contains("SimpleCrossAttnDownBlock2D") && err.contains("config.json"),
+        "{err}"
+    );
 }
 
 #[test]

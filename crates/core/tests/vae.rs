@@ -19,8 +19,12 @@ fn references() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).expect("component references")
 }
 
+fn vae_dir() -> PathBuf {
+    fixtures().join("tiny-sd15/vae")
+}
+
 fn load_vae() -> AutoencoderKL {
-    let dir = fixtures().join("tiny-sd15/vae");
+    let dir = vae_dir();
     let cfg = VaeConfig::from_file(&dir.join("config.json")).expect("vae config");
     let weights = dir.join("diffusion_pytorch_model.safetensors");
     // SAFETY: the fixture file is not modified while mapped.
@@ -86,4 +90,44 @@ fn bad_shapes_are_errors() {
         .unwrap();
     let noise = Tensor::zeros((1, 4, 8, 9), DType::F32, &dev).unwrap();
     assert!(dist.sample_with_noise(&noise).is_err());
+}
+
+/// Older checkpoints name the mid-block attention `query`/`key`/`value`/`proj_attn`,
+/// sometimes as 1×1 convolutions: the same weights under those names must decode identically.
+#[test]
+fn legacy_attention_names_decode_identically() {
+    let dir = vae_dir();
+    let cfg = VaeConfig::from_file(&dir.join("config.json")).unwrap();
+    let path = dir.join("diffusion_pytorch_model.safetensors");
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let renamed: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let legacy = [
+                ("to_q.", "query."),
+                ("to_k.", "key."),
+                ("to_v.", "value."),
+                ("to_out.0.", "proj_attn."),
+            ];
+            for (new, old) in legacy {
+                if name.contains(".attentions.") && name.contains(new) {
+                    let t = if name.ends_with("weight") && new == "to_q." {
+                        t.unsqueeze(2).unwrap().unsqueeze(3).unwrap()
+                    } else {
+                        t
+                    };
+                    return (name.replace(new, old), t);
+                }
+            }
+            (name, t)
+        })
+        .collect();
+    assert!(renamed
+        .keys()
+        .any(|k| k.ends_with("attentions.0.proj_attn.weight")));
+    let vb = candle_nn::VarBuilder::from_tensors(renamed, DType::F32, &Device::Cpu);
+    let legacy = AutoencoderKL::new(vb, &cfg).expect("legacy vae");
+    let refs = references();
+    let decoded = legacy.decode(&refs["vae.latents"]).expect("decode");
+    assert_close("vae.decoded (legacy names)", &decoded, &refs["vae.decoded"]);
 }

@@ -238,7 +238,7 @@ impl SpatialSelfAttention {
         eps: f64,
         rescale_output_factor: f64,
     ) -> Result<Self> {
-        if heads == 0 || channels % heads != 0 {
+        if heads == 0 || !channels.is_multiple_of(heads) {
             candle_core::bail!("attention: {channels} channels cannot be split into {heads} heads");
         }
         let group_norm = candle_nn::group_norm(groups, channels, eps, vb.pp("group_norm"))?;
