@@ -22,13 +22,16 @@ fn references() -> HashMap<String, Tensor> {
 }
 
 fn load_unet(dir: &Path) -> UNet2DConditionModel {
+    load_unet_as(dir, DType::F32)
+}
+
+fn load_unet_as(dir: &Path, dtype: DType) -> UNet2DConditionModel {
     let cfg = UNetConfig::from_file(&dir.join("config.json")).expect("unet config");
     let weights = dir.join("diffusion_pytorch_model.safetensors");
     // SAFETY: the fixture file is not modified while mapped.
-    let vb = unsafe {
-        candle_nn::VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu)
-    }
-    .expect("unet weights");
+    let vb =
+        unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[weights], dtype, &Device::Cpu) }
+            .expect("unet weights");
     UNet2DConditionModel::new(vb, &cfg).expect("unet model")
 }
 
@@ -65,6 +68,28 @@ fn tiny_sd15_matches_diffusers() {
         let out = unet.forward(sample, t, ehs).expect("forward");
         assert_close(case, &out, &refs[&format!("{case}.out")]);
     }
+}
+
+/// Half precision runs end to end and stays near the f32 reference (1e-2 relative).
+#[test]
+fn tiny_sd15_runs_in_f16() {
+    let refs = references();
+    let unet = load_unet_as(&fixtures().join("tiny-sd15/unet"), DType::F16);
+    let half = |name: &str| refs[name].to_dtype(DType::F16).unwrap();
+    let out = unet
+        .forward(
+            &half("unet.sample"),
+            801.0,
+            &half("unet.encoder_hidden_states"),
+        )
+        .expect("f16 forward");
+    assert_eq!(out.dtype(), DType::F16);
+    let out = out.to_dtype(DType::F32).unwrap();
+    let want = &refs["unet.out"];
+    let err = (&out - want).unwrap().abs().unwrap().max_all().unwrap();
+    let err = err.to_scalar::<f32>().unwrap();
+    eprintln!("unet f16: max |Δ| = {err:e}");
+    assert!(err < 1e-2 * 1.5, "unet f16: max |Δ| = {err}");
 }
 
 fn variant_references(name: &str) -> HashMap<String, Tensor> {

@@ -24,14 +24,17 @@ fn vae_dir() -> PathBuf {
 }
 
 fn load_vae() -> AutoencoderKL {
+    load_vae_as(DType::F32)
+}
+
+fn load_vae_as(dtype: DType) -> AutoencoderKL {
     let dir = vae_dir();
     let cfg = VaeConfig::from_file(&dir.join("config.json")).expect("vae config");
     let weights = dir.join("diffusion_pytorch_model.safetensors");
     // SAFETY: the fixture file is not modified while mapped.
-    let vb = unsafe {
-        candle_nn::VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu)
-    }
-    .expect("vae weights");
+    let vb =
+        unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[weights], dtype, &Device::Cpu) }
+            .expect("vae weights");
     AutoencoderKL::new(vb, &cfg).expect("vae model")
 }
 
@@ -72,6 +75,28 @@ fn encode_matches_diffusers() {
     let sample = dist.sample_with_noise(&noise).unwrap();
     let want = (&refs["vae.mean"] + &std).unwrap();
     assert_close("vae.sample", &sample, &want);
+}
+
+/// Half precision runs end to end and stays near the f32 reference (1e-2 relative).
+#[test]
+fn decode_runs_in_f16() {
+    let refs = references();
+    let z = refs["vae.latents"].to_dtype(DType::F16).unwrap();
+    let decoded = load_vae_as(DType::F16).decode(&z).expect("f16 decode");
+    assert_eq!(decoded.dtype(), DType::F16);
+    let decoded = decoded.to_dtype(DType::F32).unwrap();
+    let want = &refs["vae.decoded"];
+    let err = (&decoded - want).unwrap().abs().unwrap().max_all().unwrap();
+    let err = err.to_scalar::<f32>().unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    eprintln!("vae f16: max |Δ| = {err:e}");
+    assert!(err < 1e-2 * scale.max(1.0), "vae f16: max |Δ| = {err}");
 }
 
 #[test]

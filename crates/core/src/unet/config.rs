@@ -257,6 +257,8 @@ pub(crate) struct UNetPlan {
     pub time_norm: TimeEmbeddingNorm,
     pub groups: usize,
     pub time_embed_dim: usize,
+    /// The one width the encoder hidden states must have.
+    pub cross_attention_dim: usize,
     pub time_embedding_act: Option<Activation>,
     pub timestep_post_act: Option<Activation>,
     pub text_time: Option<TextTimePlan>,
@@ -342,6 +344,11 @@ impl UNetConfig {
             None => self.attention_head_dim.expand(n, "attention_head_dim")?,
         };
         let cross_dims = self.cross_attention_dim.expand(n, "cross_attention_dim")?;
+        if cross_dims.iter().any(|&d| d != cross_dims[0]) {
+            return Err(format!(
+                "cross_attention_dim {cross_dims:?}: different widths per block are unsupported"
+            ));
+        }
         let only_cross = self
             .only_cross_attention
             .expand(n, "only_cross_attention")?;
@@ -489,6 +496,7 @@ impl UNetConfig {
             time_norm,
             groups,
             time_embed_dim,
+            cross_attention_dim: cross_dims[0],
             time_embedding_act,
             timestep_post_act,
             text_time,

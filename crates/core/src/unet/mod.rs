@@ -52,6 +52,7 @@ pub struct UNet2DConditionModel {
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
     act: Activation,
+    cross_attention_dim: usize,
     config: UNetConfig,
 }
 
@@ -147,6 +148,7 @@ impl UNet2DConditionModel {
             conv_norm_out,
             conv_out,
             act: plan.act,
+            cross_attention_dim: plan.cross_attention_dim,
             config: cfg.clone(),
         })
     }
@@ -181,43 +183,73 @@ impl UNet2DConditionModel {
         encoder_hidden_states: &Tensor,
         added: Option<&AddedCond>,
     ) -> Result<Tensor> {
-        let cfg = &self.config;
-        let (b, c, h, w) = sample.dims4().map_err(|_| {
-            shape_error(format!(
-                "sample must be [B, C, H, W], got {:?}",
-                sample.dims()
-            ))
-        })?;
-        if c != cfg.in_channels || b == 0 || h == 0 || w == 0 {
-            return Err(shape_error(format!(
-                "sample has shape {:?}, expected [B, {}, H, W] with B, H, W >= 1",
-                sample.dims(),
-                cfg.in_channels
-            )));
-        }
-        let (eb, _, ed) = encoder_hidden_states.dims3().map_err(|_| {
-            shape_error(format!(
-                "encoder_hidden_states must be [B, S, D], got {:?}",
-                encoder_hidden_states.dims()
-            ))
-        })?;
-        let cross_dims = cfg
-            .cross_attention_dim
-            .expand(cfg.block_out_channels.len(), "cross_attention_dim")
-            .map_err(shape_error)?;
-        if eb != b || cross_dims.iter().any(|&d| d != ed) {
-            return Err(shape_error(format!(
-                "encoder_hidden_states has shape {:?}, expected [{b}, S, {}]",
-                encoder_hidden_states.dims(),
-                cross_dims[0]
-            )));
-        }
-
-        let sample = if cfg.center_input_sample {
+        let (b, h, w) = self.check_inputs(sample, encoder_hidden_states)?;
+        let sample = if self.config.center_input_sample {
             sample.affine(2.0, -1.0)?
         } else {
             sample.clone()
         };
+        let emb = self.embed_time(timestep, b, &sample, added)?;
+        let context = encoder_hidden_states;
+
+        let mut xs = self.conv_in.forward(&sample)?;
+        let mut skips = vec![xs.clone()];
+        for block in &self.down_blocks {
+            xs = block.forward(&xs, &emb, context, &mut skips)?;
+        }
+        if let Some(mid) = &self.mid_block {
+            xs = mid.forward(&xs, &emb, context)?;
+        }
+        let factor = 1usize << self.config.num_downsamplers();
+        let forward_upsample_size = h % factor != 0 || w % factor != 0;
+        for block in &self.up_blocks {
+            // Upsample to the size of the skip the next block will take first.
+            let next_skip = skips.len().checked_sub(block.num_skips() + 1);
+            let upsample_size = match next_skip {
+                Some(i) if forward_upsample_size => {
+                    let (_, _, sh, sw) = skips[i].dims4()?;
+                    Some((sh, sw))
+                }
+                _ => None,
+            };
+            xs = block.forward(&xs, &emb, context, &mut skips, upsample_size)?;
+        }
+        let xs = self.act.forward(&self.conv_norm_out.forward(&xs)?)?;
+        Ok(self.conv_out.forward(&xs)?)
+    }
+
+    /// Checks the forward inputs' shapes; returns `(B, H, W)`.
+    fn check_inputs(&self, sample: &Tensor, context: &Tensor) -> Result<(usize, usize, usize)> {
+        let cfg = &self.config;
+        let (b, h, w) = match *sample.dims() {
+            [b, c, h, w] if c == cfg.in_channels && b > 0 && h > 0 && w > 0 => (b, h, w),
+            _ => {
+                return Err(shape_error(format!(
+                    "sample has shape {:?}, expected [B, {}, H, W] with B, H, W >= 1",
+                    sample.dims(),
+                    cfg.in_channels
+                )))
+            }
+        };
+        match *context.dims() {
+            [cb, _, d] if cb == b && d == self.cross_attention_dim => Ok((b, h, w)),
+            _ => Err(shape_error(format!(
+                "encoder_hidden_states has shape {:?}, expected [{b}, S, {}]",
+                context.dims(),
+                self.cross_attention_dim
+            ))),
+        }
+    }
+
+    /// The time embedding `[B, time_embed_dim]`, plus SDXL's added embedding when configured.
+    fn embed_time(
+        &self,
+        timestep: f64,
+        b: usize,
+        sample: &Tensor,
+        added: Option<&AddedCond>,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
         let dtype = sample.dtype();
         let t_emb = timestep_embedding(
             &vec![timestep; b],
@@ -228,7 +260,7 @@ impl UNet2DConditionModel {
         )?;
         let mut emb = self.time_embedding.forward(&t_emb, dtype)?;
         match (&self.add_embedding, added) {
-            (Some(add), Some(added)) => emb = (emb + add.forward(added, b, cfg)?)?,
+            (Some(add), Some(added)) => emb = (emb + add.forward(added, b, cfg, dtype)?)?,
             (Some(_), None) => {
                 return Err(shape_error(
                     "this UNet (addition_embed_type text_time) needs text_embeds and time_ids"
@@ -242,40 +274,22 @@ impl UNet2DConditionModel {
             }
             (None, None) => {}
         }
-        if let Some(act) = self.time_embed_act {
-            emb = act.forward(&emb)?;
-        }
-        let context = encoder_hidden_states;
-
-        let mut xs = self.conv_in.forward(&sample)?;
-        let mut skips = vec![xs.clone()];
-        for block in &self.down_blocks {
-            xs = block.forward(&xs, &emb, context, &mut skips)?;
-        }
-        if let Some(mid) = &self.mid_block {
-            xs = mid.forward(&xs, &emb, context)?;
-        }
-        let factor = 1usize << cfg.num_downsamplers();
-        let forward_upsample_size = h % factor != 0 || w % factor != 0;
-        for block in &self.up_blocks {
-            let remaining = skips.len().saturating_sub(block.num_skips());
-            let upsample_size = match remaining.checked_sub(1) {
-                Some(i) if forward_upsample_size => {
-                    let (_, _, sh, sw) = skips[i].dims4()?;
-                    Some((sh, sw))
-                }
-                _ => None,
-            };
-            xs = block.forward(&xs, &emb, context, &mut skips, upsample_size)?;
-        }
-        let xs = self.act.forward(&self.conv_norm_out.forward(&xs)?)?;
-        Ok(self.conv_out.forward(&xs)?)
+        Ok(match self.time_embed_act {
+            Some(act) => act.forward(&emb)?,
+            None => emb,
+        })
     }
 }
 
 impl TextTimeEmbedding {
     /// `add_embedding(cat([text_embeds, add_time_proj(time_ids).reshape(B, -1)]))`.
-    fn forward(&self, added: &AddedCond, b: usize, cfg: &UNetConfig) -> Result<Tensor> {
+    fn forward(
+        &self,
+        added: &AddedCond,
+        b: usize,
+        cfg: &UNetConfig,
+        dtype: candle_core::DType,
+    ) -> Result<Tensor> {
         let (tb, text_dim) = added.text_embeds.dims2().map_err(|_| {
             shape_error(format!(
                 "text_embeds must be [B, P], got {:?}",
