@@ -29,6 +29,26 @@ impl<T: Clone> PerBlock<T> {
     }
 }
 
+/// A `sample_size`: one side of a square, or `[height, width]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SampleSize {
+    /// A square of this side.
+    Square(usize),
+    /// `[height, width]`.
+    HeightWidth(usize, usize),
+}
+
+impl SampleSize {
+    /// `(height, width)`.
+    pub fn height_width(self) -> (usize, usize) {
+        match self {
+            Self::Square(s) => (s, s),
+            Self::HeightWidth(h, w) => (h, w),
+        }
+    }
+}
+
 /// diffusers' `UNet2DConditionModel` config; missing fields take diffusers' defaults.
 ///
 /// Fields that only select features we do not implement are parsed so that
@@ -36,8 +56,8 @@ impl<T: Clone> PerBlock<T> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct UNetConfig {
-    /// Latent size the model was trained at (informational).
-    pub sample_size: Option<PerBlock<usize>>,
+    /// Latent size the model was trained at (64 for SD 1.5, i.e. 512 px).
+    pub sample_size: Option<SampleSize>,
     /// Channels of the input sample.
     pub in_channels: usize,
     /// Channels of the predicted output.
@@ -561,7 +581,9 @@ mod tests {
 
     #[test]
     fn defaults_are_sd15() {
-        let plan = parse("{}").plan().unwrap();
+        let plan = parse(r#"{"sample_size": 64}"#).plan().unwrap();
+        let sized = parse(r#"{"sample_size": [96, 64]}"#);
+        assert_eq!(sized.sample_size.unwrap().height_width(), (96, 64));
         assert_eq!(plan.down.len(), 4);
         assert_eq!(plan.down[0].heads, 8);
         assert_eq!(plan.up[0].in_channels, 1280);

@@ -10,7 +10,7 @@ mod config;
 mod embeddings;
 mod transformer;
 
-pub use config::{PerBlock, UNetConfig};
+pub use config::{PerBlock, SampleSize, UNetConfig};
 pub use embeddings::{timestep_embedding, TimestepEmbedding};
 pub use transformer::{BasicTransformerBlock, Transformer2DConfig, Transformer2DModel};
 
@@ -324,11 +324,8 @@ impl TextTimeEmbedding {
             device,
         )?
         .reshape((b, k * self.time_dim))?;
-        let dtype = added.text_embeds.dtype();
-        let input = Tensor::cat(
-            &[added.text_embeds.clone(), time_embeds.to_dtype(dtype)?],
-            1,
-        )?;
+        let text_embeds = added.text_embeds.to_dtype(dtype)?;
+        let input = Tensor::cat(&[text_embeds, time_embeds.to_dtype(dtype)?], 1)?;
         Ok(self.embedding.forward(&input, dtype)?)
     }
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::layers::Activation;
+use crate::unet::SampleSize;
 use crate::{Error, Result};
 
 /// diffusers' `AutoencoderKL` config; missing fields take diffusers' defaults.
@@ -29,8 +30,8 @@ pub struct VaeConfig {
     pub latent_channels: usize,
     /// Groups of every group norm.
     pub norm_num_groups: usize,
-    /// Image size the model was trained at (informational).
-    pub sample_size: Option<serde_json::Value>,
+    /// Image size the model was trained at (512 for SD 1.5).
+    pub sample_size: Option<SampleSize>,
     /// Latents are `scaling_factor * (z - shift_factor)` in the diffusion space.
     pub scaling_factor: f64,
     /// Shift of the latent space (null for SD 1.x/2.x/XL).
@@ -161,6 +162,7 @@ mod tests {
         assert_eq!(cfg.num_downsamplers(), 3);
         assert!(cfg.use_quant_conv && cfg.mid_block_add_attention);
         assert_eq!(cfg.shift_factor, None);
+        assert_eq!(cfg.sample_size, Some(SampleSize::Square(512)));
     }
 
     #[test]
