@@ -8,10 +8,14 @@
 pub mod clip;
 pub mod error;
 pub mod image;
+pub mod layers;
 pub mod model_files;
-pub mod source;
-pub mod tokenizer;
+pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
+pub mod source;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
 
 pub use error::{Error, Result};
