@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::image::{encode_png, to_rgb8, GenerationSettings};
 use crate::model_files::{read_json, Component, ComponentFiles, ModelIndex, WeightVariant};
 use crate::rng::TorchRng;
-use crate::schedulers::{build_scheduler, SchedulerConfig};
+use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
@@ -131,7 +131,10 @@ impl StableDiffusion {
         if index.has("text_encoder_2") {
             return Err(Error::invalid_file(
                 index_path,
-                format!("{} (two text encoders) is not supported yet", index.class_name),
+                format!(
+                    "{} (two text encoders) is not supported yet",
+                    index.class_name
+                ),
             ));
         }
         let dtype = DType::F32;
@@ -139,30 +142,27 @@ impl StableDiffusion {
         let tokenizer = ClipTokenizer::from_dir(&folder.join("tokenizer"))?;
 
         let files = ComponentFiles::find(folder, Component::TextEncoder, variant)?;
-        let config: ClipTextConfig = files.read_config()?;
+        let config = ClipTextConfig::from_file(&files.config)?;
         let text_encoder = ClipTextModel::new(files.var_builder(dtype, device)?, &config)
             .map_err(|e| files.weights_error(e))?;
 
         let files = ComponentFiles::find(folder, Component::Unet, variant)?;
-        let unet_config: UNetConfig = files.read_config()?;
+        let unet_config = UNetConfig::from_file(&files.config)?;
         let unet = UNet2DConditionModel::new(files.var_builder(dtype, device)?, &unet_config)
             .map_err(|e| files.weights_error(e))?;
 
         let files = ComponentFiles::find(folder, Component::Vae, variant)?;
-        let vae_config: VaeConfig = files.read_config()?;
+        let vae_config = VaeConfig::from_file(&files.config)?;
         let vae = AutoencoderKL::new(files.var_builder(dtype, device)?, &vae_config)
             .map_err(|e| files.weights_error(e))?;
 
         let scheduler_path = folder.join(crate::model_files::SCHEDULER_CONFIG);
-        let scheduler_config: SchedulerConfig = read_json(&scheduler_path)?;
-        let default_scheduler = scheduler_config
-            .kind()
-            .ok_or_else(|| {
-                Error::invalid_file(
-                    &scheduler_path,
-                    format!("unsupported scheduler class {}", scheduler_config.class_name),
-                )
-            })?;
+        let scheduler_config = SchedulerConfig::from_file(&scheduler_path)?;
+        // Build the folder's own scheduler once so an unsupported one fails at load time.
+        build_scheduler(None, &scheduler_config, 1)?;
+        let default_scheduler = kind_of(&scheduler_config).ok_or_else(|| {
+            Error::invalid_file(&scheduler_path, "the scheduler class is not supported")
+        })?;
 
         let name = folder
             .file_name()
@@ -199,9 +199,14 @@ impl StableDiffusion {
         self.default_scheduler
     }
 
-    /// The image size the model was trained at (diffusers' default width and height).
-    pub fn default_size(&self) -> usize {
-        self.unet_config.sample_size * self.vae_scale_factor()
+    /// The image size the model was trained at, `(width, height)` (diffusers' default).
+    pub fn default_size(&self) -> (usize, usize) {
+        let (height, width) = self
+            .unet_config
+            .sample_size
+            .map_or((64, 64), |size| size.height_width());
+        let factor = self.vae_scale_factor();
+        (width * factor, height * factor)
     }
 
     /// How many pixels one latent cell covers (8 for every Stable Diffusion VAE).
@@ -244,7 +249,10 @@ impl StableDiffusion {
         if !params.guidance_scale.is_finite() || params.guidance_scale < 0.0 {
             return Err(Error::invalid_request(
                 "guidance_scale",
-                format!("must be a finite number >= 0, got {}", params.guidance_scale),
+                format!(
+                    "must be a finite number >= 0, got {}",
+                    params.guidance_scale
+                ),
             ));
         }
         if let Some(latents) = &params.init_latents {
@@ -295,7 +303,8 @@ impl StableDiffusion {
 
         let started = Instant::now();
         let kind = params.scheduler.unwrap_or(self.default_scheduler);
-        let mut scheduler = build_scheduler(params.scheduler, &self.scheduler_config, params.steps)?;
+        let mut scheduler =
+            build_scheduler(params.scheduler, &self.scheduler_config, params.steps)?;
         let mut rng = TorchRng::new(params.seed);
         let noise = match &params.init_latents {
             Some(latents) => latents.to_device(&self.device)?.to_dtype(DType::F32)?,

@@ -43,7 +43,14 @@ fn read_cases(dir: &Path) -> Vec<Case> {
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -59,9 +66,11 @@ fn check_model(model_dir: &str, variant: WeightVariant) {
         .unwrap_or_else(|e| panic!("loading {model_dir}: {e}"));
     let mut failures = Vec::new();
     for case in read_cases(&traces) {
-        let reference: HashMap<String, Tensor> =
-            candle_core::safetensors::load(traces.join(format!("{}.safetensors", case.name)), &device)
-                .unwrap();
+        let reference: HashMap<String, Tensor> = candle_core::safetensors::load(
+            traces.join(format!("{}.safetensors", case.name)),
+            &device,
+        )
+        .unwrap();
         let init_latents = case.init_latents.then(|| {
             let mut file = candle_core::safetensors::load(
                 traces.join(format!("{}.init.safetensors", case.name)),
@@ -106,14 +115,24 @@ fn check_model(model_dir: &str, variant: WeightVariant) {
         ];
         for (name, ours, tolerance) in checks {
             let diff = max_abs_diff(ours, &reference[name]);
-            println!("{model_dir}/{}: {name} max|Δ| = {diff:.3e} (tolerance {tolerance:.1e})", case.name);
+            println!(
+                "{model_dir}/{}: {name} max|Δ| = {diff:.3e} (tolerance {tolerance:.1e})",
+                case.name
+            );
             if diff > tolerance {
-                failures.push(format!("{}: {name} {diff:.3e} > {tolerance:.1e}", case.name));
+                failures.push(format!(
+                    "{}: {name} {diff:.3e} > {tolerance:.1e}",
+                    case.name
+                ));
             }
         }
         assert_eq!(image.rgb.len(), case.width * case.height * 3);
     }
-    assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "parity failures:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
