@@ -1,9 +1,21 @@
-//! The one-shot `generate` command.
+//! The one-shot `generate` command: load a model, draw one image, write a PNG.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use sd_contract::SchedulerKind;
+use sd_core::model_files::WeightVariant;
+use sd_core::pipeline::{random_seed, GenerateParams, StableDiffusion, Trace};
+
+/// Steps when neither the command line nor a preset says otherwise.
+const DEFAULT_STEPS: usize = 30;
+/// Guidance scale when neither the command line nor a preset says otherwise.
+const DEFAULT_GUIDANCE: f64 = 7.5;
 
 /// Arguments of `sd-worker-cpu generate`.
 #[derive(Debug, Args)]
@@ -17,28 +29,31 @@ pub struct GenerateArgs {
     /// What to steer away from.
     #[arg(long)]
     pub negative_prompt: Option<String>,
-    /// Denoising steps.
+    /// Denoising steps [default: 30].
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Classifier-free guidance scale; 1 or less runs the conditional pass only.
+    /// Classifier-free guidance scale; 1 or less runs the conditional pass only [default: 7.5].
     #[arg(long)]
     pub guidance_scale: Option<f64>,
-    /// Image width in pixels (a multiple of 8).
+    /// Image width in pixels, a multiple of 8 [default: the model's native size].
     #[arg(long)]
     pub width: Option<usize>,
-    /// Image height in pixels (a multiple of 8).
+    /// Image height in pixels, a multiple of 8 [default: the model's native size].
     #[arg(long)]
     pub height: Option<usize>,
     /// Seed of the noise; drawn at random (and printed) when absent.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Scheduler; the model folder's own when absent.
+    /// Scheduler [default: the model folder's own].
     #[arg(long)]
     pub scheduler: Option<SchedulerKind>,
-    /// Safetensors file whose `latents` tensor replaces the seeded noise.
+    /// Read the `fp16` weight files when the model has both precisions (computation stays f32).
+    #[arg(long)]
+    pub fp16_weights: bool,
+    /// Safetensors file whose f32 `latents` tensor [1,4,H/8,W/8] replaces the seeded noise.
     #[arg(long)]
     pub init_latents: Option<PathBuf>,
-    /// Write intermediate tensors (embeddings, final latents, image) to this safetensors file.
+    /// Write prompt/negative embeddings, final latents and the 0..1 image to this safetensors file.
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// Where to write the PNG.
@@ -48,5 +63,122 @@ pub struct GenerateArgs {
 
 /// Runs the command.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    anyhow::bail!("generate is not wired yet: {args:?}")
+    for (name, value) in [("width", args.width), ("height", args.height)] {
+        if let Some(value) = value.filter(|v| *v == 0 || v % 8 != 0) {
+            bail!("--{name} must be a positive multiple of 8, got {value}");
+        }
+    }
+    if args.steps == Some(0) {
+        bail!("--steps must be at least 1");
+    }
+    let device = Device::Cpu;
+    let init_latents = args
+        .init_latents
+        .as_deref()
+        .map(|path| read_init_latents(path, &device))
+        .transpose()?;
+
+    let variant = if args.fp16_weights {
+        WeightVariant::Fp16
+    } else {
+        WeightVariant::Full
+    };
+    let folder = sd_core::source::resolve_model(&args.model, variant)?;
+    let mut model = StableDiffusion::load_with(&folder, &device, variant)
+        .with_context(|| format!("loading model {}", args.model))?;
+    model.set_name(&args.model);
+
+    let seed = args.seed.unwrap_or_else(|| {
+        let seed = random_seed();
+        eprintln!("seed: {seed}");
+        seed
+    });
+    let params = GenerateParams {
+        prompt: args.prompt,
+        negative_prompt: args.negative_prompt,
+        steps: args.steps.unwrap_or(DEFAULT_STEPS),
+        guidance_scale: args.guidance_scale.unwrap_or(DEFAULT_GUIDANCE),
+        width: args.width.unwrap_or(model.default_size().0),
+        height: args.height.unwrap_or(model.default_size().1),
+        seed,
+        scheduler: args.scheduler,
+        init_latents,
+    };
+
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed} (eta {eta})")
+            .expect("static progress template")
+            .progress_chars("=> "),
+    );
+    let mut on_step = |progress: sd_core::pipeline::StepProgress| {
+        bar.set_length(progress.total as u64);
+        bar.set_position(progress.step as u64);
+        ControlFlow::Continue(())
+    };
+    let image = model.generate(&params, &mut on_step)?;
+    bar.finish_and_clear();
+
+    std::fs::write(&args.output, &image.png)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    if let Some(path) = &args.trace {
+        write_trace(&mut model, &params, image.trace.clone(), path)?;
+    }
+    let t = image.timings;
+    eprintln!(
+        "wrote {} ({}x{}, seed {}, {}, {} steps): text {:.2}s, denoise {:.2}s, decode {:.2}s",
+        args.output.display(),
+        image.width,
+        image.height,
+        image.seed,
+        image.scheduler,
+        params.steps,
+        t.text_encoding.as_secs_f64(),
+        t.denoising.as_secs_f64(),
+        t.decoding.as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// Writes the intermediate tensors of a generation as f32 safetensors.
+///
+/// Without guidance the pipeline never encodes the negative prompt; it is
+/// encoded here so every trace has the same keys as diffusers' references.
+fn write_trace(
+    model: &mut StableDiffusion,
+    params: &GenerateParams,
+    trace: Trace,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let (negative, negative_pooled) = match trace.negative_prompt_embeds {
+        Some(hidden) => (hidden, trace.negative_pooled_prompt_embeds),
+        None => {
+            let prompt = model.encode_prompt(&params.prompt)?;
+            let negative = model.encode_negative(params.negative_prompt.as_deref(), &prompt)?;
+            (negative.hidden, negative.pooled)
+        }
+    };
+    let tensors: HashMap<&str, Tensor> = [
+        ("prompt_embeds", Some(trace.prompt_embeds)),
+        ("negative_prompt_embeds", Some(negative)),
+        ("pooled_prompt_embeds", trace.pooled_prompt_embeds),
+        ("negative_pooled_prompt_embeds", negative_pooled),
+        ("add_time_ids", trace.add_time_ids),
+        ("latents_final", Some(trace.latents_final)),
+        ("image", Some(trace.image)),
+    ]
+    .into_iter()
+    .filter_map(|(name, tensor)| tensor.map(|t| (name, t)))
+    .collect();
+    candle_core::safetensors::save(&tensors, path)
+        .with_context(|| format!("writing trace {}", path.display()))
+}
+
+/// Reads the `latents` tensor of a safetensors file as f32.
+fn read_init_latents(path: &Path, device: &Device) -> anyhow::Result<Tensor> {
+    let mut tensors = candle_core::safetensors::load(path, device)
+        .with_context(|| format!("reading --init-latents {}", path.display()))?;
+    let latents = tensors
+        .remove("latents")
+        .with_context(|| format!("{} has no tensor named `latents`", path.display()))?;
+    Ok(latents.to_dtype(DType::F32)?)
 }

@@ -1,0 +1,191 @@
+//! The CLIP text encoder (transformers' `CLIPTextModel` and
+//! `CLIPTextModelWithProjection`), on any candle device.
+//!
+//! Weights use the Hugging Face key names: `text_model.embeddings.*`,
+//! `text_model.encoder.layers.{i}.*`, `text_model.final_layer_norm.*` and, for
+//! SDXL's second encoder, `text_projection.weight`. A `CLIPTextModel` saved by
+//! transformers 5 has no `text_model.` prefix; both spellings load.
+
+mod config;
+mod encoder;
+
+use candle_core::{bail, DType, Device, Module, Result, Tensor};
+use candle_nn::{embedding, layer_norm, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
+
+pub use config::{ClipActivation, ClipTextConfig};
+use encoder::{causal_mask, EncoderLayer};
+
+/// Everything one text-encoder pass produces.
+#[derive(Debug, Clone)]
+pub struct ClipTextOutput {
+    /// `[batch, seq, hidden]`: the last layer's output after `final_layer_norm`.
+    pub last_hidden_state: Tensor,
+    /// `num_hidden_layers + 1` tensors `[batch, seq, hidden]`: the embeddings, then
+    /// each layer's output, none of them through `final_layer_norm` (transformers'
+    /// `output_hidden_states`; SDXL and clip skip read `hidden_states[-2]`).
+    pub hidden_states: Vec<Tensor>,
+    /// `[batch, hidden]`: `last_hidden_state` at each sequence's end-of-text token.
+    pub pooled: Tensor,
+    /// `[batch, projection_dim]`: `pooled` through `text_projection`, when the
+    /// checkpoint has one (`CLIPTextModelWithProjection`).
+    pub text_embeds: Option<Tensor>,
+}
+
+/// A CLIP text transformer: token + position embeddings, causal pre-LN encoder
+/// layers and a final layer norm, plus the optional text projection.
+#[derive(Debug, Clone)]
+pub struct ClipTextModel {
+    token_embedding: Embedding,
+    position_embedding: Embedding,
+    layers: Vec<EncoderLayer>,
+    final_layer_norm: LayerNorm,
+    text_projection: Option<Linear>,
+    eos_token_id: u32,
+    max_position_embeddings: usize,
+}
+
+impl ClipTextModel {
+    /// Builds the model from a checkpoint's root `vb` (keys `text_model.*`, or the
+    /// same keys without the prefix). A missing tensor or a shape that disagrees
+    /// with `cfg` is an error naming the tensor.
+    pub fn new(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
+        if let Err(message) = cfg.validate() {
+            bail!("invalid CLIP text config: {message}");
+        }
+        let prefixed = vb.contains_tensor("text_model.embeddings.token_embedding.weight");
+        let text = if prefixed || !vb.contains_tensor("embeddings.token_embedding.weight") {
+            vb.pp("text_model")
+        } else {
+            vb.clone()
+        };
+        let embeddings = text.pp("embeddings");
+        let layers_vb = text.pp("encoder").pp("layers");
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| EncoderLayer::new(layers_vb.pp(i), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let text_projection = if vb.contains_tensor("text_projection.weight") {
+            Some(linear_no_bias(
+                cfg.hidden_size,
+                cfg.projection_dim,
+                vb.pp("text_projection"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            token_embedding: embedding(
+                cfg.vocab_size,
+                cfg.hidden_size,
+                embeddings.pp("token_embedding"),
+            )?,
+            position_embedding: embedding(
+                cfg.max_position_embeddings,
+                cfg.hidden_size,
+                embeddings.pp("position_embedding"),
+            )?,
+            layers,
+            final_layer_norm: layer_norm(
+                cfg.hidden_size,
+                cfg.layer_norm_eps,
+                text.pp("final_layer_norm"),
+            )?,
+            text_projection,
+            eos_token_id: cfg.eos_token_id,
+            max_position_embeddings: cfg.max_position_embeddings,
+        })
+    }
+
+    /// Encodes `input_ids` `[batch, seq]` (u32 or i64, `seq` at most
+    /// `max_position_embeddings`) on the device of the model's weights.
+    ///
+    /// The pooled position follows transformers: with the legacy
+    /// `eos_token_id == 2` it is the position of the largest id (the first one on
+    /// ties), otherwise the first position holding `eos_token_id` (0 if none does).
+    pub fn forward(&self, input_ids: &Tensor) -> Result<ClipTextOutput> {
+        let (batch, seq) = input_ids.dims2()?;
+        if seq > self.max_position_embeddings {
+            bail!(
+                "CLIP input has {seq} tokens, more than max_position_embeddings {}",
+                self.max_position_embeddings
+            );
+        }
+        let device = input_ids.device();
+        let tokens = self.token_embedding.forward(input_ids)?;
+        let positions = Tensor::arange(0u32, seq as u32, device)?;
+        let mut xs = tokens.broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let mask = causal_mask(seq, xs.dtype(), device)?;
+
+        let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
+        hidden_states.push(xs.clone());
+        for layer in &self.layers {
+            xs = layer.forward(&xs, &mask)?;
+            hidden_states.push(xs.clone());
+        }
+        let last_hidden_state = self.final_layer_norm.forward(&xs)?;
+
+        let rows = self
+            .eos_positions(input_ids)?
+            .into_iter()
+            .enumerate()
+            .map(|(b, pos)| (b * seq + pos) as u32)
+            .collect::<Vec<_>>();
+        let rows = Tensor::from_vec(rows, batch, device)?;
+        let pooled = last_hidden_state
+            .reshape((batch * seq, ()))?
+            .index_select(&rows, 0)?;
+        let text_embeds = self
+            .text_projection
+            .as_ref()
+            .map(|projection| projection.forward(&pooled))
+            .transpose()?;
+
+        Ok(ClipTextOutput {
+            last_hidden_state,
+            hidden_states,
+            pooled,
+            text_embeds,
+        })
+    }
+
+    /// Applies `final_layer_norm` to a `[batch, seq, hidden]` tensor, for clip skip
+    /// (diffusers normalizes the chosen `hidden_states` entry this way).
+    pub fn apply_final_layer_norm(&self, xs: &Tensor) -> Result<Tensor> {
+        self.final_layer_norm.forward(xs)
+    }
+
+    /// Whether the checkpoint has `text_projection.weight`.
+    pub fn has_text_projection(&self) -> bool {
+        self.text_projection.is_some()
+    }
+
+    /// The pooled position of every sequence in the batch.
+    fn eos_positions(&self, input_ids: &Tensor) -> Result<Vec<usize>> {
+        let ids = input_ids
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::I64)?
+            .to_vec2::<i64>()?;
+        let positions = ids.iter().map(|row| {
+            if self.eos_token_id == 2 {
+                // Position of the first maximum.
+                row.iter()
+                    .enumerate()
+                    .fold(
+                        (0, i64::MIN),
+                        |best, (i, &id)| {
+                            if id > best.1 {
+                                (i, id)
+                            } else {
+                                best
+                            }
+                        },
+                    )
+                    .0
+            } else {
+                row.iter()
+                    .position(|&id| id == i64::from(self.eos_token_id))
+                    .unwrap_or(0)
+            }
+        });
+        Ok(positions.collect())
+    }
+}
