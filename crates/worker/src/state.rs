@@ -34,8 +34,7 @@ pub enum Phase {
     Stopping,
 }
 
-/// Defaults used when no preset or family preset applies (the scheduler is
-/// always the model folder's then).
+/// Defaults used when neither a preset nor the model says otherwise.
 const FALLBACK_DEFAULTS: GenerationDefaults = GenerationDefaults {
     width: 512,
     height: 512,
@@ -119,16 +118,14 @@ impl AppState {
         self.0.phase.subscribe()
     }
 
-    /// Records that the model loaded, and works out the request defaults:
-    /// the preset's, else the family's base preset's, else fallbacks; the
-    /// scheduler is the preset's, else the model folder's.
+    /// Records that the model loaded, and works out the request defaults.
+    /// With a preset (`--sd-version`, or a `--model` that is a preset's repo)
+    /// they are the preset's, its scheduler falling back to the folder's.
+    /// Without one, the size is the model's native size, steps and guidance
+    /// those of its family's base preset (or fallbacks), the scheduler the
+    /// folder's.
     pub fn mark_ready(&self, info: ModelInfo) {
-        let preset = self
-            .0
-            .config
-            .preset
-            .or_else(|| presets::for_family(&info.family));
-        let defaults = match preset {
+        let defaults = match self.0.config.preset {
             Some(p) => GenerationDefaults {
                 width: p.width,
                 height: p.height,
@@ -136,10 +133,21 @@ impl AppState {
                 guidance_scale: p.guidance_scale,
                 scheduler: p.scheduler.unwrap_or(info.default_scheduler),
             },
-            None => GenerationDefaults {
-                scheduler: info.default_scheduler,
-                ..FALLBACK_DEFAULTS
-            },
+            None => {
+                let base = presets::for_family(&info.family);
+                let (width, height) = info
+                    .default_size
+                    .or(base.map(|p| (p.width, p.height)))
+                    .unwrap_or((FALLBACK_DEFAULTS.width, FALLBACK_DEFAULTS.height));
+                GenerationDefaults {
+                    width,
+                    height,
+                    steps: base.map_or(FALLBACK_DEFAULTS.steps, |p| p.steps),
+                    guidance_scale: base
+                        .map_or(FALLBACK_DEFAULTS.guidance_scale, |p| p.guidance_scale),
+                    scheduler: info.default_scheduler,
+                }
+            }
         };
         *self.0.model.write().unwrap_or_else(|e| e.into_inner()) = Some((info, defaults));
         self.0.phase.send_if_modified(|phase| {

@@ -1,107 +1,16 @@
 //! The built `sd-worker-cpu` binary, spawned on a free port.
 //!
 //! These tests select the fake engine with the hidden `--fake-engine` flag (a
-//! test aid); [`WorkerProcess`] takes any arguments, so the same harness runs
-//! the binary on a real model folder.
+//! test aid); `tests/families.rs` runs the same harness on real tiny models.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use sd_contract::event::CancelReason;
 use sd_contract::JobEvent;
-
-/// A running worker binary; killed when dropped.
-struct WorkerProcess {
-    child: Child,
-    url: String,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl WorkerProcess {
-    /// Starts the binary with `args` (plus `--port 0`) and `envs`, and waits
-    /// for the line that says where it listens.
-    fn spawn(args: &[&str], envs: &[(&str, &str)]) -> WorkerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sd-worker-cpu"))
-            .args(["--port", "0"])
-            .args(args)
-            .envs(envs.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                eprintln!("[worker] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut process = WorkerProcess {
-            child,
-            url: String::new(),
-            stderr,
-        };
-        let line = process.wait_for_line("listening on http://");
-        let start = line.find("http://").unwrap();
-        process.url = line[start..].split_whitespace().next().unwrap().to_string();
-        process
-    }
-
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        loop {
-            match self.stderr.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("the worker never logged `{needle}`: {e}"),
-            }
-        }
-    }
-
-    fn wait_ready(&self) {
-        wait_until(Duration::from_secs(20), || {
-            get(&self.url, "/ready").status == 200
-        });
-    }
-
-    fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit and returns its exit code.
-    fn wait_exit(&mut self, limit: Duration) -> i32 {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                start.elapsed() < limit,
-                "the worker did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn the_binary_serves_jobs_configured_from_flags_and_environment() {

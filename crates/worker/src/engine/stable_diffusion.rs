@@ -7,6 +7,7 @@
 //! event), a cancellation ends the job as cancelled.
 
 use candle_core::Device;
+use sd_core::model_files::WeightVariant;
 use sd_core::pipeline::{GenerateParams, StableDiffusion};
 use sd_core::source::resolve_model;
 
@@ -32,9 +33,10 @@ impl SdEngine {
                 )));
             }
             let device = open_device(backend, ordinal)?;
-            let folder = resolve_model(&spec).map_err(engine_error)?;
+            let folder = resolve_model(&spec, WeightVariant::Full).map_err(engine_error)?;
             tracing::info!(folder = %folder.display(), ?device, "loading the pipeline");
-            let pipeline = StableDiffusion::load(&folder, &device).map_err(engine_error)?;
+            let mut pipeline = StableDiffusion::load(&folder, &device).map_err(engine_error)?;
+            pipeline.set_name(spec.clone());
             Ok(Box::new(SdEngine { pipeline }) as Box<dyn Engine>)
         })
     }
@@ -56,9 +58,11 @@ fn open_device(backend: Backend, ordinal: usize) -> Result<Device, EngineError> 
 
 impl Engine for SdEngine {
     fn model_info(&self) -> ModelInfo {
+        let (width, height) = self.pipeline.default_size();
         ModelInfo {
-            family: self.pipeline.family().to_string(),
+            family: self.pipeline.family().as_str().to_string(),
             default_scheduler: self.pipeline.default_scheduler(),
+            default_size: u32::try_from(width).ok().zip(u32::try_from(height).ok()),
         }
     }
 
