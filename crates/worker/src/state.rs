@@ -34,14 +34,8 @@ pub enum Phase {
     Stopping,
 }
 
-/// Defaults used when neither a preset nor the model says otherwise.
-const FALLBACK_DEFAULTS: GenerationDefaults = GenerationDefaults {
-    width: 512,
-    height: 512,
-    steps: 25,
-    guidance_scale: 7.5,
-    scheduler: SchedulerKind::Pndm,
-};
+/// Size, steps and guidance when neither a preset nor the model says otherwise.
+const FALLBACK: (u32, u32, f64) = (512, 25, 7.5);
 
 /// The shared state; cheap to clone.
 #[derive(Debug, Clone)]
@@ -138,13 +132,12 @@ impl AppState {
                 let (width, height) = info
                     .default_size
                     .or(base.map(|p| (p.width, p.height)))
-                    .unwrap_or((FALLBACK_DEFAULTS.width, FALLBACK_DEFAULTS.height));
+                    .unwrap_or((FALLBACK.0, FALLBACK.0));
                 GenerationDefaults {
                     width,
                     height,
-                    steps: base.map_or(FALLBACK_DEFAULTS.steps, |p| p.steps),
-                    guidance_scale: base
-                        .map_or(FALLBACK_DEFAULTS.guidance_scale, |p| p.guidance_scale),
+                    steps: base.map_or(FALLBACK.1, |p| p.steps),
+                    guidance_scale: base.map_or(FALLBACK.2, |p| p.guidance_scale),
                     scheduler: info.default_scheduler,
                 }
             }
