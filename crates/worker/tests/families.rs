@@ -165,3 +165,97 @@ fn a_running_real_job_is_cancelled_within_a_step() {
         .count();
     assert!(steps < 150, "the job ran to the end");
 }
+
+/// The job API on the real binary and model: a hive hears the worker, the key
+/// guards the API, two clients and a late one see the same events, a queued
+/// job is cancelled at once, and a full queue answers 503.
+#[test]
+fn the_job_api_on_the_real_model() {
+    let hive_runtime = tokio::runtime::Runtime::new().unwrap();
+    let (hive_url, hive) = start_hive(&hive_runtime, 0);
+    let folder = fixtures().join("tiny-sd15");
+    let worker = WorkerProcess::spawn(
+        &[
+            "--model",
+            folder.to_str().unwrap(),
+            "--worker-id",
+            "tiny-1",
+            "--callback-url",
+            &hive_url,
+            "--heartbeat-interval",
+            "100ms",
+            "--max-queue",
+            "1",
+            "--api-key",
+            "k",
+        ],
+        &[],
+    );
+    worker.wait_ready();
+    wait_until(Duration::from_secs(10), || {
+        !hive.lock().unwrap().ready.is_empty()
+    });
+    assert_eq!(hive.lock().unwrap().ready[0].url, worker.url);
+    assert_eq!(
+        hive.lock().unwrap().ready[0].model_ref,
+        folder.to_str().unwrap()
+    );
+
+    let auth = [
+        ("authorization", "Bearer k"),
+        ("content-type", "application/json"),
+    ];
+    let post = |body: &str| request("POST", &worker.url, "/v1/jobs", &auth, Some(body));
+    assert_eq!(
+        post_json(&worker.url, "/v1/jobs", &generation("")).status,
+        401
+    );
+
+    let long = generation(r#","width":96,"height":96,"steps":30,"scheduler":"euler","seed":3"#);
+    let running: sd_contract::JobCreated = post(&long).json();
+    let status_path = format!("/v1/jobs/{}", running.job_id);
+    wait_until(Duration::from_secs(30), || {
+        let resp = request("GET", &worker.url, &status_path, &auth, None);
+        resp.json::<JobStatus>().step.is_some()
+    });
+    let followers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, path) = (worker.url.clone(), running.sse_url.clone());
+            std::thread::spawn(move || stream(&url, &path, &[("authorization", "Bearer k")]))
+        })
+        .collect();
+    let queued: sd_contract::JobCreated =
+        post(&generation(r#","width":64,"height":64,"steps":2"#)).json();
+    let full = post(&generation(""));
+    assert_eq!((full.status, full.error().0.as_str()), (503, "queue_full"));
+    assert!(full.header("retry-after").is_some());
+    let cancelled = request(
+        "DELETE",
+        &worker.url,
+        &format!("/v1/jobs/{}", queued.job_id),
+        &auth,
+        None,
+    );
+    assert_eq!(cancelled.status, 200);
+    let transcript = stream(
+        &worker.url,
+        &queued.sse_url,
+        &[("authorization", "Bearer k")],
+    );
+    assert_eq!(transcript.types(), ["queued", "cancelled"]);
+
+    let transcripts: Vec<_> = followers.into_iter().map(|f| f.join().unwrap()).collect();
+    let late = stream(
+        &worker.url,
+        &running.sse_url,
+        &[("authorization", "Bearer k")],
+    );
+    for t in transcripts.iter().chain([&late]) {
+        assert_eq!(t.messages, late.messages);
+        assert_eq!(t.marker(), "[DONE]");
+    }
+    let Some(JobEvent::Complete(result)) = late.events().pop() else {
+        panic!()
+    };
+    assert_eq!(png_size(&result.image), (96, 96));
+}

@@ -7,10 +7,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use sd_contract::{JobCreated, JobEvent};
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use sd_contract::{JobCreated, JobEvent, WorkerHeartbeat, WorkerReady};
 use sd_worker::engine::fake::{FakeEngine, FakeEngineConfig};
 use sd_worker::{AppState, Worker, WorkerConfig};
 use serde::de::DeserializeOwned;
+use std::sync::{Arc, Mutex};
 
 /// A worker with the fake engine, served on 127.0.0.1 with a free port.
 pub struct TestServer {
@@ -400,4 +404,49 @@ impl Drop for WorkerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What a test hive received.
+#[derive(Default)]
+pub struct Received {
+    pub ready: Vec<WorkerReady>,
+    pub heartbeats: Vec<WorkerHeartbeat>,
+    pub failures_left: usize,
+}
+
+pub type Hive = Arc<Mutex<Received>>;
+
+async fn on_ready(
+    State(hive): State<Hive>,
+    Json(body): Json<WorkerReady>,
+) -> axum::http::StatusCode {
+    let mut hive = hive.lock().unwrap();
+    if hive.failures_left > 0 {
+        hive.failures_left -= 1;
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    hive.ready.push(body);
+    axum::http::StatusCode::OK
+}
+
+async fn on_heartbeat(State(hive): State<Hive>, Json(body): Json<WorkerHeartbeat>) {
+    hive.lock().unwrap().heartbeats.push(body);
+}
+
+/// A hive that records callbacks, failing the first `failures` ready calls.
+pub fn start_hive(runtime: &tokio::runtime::Runtime, failures: usize) -> (String, Hive) {
+    let hive: Hive = Arc::new(Mutex::new(Received {
+        failures_left: failures,
+        ..Default::default()
+    }));
+    let router = Router::new()
+        .route("/v1/workers/ready", post(on_ready))
+        .route("/v1/worker-heartbeat", post(on_heartbeat))
+        .with_state(hive.clone());
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    (url, hive)
 }
