@@ -70,7 +70,12 @@ pub struct UnknownScheduler(pub String);
 impl std::fmt::Display for UnknownScheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let known: Vec<&str> = SchedulerKind::ALL.iter().map(|s| s.as_str()).collect();
-        write!(f, "unknown scheduler '{}' (expected one of: {})", self.0, known.join(", "))
+        write!(
+            f,
+            "unknown scheduler '{}' (expected one of: {})",
+            self.0,
+            known.join(", ")
+        )
     }
 }
 

@@ -9,6 +9,7 @@ pub mod clip;
 pub mod error;
 pub mod image;
 pub mod model_files;
+pub mod presets;
 pub mod source;
 pub mod tokenizer;
 
