@@ -8,9 +8,15 @@
 pub mod clip;
 pub mod error;
 pub mod image;
+pub mod layers;
 pub mod model_files;
+pub mod pipeline;
 pub mod presets;
+pub mod rng;
+pub mod schedulers;
 pub mod source;
 pub mod tokenizer;
+pub mod unet;
+pub mod vae;
 
 pub use error::{Error, Result};

@@ -1,0 +1,34 @@
+//! Building blocks shared by the UNet and the VAE.
+//!
+//! Each file holds one block with the layout of its diffusers counterpart, so
+//! `vb.pp(...)` paths mirror the checkpoint's tensor names.
+
+pub mod activation;
+pub mod attention;
+pub mod resnet;
+pub mod sampling;
+
+pub use activation::Activation;
+pub use attention::{Attention, AttentionConfig, SpatialSelfAttention};
+pub use resnet::{ResnetBlock2D, ResnetBlock2DConfig, TimeEmbeddingNorm};
+pub use sampling::{Downsample2D, Upsample2D};
+
+use candle_core::Result;
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+
+/// A square `Conv2d` with bias, as `torch.nn.Conv2d(cin, cout, k, stride, padding)`.
+pub(crate) fn conv2d(
+    vb: VarBuilder,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding,
+        stride,
+        ..Default::default()
+    };
+    candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)
+}

@@ -1,0 +1,137 @@
+//! `ResnetBlock2D`: two normalised 3×3 convolutions with an optional time embedding
+//! and a 1×1 shortcut when the channel count changes.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+
+use super::{conv2d, Activation};
+
+/// How the time embedding enters a resnet (`resnet_time_scale_shift`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeEmbeddingNorm {
+    /// `default`: added to the features before `norm2`.
+    Default,
+    /// `scale_shift`: `norm2(h) * (1 + scale) + shift`.
+    ScaleShift,
+}
+
+impl TimeEmbeddingNorm {
+    /// Parses diffusers' `resnet_time_scale_shift`.
+    pub fn from_name(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "default" => Ok(Self::Default),
+            "scale_shift" => Ok(Self::ScaleShift),
+            other => Err(format!(
+                "unsupported resnet_time_scale_shift {other:?} (expected default or scale_shift)"
+            )),
+        }
+    }
+}
+
+/// Shape and options of a [`ResnetBlock2D`].
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetBlock2DConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Width of the time embedding; `None` for the VAE (no `time_emb_proj`).
+    pub temb_channels: Option<usize>,
+    /// Groups of both group norms.
+    pub groups: usize,
+    /// Epsilon of both group norms.
+    pub eps: f64,
+    /// The non-linearity.
+    pub act: Activation,
+    /// How the time embedding is applied.
+    pub time_embedding_norm: TimeEmbeddingNorm,
+    /// The output is `(shortcut + h) / output_scale_factor`.
+    pub output_scale_factor: f64,
+}
+
+/// diffusers' `ResnetBlock2D` (keys `norm1`, `conv1`, `time_emb_proj`, `norm2`, `conv2`,
+/// `conv_shortcut`).
+#[derive(Debug, Clone)]
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+    cfg: ResnetBlock2DConfig,
+}
+
+impl ResnetBlock2D {
+    /// Loads the block's weights under `vb`.
+    pub fn new(vb: VarBuilder, cfg: &ResnetBlock2DConfig) -> Result<Self> {
+        let (cin, cout) = (cfg.in_channels, cfg.out_channels);
+        let time_emb_proj = match cfg.temb_channels {
+            Some(t) => {
+                let width = match cfg.time_embedding_norm {
+                    TimeEmbeddingNorm::Default => cout,
+                    TimeEmbeddingNorm::ScaleShift => 2 * cout,
+                };
+                Some(candle_nn::linear(t, width, vb.pp("time_emb_proj"))?)
+            }
+            None => None,
+        };
+        let conv_shortcut = if cin != cout {
+            Some(conv2d(vb.pp("conv_shortcut"), cin, cout, 1, 1, 0)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            norm1: candle_nn::group_norm(cfg.groups, cin, cfg.eps, vb.pp("norm1"))?,
+            conv1: conv2d(vb.pp("conv1"), cin, cout, 3, 1, 1)?,
+            time_emb_proj,
+            norm2: candle_nn::group_norm(cfg.groups, cout, cfg.eps, vb.pp("norm2"))?,
+            conv2: conv2d(vb.pp("conv2"), cout, cout, 3, 1, 1)?,
+            conv_shortcut,
+            cfg: *cfg,
+        })
+    }
+
+    /// `xs` `[B, in_channels, H, W]`, `temb` `[B, temb_channels]` → `[B, out_channels, H, W]`.
+    ///
+    /// `temb` is required when the block has a `time_emb_proj` and ignored otherwise.
+    pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        let act = self.cfg.act;
+        let hs = act.forward(&self.norm1.forward(xs)?)?;
+        let hs = self.conv1.forward(&hs)?;
+        let temb = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(temb)) => {
+                let t = proj.forward(&act.forward(temb)?)?;
+                Some(t.unsqueeze(2)?.unsqueeze(3)?)
+            }
+            (Some(_), None) => {
+                candle_core::bail!("resnet block: a time embedding is required but none was given")
+            }
+            (None, _) => None,
+        };
+        let hs = match (self.cfg.time_embedding_norm, temb) {
+            (TimeEmbeddingNorm::Default, Some(t)) => self.norm2.forward(&hs.broadcast_add(&t)?)?,
+            (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
+                let cout = self.cfg.out_channels;
+                let scale = t.narrow(1, 0, cout)?;
+                let shift = t.narrow(1, cout, cout)?;
+                self.norm2
+                    .forward(&hs)?
+                    .broadcast_mul(&(scale + 1.0)?)?
+                    .broadcast_add(&shift)?
+            }
+            (_, None) => self.norm2.forward(&hs)?,
+        };
+        let hs = self.conv2.forward(&act.forward(&hs)?)?;
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(xs)?,
+            None => xs.clone(),
+        };
+        let out = (shortcut + hs)?;
+        if self.cfg.output_scale_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.cfg.output_scale_factor
+        }
+    }
+}

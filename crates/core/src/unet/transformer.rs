@@ -1,0 +1,180 @@
+//! `Transformer2DModel` (continuous input) and its `BasicTransformerBlock`s.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+use crate::layers::{conv2d, Attention, AttentionConfig};
+
+/// Shape and options of a [`Transformer2DModel`].
+#[derive(Debug, Clone, Copy)]
+pub struct Transformer2DConfig {
+    /// Channels of the feature map (in and out).
+    pub in_channels: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Channels per head; the inner width is `heads * head_dim`.
+    pub head_dim: usize,
+    /// Number of `BasicTransformerBlock`s.
+    pub num_layers: usize,
+    /// Width of the encoder hidden states.
+    pub cross_attention_dim: usize,
+    /// Groups of the input group norm (eps 1e-6).
+    pub norm_num_groups: usize,
+    /// Linear `proj_in`/`proj_out` instead of 1×1 convolutions.
+    pub use_linear_projection: bool,
+    /// `attn1` attends to the encoder states instead of itself.
+    pub only_cross_attention: bool,
+    /// Attention scores in f32 under half precision.
+    pub upcast_attention: bool,
+}
+
+/// `proj_in`/`proj_out`: a 1×1 convolution or a linear layer.
+#[derive(Debug, Clone)]
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+impl Projection {
+    fn new(vb: VarBuilder, cin: usize, cout: usize, linear: bool) -> Result<Self> {
+        Ok(if linear {
+            Self::Linear(candle_nn::linear(cin, cout, vb)?)
+        } else {
+            Self::Conv(conv2d(vb, cin, cout, 1, 1, 0)?)
+        })
+    }
+}
+
+/// diffusers' `Transformer2DModel` over a feature map: group norm, `proj_in`,
+/// transformer blocks, `proj_out`, residual.
+#[derive(Debug, Clone)]
+pub struct Transformer2DModel {
+    norm: GroupNorm,
+    proj_in: Projection,
+    blocks: Vec<BasicTransformerBlock>,
+    proj_out: Projection,
+}
+
+impl Transformer2DModel {
+    /// Loads `norm`, `proj_in`, `transformer_blocks.{i}` and `proj_out` under `vb`.
+    pub fn new(vb: VarBuilder, cfg: &Transformer2DConfig) -> Result<Self> {
+        let inner_dim = cfg.heads * cfg.head_dim;
+        let linear = cfg.use_linear_projection;
+        let blocks = (0..cfg.num_layers)
+            .map(|i| BasicTransformerBlock::new(vb.pp("transformer_blocks").pp(i), inner_dim, cfg))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            norm: candle_nn::group_norm(cfg.norm_num_groups, cfg.in_channels, 1e-6, vb.pp("norm"))?,
+            proj_in: Projection::new(vb.pp("proj_in"), cfg.in_channels, inner_dim, linear)?,
+            blocks,
+            proj_out: Projection::new(vb.pp("proj_out"), inner_dim, cfg.in_channels, linear)?,
+        })
+    }
+
+    /// `xs` `[B, C, H, W]` with `context` `[B, S, cross_attention_dim]` → `[B, C, H, W]`.
+    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (b, _, h, w) = xs.dims4()?;
+        let hs = self.norm.forward(xs)?;
+        // [B, C, H, W] -> [B, H*W, C]
+        let to_tokens = |t: Tensor| -> Result<Tensor> {
+            let c = t.dim(1)?;
+            t.permute((0, 2, 3, 1))?.reshape((b, h * w, c))
+        };
+        // [B, H*W, C] -> [B, C, H, W]
+        let to_map = |t: Tensor| -> Result<Tensor> {
+            let c = t.dim(2)?;
+            t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()
+        };
+        let mut hs = match &self.proj_in {
+            Projection::Conv(conv) => to_tokens(conv.forward(&hs)?)?,
+            Projection::Linear(lin) => lin.forward(&to_tokens(hs)?)?,
+        };
+        for block in &self.blocks {
+            hs = block.forward(&hs, context)?;
+        }
+        let hs = match &self.proj_out {
+            Projection::Conv(conv) => conv.forward(&to_map(hs)?)?,
+            Projection::Linear(lin) => to_map(lin.forward(&hs)?)?,
+        };
+        hs + xs
+    }
+}
+
+/// diffusers' `BasicTransformerBlock` with layer norms: self-attention (`attn1`),
+/// cross-attention (`attn2`) and a GEGLU feed-forward (`ff`), each pre-normed and residual.
+#[derive(Debug, Clone)]
+pub struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+    only_cross_attention: bool,
+}
+
+impl BasicTransformerBlock {
+    /// Loads a block of width `dim` under `vb`.
+    pub fn new(vb: VarBuilder, dim: usize, cfg: &Transformer2DConfig) -> Result<Self> {
+        let attention = |context_dim| AttentionConfig {
+            query_dim: dim,
+            context_dim,
+            heads: cfg.heads,
+            head_dim: cfg.head_dim,
+            qkv_bias: false,
+            upcast: cfg.upcast_attention,
+        };
+        let attn1_context = cfg.only_cross_attention.then_some(cfg.cross_attention_dim);
+        let norm = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        Ok(Self {
+            norm1: norm("norm1")?,
+            attn1: Attention::new(vb.pp("attn1"), &attention(attn1_context))?,
+            norm2: norm("norm2")?,
+            attn2: Attention::new(vb.pp("attn2"), &attention(Some(cfg.cross_attention_dim)))?,
+            norm3: norm("norm3")?,
+            ff: FeedForward::new(vb.pp("ff"), dim, 4 * dim)?,
+            only_cross_attention: cfg.only_cross_attention,
+        })
+    }
+
+    /// `xs` `[B, N, dim]`, `context` `[B, S, cross_attention_dim]` → `[B, N, dim]`.
+    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let attn1_context = self.only_cross_attention.then_some(context);
+        let xs = (self
+            .attn1
+            .forward(&self.norm1.forward(xs)?, attn1_context)?
+            + xs)?;
+        let xs = (self
+            .attn2
+            .forward(&self.norm2.forward(&xs)?, Some(context))?
+            + xs)?;
+        self.ff.forward(&self.norm3.forward(&xs)?)? + xs
+    }
+}
+
+/// diffusers' `FeedForward` with GEGLU: `net.2(h * gelu(gate))` where
+/// `[h, gate] = net.0.proj(x)`.
+#[derive(Debug, Clone)]
+struct FeedForward {
+    proj: Linear,
+    out: Linear,
+    inner_dim: usize,
+}
+
+impl FeedForward {
+    fn new(vb: VarBuilder, dim: usize, inner_dim: usize) -> Result<Self> {
+        let net = vb.pp("net");
+        Ok(Self {
+            proj: candle_nn::linear(dim, 2 * inner_dim, net.pp("0").pp("proj"))?,
+            out: candle_nn::linear(inner_dim, dim, net.pp("2"))?,
+            inner_dim,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let hs = self.proj.forward(xs)?;
+        let value = hs.narrow(2, 0, self.inner_dim)?;
+        let gate = hs.narrow(2, self.inner_dim, self.inner_dim)?;
+        self.out.forward(&(value * gate.gelu_erf()?)?)
+    }
+}

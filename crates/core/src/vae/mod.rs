@@ -1,0 +1,155 @@
+//! The KL autoencoder of Stable Diffusion (`AutoencoderKL`).
+//!
+//! [`AutoencoderKL::encode`] maps an image in [-1, 1] to a [`DiagonalGaussian`]
+//! over latents; [`AutoencoderKL::decode`] maps unscaled latents back to an image
+//! in roughly [-1, 1]. Scaling by `scaling_factor` (and `shift_factor`) is the
+//! caller's job, exactly as with diffusers' `vae.encode` / `vae.decode`.
+
+mod coder;
+mod config;
+
+pub use config::VaeConfig;
+
+use candle_core::{Module, Tensor};
+use candle_nn::{Conv2d, VarBuilder};
+
+use crate::layers::conv2d;
+use crate::{Error, Result};
+use coder::{Decoder, Encoder};
+
+/// The encoder's posterior: a diagonal Gaussian per latent element.
+#[derive(Debug, Clone)]
+pub struct DiagonalGaussian {
+    /// Mean, `[B, latent_channels, h, w]`.
+    pub mean: Tensor,
+    /// Log-variance clamped to [-30, 20], same shape.
+    pub logvar: Tensor,
+    /// `exp(logvar / 2)`, same shape.
+    pub std: Tensor,
+}
+
+impl DiagonalGaussian {
+    /// Splits the encoder's moments `[B, 2L, h, w]` into mean and log-variance
+    /// along channels, as diffusers' `DiagonalGaussianDistribution`.
+    pub fn from_moments(moments: &Tensor) -> candle_core::Result<Self> {
+        let l = moments.dim(1)? / 2;
+        let mean = moments.narrow(1, 0, l)?;
+        let logvar = moments.narrow(1, l, l)?.clamp(-30f32, 20f32)?;
+        let std = (&logvar * 0.5)?.exp()?;
+        Ok(Self { mean, logvar, std })
+    }
+
+    /// `mean + std * noise`, with `noise` drawn by the caller (diffusers' `sample(generator)`).
+    pub fn sample_with_noise(&self, noise: &Tensor) -> Result<Tensor> {
+        if noise.dims() != self.mean.dims() {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "vae: noise has shape {:?}, expected {:?}",
+                noise.dims(),
+                self.mean.dims()
+            ))));
+        }
+        let noise = noise.to_dtype(self.mean.dtype())?;
+        Ok((&self.mean + (&self.std * noise)?)?)
+    }
+}
+
+/// diffusers' `AutoencoderKL` (keys `encoder.*`, `quant_conv`, `post_quant_conv`, `decoder.*`).
+#[derive(Debug, Clone)]
+pub struct AutoencoderKL {
+    encoder: Encoder,
+    quant_conv: Option<Conv2d>,
+    post_quant_conv: Option<Conv2d>,
+    decoder: Decoder,
+    config: VaeConfig,
+}
+
+impl AutoencoderKL {
+    /// Builds the model from `cfg` with the weights under `vb`.
+    ///
+    /// An unsupported config is [`Error::InvalidFile`] naming `vae/config.json`
+    /// and the field; a missing or misshapen tensor is [`Error::Candle`] naming it.
+    pub fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+        cfg.validate()
+            .map_err(|m| Error::invalid_file("vae/config.json", m))?;
+        let act = cfg
+            .activation()
+            .map_err(|m| Error::invalid_file("vae/config.json", m))?;
+        let moments = 2 * cfg.latent_channels;
+        let latents = cfg.latent_channels;
+        let quant_conv = if cfg.use_quant_conv {
+            Some(conv2d(vb.pp("quant_conv"), moments, moments, 1, 1, 0)?)
+        } else {
+            None
+        };
+        let post_quant_conv = if cfg.use_post_quant_conv {
+            Some(conv2d(vb.pp("post_quant_conv"), latents, latents, 1, 1, 0)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            encoder: Encoder::new(vb.pp("encoder"), cfg, act)?,
+            quant_conv,
+            post_quant_conv,
+            decoder: Decoder::new(vb.pp("decoder"), cfg, act)?,
+            config: cfg.clone(),
+        })
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &VaeConfig {
+        &self.config
+    }
+
+    /// Encodes `image` `[B, in_channels, H, W]` in [-1, 1] (H and W multiples of
+    /// 2^(levels−1), i.e. 8 for SD) to the posterior over `[B, latent_channels, H/8, W/8]`.
+    pub fn encode(&self, image: &Tensor) -> Result<DiagonalGaussian> {
+        let factor = 1usize << self.config.num_downsamplers();
+        let dims = image.dims();
+        match *dims {
+            [b, c, h, w]
+                if b > 0
+                    && c == self.config.in_channels
+                    && h > 0
+                    && w > 0
+                    && h % factor == 0
+                    && w % factor == 0 => {}
+            _ => {
+                return Err(shape_error(format!(
+                    "image has shape {dims:?}, expected [B, {}, H, W] with H and W positive multiples of {factor}",
+                    self.config.in_channels
+                )))
+            }
+        }
+        let moments = self.encoder.forward(image)?;
+        let moments = match &self.quant_conv {
+            Some(conv) => conv.forward(&moments)?,
+            None => moments,
+        };
+        Ok(DiagonalGaussian::from_moments(&moments)?)
+    }
+
+    /// Decodes latents `z` `[B, latent_channels, h, w]`, already divided by
+    /// `scaling_factor` (diffusers' `vae.decode(z).sample`), to `[B, out_channels, h·8, w·8]`.
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        let dims = z.dims();
+        match *dims {
+            [b, c, h, w] if b > 0 && c == self.config.latent_channels && h > 0 && w > 0 => {}
+            _ => {
+                return Err(shape_error(format!(
+                    "latents have shape {dims:?}, expected [B, {}, h, w] with B, h, w >= 1",
+                    self.config.latent_channels
+                )))
+            }
+        }
+        let z = match &self.post_quant_conv {
+            Some(conv) => conv.forward(z)?,
+            None => z.clone(),
+        };
+        Ok(self.decoder.forward(&z)?)
+    }
+}
+
+/// A forward-argument shape error.
+fn shape_error(message: String) -> Error {
+    Error::Candle(candle_core::Error::Msg(format!("vae: {message}")))
+}
