@@ -3,6 +3,7 @@ import {
   EMPTY_SETTINGS,
   fromParams,
   presetFor,
+  schedulerLabel,
   settingsText,
   sizePresets,
   toRequest,
@@ -63,5 +64,11 @@ describe("settings", () => {
     expect(s.seedMode).toBe("fixed");
     expect(toRequest(s)).toEqual({ prompt: "p", steps: 3, guidance_scale: 5, width: 64, height: 96, seed: 7, scheduler: "ddim" });
     expect(JSON.parse(settingsText(params))).toEqual({ operation: "image_generation", ...params });
+  });
+
+  it("names schedulers for people, falling back to the wire name", () => {
+    expect(schedulerLabel("euler_a")).toBe("Euler Ancestral");
+    expect(schedulerLabel("dpmpp_2m_karras")).toBe("DPM++ 2M Karras");
+    expect(schedulerLabel("lcm")).toBe("lcm");
   });
 });
