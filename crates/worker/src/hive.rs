@@ -3,8 +3,8 @@
 //! A named thread, `hive-callbacks`, sends a heartbeat at start-up, then every
 //! heartbeat interval and on every phase change; once the model is loaded it
 //! sends the ready callback. A hive that does not answer is retried with a
-//! doubling backoff (capped at the heartbeat interval for heartbeats and a
-//! minute for the ready callback) and is only ever logged, never fatal. On
+//! doubling backoff (from a second, or the heartbeat interval if shorter, up to
+//! the interval for heartbeats and up to a minute for the ready callback) and is only ever logged, never fatal. On
 //! shutdown a last heartbeat says `stopping`.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -114,7 +114,8 @@ impl Callbacks {
     fn run(self, signals: mpsc::Receiver<Signal>) {
         let interval = self.state.config().heartbeat_interval;
         let mut heartbeat_backoff = Backoff::new(Duration::from_secs(1), interval);
-        let mut ready_backoff = Backoff::new(Duration::from_secs(1), MAX_READY_BACKOFF);
+        let mut ready_backoff =
+            Backoff::new(Duration::from_secs(1).min(interval), MAX_READY_BACKOFF);
         let mut next_heartbeat = Instant::now();
         let mut ready_sent = false;
         let mut next_ready = Instant::now();

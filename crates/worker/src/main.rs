@@ -1,4 +1,7 @@
 //! `sd-worker-cpu`: serve Stable Diffusion jobs over HTTP, or generate one image.
+//!
+//! The GPU binaries (`src/bin/`) include this file as a module, so all three
+//! share one `main`; each knows its backend from its binary name.
 
 mod generate;
 
@@ -31,7 +34,8 @@ enum Command {
     Generate(generate::GenerateArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Parses the command line and runs the command (serving by default).
+pub fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -8,7 +8,7 @@ use sd_contract::{Health, Readiness};
 use crate::state::AppState;
 
 /// The process is up: 200 as soon as the port is bound.
-#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "Up", body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health {
         status: "ok".into(),

@@ -11,7 +11,7 @@ use crate::state::AppState;
     get,
     path = "/v1/info",
     tag = "worker",
-    responses((status = 200, body = WorkerInfo), (status = 401, body = ErrorBody)),
+    responses((status = 200, description = "The worker", body = WorkerInfo), (status = 401, description = "Missing or wrong API key", body = ErrorBody)),
     security((), ("api_key" = []))
 )]
 pub async fn info(State(state): State<AppState>) -> Json<WorkerInfo> {

@@ -45,8 +45,8 @@ pub async fn create_job(
     tag = "jobs",
     params(("id" = String, Path, description = "The job id")),
     responses(
-        (status = 200, body = JobStatus),
-        (status = 401, body = ErrorBody),
+        (status = 200, description = "The job", body = JobStatus),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "Unknown or expired job", body = ErrorBody),
     ),
     security((), ("api_key" = []))
@@ -67,8 +67,8 @@ pub async fn get_job(
     responses(
         (status = 200, description = "Cancelled", body = JobStatus),
         (status = 202, description = "Running; it stops after the current step", body = JobStatus),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown or expired job", body = ErrorBody),
         (status = 409, description = "The job has already ended", body = ErrorBody),
     ),
     security((), ("api_key" = []))

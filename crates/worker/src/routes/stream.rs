@@ -29,8 +29,8 @@ use crate::state::AppState;
         (status = 200, description = "Server-sent events: each `event:` is the JSON data's `type`; \
             after the terminal event a last `data:` line holds `[DONE]`, `[ERROR] <message>` or `[CANCELLED]`",
             content_type = "text/event-stream", body = JobEvent),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown or expired job", body = ErrorBody),
     ),
     security((), ("api_key" = []))
 )]
