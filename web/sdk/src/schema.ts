@@ -667,6 +667,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Up */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -735,6 +736,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The worker */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -743,6 +745,7 @@ export interface operations {
                     "application/json": components["schemas"]["WorkerInfo"];
                 };
             };
+            /** @description Missing or wrong API key */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -845,6 +848,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The job */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -853,6 +857,7 @@ export interface operations {
                     "application/json": components["schemas"]["JobStatus"];
                 };
             };
+            /** @description Missing or wrong API key */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -902,6 +907,7 @@ export interface operations {
                     "application/json": components["schemas"]["JobStatus"];
                 };
             };
+            /** @description Missing or wrong API key */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -910,6 +916,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Unknown or expired job */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -953,6 +960,7 @@ export interface operations {
                     "text/event-stream": components["schemas"]["JobEvent"];
                 };
             };
+            /** @description Missing or wrong API key */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -961,6 +969,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Unknown or expired job */
             404: {
                 headers: {
                     [name: string]: unknown;
