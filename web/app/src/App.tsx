@@ -33,6 +33,11 @@ export function App() {
     if (info) setSettings((s) => withDefaults(s, info));
   }, [info]);
 
+  // On a phone the progress sits below the form: bring it into view when a job starts.
+  useEffect(() => {
+    if (generation.jobId) document.getElementById("progress")?.scrollIntoView?.({ block: "nearest" });
+  }, [generation.jobId]);
+
   const unauthorized = generation.requestError instanceof ApiError && generation.requestError.status === 401;
   const needsKey = worker.needsKey || unauthorized;
   const requestError = generation.requestError && !unauthorized ? describeError(generation.requestError) : null;

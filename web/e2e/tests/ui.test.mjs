@@ -2,7 +2,7 @@
 // key, generate with live progress to 100 %, see the image, cancel a second
 // job, see the worker's validation error, and the phone layout.
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { launch, workerFromEnv } from "./browser.mjs";
@@ -21,7 +21,13 @@ after(async () => {
 
 /** A page at the given viewport that records console errors and page crashes. */
 async function open(viewport) {
-  const context = await browser.newContext({ viewport, deviceScaleFactor: 1, colorScheme: "light" });
+  const context = await browser.newContext({
+    viewport,
+    deviceScaleFactor: 1,
+    colorScheme: "light",
+    acceptDownloads: true,
+    permissions: ["clipboard-read", "clipboard-write"],
+  });
   const page = await context.newPage();
   const problems = [];
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
@@ -102,7 +108,20 @@ test("desktop: generate with live progress, cancel a second job, show an API err
   assert.equal(await page.getByRole("heading", { name: "This session (1)" }).count(), 1);
   if (screenshots) await page.screenshot({ path: join(screenshots, "desktop.png") });
 
+  const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name: "Download" }).click()]);
+  const png = readFileSync(await download.path());
+  assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]);
+  assert.match(download.suggestedFilename(), /^sd-\d+-[0-9a-f]{8}\.png$/);
+
+  await page.getByRole("button", { name: "Copy settings" }).click();
+  await page.getByText("Settings copied to the clipboard.").waitFor();
+  const copied = JSON.parse(await page.evaluate(() => navigator.clipboard.readText()));
+  assert.equal(copied.operation, "image_generation");
+  assert.equal(copied.steps, steps);
+  assert.equal(copied.scheduler, "euler_a");
+
   await page.getByRole("button", { name: "Reuse seed" }).click();
+  assert.equal(await page.getByLabel("Seed value").inputValue(), String(copied.seed));
   assert.equal(await page.getByLabel("Seed", { exact: true }).inputValue(), "fixed");
 
   // A long second job, cancelled while it runs.

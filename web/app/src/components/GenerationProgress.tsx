@@ -47,7 +47,7 @@ export function GenerationProgress({ job, onCancel, cancelling }: GenerationProg
   const finished = isFinished(job.phase);
   const canCancel = !finished && job.phase !== "connecting" && !job.streamError;
   return (
-    <section className={`progress phase-${job.phase}`} aria-label="Generation progress">
+    <section id="progress" className={`progress phase-${job.phase}`} aria-label="Generation progress">
       <div className="progress-head">
         <p className="progress-status" role="status" aria-live="polite" aria-atomic="true">
           {statusText(job, cancelling)}
