@@ -100,6 +100,7 @@ export function App() {
           {streamError && <ErrorMessage error={streamError} />}
           {shown ? (
             <ImageDisplay
+              key={shown.jobId}
               entry={shown}
               onReuseSeed={(seed) => patch({ seedMode: "fixed", seed: String(seed) })}
               onUseSettings={useSettings}
