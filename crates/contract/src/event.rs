@@ -41,7 +41,7 @@ pub enum JobEvent {
         step: u32,
         /// Steps in all.
         total: u32,
-        /// `100 * step / total`.
+        /// `100 * step / total`, rounded to two decimals.
         percent: f32,
     },
     /// The image is ready.

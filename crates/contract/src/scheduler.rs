@@ -16,8 +16,10 @@ pub enum SchedulerKind {
     /// Euler Ancestral: Euler with fresh noise at every step.
     EulerA,
     /// DPM-Solver++ 2M multistep.
+    #[serde(rename = "dpmpp_2m")]
     Dpmpp2m,
     /// DPM-Solver++ 2M with Karras sigmas.
+    #[serde(rename = "dpmpp_2m_karras")]
     Dpmpp2mKarras,
 }
 
@@ -89,5 +91,20 @@ impl std::str::FromStr for SchedulerKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| UnknownScheduler(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_are_the_command_line_names() {
+        for kind in SchedulerKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<SchedulerKind>(&json).unwrap(), kind);
+            assert_eq!(kind.as_str().parse::<SchedulerKind>().unwrap(), kind);
+        }
     }
 }

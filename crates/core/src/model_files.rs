@@ -169,11 +169,15 @@ impl ComponentFiles {
             .map_err(|source| self.weights_error(source))
     }
 
-    /// Wraps a tensor-level error with the weight file it came from.
-    pub fn weights_error(&self, source: candle_core::Error) -> Error {
-        Error::Weights {
-            path: self.weights[0].clone(),
-            source,
+    /// Names the weight file in a tensor-level error (a missing tensor, a wrong
+    /// shape); other errors already name their file and pass through.
+    pub fn weights_error(&self, error: impl Into<Error>) -> Error {
+        match error.into() {
+            Error::Candle(source) => Error::Weights {
+                path: self.weights[0].clone(),
+                source,
+            },
+            other => other,
         }
     }
 }

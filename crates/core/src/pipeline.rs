@@ -4,7 +4,6 @@
 //! order, same guidance arithmetic, same VAE scaling) so a seed gives the image
 //! diffusers gives.
 
-use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,18 +11,15 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use sd_contract::SchedulerKind;
 
-use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::clip::{ClipActivation, ClipTextConfig};
 use crate::error::{Error, Result};
 use crate::image::{encode_png, to_rgb8, GenerationSettings};
 use crate::model_files::{read_json, Component, ComponentFiles, ModelIndex, WeightVariant};
+use crate::prompt::{PromptEmbeds, TextEncoders};
 use crate::rng::TorchRng;
-use crate::schedulers::{build_scheduler, SchedulerConfig};
-use crate::tokenizer::ClipTokenizer;
-use crate::unet::{UNet2DConditionModel, UNetConfig};
+use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig};
+use crate::unet::{AddedCond, UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
-
-/// How many distinct texts keep their embeddings between generations.
-const EMBEDDING_CACHE_SIZE: usize = 32;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -73,8 +69,14 @@ pub struct Timings {
 pub struct Trace {
     /// Conditional text embeddings `[1, 77, D]`.
     pub prompt_embeds: Tensor,
+    /// SDXL's pooled conditional embedding `[1, P]`.
+    pub pooled_prompt_embeds: Option<Tensor>,
     /// Unconditional embeddings `[1, 77, D]`, when guidance needed them.
     pub negative_prompt_embeds: Option<Tensor>,
+    /// SDXL's pooled unconditional embedding, when guidance needed it.
+    pub negative_pooled_prompt_embeds: Option<Tensor>,
+    /// SDXL's size conditioning `[1, 6]`.
+    pub add_time_ids: Option<Tensor>,
     /// Latents after the last scheduler step, before VAE scaling.
     pub latents_final: Tensor,
     /// The decoded image `[1, 3, H, W]` in 0..1.
@@ -102,19 +104,43 @@ pub struct GeneratedImage {
     pub trace: Trace,
 }
 
+/// Which Stable Diffusion generation a model folder holds, read from its configs
+/// (never from its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    /// SD 1.x: one OpenAI CLIP encoder.
+    Sd1,
+    /// SD 2.x (and SD-Turbo): one OpenCLIP encoder, often v-prediction.
+    Sd2,
+    /// SDXL (and SDXL-Turbo): two encoders and size/crop conditioning.
+    Sdxl,
+}
+
+impl ModelFamily {
+    /// The short name the worker reports (`sd1`, `sd2`, `sdxl`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelFamily::Sd1 => "sd1",
+            ModelFamily::Sd2 => "sd2",
+            ModelFamily::Sdxl => "sdxl",
+        }
+    }
+}
+
 /// A loaded Stable Diffusion model, ready to generate.
 pub struct StableDiffusion {
     device: Device,
     name: String,
-    tokenizer: ClipTokenizer,
-    text_encoder: ClipTextModel,
+    family: ModelFamily,
+    text: TextEncoders,
+    /// SDXL: an absent negative prompt gives zero embeddings instead of encoding "".
+    force_zeros_for_empty_prompt: bool,
     unet: UNet2DConditionModel,
     unet_config: UNetConfig,
     vae: AutoencoderKL,
     vae_config: VaeConfig,
     scheduler_config: SchedulerConfig,
     default_scheduler: SchedulerKind,
-    embeddings: EmbeddingCache,
 }
 
 impl StableDiffusion {
@@ -128,60 +154,92 @@ impl StableDiffusion {
         let started = Instant::now();
         let index_path = folder.join(crate::model_files::MODEL_INDEX);
         let index: ModelIndex = read_json(&index_path)?;
-        if index.has("text_encoder_2") {
-            return Err(Error::invalid_file(
-                index_path,
-                format!("{} (two text encoders) is not supported yet", index.class_name),
-            ));
-        }
         let dtype = DType::F32;
 
-        let tokenizer = ClipTokenizer::from_dir(&folder.join("tokenizer"))?;
-
-        let files = ComponentFiles::find(folder, Component::TextEncoder, variant)?;
-        let config: ClipTextConfig = files.read_config()?;
-        let text_encoder = ClipTextModel::new(files.var_builder(dtype, device)?, &config)
-            .map_err(|e| files.weights_error(e))?;
-
         let files = ComponentFiles::find(folder, Component::Unet, variant)?;
-        let unet_config: UNetConfig = files.read_config()?;
+        let unet_config = UNetConfig::from_file(&files.config)?;
+        let dual = index.has("text_encoder_2");
+        if dual != unet_config.needs_added_cond() {
+            return Err(Error::invalid_file(
+                &index_path,
+                "SDXL needs both text_encoder_2 and a UNet with addition_embed_type \"text_time\"; \
+                 this folder has only one of them",
+            ));
+        }
+        if !index.has("text_encoder") {
+            return Err(Error::invalid_file(
+                &index_path,
+                "no text_encoder (refiner-style models are not supported)",
+            ));
+        }
         let unet = UNet2DConditionModel::new(files.var_builder(dtype, device)?, &unet_config)
             .map_err(|e| files.weights_error(e))?;
 
+        let text = TextEncoders::load(folder, dual, variant, device)?;
+
         let files = ComponentFiles::find(folder, Component::Vae, variant)?;
-        let vae_config: VaeConfig = files.read_config()?;
+        let vae_config = VaeConfig::from_file(&files.config)?;
         let vae = AutoencoderKL::new(files.var_builder(dtype, device)?, &vae_config)
             .map_err(|e| files.weights_error(e))?;
 
-        let scheduler_path = folder.join(crate::model_files::SCHEDULER_CONFIG);
-        let scheduler_config: SchedulerConfig = read_json(&scheduler_path)?;
-        let default_scheduler = scheduler_config
-            .kind()
-            .ok_or_else(|| {
-                Error::invalid_file(
-                    &scheduler_path,
-                    format!("unsupported scheduler class {}", scheduler_config.class_name),
-                )
-            })?;
+        let scheduler_config =
+            SchedulerConfig::from_file(&folder.join(crate::model_files::SCHEDULER_CONFIG))?;
+        let default_scheduler = Self::check_scheduler(&scheduler_config)?;
+
+        let text_config =
+            ClipTextConfig::from_file(&folder.join(Component::TextEncoder.config_file()))?;
+        let family = if dual {
+            ModelFamily::Sdxl
+        } else if text_config.hidden_act == ClipActivation::Gelu
+            || scheduler_config.prediction_type == "v_prediction"
+        {
+            ModelFamily::Sd2
+        } else {
+            ModelFamily::Sd1
+        };
+        let force_zeros_for_empty_prompt = dual
+            && index
+                .components
+                .get("force_zeros_for_empty_prompt")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(true);
 
         let name = folder
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| folder.display().to_string());
-        tracing::info!(model = %name, elapsed = ?started.elapsed(), "model loaded");
+        tracing::info!(model = %name, family = family.as_str(), elapsed = ?started.elapsed(), "model loaded");
         Ok(Self {
             device: device.clone(),
             name,
-            tokenizer,
-            text_encoder,
+            family,
+            text,
+            force_zeros_for_empty_prompt,
             unet,
             unet_config,
             vae,
             vae_config,
             scheduler_config,
             default_scheduler,
-            embeddings: EmbeddingCache::default(),
         })
+    }
+
+    /// Builds a config's own scheduler once, so an unsupported one fails early,
+    /// and returns which kind it is.
+    fn check_scheduler(config: &SchedulerConfig) -> Result<SchedulerKind> {
+        build_scheduler(None, config, 1)?;
+        kind_of(config).ok_or_else(|| {
+            Error::invalid_file(config.source_path(), "the scheduler class is not supported")
+        })
+    }
+
+    /// Replaces the folder's scheduler config (the one `scheduler: None` uses and
+    /// other schedulers are built from), e.g. to run a distilled model with its
+    /// recommended spacing.
+    pub fn set_scheduler_config(&mut self, config: SchedulerConfig) -> Result<()> {
+        self.default_scheduler = Self::check_scheduler(&config)?;
+        self.scheduler_config = config;
+        Ok(())
     }
 
     /// Sets the model name written into PNG metadata (defaults to the folder name).
@@ -194,14 +252,29 @@ impl StableDiffusion {
         &self.name
     }
 
+    /// The model's family, detected from its configs.
+    pub fn family(&self) -> ModelFamily {
+        self.family
+    }
+
+    /// Whether the UNet is an inpainting one (9 input channels: latents, mask, masked image).
+    pub fn is_inpainting(&self) -> bool {
+        self.unet_config.in_channels == 9
+    }
+
     /// The scheduler the model folder configures.
     pub fn default_scheduler(&self) -> SchedulerKind {
         self.default_scheduler
     }
 
-    /// The image size the model was trained at (diffusers' default width and height).
-    pub fn default_size(&self) -> usize {
-        self.unet_config.sample_size * self.vae_scale_factor()
+    /// The image size the model was trained at, `(width, height)` (diffusers' default).
+    pub fn default_size(&self) -> (usize, usize) {
+        let (height, width) = self
+            .unet_config
+            .sample_size
+            .map_or((64, 64), |size| size.height_width());
+        let factor = self.vae_scale_factor();
+        (width * factor, height * factor)
     }
 
     /// How many pixels one latent cell covers (8 for every Stable Diffusion VAE).
@@ -214,17 +287,23 @@ impl StableDiffusion {
         &self.device
     }
 
-    /// Encodes one text into CLIP embeddings `[1, 77, D]`, reusing recent results.
-    pub fn encode_prompt(&mut self, text: &str) -> Result<Tensor> {
-        if let Some(hit) = self.embeddings.get(text) {
-            return Ok(hit);
+    /// Encodes one prompt, reusing recent results.
+    pub fn encode_prompt(&mut self, text: &str) -> Result<PromptEmbeds> {
+        self.text.encode(text)
+    }
+
+    /// Encodes the negative prompt as diffusers does: an absent one is the empty
+    /// prompt, except for SDXL folders with `force_zeros_for_empty_prompt`, where
+    /// it is zeros shaped like `prompt`.
+    pub fn encode_negative(
+        &mut self,
+        negative: Option<&str>,
+        prompt: &PromptEmbeds,
+    ) -> Result<PromptEmbeds> {
+        match negative {
+            None if self.force_zeros_for_empty_prompt => prompt.zeros_like(),
+            _ => self.text.encode(negative.unwrap_or("")),
         }
-        let ids = self.tokenizer.encode(text);
-        let len = ids.len();
-        let ids = Tensor::from_vec(ids, (1, len), &self.device)?;
-        let embeds = self.text_encoder.forward(&ids)?.last_hidden_state;
-        self.embeddings.insert(text, embeds.clone());
-        Ok(embeds)
     }
 
     /// Checks a request against what this model can do, naming the faulty field.
@@ -244,7 +323,10 @@ impl StableDiffusion {
         if !params.guidance_scale.is_finite() || params.guidance_scale < 0.0 {
             return Err(Error::invalid_request(
                 "guidance_scale",
-                format!("must be a finite number >= 0, got {}", params.guidance_scale),
+                format!(
+                    "must be a finite number >= 0, got {}",
+                    params.guidance_scale
+                ),
             ));
         }
         if let Some(latents) = &params.init_latents {
@@ -263,10 +345,20 @@ impl StableDiffusion {
         let factor = self.vae_scale_factor();
         [
             1,
-            self.unet_config.in_channels,
+            self.vae_config.latent_channels,
             params.height / factor,
             params.width / factor,
         ]
+    }
+
+    /// SDXL's size conditioning: original size, crop top-left, target size, `[1, 6]`.
+    fn add_time_ids(&self, params: &GenerateParams) -> Result<Tensor> {
+        let (h, w) = (params.height as f32, params.width as f32);
+        Ok(Tensor::from_vec(
+            vec![h, w, 0.0, 0.0, h, w],
+            (1, 6),
+            &self.device,
+        )?)
     }
 
     /// Generates one image. `on_step` runs after every denoising step; returning
@@ -281,21 +373,36 @@ impl StableDiffusion {
         let guided = params.guidance_scale > 1.0;
 
         let started = Instant::now();
-        let prompt_embeds = self.encode_prompt(&params.prompt)?;
-        let negative_prompt_embeds = if guided {
-            Some(self.encode_prompt(params.negative_prompt.as_deref().unwrap_or(""))?)
+        let prompt = self.encode_prompt(&params.prompt)?;
+        let negative = if guided {
+            Some(self.encode_negative(params.negative_prompt.as_deref(), &prompt)?)
         } else {
             None
         };
-        let context = match &negative_prompt_embeds {
-            Some(negative) => Tensor::cat(&[negative, &prompt_embeds], 0)?,
-            None => prompt_embeds.clone(),
+        let batch = |cond: &Tensor, uncond: Option<&Tensor>| -> Result<Tensor> {
+            Ok(match uncond {
+                Some(uncond) => Tensor::cat(&[uncond, cond], 0)?,
+                None => cond.clone(),
+            })
+        };
+        let context = batch(&prompt.hidden, negative.as_ref().map(|n| &n.hidden))?;
+        let add_time_ids = match self.family {
+            ModelFamily::Sdxl => Some(self.add_time_ids(params)?),
+            _ => None,
+        };
+        let added = match (&prompt.pooled, &add_time_ids) {
+            (Some(pooled), Some(time_ids)) => Some(AddedCond {
+                text_embeds: batch(pooled, negative.as_ref().and_then(|n| n.pooled.as_ref()))?,
+                time_ids: batch(time_ids, negative.as_ref().map(|_| time_ids))?,
+            }),
+            _ => None,
         };
         timings.text_encoding = started.elapsed();
 
         let started = Instant::now();
         let kind = params.scheduler.unwrap_or(self.default_scheduler);
-        let mut scheduler = build_scheduler(params.scheduler, &self.scheduler_config, params.steps)?;
+        let mut scheduler =
+            build_scheduler(params.scheduler, &self.scheduler_config, params.steps)?;
         let mut rng = TorchRng::new(params.seed);
         let noise = match &params.init_latents {
             Some(latents) => latents.to_device(&self.device)?.to_dtype(DType::F32)?,
@@ -305,13 +412,11 @@ impl StableDiffusion {
         let timesteps = scheduler.timesteps().to_vec();
         let total = timesteps.len();
         for (index, &timestep) in timesteps.iter().enumerate() {
-            let input = if guided {
-                Tensor::cat(&[&latents, &latents], 0)?
-            } else {
-                latents.clone()
-            };
+            let input = batch(&latents, guided.then_some(&latents))?;
             let input = scheduler.scale_model_input(&input, index)?;
-            let prediction = self.unet.forward(&input, timestep, &context)?;
+            let prediction =
+                self.unet
+                    .forward_with_cond(&input, timestep, &context, added.as_ref())?;
             let prediction = if guided {
                 let unconditional = prediction.narrow(0, 0, 1)?;
                 let conditional = prediction.narrow(0, 1, 1)?;
@@ -358,8 +463,11 @@ impl StableDiffusion {
             scheduler: kind,
             timings,
             trace: Trace {
-                prompt_embeds,
-                negative_prompt_embeds,
+                prompt_embeds: prompt.hidden,
+                pooled_prompt_embeds: prompt.pooled,
+                negative_prompt_embeds: negative.as_ref().map(|n| n.hidden.clone()),
+                negative_pooled_prompt_embeds: negative.and_then(|n| n.pooled),
+                add_time_ids,
                 latents_final: latents,
                 image,
             },
@@ -387,28 +495,4 @@ pub fn random_seed() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     hasher.finish() & 0xffff_ffff
-}
-
-/// Recently used text embeddings, so a repeated prompt skips the text encoder.
-#[derive(Default)]
-struct EmbeddingCache {
-    entries: HashMap<String, Tensor>,
-    order: VecDeque<String>,
-}
-
-impl EmbeddingCache {
-    fn get(&self, text: &str) -> Option<Tensor> {
-        self.entries.get(text).cloned()
-    }
-
-    fn insert(&mut self, text: &str, embeds: Tensor) {
-        if self.entries.insert(text.to_string(), embeds).is_none() {
-            self.order.push_back(text.to_string());
-        }
-        while self.order.len() > EMBEDDING_CACHE_SIZE {
-            if let Some(oldest) = self.order.pop_front() {
-                self.entries.remove(&oldest);
-            }
-        }
-    }
 }

@@ -65,11 +65,15 @@ pub fn resolve_model_with(spec: &str, options: &HubOptions) -> Result<PathBuf> {
     }
     let repo = Repo::with_revision(spec.to_string(), RepoType::Model, options.revision.clone());
     let cache = Cache::new(options.cache_dir.clone()).repo(repo.clone());
-    match plan_and_fetch(options.variant, &|name: &str| cache.get(name).is_some(), &|name| {
-        cache
-            .get(name)
-            .ok_or_else(|| Error::MissingFile(PathBuf::from(name)))
-    }) {
+    match plan_and_fetch(
+        options.variant,
+        &|name: &str| cache.get(name).is_some(),
+        &|name| {
+            cache
+                .get(name)
+                .ok_or_else(|| Error::MissingFile(PathBuf::from(name)))
+        },
+    ) {
         Ok(root) => {
             tracing::info!(repo = spec, path = %root.display(), "using cached model");
             return Ok(root);
@@ -88,8 +92,7 @@ pub fn resolve_model_with(spec: &str, options: &HubOptions) -> Result<PathBuf> {
 /// Downloads what the pipeline needs from the hub into the cache.
 fn download(spec: &str, repo: Repo, options: &HubOptions) -> Result<PathBuf> {
     let hub_error = |e: hf_hub::api::sync::ApiError| Error::Hub(format!("{spec}: {e}"));
-    let api = ApiBuilder::from_cache(Cache::new(options.cache_dir.clone()))
-        .with_progress(true);
+    let api = ApiBuilder::from_cache(Cache::new(options.cache_dir.clone())).with_progress(true);
     let api = match std::env::var("HF_ENDPOINT") {
         Ok(endpoint) => api.with_endpoint(endpoint),
         Err(_) => api,

@@ -23,7 +23,12 @@ fn model_files(root: &Path) -> Vec<String> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
@@ -64,7 +69,9 @@ fn a_complete_cache_resolves_offline_to_its_snapshot() {
     let root = resolve_model_with("someone/tiny-sd15", &options(cache.clone(), true)).unwrap();
     assert_eq!(
         root,
-        cache.join("models--someone--tiny-sd15/snapshots").join(COMMIT)
+        cache
+            .join("models--someone--tiny-sd15/snapshots")
+            .join(COMMIT)
     );
     assert!(root.join("unet/config.json").is_file());
 }
@@ -79,16 +86,25 @@ fn an_incomplete_cache_offline_names_the_problem() {
     let err = resolve_model_with("someone/tiny-sd15", &options(cache, true)).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("HF_HUB_OFFLINE"), "{message}");
-    assert!(message.contains("unet/diffusion_pytorch_model"), "{message}");
+    assert!(
+        message.contains("unet/diffusion_pytorch_model"),
+        "{message}"
+    );
 }
 
 #[test]
 fn a_local_folder_is_used_as_it_is_and_a_missing_one_is_named() {
     let folder = tiny_model();
     let spec = folder.to_string_lossy().into_owned();
-    assert_eq!(resolve_model_with(&spec, &options(PathBuf::from("/nonexistent"), true)).unwrap(), folder);
-    let err = resolve_model_with("./no/such/model", &options(PathBuf::from("/nonexistent"), true))
-        .unwrap_err();
+    assert_eq!(
+        resolve_model_with(&spec, &options(PathBuf::from("/nonexistent"), true)).unwrap(),
+        folder
+    );
+    let err = resolve_model_with(
+        "./no/such/model",
+        &options(PathBuf::from("/nonexistent"), true),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("no/such/model"), "{err}");
 }
 
@@ -126,8 +142,12 @@ fn only_needed_files_are_chosen_and_fp16_is_preferred_when_asked() {
     let available = |name: &str| repo.contains(&name);
     let full = needed_files(&index, WeightVariant::Full, &available).unwrap();
     assert!(full.contains(&"unet/diffusion_pytorch_model.safetensors".to_string()));
-    assert!(!full.iter().any(|f| f.contains("safety_checker") || f.ends_with(".bin")));
-    assert!(!full.iter().any(|f| f.contains("pruned") || f.contains("fp16")));
+    assert!(!full
+        .iter()
+        .any(|f| f.contains("safety_checker") || f.ends_with(".bin")));
+    assert!(!full
+        .iter()
+        .any(|f| f.contains("pruned") || f.contains("fp16")));
     let half = needed_files(&index, WeightVariant::Fp16, &available).unwrap();
     assert!(half.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".to_string()));
     assert!(half.contains(&"text_encoder/model.fp16.safetensors".to_string()));

@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// How long finished jobs (and their images) are kept for status and late streams.
     #[arg(long, env = "SD_WORKER_JOB_RETENTION", default_value = "10m", value_parser = humantime::parse_duration)]
     pub job_retention: Duration,
+    /// Most finished jobs kept at once; beyond it the oldest go before their retention ends.
+    #[arg(long, env = "SD_WORKER_MAX_FINISHED_JOBS", default_value_t = 256)]
+    pub max_finished_jobs: usize,
     /// Interval of the heartbeats sent to the callback URL.
     #[arg(long, env = "SD_WORKER_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
@@ -168,6 +171,8 @@ pub struct WorkerConfig {
     pub api_key: Option<String>,
     /// How long finished jobs are kept.
     pub job_retention: Duration,
+    /// Most finished jobs kept at once.
+    pub max_finished_jobs: usize,
     /// Interval of the hive heartbeats.
     pub heartbeat_interval: Duration,
     /// Interval of keep-alive comments on idle streams.
@@ -200,6 +205,7 @@ impl WorkerConfig {
             max_queue: 16,
             api_key: None,
             job_retention: Duration::from_secs(600),
+            max_finished_jobs: 256,
             heartbeat_interval: Duration::from_secs(30),
             sse_keep_alive: Duration::from_secs(15),
             max_body_bytes: 8 << 20,
@@ -244,6 +250,7 @@ impl WorkerConfig {
         config.max_queue = args.max_queue as usize;
         config.api_key = args.api_key.clone().filter(|k| !k.is_empty());
         config.job_retention = args.job_retention;
+        config.max_finished_jobs = args.max_finished_jobs;
         config.heartbeat_interval = args.heartbeat_interval.max(Duration::from_millis(10));
         config.sse_keep_alive = args.sse_keep_alive.max(Duration::from_millis(10));
         config.max_body_bytes = args.max_body_bytes;

@@ -10,7 +10,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sd_contract::SchedulerKind;
 use sd_core::model_files::WeightVariant;
-use sd_core::pipeline::{random_seed, GenerateParams, StableDiffusion};
+use sd_core::pipeline::{random_seed, GenerateParams, StableDiffusion, Trace};
 
 /// Steps when neither the command line nor a preset says otherwise.
 const DEFAULT_STEPS: usize = 30;
@@ -98,8 +98,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         negative_prompt: args.negative_prompt,
         steps: args.steps.unwrap_or(DEFAULT_STEPS),
         guidance_scale: args.guidance_scale.unwrap_or(DEFAULT_GUIDANCE),
-        width: args.width.unwrap_or(model.default_size()),
-        height: args.height.unwrap_or(model.default_size()),
+        width: args.width.unwrap_or(model.default_size().0),
+        height: args.height.unwrap_or(model.default_size().1),
         seed,
         scheduler: args.scheduler,
         init_latents,
@@ -121,18 +121,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     std::fs::write(&args.output, &image.png)
         .with_context(|| format!("writing {}", args.output.display()))?;
     if let Some(path) = &args.trace {
-        let negative = match &image.trace.negative_prompt_embeds {
-            Some(embeds) => embeds.clone(),
-            None => model.encode_prompt(params.negative_prompt.as_deref().unwrap_or(""))?,
-        };
-        let tensors: HashMap<&str, Tensor> = HashMap::from([
-            ("prompt_embeds", image.trace.prompt_embeds.clone()),
-            ("negative_prompt_embeds", negative),
-            ("latents_final", image.trace.latents_final.clone()),
-            ("image", image.trace.image.clone()),
-        ]);
-        candle_core::safetensors::save(&tensors, path)
-            .with_context(|| format!("writing trace {}", path.display()))?;
+        write_trace(&mut model, &params, image.trace.clone(), path)?;
     }
     let t = image.timings;
     eprintln!(
@@ -148,6 +137,40 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         t.decoding.as_secs_f64(),
     );
     Ok(())
+}
+
+/// Writes the intermediate tensors of a generation as f32 safetensors.
+///
+/// Without guidance the pipeline never encodes the negative prompt; it is
+/// encoded here so every trace has the same keys as diffusers' references.
+fn write_trace(
+    model: &mut StableDiffusion,
+    params: &GenerateParams,
+    trace: Trace,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let (negative, negative_pooled) = match trace.negative_prompt_embeds {
+        Some(hidden) => (hidden, trace.negative_pooled_prompt_embeds),
+        None => {
+            let prompt = model.encode_prompt(&params.prompt)?;
+            let negative = model.encode_negative(params.negative_prompt.as_deref(), &prompt)?;
+            (negative.hidden, negative.pooled)
+        }
+    };
+    let tensors: HashMap<&str, Tensor> = [
+        ("prompt_embeds", Some(trace.prompt_embeds)),
+        ("negative_prompt_embeds", Some(negative)),
+        ("pooled_prompt_embeds", trace.pooled_prompt_embeds),
+        ("negative_pooled_prompt_embeds", negative_pooled),
+        ("add_time_ids", trace.add_time_ids),
+        ("latents_final", Some(trace.latents_final)),
+        ("image", Some(trace.image)),
+    ]
+    .into_iter()
+    .filter_map(|(name, tensor)| tensor.map(|t| (name, t)))
+    .collect();
+    candle_core::safetensors::save(&tensors, path)
+        .with_context(|| format!("writing trace {}", path.display()))
 }
 
 /// Reads the `latents` tensor of a safetensors file as f32.

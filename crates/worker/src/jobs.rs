@@ -154,7 +154,7 @@ impl Job {
         let total = u32::try_from(total).unwrap_or(u32::MAX).max(1);
         inner.step = Some(step);
         inner.total = Some(total);
-        let percent = (100.0 * f64::from(step) / f64::from(total)) as f32;
+        let percent = ((10_000.0 * f64::from(step) / f64::from(total)).round() / 100.0) as f32;
         self.push(
             &mut inner,
             JobEvent::Progress {
@@ -305,15 +305,25 @@ impl Jobs {
         self.lock().is_empty()
     }
 
-    /// Forgets jobs that ended more than `retention` before `now`; returns
-    /// how many were dropped.
-    pub fn expire(&self, now: Instant, retention: Duration) -> usize {
+    /// Forgets jobs that ended more than `retention` before `now`, then the
+    /// oldest finished ones beyond `max_finished`; returns how many were dropped.
+    pub fn expire(&self, now: Instant, retention: Duration, max_finished: usize) -> usize {
         let mut map = self.lock();
         let before = map.len();
         map.retain(|_, job| {
             job.finished_at()
                 .is_none_or(|t| now.saturating_duration_since(t) < retention)
         });
+        let mut finished: Vec<(Instant, String)> = map
+            .iter()
+            .filter_map(|(id, job)| job.finished_at().map(|t| (t, id.clone())))
+            .collect();
+        if finished.len() > max_finished {
+            finished.sort();
+            for (_, id) in &finished[..finished.len() - max_finished] {
+                map.remove(id);
+            }
+        }
         before - map.len()
     }
 }
@@ -405,8 +415,26 @@ mod tests {
         jobs.insert(done);
         jobs.insert(job());
         let later = Instant::now() + Duration::from_secs(60);
-        assert_eq!(jobs.expire(Instant::now(), Duration::from_secs(10)), 0);
-        assert_eq!(jobs.expire(later, Duration::from_secs(10)), 1);
+        assert_eq!(jobs.expire(Instant::now(), Duration::from_secs(10), 10), 0);
+        assert_eq!(jobs.expire(later, Duration::from_secs(10), 10), 1);
         assert_eq!(jobs.len(), 1);
+    }
+
+    #[test]
+    fn the_oldest_finished_jobs_go_beyond_the_cap() {
+        let jobs = Jobs::default();
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let done = job();
+            done.finish_cancelled(CancelReason::Client);
+            ids.push(done.id().to_string());
+            jobs.insert(done);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        jobs.insert(job());
+        assert_eq!(jobs.expire(Instant::now(), Duration::from_secs(600), 2), 2);
+        assert!(jobs.get(&ids[0]).is_none() && jobs.get(&ids[1]).is_none());
+        assert!(jobs.get(&ids[2]).is_some() && jobs.get(&ids[3]).is_some());
+        assert_eq!(jobs.len(), 3);
     }
 }

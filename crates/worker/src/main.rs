@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sd_worker::config::Backend;
 use sd_worker::engine::fake::FakeEngine;
+use sd_worker::engine::stable_diffusion::SdEngine;
 use sd_worker::engine::EngineLoader;
 use sd_worker::{shutdown_signal, ServeArgs, Worker, WorkerConfig};
 
@@ -62,7 +63,7 @@ fn backend() -> Backend {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = WorkerConfig::from_args(&args, backend())?;
-    let loader = engine_loader(&args, &config)?;
+    let loader = engine_loader(&args, &config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sd-http")
@@ -80,17 +81,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-fn engine_loader(args: &ServeArgs, config: &WorkerConfig) -> anyhow::Result<EngineLoader> {
+/// The fake engine when `--fake-engine` is given (a test aid), else the pipeline.
+fn engine_loader(args: &ServeArgs, config: &WorkerConfig) -> EngineLoader {
     match &args.fake_engine {
         Some(fake) => {
             tracing::warn!(
                 "serving the FAKE engine (a test aid): images are gradients, not generations"
             );
-            Ok(FakeEngine::loader(fake.clone()))
+            FakeEngine::loader(fake.clone())
         }
-        None => anyhow::bail!(
-            "model {} cannot be served: this build has no Stable Diffusion engine wired in yet",
-            config.model
-        ),
+        None => SdEngine::loader(config),
     }
 }

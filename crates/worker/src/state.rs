@@ -34,15 +34,8 @@ pub enum Phase {
     Stopping,
 }
 
-/// Defaults used when no preset or family preset applies (the scheduler is
-/// always the model folder's then).
-const FALLBACK_DEFAULTS: GenerationDefaults = GenerationDefaults {
-    width: 512,
-    height: 512,
-    steps: 25,
-    guidance_scale: 7.5,
-    scheduler: SchedulerKind::Pndm,
-};
+/// Size, steps and guidance when neither a preset nor the model says otherwise.
+const FALLBACK: (u32, u32, f64) = (512, 25, 7.5);
 
 /// The shared state; cheap to clone.
 #[derive(Debug, Clone)]
@@ -119,16 +112,14 @@ impl AppState {
         self.0.phase.subscribe()
     }
 
-    /// Records that the model loaded, and works out the request defaults:
-    /// the preset's, else the family's base preset's, else fallbacks; the
-    /// scheduler is the preset's, else the model folder's.
+    /// Records that the model loaded, and works out the request defaults.
+    /// With a preset (`--sd-version`, or a `--model` that is a preset's repo)
+    /// they are the preset's, its scheduler falling back to the folder's.
+    /// Without one, the size is the model's native size, steps and guidance
+    /// those of its family's base preset (or fallbacks), the scheduler the
+    /// folder's.
     pub fn mark_ready(&self, info: ModelInfo) {
-        let preset = self
-            .0
-            .config
-            .preset
-            .or_else(|| presets::for_family(&info.family));
-        let defaults = match preset {
+        let defaults = match self.0.config.preset {
             Some(p) => GenerationDefaults {
                 width: p.width,
                 height: p.height,
@@ -136,10 +127,20 @@ impl AppState {
                 guidance_scale: p.guidance_scale,
                 scheduler: p.scheduler.unwrap_or(info.default_scheduler),
             },
-            None => GenerationDefaults {
-                scheduler: info.default_scheduler,
-                ..FALLBACK_DEFAULTS
-            },
+            None => {
+                let base = presets::for_family(&info.family);
+                let (width, height) = info
+                    .default_size
+                    .or(base.map(|p| (p.width, p.height)))
+                    .unwrap_or((FALLBACK.0, FALLBACK.0));
+                GenerationDefaults {
+                    width,
+                    height,
+                    steps: base.map_or(FALLBACK.1, |p| p.steps),
+                    guidance_scale: base.map_or(FALLBACK.2, |p| p.guidance_scale),
+                    scheduler: info.default_scheduler,
+                }
+            }
         };
         *self.0.model.write().unwrap_or_else(|e| e.into_inner()) = Some((info, defaults));
         self.0.phase.send_if_modified(|phase| {
@@ -356,9 +357,10 @@ impl AppState {
 
     /// Forgets jobs whose retention is over; returns how many.
     pub fn expire_jobs(&self) -> usize {
+        let c = &self.0.config;
         self.0
             .jobs
-            .expire(Instant::now(), self.0.config.job_retention)
+            .expire(Instant::now(), c.job_retention, c.max_finished_jobs)
     }
 
     /// Stops taking jobs: the phase becomes `Stopping`, waiting jobs are

@@ -1,102 +1,16 @@
 //! The built `sd-worker-cpu` binary, spawned on a free port.
 //!
 //! These tests select the fake engine with the hidden `--fake-engine` flag (a
-//! test aid); [`WorkerProcess`] takes any arguments, so the same harness runs
-//! the binary on a real model folder.
+//! test aid); `tests/families.rs` runs the same harness on real tiny models.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use sd_contract::event::CancelReason;
 use sd_contract::JobEvent;
-
-/// A running worker binary; killed when dropped.
-struct WorkerProcess {
-    child: Child,
-    url: String,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl WorkerProcess {
-    /// Starts the binary with `args` (plus `--port 0`) and `envs`, and waits
-    /// for the line that says where it listens.
-    fn spawn(args: &[&str], envs: &[(&str, &str)]) -> WorkerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sd-worker-cpu"))
-            .args(["--port", "0"])
-            .args(args)
-            .envs(envs.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                eprintln!("[worker] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut process = WorkerProcess {
-            child,
-            url: String::new(),
-            stderr,
-        };
-        let line = process.wait_for_line("listening on http://");
-        let start = line.find("http://").unwrap();
-        process.url = line[start..].split_whitespace().next().unwrap().to_string();
-        process
-    }
-
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        loop {
-            match self.stderr.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("the worker never logged `{needle}`: {e}"),
-            }
-        }
-    }
-
-    fn wait_ready(&self) {
-        wait_until(Duration::from_secs(20), || get(&self.url, "/ready").status == 200);
-    }
-
-    fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit and returns its exit code.
-    fn wait_exit(&mut self, limit: Duration) -> i32 {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(start.elapsed() < limit, "the worker did not exit within {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn the_binary_serves_jobs_configured_from_flags_and_environment() {
@@ -114,25 +28,50 @@ fn the_binary_serves_jobs_configured_from_flags_and_environment() {
     assert_eq!(info["limits"]["max_queue"], 3);
     assert_eq!(info["defaults"]["steps"], 1);
 
-    let created = submit(&worker.url, &generation(r#","width":128,"height":64,"steps":3"#));
+    let created = submit(
+        &worker.url,
+        &generation(r#","width":128,"height":64,"steps":3"#),
+    );
     let transcript = stream(&worker.url, &created.sse_url, &[]);
-    assert_eq!(transcript.types(), ["queued", "started", "progress", "progress", "progress", "complete"]);
-    let Some(JobEvent::Complete(result)) = transcript.events().pop() else { panic!() };
+    assert_eq!(
+        transcript.types(),
+        ["queued", "started", "progress", "progress", "progress", "complete"]
+    );
+    let Some(JobEvent::Complete(result)) = transcript.events().pop() else {
+        panic!()
+    };
     assert_eq!(png_size(&result.image), (128, 64));
     assert_eq!(transcript.marker(), "[DONE]");
 }
 
 #[test]
 fn the_binary_requires_the_api_key_when_given_one() {
-    let worker = WorkerProcess::spawn(&["--fake-engine", "", "--model", "m", "--api-key", "k1"], &[]);
+    let worker = WorkerProcess::spawn(
+        &["--fake-engine", "", "--model", "m", "--api-key", "k1"],
+        &[],
+    );
     worker.wait_ready();
     assert_eq!(get(&worker.url, "/v1/info").status, 401);
-    let authed = request("GET", &worker.url, "/v1/info", &[("authorization", "Bearer k1")], None);
+    let authed = request(
+        "GET",
+        &worker.url,
+        "/v1/info",
+        &[("authorization", "Bearer k1")],
+        None,
+    );
     assert_eq!(authed.status, 200);
     let body = generation(r#","width":64,"height":64,"steps":1"#);
-    let headers = [("authorization", "Bearer k1"), ("content-type", "application/json")];
-    let created: sd_contract::JobCreated = request("POST", &worker.url, "/v1/jobs", &headers, Some(&body)).json();
-    let transcript = stream(&worker.url, &created.sse_url, &[("authorization", "Bearer k1")]);
+    let headers = [
+        ("authorization", "Bearer k1"),
+        ("content-type", "application/json"),
+    ];
+    let created: sd_contract::JobCreated =
+        request("POST", &worker.url, "/v1/jobs", &headers, Some(&body)).json();
+    let transcript = stream(
+        &worker.url,
+        &created.sse_url,
+        &[("authorization", "Bearer k1")],
+    );
     assert_eq!(transcript.marker(), "[DONE]");
 }
 
@@ -140,13 +79,18 @@ fn the_binary_requires_the_api_key_when_given_one() {
 fn sigterm_cancels_the_running_job_tells_its_stream_and_exits_cleanly() {
     let mut worker = WorkerProcess::spawn(&["--fake-engine", "step_ms=30", "--model", "m"], &[]);
     worker.wait_ready();
-    let created = submit(&worker.url, &generation(r#","width":64,"height":64,"steps":150"#));
+    let created = submit(
+        &worker.url,
+        &generation(r#","width":64,"height":64,"steps":150"#),
+    );
     let follower = {
         let (url, path) = (worker.url.clone(), created.sse_url.clone());
         std::thread::spawn(move || stream(&url, &path, &[]))
     };
     let status_path = format!("/v1/jobs/{}", created.job_id);
-    wait_until(Duration::from_secs(10), || get(&worker.url, &status_path).value()["step"].is_number());
+    wait_until(Duration::from_secs(10), || {
+        get(&worker.url, &status_path).value()["step"].is_number()
+    });
     worker.terminate();
     let transcript = follower.join().unwrap();
     assert_eq!(
@@ -203,5 +147,8 @@ fn the_binary_refuses_to_start_without_a_model() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("v1-5, v2-1, xl, turbo, sd-turbo"), "{stderr}");
+    assert!(
+        stderr.contains("v1-5, v2-1, xl, turbo, sd-turbo"),
+        "{stderr}"
+    );
 }

@@ -3,15 +3,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use common::*;
 use sd_contract::event::CancelReason;
-use sd_contract::{JobEvent, WorkerHeartbeat, WorkerReady, WorkerStatus};
+use sd_contract::{JobEvent, WorkerReady, WorkerStatus};
 use sd_worker::state::Phase;
 
 #[test]
@@ -117,51 +113,6 @@ fn with_drain_the_running_job_finishes_before_the_worker_exits() {
         15
     );
     assert_eq!(waiting.marker(), "[CANCELLED]");
-}
-
-/// What a test hive received.
-#[derive(Default)]
-struct Received {
-    ready: Vec<WorkerReady>,
-    heartbeats: Vec<WorkerHeartbeat>,
-    failures_left: usize,
-}
-
-type Hive = Arc<Mutex<Received>>;
-
-async fn on_ready(
-    State(hive): State<Hive>,
-    Json(body): Json<WorkerReady>,
-) -> axum::http::StatusCode {
-    let mut hive = hive.lock().unwrap();
-    if hive.failures_left > 0 {
-        hive.failures_left -= 1;
-        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
-    }
-    hive.ready.push(body);
-    axum::http::StatusCode::OK
-}
-
-async fn on_heartbeat(State(hive): State<Hive>, Json(body): Json<WorkerHeartbeat>) {
-    hive.lock().unwrap().heartbeats.push(body);
-}
-
-/// A hive that records callbacks, failing the first `failures` ready calls.
-fn start_hive(runtime: &tokio::runtime::Runtime, failures: usize) -> (String, Hive) {
-    let hive: Hive = Arc::new(Mutex::new(Received {
-        failures_left: failures,
-        ..Default::default()
-    }));
-    let router = Router::new()
-        .route("/v1/workers/ready", post(on_ready))
-        .route("/v1/worker-heartbeat", post(on_heartbeat))
-        .with_state(hive.clone());
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(async move { axum::serve(listener, router).await });
-    (url, hive)
 }
 
 #[test]

@@ -19,6 +19,7 @@ fn ready(config: WorkerConfig) -> AppState {
     state.mark_ready(ModelInfo {
         family: "sd1".into(),
         default_scheduler: SchedulerKind::Pndm,
+        default_size: None,
     });
     state
 }
@@ -419,6 +420,7 @@ async fn readiness_follows_the_model() {
     loading.mark_ready(ModelInfo {
         family: "sdxl".into(),
         default_scheduler: SchedulerKind::EulerA,
+        default_size: Some((1024, 1024)),
     });
     let reply = send(&app, get("/ready")).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -429,7 +431,8 @@ async fn readiness_follows_the_model() {
     let info = send(&app, get("/v1/info")).await;
     assert_eq!(info.body["family"], "sdxl");
     assert_eq!(info.body["defaults"]["width"], 1024);
-    assert_eq!(info.body["defaults"]["scheduler"], "euler");
+    assert_eq!(info.body["defaults"]["steps"], 30);
+    assert_eq!(info.body["defaults"]["scheduler"], "euler_a");
 
     let failed = state(config());
     failed.mark_failed("missing model file unet/config.json".into());

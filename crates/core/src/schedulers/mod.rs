@@ -74,6 +74,21 @@ fn class_name(kind: SchedulerKind) -> &'static str {
     }
 }
 
+/// The [`SchedulerKind`] whose scheduler a config's own class builds, if we support it.
+pub fn kind_of(config: &SchedulerConfig) -> Option<SchedulerKind> {
+    let class = config.class_name.as_deref()?;
+    if class == dpm_solver_multistep::CLASS {
+        return Some(if config.use_karras_sigmas {
+            SchedulerKind::Dpmpp2mKarras
+        } else {
+            SchedulerKind::Dpmpp2m
+        });
+    }
+    SchedulerKind::ALL
+        .into_iter()
+        .find(|kind| class_name(*kind) == class)
+}
+
 /// Builds a scheduler for `num_inference_steps` steps.
 ///
 /// `kind == None` builds the class the config names (`_class_name`);

@@ -96,6 +96,7 @@ impl Engine for FakeEngine {
         ModelInfo {
             family: self.config.family.clone(),
             default_scheduler: SchedulerKind::Pndm,
+            default_size: None,
         }
     }
 

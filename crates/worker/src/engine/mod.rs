@@ -3,8 +3,9 @@
 //!
 //! The server never touches a model. It hands validated jobs to an [`Engine`]
 //! on the engine thread ([`runner`]), which reports each denoising step through
-//! a callback that can also stop the job. [`fake::FakeEngine`] implements the
-//! trait without a model, for tests of everything around generation.
+//! a callback that can also stop the job. [`stable_diffusion::SdEngine`] is
+//! the real engine; [`fake::FakeEngine`] implements the trait without a model,
+//! for tests of everything around generation.
 
 use std::ops::ControlFlow;
 
@@ -14,6 +15,7 @@ use crate::validation::ValidJob;
 
 pub mod fake;
 pub mod runner;
+pub mod stable_diffusion;
 
 /// One finished denoising step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,8 @@ pub struct ModelInfo {
     pub family: String,
     /// The scheduler of the model folder.
     pub default_scheduler: SchedulerKind,
+    /// The image size the model was trained at, `(width, height)`, if known.
+    pub default_size: Option<(u32, u32)>,
 }
 
 /// A generated image.

@@ -3,12 +3,18 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use sd_contract::{JobCreated, JobEvent};
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use sd_contract::{JobCreated, JobEvent, WorkerHeartbeat, WorkerReady};
 use sd_worker::engine::fake::{FakeEngine, FakeEngineConfig};
 use sd_worker::{AppState, Worker, WorkerConfig};
 use serde::de::DeserializeOwned;
+use std::sync::{Arc, Mutex};
 
 /// A worker with the fake engine, served on 127.0.0.1 with a free port.
 pub struct TestServer {
@@ -310,4 +316,137 @@ pub fn png_size(b64: &str) -> (u32, u32) {
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     let reader = decoder.read_info().unwrap();
     (reader.info().width, reader.info().height)
+}
+
+/// A running worker binary; killed when dropped.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub url: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl WorkerProcess {
+    /// Starts the binary with `args` (plus `--port 0`) and `envs`, and waits
+    /// for the line that says where it listens.
+    pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> WorkerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sd-worker-cpu"))
+            .args(["--port", "0"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("[worker] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = WorkerProcess {
+            child,
+            url: String::new(),
+            stderr,
+        };
+        let line = process.wait_for_line("listening on http://");
+        let start = line.find("http://").unwrap();
+        process.url = line[start..].split_whitespace().next().unwrap().to_string();
+        process
+    }
+
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        loop {
+            match self.stderr.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("the worker never logged `{needle}`: {e}"),
+            }
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        wait_until(Duration::from_secs(20), || {
+            get(&self.url, "/ready").status == 200
+        });
+    }
+
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> i32 {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the worker did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a test hive received.
+#[derive(Default)]
+pub struct Received {
+    pub ready: Vec<WorkerReady>,
+    pub heartbeats: Vec<WorkerHeartbeat>,
+    pub failures_left: usize,
+}
+
+pub type Hive = Arc<Mutex<Received>>;
+
+async fn on_ready(
+    State(hive): State<Hive>,
+    Json(body): Json<WorkerReady>,
+) -> axum::http::StatusCode {
+    let mut hive = hive.lock().unwrap();
+    if hive.failures_left > 0 {
+        hive.failures_left -= 1;
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    hive.ready.push(body);
+    axum::http::StatusCode::OK
+}
+
+async fn on_heartbeat(State(hive): State<Hive>, Json(body): Json<WorkerHeartbeat>) {
+    hive.lock().unwrap().heartbeats.push(body);
+}
+
+/// A hive that records callbacks, failing the first `failures` ready calls.
+pub fn start_hive(runtime: &tokio::runtime::Runtime, failures: usize) -> (String, Hive) {
+    let hive: Hive = Arc::new(Mutex::new(Received {
+        failures_left: failures,
+        ..Default::default()
+    }));
+    let router = Router::new()
+        .route("/v1/workers/ready", post(on_ready))
+        .route("/v1/worker-heartbeat", post(on_heartbeat))
+        .with_state(hive.clone());
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    (url, hive)
 }
