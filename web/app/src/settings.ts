@@ -166,7 +166,7 @@ export function presetFor(presets: SizePreset[], width: string, height: string):
   return match ? match.id : "custom";
 }
 
-const SCHEDULER_NAMES: Record<string, string> = {
+const SCHEDULER_NAMES: Record<SchedulerKind, string> = {
   ddim: "DDIM",
   pndm: "PNDM (PLMS)",
   euler: "Euler",
@@ -177,7 +177,7 @@ const SCHEDULER_NAMES: Record<string, string> = {
 
 /** A scheduler's name for people. */
 export function schedulerLabel(kind: string): string {
-  return SCHEDULER_NAMES[kind] ?? kind;
+  return (SCHEDULER_NAMES as Record<string, string>)[kind] ?? kind;
 }
 
 /** A random seed below 2^32, like the worker's own. */

@@ -100,6 +100,8 @@ describe("ParameterControls", () => {
       "PNDM (PLMS)",
       "Euler",
       "Euler Ancestral",
+      "DPM++ 2M",
+      "DPM++ 2M Karras",
     ]);
     expect(scheduler).toHaveValue("pndm");
     expect(screen.getByLabelText("Width")).toHaveAttribute("aria-invalid", "true");

@@ -25,7 +25,7 @@ export const INFO: WorkerInfo = {
     max_queue: 16,
     max_body_bytes: 8388608,
   },
-  schedulers: ["ddim", "pndm", "euler", "euler_a"],
+  schedulers: ["ddim", "pndm", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras"],
   jobs: { queued: 0, running: 0, retained: 0 },
 };
 

@@ -400,7 +400,7 @@ export interface components {
         } | {
             /**
              * Format: float
-             * @description `100 * step / total`.
+             * @description `100 * step / total`, rounded to two decimals.
              */
             percent: number;
             /**
@@ -571,7 +571,7 @@ export interface components {
          * @description A denoising scheduler, by the name clients and the command line use.
          * @enum {string}
          */
-        SchedulerKind: "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp2m" | "dpmpp2m_karras";
+        SchedulerKind: "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m" | "dpmpp_2m_karras";
         /** @description How long a job took, in milliseconds. */
         Timings: {
             /**
