@@ -3,9 +3,10 @@
 //!
 //! It is the router's fallback, so it only sees paths no API route matched.
 //! A `GET` or `HEAD` for an embedded file gets the file with its content
-//! type; any other page path (no file extension, outside `/v1/`) gets
-//! `index.html`; everything else gets the API's JSON 404. The pages need no
-//! API key: they hold no data, and the app asks for the key itself.
+//! type; a browser navigation (`Accept: text/html`) to any other page path
+//! (no file extension, outside `/v1/`) gets `index.html`; everything else
+//! gets the API's JSON 404. The pages need no API key: they hold no data,
+//! and the app asks for the key itself.
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -30,13 +31,22 @@ pub async fn fallback(request: Request) -> Response {
             return response;
         }
         let last_segment = path.rsplit('/').next().unwrap_or_default();
-        if !last_segment.contains('.') {
+        if !last_segment.contains('.') && wants_html(&request) {
             if let Some(response) = asset(INDEX, &request) {
                 return response;
             }
         }
     }
     super::not_found(request).await.into_response()
+}
+
+/// Whether the client asks for a page (a browser navigation does).
+fn wants_html(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
 }
 
 /// The embedded file at `path` with its content type and caching headers,
@@ -89,7 +99,9 @@ mod tests {
     use super::*;
 
     async fn get(path: &str, if_none_match: Option<&str>) -> Response {
-        let mut request = Request::builder().uri(path);
+        let mut request = Request::builder()
+            .uri(path)
+            .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8");
         if let Some(tag) = if_none_match {
             request = request.header(header::IF_NONE_MATCH, tag);
         }
@@ -158,11 +170,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn api_paths_missing_files_and_other_methods_get_the_json_404() {
+    async fn api_paths_missing_files_other_methods_and_non_browsers_get_the_json_404() {
         let requests = [
             (Method::GET, "/v1/nothing"),
             (Method::GET, "/missing.png"),
             (Method::GET, "/assets/gone.js"),
+            (Method::GET, "/v2/anything"),
             (Method::POST, "/"),
         ];
         for (method, path) in requests {
@@ -175,6 +188,10 @@ mod tests {
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
             assert!(content_type(&response).starts_with("application/json"));
             assert!(text(response).await.contains("\"not_found\""));
+        }
+        for path in ["/v1/nothing", "/missing.png"] {
+            let response = get(path, None).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "browser {path}");
         }
     }
 }
