@@ -21,17 +21,23 @@ pub enum SchedulerKind {
     /// DPM-Solver++ 2M with Karras sigmas.
     #[serde(rename = "dpmpp_2m_karras")]
     Dpmpp2mKarras,
+    /// UniPC (Zhao et al. 2023): second-order predictor-corrector, B(h) = e^h - 1.
+    Unipc,
+    /// Latent Consistency Model sampling, for LCM-distilled models (1 to 8 steps).
+    Lcm,
 }
 
 impl SchedulerKind {
     /// Every scheduler, in the order help texts list them.
-    pub const ALL: [SchedulerKind; 6] = [
+    pub const ALL: [SchedulerKind; 8] = [
         SchedulerKind::Ddim,
         SchedulerKind::Pndm,
         SchedulerKind::Euler,
         SchedulerKind::EulerA,
         SchedulerKind::Dpmpp2m,
         SchedulerKind::Dpmpp2mKarras,
+        SchedulerKind::Unipc,
+        SchedulerKind::Lcm,
     ];
 
     /// The name used on the wire and on the command line.
@@ -43,6 +49,8 @@ impl SchedulerKind {
             SchedulerKind::EulerA => "euler_a",
             SchedulerKind::Dpmpp2m => "dpmpp_2m",
             SchedulerKind::Dpmpp2mKarras => "dpmpp_2m_karras",
+            SchedulerKind::Unipc => "unipc",
+            SchedulerKind::Lcm => "lcm",
         }
     }
 
@@ -55,6 +63,8 @@ impl SchedulerKind {
             SchedulerKind::EulerA => "Euler a",
             SchedulerKind::Dpmpp2m => "DPM++ 2M",
             SchedulerKind::Dpmpp2mKarras => "DPM++ 2M Karras",
+            SchedulerKind::Unipc => "UniPC",
+            SchedulerKind::Lcm => "LCM",
         }
     }
 }

@@ -73,7 +73,8 @@ pub struct ServeArgs {
     pub fake_engine: Option<FakeEngineConfig>,
 }
 
-fn parse_preset(name: &str) -> Result<&'static Preset, String> {
+/// Parses a `--sd-version` value, listing the known presets when it is unknown.
+pub fn parse_preset(name: &str) -> Result<&'static Preset, String> {
     presets::find(name).ok_or_else(|| {
         format!(
             "unknown preset `{name}` (expected one of: {})",

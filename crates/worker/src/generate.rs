@@ -11,40 +11,40 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sd_contract::SchedulerKind;
 use sd_core::model_files::WeightVariant;
 use sd_core::pipeline::{random_seed, GenerateParams, StableDiffusion, Trace};
-
-/// Steps when neither the command line nor a preset says otherwise.
-const DEFAULT_STEPS: usize = 30;
-/// Guidance scale when neither the command line nor a preset says otherwise.
-const DEFAULT_GUIDANCE: f64 = 7.5;
+use sd_core::presets::{self, Preset};
 
 /// Arguments of `sd-worker-cpu generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A local diffusers folder or a Hugging Face repo id.
-    #[arg(long)]
-    pub model: String,
+    /// A local diffusers folder or a Hugging Face repo id [default: the preset's repo].
+    #[arg(long, required_unless_present = "sd_version")]
+    pub model: Option<String>,
+    /// A preset (v1-5, v2-1, xl, turbo, sd-turbo): its repo and its defaults for
+    /// everything left out below.
+    #[arg(long, value_parser = sd_worker::config::parse_preset)]
+    pub sd_version: Option<&'static Preset>,
     /// What to draw.
     #[arg(long)]
     pub prompt: String,
     /// What to steer away from.
     #[arg(long)]
     pub negative_prompt: Option<String>,
-    /// Denoising steps [default: 30].
+    /// Denoising steps [default: the preset's].
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Classifier-free guidance scale; 1 or less runs the conditional pass only [default: 7.5].
+    /// Classifier-free guidance scale; 1 or less runs the conditional pass only [default: the preset's].
     #[arg(long)]
     pub guidance_scale: Option<f64>,
-    /// Image width in pixels, a multiple of 8 [default: the model's native size].
+    /// Image width in pixels, a multiple of 8 [default: the preset's, else the model's native size].
     #[arg(long)]
     pub width: Option<usize>,
-    /// Image height in pixels, a multiple of 8 [default: the model's native size].
+    /// Image height in pixels, a multiple of 8 [default: the preset's, else the model's native size].
     #[arg(long)]
     pub height: Option<usize>,
     /// Seed of the noise; drawn at random (and printed) when absent.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Scheduler [default: the model folder's own].
+    /// Scheduler [default: the preset's, else the model folder's own].
     #[arg(long)]
     pub scheduler: Option<SchedulerKind>,
     /// Read the `fp16` weight files when the model has both precisions (computation stays f32).
@@ -83,10 +83,22 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         WeightVariant::Full
     };
-    let folder = sd_core::source::resolve_model(&args.model, variant)?;
+    let spec = match (&args.model, args.sd_version) {
+        (Some(model), _) => model.clone(),
+        (None, Some(preset)) => preset.repo.to_string(),
+        (None, None) => bail!("--model or --sd-version is required"),
+    };
+    let folder = sd_core::source::resolve_model(&spec, variant)?;
     let mut model = StableDiffusion::load_with(&folder, &device, variant)
-        .with_context(|| format!("loading model {}", args.model))?;
-    model.set_name(&args.model);
+        .with_context(|| format!("loading model {spec}"))?;
+    model.set_name(&spec);
+    // The named preset, the preset whose repo this is, or the family's base preset.
+    let preset = args
+        .sd_version
+        .or_else(|| presets::by_repo(&spec))
+        .or_else(|| presets::for_family(model.family().as_str()));
+    let native = model.default_size();
+    let (width, height) = preset.map_or(native, |p| (p.width as usize, p.height as usize));
 
     let seed = args.seed.unwrap_or_else(|| {
         let seed = random_seed();
@@ -96,12 +108,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let params = GenerateParams {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,
-        steps: args.steps.unwrap_or(DEFAULT_STEPS),
-        guidance_scale: args.guidance_scale.unwrap_or(DEFAULT_GUIDANCE),
-        width: args.width.unwrap_or(model.default_size().0),
-        height: args.height.unwrap_or(model.default_size().1),
+        steps: args
+            .steps
+            .unwrap_or(preset.map_or(25, |p| p.steps as usize)),
+        guidance_scale: args
+            .guidance_scale
+            .unwrap_or(preset.map_or(7.5, |p| p.guidance_scale)),
+        width: args.width.unwrap_or(width),
+        height: args.height.unwrap_or(height),
         seed,
-        scheduler: args.scheduler,
+        scheduler: args.scheduler.or(preset.and_then(|p| p.scheduler)),
         init_latents,
     };
 

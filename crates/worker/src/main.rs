@@ -35,8 +35,16 @@ enum Command {
     Generate(generate::GenerateArgs),
 }
 
-/// Parses the command line and runs the command (serving by default).
-pub fn main() -> anyhow::Result<()> {
+/// Parses the command line and runs the command (serving by default); a failure
+/// prints one line and exits with status 1.
+pub fn main() {
+    if let Err(err) = run() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

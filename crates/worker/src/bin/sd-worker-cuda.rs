@@ -4,6 +4,6 @@
 #[path = "../main.rs"]
 mod worker_main;
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     worker_main::main()
 }
