@@ -173,6 +173,8 @@ const SCHEDULER_NAMES: Record<SchedulerKind, string> = {
   euler_a: "Euler Ancestral",
   dpmpp_2m: "DPM++ 2M",
   dpmpp_2m_karras: "DPM++ 2M Karras",
+  unipc: "UniPC",
+  lcm: "LCM",
 };
 
 /** A scheduler's name for people. */

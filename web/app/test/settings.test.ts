@@ -69,6 +69,7 @@ describe("settings", () => {
   it("names schedulers for people, falling back to the wire name", () => {
     expect(schedulerLabel("euler_a")).toBe("Euler Ancestral");
     expect(schedulerLabel("dpmpp_2m_karras")).toBe("DPM++ 2M Karras");
-    expect(schedulerLabel("lcm")).toBe("lcm");
+    expect(schedulerLabel("lcm")).toBe("LCM");
+    expect(schedulerLabel("some_future_kind")).toBe("some_future_kind");
   });
 });

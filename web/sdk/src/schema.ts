@@ -571,7 +571,7 @@ export interface components {
          * @description A denoising scheduler, by the name clients and the command line use.
          * @enum {string}
          */
-        SchedulerKind: "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m" | "dpmpp_2m_karras";
+        SchedulerKind: "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m" | "dpmpp_2m_karras" | "unipc" | "lcm";
         /** @description How long a job took, in milliseconds. */
         Timings: {
             /**
