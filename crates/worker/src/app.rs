@@ -9,7 +9,7 @@ use crate::auth::require_api_key;
 use crate::routes::{self, health, info, jobs, openapi, stream};
 use crate::state::AppState;
 
-/// The worker's HTTP API over `state`.
+/// The worker's HTTP API over `state`; other `GET` paths serve the web UI.
 pub fn app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config().max_body_bytes).unwrap_or(usize::MAX);
     let protected = Router::new()
@@ -26,7 +26,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .merge(protected)
-        .fallback(routes::not_found)
+        .fallback(routes::ui::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())

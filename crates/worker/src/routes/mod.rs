@@ -6,6 +6,7 @@ pub mod info;
 pub mod jobs;
 pub mod openapi;
 pub mod stream;
+pub mod ui;
 
 use axum::extract::Request;
 

@@ -1,0 +1,84 @@
+/** Turns whatever a request threw into a message for people. */
+import { ApiError, JobCancelledError, JobFailedError, NetworkError, StreamError, type ErrorDetail } from "@sd-worker/sdk";
+
+/** An error ready to show. */
+export interface ShownError {
+  /** A short headline. */
+  title: string;
+  /** The worker's (or the browser's) explanation. */
+  message: string;
+  /** The form field at fault, as the API names it. */
+  field: string | null;
+  /** The HTTP status, when the worker answered. */
+  status: number | null;
+  /** The worker's error code, when it sent one. */
+  code: string | null;
+}
+
+const TITLES: Record<string, string> = {
+  invalid_json: "The request was not understood",
+  invalid_request: "Invalid setting",
+  unknown_operation: "Unknown operation",
+  not_implemented: "Not supported by this worker",
+  payload_too_large: "Request too large",
+  unsupported_media_type: "Unsupported request",
+  unauthorized: "API key required",
+  not_found: "Not found",
+  method_not_allowed: "Not allowed",
+  job_finished: "The job has already ended",
+  queue_full: "The queue is full",
+  not_ready: "The model is not loaded yet",
+  shutting_down: "The worker is shutting down",
+  generation_failed: "Generation failed",
+  internal: "The worker hit an internal error",
+};
+
+/** The names the form shows for the API's fields. */
+export const FIELD_LABELS: Record<string, string> = {
+  prompt: "Prompt",
+  negative_prompt: "Negative prompt",
+  steps: "Steps",
+  guidance_scale: "Guidance",
+  width: "Width",
+  height: "Height",
+  seed: "Seed",
+  scheduler: "Scheduler",
+};
+
+/** The error detail of a job's `error` event, ready to show. */
+export function describeDetail(detail: ErrorDetail): ShownError {
+  return {
+    title: TITLES[detail.code] ?? "Error",
+    message: detail.message,
+    field: detail.field ?? null,
+    status: null,
+    code: detail.code,
+  };
+}
+
+/** Any thrown value, ready to show. */
+export function describeError(error: unknown): ShownError {
+  if (error instanceof ApiError) {
+    let message = error.message;
+    if (error.retryAfter !== null) message += ` Try again in ${error.retryAfter} s.`;
+    return {
+      title: TITLES[error.code] ?? `Request failed (HTTP ${error.status})`,
+      message,
+      field: error.field,
+      status: error.status,
+      code: error.code,
+    };
+  }
+  if (error instanceof JobFailedError) return describeDetail(error.detail);
+  if (error instanceof JobCancelledError) {
+    return { title: "Cancelled", message: error.message, field: null, status: null, code: null };
+  }
+  if (error instanceof NetworkError) {
+    return { title: "Cannot reach the worker", message: error.message, field: null, status: null, code: null };
+  }
+  if (error instanceof StreamError) {
+    return { title: "Lost the progress stream", message: error.message, field: null, status: null, code: null };
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return { title: "Something went wrong", message, field: null, status: null, code: null };
+}

@@ -1,0 +1,15 @@
+import { StrictMode } from "react";
+import { createRoot } from "react-dom/client";
+import { App } from "./App";
+import { ClientProvider, createClient } from "./client";
+import "./styles.css";
+
+const root = document.getElementById("root");
+if (!root) throw new Error("index.html has no #root element");
+createRoot(root).render(
+  <StrictMode>
+    <ClientProvider client={createClient()}>
+      <App />
+    </ClientProvider>
+  </StrictMode>,
+);

@@ -1,0 +1,190 @@
+/** The generation form's settings, their defaults from `/v1/info`, and size presets. */
+import type { ImageGenerationRequest, JobParams, SchedulerKind, WorkerInfo } from "@sd-worker/sdk";
+
+/** Whether a job draws a new seed or reuses a fixed one. */
+export type SeedMode = "random" | "fixed";
+
+/** Everything the form holds. Numbers stay as the user typed them until submission. */
+export interface GenerationSettings {
+  prompt: string;
+  negativePrompt: string;
+  steps: string;
+  guidanceScale: string;
+  width: string;
+  height: string;
+  seedMode: SeedMode;
+  seed: string;
+  scheduler: SchedulerKind | "";
+}
+
+/** A named image size. */
+export interface SizePreset {
+  /** Stable key for the `<select>`. */
+  id: string;
+  /** What the user reads. */
+  label: string;
+  width: number;
+  height: number;
+}
+
+/** The largest seed the form accepts: above it, JavaScript numbers lose integer precision. */
+export const MAX_SEED = Number.MAX_SAFE_INTEGER;
+
+/** Settings before `/v1/info` has answered: the worker fills every empty value. */
+export const EMPTY_SETTINGS: GenerationSettings = {
+  prompt: "",
+  negativePrompt: "",
+  steps: "",
+  guidanceScale: "",
+  width: "",
+  height: "",
+  seedMode: "random",
+  seed: "",
+  scheduler: "",
+};
+
+/** The worker's defaults as form values, keeping what the user already typed. */
+export function withDefaults(settings: GenerationSettings, info: WorkerInfo): GenerationSettings {
+  const d = info.defaults;
+  if (!d) return settings;
+  return {
+    ...settings,
+    steps: settings.steps || String(d.steps),
+    guidanceScale: settings.guidanceScale || String(d.guidance_scale),
+    width: settings.width || String(d.width),
+    height: settings.height || String(d.height),
+    scheduler: settings.scheduler || d.scheduler,
+  };
+}
+
+/**
+ * The request for these settings. Empty fields are left out (the worker uses
+ * its defaults); other values are sent as typed, even out of range, so the
+ * worker's validation — the one source of truth — answers with its error.
+ */
+export function toRequest(settings: GenerationSettings): ImageGenerationRequest {
+  const request: ImageGenerationRequest = { prompt: settings.prompt.trim() };
+  const negative = settings.negativePrompt.trim();
+  if (negative) request.negative_prompt = negative;
+  const number = (value: string) => (value.trim() === "" ? undefined : Number(value));
+  const steps = number(settings.steps);
+  if (steps !== undefined) request.steps = steps;
+  const guidance = number(settings.guidanceScale);
+  if (guidance !== undefined) request.guidance_scale = guidance;
+  const width = number(settings.width);
+  if (width !== undefined) request.width = width;
+  const height = number(settings.height);
+  if (height !== undefined) request.height = height;
+  if (settings.seedMode === "fixed") {
+    const seed = number(settings.seed);
+    if (seed !== undefined) request.seed = seed;
+  }
+  if (settings.scheduler) request.scheduler = settings.scheduler;
+  return request;
+}
+
+/** The form values that reproduce a finished job. */
+export function fromParams(params: JobParams): GenerationSettings {
+  return {
+    prompt: params.prompt,
+    negativePrompt: params.negative_prompt ?? "",
+    steps: String(params.steps),
+    guidanceScale: String(params.guidance_scale),
+    width: String(params.width),
+    height: String(params.height),
+    seedMode: "fixed",
+    seed: String(params.seed),
+    scheduler: params.scheduler,
+  };
+}
+
+/** A job's settings as the JSON request that reproduces it (for "copy settings"). */
+export function settingsText(params: JobParams): string {
+  const request: ImageGenerationRequest & { operation: "image_generation" } = {
+    operation: "image_generation",
+    prompt: params.prompt,
+    negative_prompt: params.negative_prompt ?? null,
+    steps: params.steps,
+    guidance_scale: params.guidance_scale,
+    width: params.width,
+    height: params.height,
+    seed: params.seed,
+    scheduler: params.scheduler,
+  };
+  return JSON.stringify(request, null, 2);
+}
+
+const ASPECTS: Array<{ id: string; label: string; w: number; h: number }> = [
+  { id: "square", label: "Square 1:1", w: 1, h: 1 },
+  { id: "portrait", label: "Portrait 2:3", w: 2, h: 3 },
+  { id: "landscape", label: "Landscape 3:2", w: 3, h: 2 },
+  { id: "tall", label: "Tall 9:16", w: 9, h: 16 },
+  { id: "wide", label: "Wide 16:9", w: 16, h: 9 },
+];
+
+/**
+ * Size presets for a worker: its default size, then common aspect ratios at
+ * about the default's pixel count, and a quarter-size square for quick
+ * drafts; each rounded to the worker's size multiple and kept within its
+ * limits, without duplicates.
+ */
+export function sizePresets(info: WorkerInfo): SizePreset[] {
+  const d = info.defaults;
+  if (!d) return [];
+  const { min_size: min, max_size: max, size_multiple: step } = info.limits;
+  const multiple = Math.max(1, step);
+  const fit = (value: number) => {
+    const rounded = Math.round(value / multiple) * multiple;
+    const lo = Math.ceil(min / multiple) * multiple;
+    const hi = Math.floor(max / multiple) * multiple;
+    return Math.min(Math.max(rounded, lo), hi);
+  };
+  const area = d.width * d.height;
+  const out: SizePreset[] = [
+    { id: "default", label: `Default ${d.width}×${d.height}`, width: fit(d.width), height: fit(d.height) },
+  ];
+  for (const aspect of ASPECTS) {
+    const unit = Math.sqrt(area / (aspect.w * aspect.h));
+    const width = fit(unit * aspect.w);
+    const height = fit(unit * aspect.h);
+    out.push({ id: aspect.id, label: `${aspect.label} · ${width}×${height}`, width, height });
+  }
+  const draft = fit(Math.sqrt(area) / 2);
+  out.push({ id: "draft", label: `Draft ${draft}×${draft}`, width: draft, height: draft });
+  const seen = new Set<string>();
+  return out.filter((p) => {
+    const key = `${p.width}x${p.height}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/** The preset matching a size, or `"custom"`. */
+export function presetFor(presets: SizePreset[], width: string, height: string): string {
+  const match = presets.find((p) => String(p.width) === width && String(p.height) === height);
+  return match ? match.id : "custom";
+}
+
+const SCHEDULER_NAMES: Record<SchedulerKind, string> = {
+  ddim: "DDIM",
+  pndm: "PNDM (PLMS)",
+  euler: "Euler",
+  euler_a: "Euler Ancestral",
+  dpmpp_2m: "DPM++ 2M",
+  dpmpp_2m_karras: "DPM++ 2M Karras",
+  unipc: "UniPC",
+  lcm: "LCM",
+};
+
+/** A scheduler's name for people. */
+export function schedulerLabel(kind: string): string {
+  return (SCHEDULER_NAMES as Record<string, string>)[kind] ?? kind;
+}
+
+/** A random seed below 2^32, like the worker's own. */
+export function randomSeed(): number {
+  const buffer = new Uint32Array(1);
+  crypto.getRandomValues(buffer);
+  return buffer[0] ?? 0;
+}

@@ -1,0 +1,80 @@
+import { render, screen, waitFor, within, act } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+import { describe, expect, it } from "vitest";
+import { App } from "../src/App";
+import { ClientProvider } from "../src/client";
+import { FakeWorker } from "./fakeWorker";
+
+function renderApp(worker = new FakeWorker()) {
+  render(
+    <ClientProvider client={worker.client()}>
+      <App />
+    </ClientProvider>,
+  );
+  return worker;
+}
+
+describe("App", () => {
+  it("generates an image with live progress and keeps it in the gallery", async () => {
+    const worker = renderApp();
+    await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));
+    await userEvent.type(screen.getByLabelText("Prompt"), "a lighthouse");
+    await userEvent.selectOptions(screen.getByLabelText("Size"), "draft");
+    await userEvent.click(screen.getByRole("button", { name: "Generate" }));
+    await waitFor(() => expect(screen.getByRole("status")).toHaveTextContent("Queued: next to run"));
+    expect(worker.submitted[0]).toMatchObject({ prompt: "a lighthouse", steps: 25, width: 256, height: 256, scheduler: "pndm" });
+    expect(worker.submitted[0]!.seed).toBeUndefined();
+    act(() => worker.run("job-1", 2, 31337));
+    await waitFor(() => expect(screen.getByRole("img", { name: "Generated image: a lighthouse" })).toBeInTheDocument());
+    expect(screen.getByTestId("percent")).toHaveTextContent("100 %");
+    expect(screen.getByRole("heading", { name: "This session (1)" })).toBeInTheDocument();
+    await userEvent.click(screen.getByRole("button", { name: "Reuse seed" }));
+    expect(screen.getByLabelText("Seed")).toHaveValue("fixed");
+    expect(screen.getByLabelText("Seed value")).toHaveValue(31337);
+  });
+
+  it("cancels a running job", async () => {
+    const worker = renderApp();
+    await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));
+    await userEvent.type(screen.getByLabelText("Prompt"), "slow");
+    await userEvent.click(screen.getByRole("button", { name: "Generate" }));
+    await userEvent.click(await screen.findByRole("button", { name: "Cancel" }));
+    await waitFor(() => expect(screen.getByRole("status")).toHaveTextContent("Cancelled"));
+    expect(worker.cancelled).toEqual(["job-1"]);
+    expect(screen.getByRole("button", { name: "Generate" })).toBeEnabled();
+  });
+
+  it("shows the worker's validation error next to the field", async () => {
+    const worker = renderApp();
+    worker.submitAnswers.push({
+      status: 400,
+      body: { error: { code: "invalid_request", field: "steps", message: "must be between 1 and 150, got 500" } },
+    });
+    await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));
+    await userEvent.type(screen.getByLabelText("Prompt"), "x");
+    await userEvent.clear(screen.getByLabelText("Steps"));
+    await userEvent.type(screen.getByLabelText("Steps"), "500");
+    await userEvent.click(screen.getByRole("button", { name: "Generate" }));
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("Steps: must be between 1 and 150, got 500");
+    expect(screen.getByLabelText("Steps")).toHaveAttribute("aria-invalid", "true");
+    await userEvent.click(within(alert).getByRole("button", { name: "Dismiss error" }));
+    expect(screen.queryByRole("alert")).toBeNull();
+  });
+
+  it("asks for the API key on 401 and keeps it in sessionStorage", async () => {
+    const worker = new FakeWorker();
+    worker.apiKey = "s3cret";
+    renderApp(worker);
+    const input = await screen.findByLabelText("API key");
+    expect(screen.getByRole("button", { name: "Generate" })).toBeDisabled();
+    await userEvent.type(input, "s3cret");
+    await userEvent.click(screen.getByRole("button", { name: "Use key" }));
+    await waitFor(() => expect(screen.queryByLabelText("API key")).toBeNull());
+    expect(sessionStorage.getItem("sd-worker.apiKey")).toBe("s3cret");
+    await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));
+    await userEvent.type(screen.getByLabelText("Prompt"), "locked");
+    await userEvent.click(screen.getByRole("button", { name: "Generate" }));
+    await waitFor(() => expect(worker.submitted).toHaveLength(1));
+  });
+});

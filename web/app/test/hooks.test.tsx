@@ -1,0 +1,165 @@
+import { act, renderHook, waitFor } from "@testing-library/react";
+import type { ReactNode } from "react";
+import { describe, expect, it, vi } from "vitest";
+import { ClientProvider } from "../src/client";
+import { applyEvent, CONNECTING, viewOf } from "../src/hooks/jobView";
+import { useImageGeneration } from "../src/hooks/useImageGeneration";
+import { useJobStatus } from "../src/hooks/useJobStatus";
+import { useSSEStream } from "../src/hooks/useSSEStream";
+import { useWorkerInfo } from "../src/hooks/useWorkerInfo";
+import { useGallery, GALLERY_STORAGE } from "../src/hooks/useGallery";
+import { FakeWorker, PNG_1x1 } from "./fakeWorker";
+
+function setup() {
+  const worker = new FakeWorker();
+  const client = worker.client();
+  const wrapper = ({ children }: { children: ReactNode }) => <ClientProvider client={client}>{children}</ClientProvider>;
+  return { worker, client, wrapper };
+}
+
+describe("jobView", () => {
+  it("folds events into phase, step and percent", () => {
+    expect(viewOf([])).toEqual(CONNECTING);
+    const queued = applyEvent(CONNECTING, { type: "queued", position: 2 });
+    expect(queued).toMatchObject({ phase: "queued", queuePosition: 2 });
+    const running = applyEvent(queued, { type: "progress", step: 3, total: 4, percent: 75 });
+    expect(running).toMatchObject({ phase: "running", step: 3, total: 4, percent: 75 });
+    const failed = applyEvent(running, { type: "error", code: "generation_failed", field: null, message: "boom" });
+    expect(failed.phase).toBe("failed");
+    expect(failed.error).toEqual({ code: "generation_failed", field: null, message: "boom" });
+  });
+});
+
+describe("useSSEStream", () => {
+  it("collects a job's events until the terminal one, and starts over for another job", async () => {
+    const { worker, wrapper, client } = setup();
+    const { job_id } = await client.submit({ prompt: "a" });
+    const onEvent = vi.fn();
+    const { result, rerender } = renderHook(({ id }) => useSSEStream(id, { onEvent }), {
+      wrapper,
+      initialProps: { id: job_id as string | null },
+    });
+    await waitFor(() => expect(result.current.events.map((e) => e.type)).toEqual(["queued"]));
+    act(() => worker.run(job_id, 2));
+    await waitFor(() => expect(result.current.done).toBe(true));
+    expect(result.current.events.map((e) => e.type)).toEqual(["queued", "started", "progress", "progress", "complete"]);
+    expect(onEvent).toHaveBeenCalledTimes(5);
+    rerender({ id: null });
+    expect(result.current.events).toEqual([]);
+  });
+
+  it("reports a stream that fails for good", async () => {
+    const { wrapper } = setup();
+    const { result } = renderHook(() => useSSEStream("job-unknown"), { wrapper });
+    await waitFor(() => expect(result.current.error).toBeTruthy());
+    expect((result.current.error as Error).message).toBe("no job job-unknown");
+  });
+});
+
+describe("useJobStatus", () => {
+  it("tracks steps and stops the clock when the job ends", async () => {
+    const { worker, wrapper, client } = setup();
+    const { job_id } = await client.submit({ prompt: "a" });
+    const since = Date.now() - 1500;
+    const { result } = renderHook(() => useJobStatus(job_id, since, { tickMs: 10 }), { wrapper });
+    await waitFor(() => expect(result.current.phase).toBe("queued"));
+    expect(result.current.elapsedMs).toBeGreaterThanOrEqual(1500);
+    act(() => {
+      worker.emit(job_id, { type: "started", params: { prompt: "a", negative_prompt: null, steps: 4, guidance_scale: 7.5, width: 64, height: 64, seed: 1, scheduler: "pndm" } });
+      worker.emit(job_id, { type: "progress", step: 1, total: 4, percent: 25 });
+    });
+    await waitFor(() => expect(result.current).toMatchObject({ phase: "running", step: 1, total: 4, percent: 25 }));
+    act(() => worker.emit(job_id, { type: "cancelled", reason: "client" }));
+    await waitFor(() => expect(result.current.phase).toBe("cancelled"));
+    const stopped = result.current.elapsedMs;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(result.current.elapsedMs).toBe(stopped);
+  });
+});
+
+describe("useImageGeneration", () => {
+  it("submits, follows progress and reports the finished image once", async () => {
+    const { worker, wrapper } = setup();
+    const onComplete = vi.fn();
+    const { result } = renderHook(() => useImageGeneration({ onComplete }), { wrapper });
+    await act(() => result.current.generate({ prompt: "a fox", width: 64, height: 64 }));
+    expect(worker.submitted).toEqual([{ operation: "image_generation", prompt: "a fox", width: 64, height: 64 }]);
+    expect(result.current.jobId).toBe("job-1");
+    expect(result.current.busy).toBe(true);
+    act(() => worker.run("job-1", 3, 99));
+    await waitFor(() => expect(result.current.job.phase).toBe("completed"));
+    expect(result.current.busy).toBe(false);
+    expect(result.current.job.percent).toBe(100);
+    expect(onComplete).toHaveBeenCalledTimes(1);
+    expect(onComplete.mock.calls[0]![0]).toMatchObject({ jobId: "job-1", params: { seed: 99, prompt: "a fox" }, result: { image: PNG_1x1 } });
+  });
+
+  it("cancels the current job", async () => {
+    const { worker, wrapper } = setup();
+    const { result } = renderHook(() => useImageGeneration(), { wrapper });
+    await act(() => result.current.generate({ prompt: "slow" }));
+    await waitFor(() => expect(result.current.job.phase).toBe("queued"));
+    await act(() => result.current.cancel());
+    expect(worker.cancelled).toEqual(["job-1"]);
+    await waitFor(() => expect(result.current.job.phase).toBe("cancelled"));
+    expect(result.current.cancelling).toBe(false);
+    expect(result.current.busy).toBe(false);
+  });
+
+  it("keeps the worker's error for a rejected submission", async () => {
+    const { worker, wrapper } = setup();
+    worker.submitAnswers.push({
+      status: 400,
+      body: { error: { code: "invalid_request", field: "steps", message: "must be between 1 and 150, got 500" } },
+    });
+    const { result } = renderHook(() => useImageGeneration(), { wrapper });
+    await act(() => result.current.generate({ prompt: "x", steps: 500 }));
+    expect(result.current.jobId).toBeNull();
+    expect(result.current.requestError).toMatchObject({ status: 400, field: "steps" });
+    act(() => result.current.clearError());
+    expect(result.current.requestError).toBeNull();
+  });
+});
+
+describe("useWorkerInfo", () => {
+  it("asks for a key on 401 and loads once one is saved", async () => {
+    const { worker, wrapper } = setup();
+    worker.apiKey = "s3cret";
+    const { result } = renderHook(() => useWorkerInfo(), { wrapper });
+    await waitFor(() => expect(result.current.needsKey).toBe(true));
+    expect(result.current.info).toBeNull();
+    sessionStorage.setItem("sd-worker.apiKey", "s3cret");
+    act(() => result.current.reload());
+    await waitFor(() => expect(result.current.info?.model).toBe("fixtures/tiny-sd15"));
+    expect(result.current.needsKey).toBe(false);
+  });
+
+  it("polls until the model is ready", async () => {
+    const { worker, wrapper } = setup();
+    worker.info.ready = false;
+    const { result } = renderHook(() => useWorkerInfo(20), { wrapper });
+    await waitFor(() => expect(result.current.info?.ready).toBe(false));
+    worker.info.ready = true;
+    await waitFor(() => expect(result.current.info?.ready).toBe(true));
+  });
+});
+
+describe("useGallery", () => {
+  it("keeps entries newest first in sessionStorage", () => {
+    const { result } = renderHook(() => useGallery());
+    const entry = (n: number) => ({
+      jobId: `job-${n}`,
+      params: { prompt: `p${n}`, negative_prompt: null, steps: 1, guidance_scale: 1, width: 8, height: 8, seed: n, scheduler: "ddim" as const },
+      result: { image: PNG_1x1, format: "png" as const, seed: n, width: 8, height: 8, timings: { queued_ms: 0, generation_ms: 0, total_ms: 0 } },
+      finishedAt: n,
+    });
+    act(() => result.current.add(entry(1)));
+    act(() => result.current.add(entry(2)));
+    expect(result.current.entries.map((e) => e.jobId)).toEqual(["job-2", "job-1"]);
+    expect(JSON.parse(sessionStorage.getItem(GALLERY_STORAGE)!)).toHaveLength(2);
+    const again = renderHook(() => useGallery());
+    expect(again.result.current.entries).toHaveLength(2);
+    act(() => result.current.clear());
+    expect(result.current.entries).toEqual([]);
+  });
+});

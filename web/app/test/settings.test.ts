@@ -1,0 +1,75 @@
+import { describe, expect, it } from "vitest";
+import {
+  EMPTY_SETTINGS,
+  fromParams,
+  presetFor,
+  schedulerLabel,
+  settingsText,
+  sizePresets,
+  toRequest,
+  withDefaults,
+} from "../src/settings";
+import { INFO } from "./fakeWorker";
+
+describe("settings", () => {
+  it("fills the worker's defaults without overwriting what was typed", () => {
+    const s = withDefaults({ ...EMPTY_SETTINGS, steps: "7" }, INFO);
+    expect(s).toMatchObject({ steps: "7", guidanceScale: "7.5", width: "512", height: "512", scheduler: "pndm" });
+  });
+
+  it("derives size presets from the defaults and limits", () => {
+    const presets = sizePresets(INFO);
+    expect(presets[0]).toEqual({ id: "default", label: "Default 512×512", width: 512, height: 512 });
+    const byId = Object.fromEntries(presets.map((p) => [p.id, [p.width, p.height]]));
+    expect(byId.portrait).toEqual([416, 624]);
+    expect(byId.wide).toEqual([680, 384]);
+    expect(byId.draft).toEqual([256, 256]);
+    expect(byId.square).toBeUndefined();
+    for (const p of presets) {
+      expect(p.width % 8).toBe(0);
+      expect(p.height % 8).toBe(0);
+    }
+    expect(presetFor(presets, "256", "256")).toBe("draft");
+    expect(presetFor(presets, "100", "256")).toBe("custom");
+  });
+
+  it("keeps presets inside tight limits", () => {
+    const info = { ...INFO, limits: { ...INFO.limits, min_size: 384, max_size: 512, size_multiple: 64 } };
+    for (const p of sizePresets(info)) {
+      expect(p.width).toBeGreaterThanOrEqual(384);
+      expect(p.height).toBeLessThanOrEqual(512);
+      expect(p.width % 64).toBe(0);
+    }
+  });
+
+  it("builds the request, leaving empty fields to the worker and sending out-of-range values as typed", () => {
+    const s = { ...EMPTY_SETTINGS, prompt: "  a cat ", steps: "500", width: "64", seedMode: "random" as const, seed: "9" };
+    expect(toRequest(s)).toEqual({ prompt: "a cat", steps: 500, width: 64 });
+    const fixed = { ...s, seedMode: "fixed" as const, negativePrompt: "dog", scheduler: "euler_a" as const };
+    expect(toRequest(fixed)).toMatchObject({ seed: 9, negative_prompt: "dog", scheduler: "euler_a" });
+  });
+
+  it("round-trips a job's params", () => {
+    const params = {
+      prompt: "p",
+      negative_prompt: null,
+      steps: 3,
+      guidance_scale: 5,
+      width: 64,
+      height: 96,
+      seed: 7,
+      scheduler: "ddim" as const,
+    };
+    const s = fromParams(params);
+    expect(s.seedMode).toBe("fixed");
+    expect(toRequest(s)).toEqual({ prompt: "p", steps: 3, guidance_scale: 5, width: 64, height: 96, seed: 7, scheduler: "ddim" });
+    expect(JSON.parse(settingsText(params))).toEqual({ operation: "image_generation", ...params });
+  });
+
+  it("names schedulers for people, falling back to the wire name", () => {
+    expect(schedulerLabel("euler_a")).toBe("Euler Ancestral");
+    expect(schedulerLabel("dpmpp_2m_karras")).toBe("DPM++ 2M Karras");
+    expect(schedulerLabel("lcm")).toBe("LCM");
+    expect(schedulerLabel("some_future_kind")).toBe("some_future_kind");
+  });
+});

@@ -1,0 +1,172 @@
+// The web UI in a real browser against the real worker: unlock with the API
+// key, generate with live progress to 100 %, see the image, cancel a second
+// job, see the worker's validation error, and the phone layout.
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { launch, workerFromEnv } from "./browser.mjs";
+
+const worker = workerFromEnv();
+// The tiny model runs a 128×128 step in a blink on two cores; 512×512 takes seconds.
+const SIZE = 128;
+const screenshots = process.env.SCREENSHOTS;
+let browser;
+
+before(async () => {
+  browser = await launch();
+  if (screenshots) mkdirSync(screenshots, { recursive: true });
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** A page at the given viewport that records console errors and page crashes. */
+async function open(viewport) {
+  const context = await browser.newContext({
+    viewport,
+    deviceScaleFactor: 1,
+    colorScheme: "light",
+    acceptDownloads: true,
+    permissions: ["clipboard-read", "clipboard-write"],
+  });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    // The browser logs every non-2xx fetch; the 401 before the key and the 400 we provoke are expected.
+    if (message.type() === "error" && !/status of (400|401)/.test(message.text())) {
+      problems.push(`console: ${message.text()}`);
+    }
+  });
+  await page.goto(worker.url, { waitUntil: "domcontentloaded" });
+  return { context, page, problems };
+}
+
+/** The worker asks for the key: enter it, and wait for the defaults from /v1/info. */
+async function unlock(page) {
+  const key = page.getByLabel("API key", { exact: true });
+  await key.waitFor();
+  assert.equal(await page.getByRole("button", { name: "Generate" }).isDisabled(), true);
+  await key.fill(worker.apiKey);
+  await page.getByRole("button", { name: "Use key" }).click();
+  await page.waitForFunction(() => document.querySelector("#steps")?.value !== "");
+  assert.equal(await page.getByLabel("API key", { exact: true }).count(), 0);
+}
+
+/** Watches the percentage from the next job's start until it ends; returns every value seen. */
+async function watchProgress(page) {
+  return page.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const seen = [];
+        const started = Date.now();
+        let active = false;
+        const timer = setInterval(() => {
+          const percent = document.querySelector('[data-testid="percent"]')?.textContent ?? "";
+          const status = document.querySelector(".progress-status")?.textContent ?? "";
+          const ended = /^(Done|Failed|Cancelled)/.test(status);
+          if (!ended && status !== "") active = true;
+          if (!active) return;
+          if (seen.at(-1) !== percent) seen.push(percent);
+          if (ended) {
+            clearInterval(timer);
+            resolve({ seen, status });
+          } else if (Date.now() - started > 120_000) {
+            clearInterval(timer);
+            reject(new Error(`no end after 120 s; last status "${status}", percents ${seen.join(", ")}`));
+          }
+        }, 10);
+      }),
+  );
+}
+
+test("desktop: generate with live progress, cancel a second job, show an API error", async () => {
+  const { context, page, problems } = await open({ width: 1280, height: 800 });
+  await unlock(page);
+  const steps = 20;
+
+  await page.getByLabel("Prompt", { exact: true }).fill("a lighthouse on a cliff at dusk, oil painting");
+  await page.getByLabel("Negative prompt").fill("blurry");
+  await page.getByLabel("Steps").fill(String(steps));
+  await page.getByLabel("Width").fill(String(SIZE));
+  await page.getByLabel("Height").fill(String(SIZE));
+  await page.getByLabel("Scheduler").selectOption("euler_a");
+  const progress = watchProgress(page);
+  await page.getByRole("button", { name: "Generate" }).click();
+  const { seen, status } = await progress;
+  assert.equal(status, "Done", `percents seen: ${seen.join(", ")}`);
+  assert.equal(seen.at(-1), "100 %");
+  assert.ok(seen.some((p) => p !== "0 %" && p !== "100 %"), `no intermediate progress in ${seen.join(", ")}`);
+  const [done, total] = (await page.getByTestId("step-counter").textContent()).split(" / ").map(Number);
+  assert.ok(done === total && total >= steps, `step counter ${done} / ${total}`);
+  assert.match(await page.getByTestId("elapsed").textContent(), /^\d+\.\d s$/);
+
+  const image = page.getByTestId("result-image");
+  await image.waitFor();
+  const natural = await image.evaluate((img) => [img.complete, img.naturalWidth, img.naturalHeight]);
+  assert.deepEqual(natural, [true, SIZE, SIZE]);
+  assert.match(await page.getByRole("link", { name: "Download" }).getAttribute("download"), /^sd-\d+-[0-9a-f]{8}\.png$/);
+  assert.equal(await page.getByRole("heading", { name: "This session (1)" }).count(), 1);
+  if (screenshots) await page.screenshot({ path: join(screenshots, "desktop.png") });
+
+  const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name: "Download" }).click()]);
+  const png = readFileSync(await download.path());
+  assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]);
+  assert.match(download.suggestedFilename(), /^sd-\d+-[0-9a-f]{8}\.png$/);
+
+  await page.getByRole("button", { name: "Copy settings" }).click();
+  await page.getByText("Settings copied to the clipboard.").waitFor();
+  const copied = JSON.parse(await page.evaluate(() => navigator.clipboard.readText()));
+  assert.equal(copied.operation, "image_generation");
+  assert.equal(copied.steps, steps);
+  assert.equal(copied.scheduler, "euler_a");
+
+  await page.getByRole("button", { name: "Reuse seed" }).click();
+  assert.equal(await page.getByLabel("Seed value").inputValue(), String(copied.seed));
+  assert.equal(await page.getByLabel("Seed", { exact: true }).inputValue(), "fixed");
+
+  // A long second job, cancelled while it runs.
+  await page.getByLabel("Steps").fill("150");
+  await page.getByLabel("Width").fill(String(SIZE));
+  await page.getByLabel("Height").fill(String(SIZE));
+  const second = watchProgress(page);
+  await page.getByRole("button", { name: "Generate" }).click();
+  await page.getByRole("status").filter({ hasText: /Generating: step ([2-9]|\d\d)/ }).waitFor();
+  if (screenshots) await page.screenshot({ path: join(screenshots, "desktop-progress.png") });
+  await page.getByRole("button", { name: "Cancel" }).click();
+  assert.equal((await second).status, "Cancelled");
+  assert.equal(await page.getByRole("heading", { name: "This session (1)" }).count(), 1);
+  const info = await (await fetch(`${worker.url}/v1/info`, { headers: { authorization: `Bearer ${worker.apiKey}` } })).json();
+  assert.equal(info.jobs.running + info.jobs.queued, 0);
+
+  // The worker rejects an out-of-range value; the page shows its message at the field.
+  await page.getByLabel("Steps").fill("500");
+  await page.getByRole("button", { name: "Generate" }).click();
+  const alert = page.getByRole("alert");
+  await alert.waitFor();
+  assert.match(await alert.textContent(), /Invalid setting.*Steps: must be between 1 and 150, got 500.*HTTP 400 · invalid_request/);
+  assert.equal(await page.getByLabel("Steps").getAttribute("aria-invalid"), "true");
+  if (screenshots) await page.screenshot({ path: join(screenshots, "desktop-error.png") });
+
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test("phone: the layout fits 390 px and a job completes", async () => {
+  const { context, page, problems } = await open({ width: 390, height: 844 });
+  await unlock(page);
+  await page.getByLabel("Prompt", { exact: true }).fill("a red fox in the snow");
+  await page.getByLabel("Steps").fill("6");
+  await page.getByLabel("Width").fill(String(SIZE));
+  await page.getByLabel("Height").fill(String(SIZE));
+  const progress = watchProgress(page);
+  await page.getByRole("button", { name: "Generate" }).click();
+  assert.equal((await progress).status, "Done");
+  await page.getByTestId("result-image").waitFor();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone screen`);
+  if (screenshots) await page.screenshot({ path: join(screenshots, "phone.png"), fullPage: true });
+  assert.deepEqual(problems, []);
+  await context.close();
+});

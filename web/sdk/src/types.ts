@@ -1,0 +1,59 @@
+/**
+ * Friendly names for the wire types of the sd-worker API. Every type here is
+ * an alias of one in `schema.ts`, which is generated from the worker's
+ * `openapi.json`; nothing is written by hand.
+ */
+import type { components } from "./schema.js";
+
+type Schemas = components["schemas"];
+
+/** The body of `POST /v1/jobs`, tagged by `operation`. */
+export type JobRequest = Schemas["JobRequest"];
+/** Text-to-image parameters; absent or `null` values take the worker's defaults. */
+export type ImageGenerationRequest = Schemas["ImageGenerationRequest"];
+/** A denoising scheduler name. */
+export type SchedulerKind = Schemas["SchedulerKind"];
+/** The answer to a submission: the job id and its stream path. */
+export type JobCreated = Schemas["JobCreated"];
+/** A job's state, progress and, once it ended, its image or error. */
+export type JobStatus = Schemas["JobStatus"];
+/** Where a job is in its life. */
+export type JobState = Schemas["JobState"];
+/** The parameters a job runs with, every default filled in and the seed chosen. */
+export type JobParams = Schemas["JobParams"];
+/** A finished image (base64 PNG) with its seed, size and timings. */
+export type ImageResult = Schemas["ImageResult"];
+/** How long a job took, in milliseconds. */
+export type Timings = Schemas["Timings"];
+/** One event of a job's stream, discriminated by `type`. */
+export type JobEvent = Schemas["JobEvent"];
+/** Why a job was cancelled: `client` or `shutdown`. */
+export type CancelReason = Schemas["CancelReason"];
+/** The body of every error response. */
+export type ErrorBody = Schemas["ErrorBody"];
+/** One error: its code, the request field at fault and a message for people. */
+export type ErrorDetail = Schemas["ErrorDetail"];
+/** What kind of failure an error reports. */
+export type ErrorCode = Schemas["ErrorCode"];
+/** The answer to `GET /v1/info`. */
+export type WorkerInfo = Schemas["WorkerInfo"];
+/** The values a job takes for the fields it leaves out. */
+export type GenerationDefaults = Schemas["GenerationDefaults"];
+/** The bounds the worker enforces on requests. */
+export type Limits = Schemas["Limits"];
+/** The answer to `GET /health`. */
+export type Health = Schemas["Health"];
+/** The answer to `GET /ready`. */
+export type Readiness = Schemas["Readiness"];
+
+/** The `type` of a job event. */
+export type JobEventType = JobEvent["type"];
+/** The job event of one `type`. */
+export type JobEventOf<T extends JobEventType> = Extract<JobEvent, { type: T }>;
+/** An event that ends a job: `complete`, `error` or `cancelled`. */
+export type TerminalJobEvent = JobEventOf<"complete" | "error" | "cancelled">;
+
+/** Whether an event ends its job. */
+export function isTerminalEvent(event: JobEvent): event is TerminalJobEvent {
+  return event.type === "complete" || event.type === "error" || event.type === "cancelled";
+}
