@@ -70,6 +70,48 @@ pub struct ImageInput {
 }
 
 impl ImageInput {
+    /// Checks what needs no model: strength within 0..=1 and a mask of the
+    /// picture's size. Errors name the field (`strength`, `mask_image`).
+    pub fn validate(&self) -> Result<()> {
+        let strength = self.strength;
+        if !(0.0..=1.0).contains(&strength) {
+            return Err(Error::invalid_request(
+                "strength",
+                format!("must be between 0 and 1, got {strength}"),
+            ));
+        }
+        let size = (self.image.width(), self.image.height());
+        match &self.mask {
+            Some(mask) if (mask.width(), mask.height()) != size => Err(Error::invalid_request(
+                "mask_image",
+                format!(
+                    "is {}x{} but init_image is {}x{}; they must be the same size",
+                    mask.width(),
+                    mask.height(),
+                    size.0,
+                    size.1
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The output size diffusers picks when none is given: the picture's,
+    /// rounded down to multiples of `multiple` (the VAE scale factor, 8).
+    pub fn default_size(&self, multiple: usize) -> Result<(usize, usize)> {
+        match self.image.size_rounded_down(multiple) {
+            (0, _) | (_, 0) => Err(Error::invalid_request(
+                "init_image",
+                format!(
+                    "is {}x{}; it must be at least {multiple}x{multiple} pixels",
+                    self.image.width(),
+                    self.image.height()
+                ),
+            )),
+            size => Ok(size),
+        }
+    }
+
     /// Index of the first scheduler step that runs, as diffusers' `get_timesteps`:
     /// `steps - min(floor(steps · strength), steps)`.
     pub fn first_step(&self, steps: usize) -> usize {
@@ -406,19 +448,13 @@ impl StableDiffusion {
     }
 
     fn validate_image_input(&self, params: &GenerateParams, input: &ImageInput) -> Result<()> {
-        let strength = input.strength;
-        if !(0.0..=1.0).contains(&strength) {
-            return Err(Error::invalid_request(
-                "strength",
-                format!("must be between 0 and 1, got {strength}"),
-            ));
-        }
+        input.validate()?;
         if input.first_step(params.steps) >= params.steps {
             return Err(Error::invalid_request(
                 "strength",
                 format!(
-                    "{strength} of {} steps runs no step; raise strength or steps",
-                    params.steps
+                    "{} of {} steps runs no step; raise strength or steps",
+                    input.strength, params.steps
                 ),
             ));
         }
@@ -428,27 +464,13 @@ impl StableDiffusion {
                 "cannot be combined with an init image",
             ));
         }
-        match &input.mask {
-            Some(mask)
-                if (mask.width(), mask.height()) != (input.image.width(), input.image.height()) =>
-            {
-                Err(Error::invalid_request(
-                    "mask_image",
-                    format!(
-                        "is {}x{} but init_image is {}x{}; they must be the same size",
-                        mask.width(),
-                        mask.height(),
-                        input.image.width(),
-                        input.image.height()
-                    ),
-                ))
-            }
-            None if self.is_inpainting() => Err(Error::invalid_request(
+        if input.mask.is_none() && self.is_inpainting() {
+            return Err(Error::invalid_request(
                 "mask_image",
                 "this model has an inpainting UNet (9 input channels): it needs a mask",
-            )),
-            _ => Ok(()),
+            ));
         }
+        Ok(())
     }
 
     fn latent_shape(&self, params: &GenerateParams) -> [usize; 4] {
