@@ -559,3 +559,196 @@ pub fn prepare_mask(
         .collect();
     Ok(Tensor::from_vec(values, (1, 1, height, width), device)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Inputs and expected values from PIL 13:
+    //   rgb[y][x] = ((x*37 + y*11) % 256, (x*5 + y*71) % 256, (x*113 + y*29) % 256), 7x5
+    //   grey[y][x] = (x*53 + y*19) % 256, 5x12
+    //   alpha[y][x] = [0, 255, 1, 77, 128, 200, 30][(x + y) % 7]
+    //   np.array(Image.fromarray(a, mode).resize(size, Image.LANCZOS)[.convert("L")]).flatten()
+    fn rgb_7x5() -> DecodedImage {
+        let pixels = (0..5)
+            .flat_map(|y| {
+                (0..7).flat_map(move |x| {
+                    [
+                        ((x * 37 + y * 11) % 256) as u8,
+                        ((x * 5 + y * 71) % 256) as u8,
+                        ((x * 113 + y * 29) % 256) as u8,
+                    ]
+                })
+            })
+            .collect();
+        DecodedImage::from_raw(7, 5, ColorMode::Rgb, pixels).unwrap()
+    }
+
+    fn grey_5x12() -> Vec<u8> {
+        (0..12)
+            .flat_map(|y| (0..5).map(move |x| ((x * 53 + y * 19) % 256) as u8))
+            .collect()
+    }
+
+    fn png_bytes(
+        width: u32,
+        height: u32,
+        color: png::ColorType,
+        depth: png::BitDepth,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut encoder = png::Encoder::new(&mut bytes, width, height);
+        encoder.set_color(color);
+        encoder.set_depth(depth);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(data).unwrap();
+        writer.finish().unwrap();
+        bytes
+    }
+
+    #[test]
+    fn lanczos_matches_pil_both_pass_orders() {
+        let resized = rgb_7x5().resize(4, 3).unwrap();
+        assert_eq!(
+            resized.pixels(),
+            [
+                18, 20, 67, 80, 28, 193, 149, 38, 143, 209, 46, 129, 36, 162, 107, 99, 170, 122,
+                166, 180, 159, 240, 188, 185, 54, 113, 151, 115, 121, 137, 196, 131, 100, 165, 139,
+                131
+            ]
+        );
+        // The height shrinks by 9 rows, more than twice the width's 1: vertical pass first.
+        let tall = DecodedImage::from_raw(5, 12, ColorMode::Luma, grey_5x12()).unwrap();
+        assert_eq!(
+            tall.resize(4, 3).unwrap().pixels(),
+            [34, 98, 190, 183, 113, 184, 163, 64, 193, 130, 39, 129]
+        );
+        let up = tall.resize(9, 20).unwrap();
+        assert_eq!(
+            &up.pixels()[..18],
+            [0, 10, 44, 79, 105, 131, 166, 200, 215, 4, 16, 50, 85, 111, 138, 172, 203, 217]
+        );
+    }
+
+    #[test]
+    fn rgba_resizes_premultiplied_and_converts_to_luma() {
+        let alpha = [0u8, 255, 1, 77, 128, 200, 30];
+        let rgb = rgb_7x5();
+        let pixels = rgb
+            .pixels()
+            .chunks_exact(3)
+            .enumerate()
+            .flat_map(|(i, p)| [p[0], p[1], p[2], alpha[(i % 7 + i / 7) % 7]])
+            .collect();
+        let rgba = DecodedImage::from_raw(7, 5, ColorMode::Rgba, pixels).unwrap();
+        let luma = rgba.resize(3, 2).unwrap().to_luma();
+        assert_eq!(luma.pixels(), [57, 109, 131, 117, 144, 180]);
+        assert_eq!(
+            &rgb.to_luma().pixels()[..12],
+            [0, 27, 54, 51, 78, 76, 103, 48, 75, 102, 100, 127]
+        );
+    }
+
+    #[test]
+    fn one_bit_pngs_resize_by_nearest_neighbour() {
+        let bits: Vec<bool> = grey_5x12().iter().map(|&v| v > 128).collect();
+        let packed: Vec<u8> = bits
+            .chunks_exact(5)
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold(0u8, |byte, (x, &on)| byte | (u8::from(on) << (7 - x)))
+            })
+            .collect();
+        let bytes = png_bytes(
+            5,
+            12,
+            png::ColorType::Grayscale,
+            png::BitDepth::One,
+            &packed,
+        );
+        let mask = DecodedImage::decode(&bytes, "mask_image", 1000).unwrap();
+        assert_eq!(mask.mode(), ColorMode::Luma);
+        assert_eq!(
+            mask.resize(3, 5).unwrap().to_luma().pixels(),
+            [0, 0, 255, 0, 255, 0, 0, 255, 0, 255, 0, 0, 255, 0, 255]
+        );
+    }
+
+    #[test]
+    fn decodes_png_modes_and_drops_alpha_for_rgb() {
+        let data = [10u8, 20, 30, 40, 50, 60, 70, 80];
+        let bytes = png_bytes(2, 1, png::ColorType::Rgba, png::BitDepth::Eight, &data);
+        let image = DecodedImage::decode(&bytes, "init_image", 2).unwrap();
+        assert_eq!(image.mode(), ColorMode::Rgba);
+        assert_eq!(image.to_rgb().pixels(), [10, 20, 30, 50, 60, 70]);
+        let bytes = png_bytes(
+            2,
+            1,
+            png::ColorType::GrayscaleAlpha,
+            png::BitDepth::Eight,
+            &data[..4],
+        );
+        let image = DecodedImage::decode(&bytes, "init_image", 2).unwrap();
+        assert_eq!(image.to_rgb().pixels(), [10, 10, 10, 30, 30, 30]);
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        let field_of = |e: Error| match e {
+            Error::InvalidRequest { field, message } => (field, message),
+            other => panic!("unexpected {other}"),
+        };
+        let (field, message) =
+            field_of(DecodedImage::decode(b"GIF89a", "init_image", 10).unwrap_err());
+        assert_eq!(field, "init_image");
+        assert!(message.contains("not a PNG or JPEG"), "{message}");
+
+        let bytes = png_bytes(
+            4,
+            3,
+            png::ColorType::Grayscale,
+            png::BitDepth::Eight,
+            &[0; 12],
+        );
+        let (field, message) =
+            field_of(DecodedImage::decode(&bytes, "mask_image", 11).unwrap_err());
+        assert_eq!(field, "mask_image");
+        assert!(
+            message.contains("4x3 is 12 pixels, over the limit of 11"),
+            "{message}"
+        );
+        assert!(DecodedImage::decode(&bytes, "mask_image", 12).is_ok());
+
+        let (field, message) = field_of(
+            DecodedImage::decode(&bytes[..bytes.len() - 20], "init_image", 100).unwrap_err(),
+        );
+        assert_eq!(field, "init_image");
+        assert!(message.contains("cannot decode the PNG"), "{message}");
+
+        let (_, message) = field_of(
+            DecodedImage::decode(&[0xff, 0xd8, 0xff, 0xe0, 0, 0], "init_image", 100).unwrap_err(),
+        );
+        assert!(message.contains("cannot decode the JPEG"), "{message}");
+    }
+
+    #[test]
+    fn prepared_tensors_follow_diffusers() {
+        let device = Device::Cpu;
+        let image = DecodedImage::from_raw(2, 1, ColorMode::Luma, vec![0, 255]).unwrap();
+        let tensor = prepare_image(&image, 2, 1, &device).unwrap();
+        assert_eq!(tensor.dims(), [1, 3, 1, 2]);
+        assert_eq!(
+            tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]
+        );
+        let mask = DecodedImage::from_raw(3, 1, ColorMode::Luma, vec![127, 128, 255]).unwrap();
+        let tensor = prepare_mask(&mask, 3, 1, &device).unwrap();
+        assert_eq!(
+            tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [0.0, 1.0, 1.0]
+        );
+        assert_eq!(rgb_7x5().size_rounded_down(4), (4, 4));
+    }
+}
