@@ -3,8 +3,31 @@
 //! Everything a client sends or receives is declared here, with serde and OpenAPI
 //! schemas, so the worker, its tests and the generated TypeScript SDK share one
 //! source of truth. This crate holds no tensors and no HTTP code.
+//!
+//! - [`request`]: the rbee operation body of `POST /v1/jobs`, tagged by `operation`.
+//! - [`job`]: the answer to a submission, a job's status and its finished image.
+//! - [`event`]: the events of a job's server-sent event stream and its end markers.
+//! - [`error`]: the one error body every failing route answers with.
+//! - [`info`]: `/health`, `/ready` and `/v1/info`.
+//! - [`hive`]: the callbacks the worker sends to an rbee hive or queen.
 #![deny(missing_docs)]
 
+pub mod error;
+pub mod event;
+pub mod hive;
+pub mod info;
+pub mod job;
+pub mod request;
 pub mod scheduler;
 
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use event::{completion_markers, JobEvent};
+pub use hive::{HeartbeatWorker, WorkerHeartbeat, WorkerReady, WorkerStatus};
+pub use info::{
+    GenerationDefaults, Health, JobCounts, Limits, Readiness, ReadinessState, WorkerInfo,
+};
+pub use job::{ImageFormat, ImageResult, JobCreated, JobParams, JobState, JobStatus, Timings};
+pub use request::{
+    ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest, JobRequest, LoraConfig,
+};
 pub use scheduler::SchedulerKind;

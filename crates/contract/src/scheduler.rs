@@ -16,20 +16,28 @@ pub enum SchedulerKind {
     /// Euler Ancestral: Euler with fresh noise at every step.
     EulerA,
     /// DPM-Solver++ 2M multistep.
+    #[serde(rename = "dpmpp_2m")]
     Dpmpp2m,
     /// DPM-Solver++ 2M with Karras sigmas.
+    #[serde(rename = "dpmpp_2m_karras")]
     Dpmpp2mKarras,
+    /// UniPC (Zhao et al. 2023): second-order predictor-corrector, B(h) = e^h - 1.
+    Unipc,
+    /// Latent Consistency Model sampling, for LCM-distilled models (1 to 8 steps).
+    Lcm,
 }
 
 impl SchedulerKind {
     /// Every scheduler, in the order help texts list them.
-    pub const ALL: [SchedulerKind; 6] = [
+    pub const ALL: [SchedulerKind; 8] = [
         SchedulerKind::Ddim,
         SchedulerKind::Pndm,
         SchedulerKind::Euler,
         SchedulerKind::EulerA,
         SchedulerKind::Dpmpp2m,
         SchedulerKind::Dpmpp2mKarras,
+        SchedulerKind::Unipc,
+        SchedulerKind::Lcm,
     ];
 
     /// The name used on the wire and on the command line.
@@ -41,6 +49,8 @@ impl SchedulerKind {
             SchedulerKind::EulerA => "euler_a",
             SchedulerKind::Dpmpp2m => "dpmpp_2m",
             SchedulerKind::Dpmpp2mKarras => "dpmpp_2m_karras",
+            SchedulerKind::Unipc => "unipc",
+            SchedulerKind::Lcm => "lcm",
         }
     }
 
@@ -53,6 +63,8 @@ impl SchedulerKind {
             SchedulerKind::EulerA => "Euler a",
             SchedulerKind::Dpmpp2m => "DPM++ 2M",
             SchedulerKind::Dpmpp2mKarras => "DPM++ 2M Karras",
+            SchedulerKind::Unipc => "UniPC",
+            SchedulerKind::Lcm => "LCM",
         }
     }
 }
@@ -89,5 +101,20 @@ impl std::str::FromStr for SchedulerKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| UnknownScheduler(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_are_the_command_line_names() {
+        for kind in SchedulerKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<SchedulerKind>(&json).unwrap(), kind);
+            assert_eq!(kind.as_str().parse::<SchedulerKind>().unwrap(), kind);
+        }
     }
 }

@@ -50,7 +50,7 @@ impl ColorMode {
 }
 
 /// An 8-bit picture, pixels interleaved row by row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DecodedImage {
     width: usize,
     height: usize,
@@ -59,6 +59,16 @@ pub struct DecodedImage {
     /// PIL opens palette and 1-bit pictures as `P` / `1`, which it only
     /// resizes by nearest neighbour (until converted).
     nearest_only: bool,
+}
+
+impl std::fmt::Debug for DecodedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedImage")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
 }
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";

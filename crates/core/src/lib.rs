@@ -12,6 +12,7 @@ pub mod image_input;
 pub mod layers;
 pub mod model_files;
 pub mod pipeline;
+pub mod presets;
 pub mod prompt;
 pub mod rng;
 pub mod schedulers;

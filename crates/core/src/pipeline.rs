@@ -58,7 +58,7 @@ pub const DEFAULT_INPAINT_STRENGTH: f64 = 1.0;
 /// The picture (and for inpainting, the mask) an image-to-image or inpainting
 /// generation starts from. Both are resized to the output size with PIL's
 /// Lanczos when their size differs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImageInput {
     /// The picture to start from, in any mode (converted to RGB).
     pub image: DecodedImage,
@@ -109,6 +109,21 @@ impl ImageInput {
                 ),
             )),
             size => Ok(size),
+        }
+    }
+
+    /// How many of `steps` run at this strength (`floor(steps · strength)`,
+    /// before PNDM's extra pass); none is an error naming `strength`.
+    pub fn steps_run(&self, steps: usize) -> Result<usize> {
+        match steps - self.first_step(steps) {
+            0 => Err(Error::invalid_request(
+                "strength",
+                format!(
+                    "{} of {steps} steps runs no step; raise strength or steps",
+                    self.strength
+                ),
+            )),
+            run => Ok(run),
         }
     }
 
@@ -449,15 +464,7 @@ impl StableDiffusion {
 
     fn validate_image_input(&self, params: &GenerateParams, input: &ImageInput) -> Result<()> {
         input.validate()?;
-        if input.first_step(params.steps) >= params.steps {
-            return Err(Error::invalid_request(
-                "strength",
-                format!(
-                    "{} of {} steps runs no step; raise strength or steps",
-                    input.strength, params.steps
-                ),
-            ));
-        }
+        input.steps_run(params.steps)?;
         if params.init_latents.is_some() {
             return Err(Error::invalid_request(
                 "init_latents",

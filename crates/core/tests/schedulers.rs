@@ -8,7 +8,9 @@
 //!         xin = s.scale_model_input(x, t); mo = 0.5 * xin + 0.05 * (float(t) / 1000)
 //!         x = s.step(mo, t, x, generator=g).prev_sample   # generator only where step takes one
 //! and saved `timesteps`, `init_noise_sigma`, `scaled.{i}`, `model_output.{i}` and `sample.{i}`.
-//! The same loop runs here with `TorchRng` for the initial noise and the step draws.
+//! The same loop runs here with `TorchRng` for the initial noise and the step draws (Euler
+//! Ancestral draws at every step, LCM at every step but the last). `unipc` cases use
+//! `from_config(config, solver_type="bh2", solver_order=2)`, as `build_scheduler` pins for that kind.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -109,6 +111,12 @@ fn schedulers_match_diffusers() {
             assert!(diff <= tol, "{name}: sample.{i} max |diff| {diff} > {tol}");
             w.sample = w.sample.max(diff);
         }
+    }
+    for kind in SchedulerKind::ALL {
+        assert!(
+            worst.contains_key(kind.as_str()),
+            "no fixture case covers {kind}"
+        );
     }
     for (kind, w) in &worst {
         println!(

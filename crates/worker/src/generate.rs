@@ -16,44 +16,45 @@ use sd_core::pipeline::{
     random_seed, GenerateParams, ImageInput, StableDiffusion, Trace, DEFAULT_IMG2IMG_STRENGTH,
     DEFAULT_INPAINT_STRENGTH,
 };
+use sd_core::presets::{self, Preset};
 
-/// Steps when neither the command line nor a preset says otherwise.
-const DEFAULT_STEPS: usize = 30;
-/// Guidance scale when neither the command line nor a preset says otherwise.
-const DEFAULT_GUIDANCE: f64 = 7.5;
 /// The largest init picture or mask the command reads (64 megapixels).
 const MAX_INPUT_PIXELS: usize = 64 << 20;
 
 /// Arguments of `sd-worker-cpu generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A local diffusers folder or a Hugging Face repo id.
-    #[arg(long)]
-    pub model: String,
+    /// A local diffusers folder or a Hugging Face repo id [default: the preset's repo].
+    #[arg(long, required_unless_present = "sd_version")]
+    pub model: Option<String>,
+    /// A preset (v1-5, v2-1, xl, turbo, sd-turbo): its repo and its defaults for
+    /// everything left out below.
+    #[arg(long, value_parser = sd_worker::config::parse_preset)]
+    pub sd_version: Option<&'static Preset>,
     /// What to draw.
     #[arg(long)]
     pub prompt: String,
     /// What to steer away from.
     #[arg(long)]
     pub negative_prompt: Option<String>,
-    /// Denoising steps [default: 30].
+    /// Denoising steps [default: the preset's].
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Classifier-free guidance scale; 1 or less runs the conditional pass only [default: 7.5].
+    /// Classifier-free guidance scale; 1 or less runs the conditional pass only [default: the preset's].
     #[arg(long)]
     pub guidance_scale: Option<f64>,
     /// Image width in pixels, a multiple of 8 [default: the init image's width
-    /// rounded down to 8, else the model's native size].
+    /// rounded down to 8, else the preset's, else the model's native size].
     #[arg(long)]
     pub width: Option<usize>,
     /// Image height in pixels, a multiple of 8 [default: the init image's height
-    /// rounded down to 8, else the model's native size].
+    /// rounded down to 8, else the preset's, else the model's native size].
     #[arg(long)]
     pub height: Option<usize>,
     /// Seed of the noise; drawn at random (and printed) when absent.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Scheduler [default: the model folder's own].
+    /// Scheduler [default: the preset's, else the model folder's own].
     #[arg(long)]
     pub scheduler: Option<SchedulerKind>,
     /// Read the `fp16` weight files when the model has both precisions (computation stays f32).
@@ -107,31 +108,47 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         WeightVariant::Full
     };
-    let folder = sd_core::source::resolve_model(&args.model, variant)?;
+    let spec = match (&args.model, args.sd_version) {
+        (Some(model), _) => model.clone(),
+        (None, Some(preset)) => preset.repo.to_string(),
+        (None, None) => bail!("--model or --sd-version is required"),
+    };
+    let folder = sd_core::source::resolve_model(&spec, variant)?;
     let mut model = StableDiffusion::load_with(&folder, &device, variant)
-        .with_context(|| format!("loading model {}", args.model))?;
-    model.set_name(&args.model);
+        .with_context(|| format!("loading model {spec}"))?;
+    model.set_name(&spec);
+    // The named preset, the preset whose repo this is, or the family's base preset.
+    let preset = args
+        .sd_version
+        .or_else(|| presets::by_repo(&spec))
+        .or_else(|| presets::for_family(model.family().as_str()));
+    let (width, height) = match &image_input {
+        Some(input) => input
+            .default_size(model.vae_scale_factor())
+            .map_err(|e| flag_error("--init-image", &path_of(&args.init_image), e))?,
+        None => preset.map_or(model.default_size(), |p| {
+            (p.width as usize, p.height as usize)
+        }),
+    };
 
     let seed = args.seed.unwrap_or_else(|| {
         let seed = random_seed();
         eprintln!("seed: {seed}");
         seed
     });
-    let (default_width, default_height) = match &image_input {
-        Some(input) => input
-            .default_size(model.vae_scale_factor())
-            .map_err(|e| anyhow::anyhow!("--init-image {}: {e}", path_of(&args.init_image)))?,
-        None => model.default_size(),
-    };
     let params = GenerateParams {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,
-        steps: args.steps.unwrap_or(DEFAULT_STEPS),
-        guidance_scale: args.guidance_scale.unwrap_or(DEFAULT_GUIDANCE),
-        width: args.width.unwrap_or(default_width),
-        height: args.height.unwrap_or(default_height),
+        steps: args
+            .steps
+            .unwrap_or(preset.map_or(25, |p| p.steps as usize)),
+        guidance_scale: args
+            .guidance_scale
+            .unwrap_or(preset.map_or(7.5, |p| p.guidance_scale)),
+        width: args.width.unwrap_or(width),
+        height: args.height.unwrap_or(height),
         seed,
-        scheduler: args.scheduler,
+        scheduler: args.scheduler.or(preset.and_then(|p| p.scheduler)),
         init_latents,
         image: image_input,
     };
@@ -264,10 +281,7 @@ fn read_image_input(args: &GenerateArgs) -> anyhow::Result<Option<ImageInput>> {
             field: "strength",
             message,
         } => anyhow::anyhow!("--strength {message}"),
-        sd_core::Error::InvalidRequest { message, .. } => {
-            anyhow::anyhow!("--mask-image {}: {message}", path_of(&args.mask_image))
-        }
-        other => other.into(),
+        other => flag_error("--mask-image", &path_of(&args.mask_image), other),
     })?;
     Ok(Some(input))
 }
@@ -276,12 +290,18 @@ fn read_image_input(args: &GenerateArgs) -> anyhow::Result<Option<ImageInput>> {
 fn read_picture(path: &Path, flag: &str, field: &'static str) -> anyhow::Result<DecodedImage> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))?;
-    DecodedImage::decode(&bytes, field, MAX_INPUT_PIXELS).map_err(|e| match e {
+    DecodedImage::decode(&bytes, field, MAX_INPUT_PIXELS)
+        .map_err(|e| flag_error(flag, &path.display().to_string(), e))
+}
+
+/// `FLAG FILE: what is wrong`, without the core's field prefix.
+fn flag_error(flag: &str, path: &str, error: sd_core::Error) -> anyhow::Error {
+    match error {
         sd_core::Error::InvalidRequest { message, .. } => {
-            anyhow::anyhow!("{flag} {}: {message}", path.display())
+            anyhow::anyhow!("{flag} {path}: {message}")
         }
-        other => anyhow::anyhow!("{flag} {}: {other}", path.display()),
-    })
+        other => anyhow::anyhow!("{flag} {path}: {other}"),
+    }
 }
 
 fn path_of(path: &Option<PathBuf>) -> String {

@@ -1,15 +1,32 @@
 //! `sd-worker-cpu`: serve Stable Diffusion jobs over HTTP, or generate one image.
+//!
+//! The GPU binaries (`src/bin/`) include this file as a module, so all three
+//! share one `main`; each knows its backend from its binary name.
 
 mod generate;
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 
-/// Command line of the worker binary.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sd_worker::config::Backend;
+use sd_worker::engine::fake::FakeEngine;
+use sd_worker::engine::stable_diffusion::SdEngine;
+use sd_worker::engine::EngineLoader;
+use sd_worker::{shutdown_signal, ServeArgs, Worker, WorkerConfig};
+
+/// Command line of the worker binary. Without a subcommand it serves.
 #[derive(Debug, Parser)]
-#[command(version, about = "Stable Diffusion worker")]
+#[command(
+    version,
+    about = "Stable Diffusion worker",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -18,17 +35,69 @@ enum Command {
     Generate(generate::GenerateArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Parses the command line and runs the command (serving by default); a failure
+/// prints one line and exits with status 1.
+pub fn main() {
+    if let Err(err) = run() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Generate(args)) => generate::run(args),
-        None => anyhow::bail!("serving is not built yet; use `generate`"),
+        None => serve(cli.serve),
+    }
+}
+
+/// The backend this binary was built for, from its name.
+fn backend() -> Backend {
+    match env!("CARGO_BIN_NAME") {
+        "sd-worker-cuda" => Backend::Cuda,
+        "sd-worker-metal" => Backend::Metal,
+        _ => Backend::Cpu,
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = WorkerConfig::from_args(&args, backend())?;
+    let loader = engine_loader(&args, &config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sd-http")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let worker = Worker::bind(config.clone())
+            .await
+            .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+        worker
+            .run(loader, shutdown_signal())
+            .await
+            .context("serving")
+    })
+}
+
+/// The fake engine when `--fake-engine` is given (a test aid), else the pipeline.
+fn engine_loader(args: &ServeArgs, config: &WorkerConfig) -> EngineLoader {
+    match &args.fake_engine {
+        Some(fake) => {
+            tracing::warn!(
+                "serving the FAKE engine (a test aid): images are gradients, not generations"
+            );
+            FakeEngine::loader(fake.clone())
+        }
+        None => SdEngine::loader(config),
     }
 }

@@ -9,9 +9,11 @@ use crate::error::{Error, Result};
 /// The fields of a diffusers `scheduler_config.json` that our schedulers read.
 ///
 /// One struct serves every scheduler class, as one file serves every class in
-/// diffusers' `from_config`. Each field has diffusers' default; the two whose
-/// default depends on the class (`timestep_spacing`, `set_alpha_to_one`) are
-/// `None` when the file does not set them. Fields we do not know are ignored,
+/// diffusers' `from_config`. Each field has diffusers' default; those whose
+/// default depends on the class (the beta schedule, `timestep_spacing`,
+/// `clip_sample`, `set_alpha_to_one`) are `None` when the file does not set
+/// them, and the class being built supplies its own default, as diffusers does
+/// for keys the file leaves out. Fields we do not know are ignored,
 /// and so are fields the file lists in `_use_default_values` (diffusers does the
 /// same). String-valued options stay strings here and are checked when a
 /// scheduler is built, so an option only one class understands cannot make the
@@ -24,12 +26,15 @@ pub struct SchedulerConfig {
     pub class_name: Option<String>,
     /// Number of diffusion steps the model was trained with.
     pub num_train_timesteps: usize,
-    /// First beta of the `linear` and `scaled_linear` schedules.
-    pub beta_start: f64,
-    /// Last beta of the `linear` and `scaled_linear` schedules.
-    pub beta_end: f64,
-    /// `linear`, `scaled_linear` or `squaredcos_cap_v2`.
-    pub beta_schedule: String,
+    /// First beta of the `linear` and `scaled_linear` schedules; `None` means the class default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_start: Option<f64>,
+    /// Last beta of the `linear` and `scaled_linear` schedules; `None` means the class default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_end: Option<f64>,
+    /// `linear`, `scaled_linear` or `squaredcos_cap_v2`; `None` means the class default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta_schedule: Option<String>,
     /// Explicit betas, which override `beta_schedule`.
     pub trained_betas: Option<Vec<f64>>,
     /// What the model predicts: `epsilon`, `v_prediction` or `sample`.
@@ -42,12 +47,17 @@ pub struct SchedulerConfig {
     #[serde(deserialize_with = "null_as_false")]
     pub rescale_betas_zero_snr: bool,
 
-    /// DDIM: clip the predicted clean sample to `[-clip_sample_range, clip_sample_range]`.
-    #[serde(deserialize_with = "null_as_false")]
-    pub clip_sample: bool,
-    /// DDIM: the clipping bound.
+    /// DDIM and LCM: clip the predicted clean sample to
+    /// `[-clip_sample_range, clip_sample_range]`; `None` means the class default
+    /// (on for DDIM, off for LCM), and `null` in the file means off.
+    #[serde(
+        deserialize_with = "null_as_some_false",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub clip_sample: Option<bool>,
+    /// DDIM and LCM: the clipping bound.
     pub clip_sample_range: f64,
-    /// DDIM and PNDM: use 1 as the final cumulative alpha; `None` means the class default.
+    /// DDIM, PNDM and LCM: use 1 as the final cumulative alpha; `None` means the class default.
     pub set_alpha_to_one: Option<bool>,
     /// DDIM and DPM-Solver: dynamic thresholding (not supported; rejected when set).
     #[serde(deserialize_with = "null_as_false")]
@@ -62,7 +72,7 @@ pub struct SchedulerConfig {
 
     /// Euler: how sigmas are interpolated, `linear` or `log_linear`.
     pub interpolation_type: String,
-    /// Euler and DPM-Solver: space the sigmas as in Karras et al. (2022).
+    /// Euler, DPM-Solver and UniPC: space the sigmas as in Karras et al. (2022).
     #[serde(deserialize_with = "null_as_false")]
     pub use_karras_sigmas: bool,
     /// Exponential sigma spacing (not supported; rejected when set).
@@ -77,16 +87,17 @@ pub struct SchedulerConfig {
     pub sigma_max: Option<f64>,
     /// Euler: `discrete` or `continuous` timesteps for the UNet.
     pub timestep_type: String,
-    /// Euler and DPM-Solver: the sigma after the last step, `zero` or `sigma_min`.
+    /// Euler, DPM-Solver and UniPC: the sigma after the last step, `zero` or `sigma_min`.
     pub final_sigmas_type: String,
 
-    /// DPM-Solver: order of the multistep solver.
+    /// DPM-Solver and UniPC: order of the multistep solver.
     pub solver_order: usize,
     /// DPM-Solver: `dpmsolver++` (supported), `dpmsolver`, `sde-dpmsolver`, ...
     pub algorithm_type: String,
-    /// DPM-Solver: second-order update, `midpoint` or `heun`.
+    /// DPM-Solver: second-order update, `midpoint` or `heun`; UniPC: `bh1` or
+    /// `bh2` (DPM-Solver's names mean `bh2` there).
     pub solver_type: String,
-    /// DPM-Solver: use lower-order steps at the end of short schedules.
+    /// DPM-Solver and UniPC: use lower-order steps at the end of the schedule.
     #[serde(deserialize_with = "null_as_false")]
     pub lower_order_final: bool,
     /// DPM-Solver: take a first-order step at the very end.
@@ -95,7 +106,7 @@ pub struct SchedulerConfig {
     /// DPM-Solver: uniform log-SNR spacing (not supported; rejected when set).
     #[serde(deserialize_with = "null_as_false")]
     pub use_lu_lambdas: bool,
-    /// DPM-Solver: flow-matching sigmas (not supported; rejected when set).
+    /// DPM-Solver and UniPC: flow-matching sigmas (not supported; rejected when set).
     #[serde(deserialize_with = "null_as_false")]
     pub use_flow_sigmas: bool,
     /// DPM-Solver: flow-matching shift.
@@ -105,9 +116,26 @@ pub struct SchedulerConfig {
     pub lambda_min_clipped: f64,
     /// DPM-Solver: `learned` / `learned_range` for models that predict a variance.
     pub variance_type: Option<String>,
-    /// DPM-Solver: resolution-dependent shifting (not supported; rejected when set).
+    /// DPM-Solver and UniPC: resolution-dependent shifting (not supported; rejected when set).
     #[serde(deserialize_with = "null_as_false")]
     pub use_dynamic_shifting: bool,
+
+    /// UniPC: solve for the data prediction (`true`) or for the noise (`false`).
+    #[serde(deserialize_with = "null_as_false")]
+    pub predict_x0: bool,
+    /// UniPC: step indices whose corrector is skipped (the corrector at step
+    /// `i` refines the result of step `i - 1`, and is skipped when `i - 1` is listed).
+    #[serde(deserialize_with = "null_as_empty")]
+    pub disable_corrector: Vec<i64>,
+    /// UniPC: another scheduler as the predictor (not supported; rejected when set).
+    pub solver_p: Option<serde_json::Value>,
+    /// UniPC: stretch flow-matching sigmas to end here (not supported; rejected when set).
+    pub shift_terminal: Option<f64>,
+
+    /// LCM: the step count of the distillation schedule the timesteps are drawn from.
+    pub original_inference_steps: usize,
+    /// LCM: multiplies the timestep in the consistency boundary scalings.
+    pub timestep_scaling: f64,
 
     /// The file this configuration came from, for error messages.
     #[serde(skip)]
@@ -119,15 +147,15 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             class_name: None,
             num_train_timesteps: 1000,
-            beta_start: 0.0001,
-            beta_end: 0.02,
-            beta_schedule: "linear".into(),
+            beta_start: None,
+            beta_end: None,
+            beta_schedule: None,
             trained_betas: None,
             prediction_type: "epsilon".into(),
             timestep_spacing: None,
             steps_offset: 0,
             rescale_betas_zero_snr: false,
-            clip_sample: true,
+            clip_sample: None,
             clip_sample_range: 1.0,
             set_alpha_to_one: None,
             thresholding: false,
@@ -153,6 +181,12 @@ impl Default for SchedulerConfig {
             lambda_min_clipped: f64::NEG_INFINITY,
             variance_type: None,
             use_dynamic_shifting: false,
+            predict_x0: true,
+            disable_corrector: Vec::new(),
+            solver_p: None,
+            shift_terminal: None,
+            original_inference_steps: 50,
+            timestep_scaling: 10.0,
             source: None,
         }
     }
@@ -249,6 +283,17 @@ pub fn parse_python_json(text: &str) -> serde_json::Result<serde_json::Value> {
 /// A boolean that Python may have written as `null` (falsy there).
 fn null_as_false<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
+/// A boolean whose absence means "the class default" but whose `null` means
+/// false, as Python reads `None`.
+fn null_as_some_false<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(Some(Option::<bool>::deserialize(d)?.unwrap_or(false)))
+}
+
+/// A list that Python may have written as `null`.
+fn null_as_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A float that may be one of Python's non-finite literals (see

@@ -54,6 +54,7 @@ impl Ddim {
             prediction,
             clip_range: config
                 .clip_sample
+                .unwrap_or(true)
                 .then_some(config.clip_sample_range as f32),
         })
     }

@@ -5,8 +5,9 @@ use candle_core::Tensor;
 
 use super::config::SchedulerConfig;
 use super::schedule::{
-    config_error, div, karras_sigmas, log_sigmas, mul, np_arange_down, np_interp, np_linspace,
-    sigma_from_alpha_cumprod, sigma_to_t, Prediction, Spacing, TrainSchedule,
+    config_error, div, karras_sigmas, log_sigmas, mul, multistep_timesteps, np_interp,
+    sigma_from_alpha_cumprod, sigma_to_t, vp_alpha_sigma as alpha_sigma, vp_lambda as lambda,
+    Prediction, Spacing, TrainSchedule,
 };
 use super::{index_error, Scheduler};
 use crate::error::Result;
@@ -35,17 +36,6 @@ pub(crate) struct DpmSolverMultistep {
     model_outputs: Vec<Tensor>,
     /// How many steps have run, capped at `solver_order`.
     lower_order_nums: usize,
-}
-
-/// `(alpha_t, sigma_t)` of the variance-preserving process at Karras sigma `sigma`.
-fn alpha_sigma(sigma: f32) -> (f32, f32) {
-    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
-    (alpha, sigma * alpha)
-}
-
-/// Half the log signal-to-noise ratio, `log(alpha) - log(sigma)`.
-fn lambda(alpha: f32, sigma: f32) -> f32 {
-    alpha.ln() - sigma.ln()
 }
 
 impl DpmSolverMultistep {
@@ -113,27 +103,13 @@ impl DpmSolverMultistep {
         schedule.clamp_terminal_alpha(config);
         let num_train = config.num_train_timesteps;
         let last_timestep = num_train - clipped_steps(&schedule, config.lambda_min_clipped);
-        let mut timesteps: Vec<f64> = match spacing {
-            Spacing::Linspace => np_linspace(0.0, last_timestep as f64 - 1.0, steps + 1)
-                .into_iter()
-                .rev()
-                .take(steps)
-                .map(f64::round_ties_even)
-                .collect(),
-            Spacing::Leading => {
-                let ratio = last_timestep / (steps + 1);
-                (1..=steps)
-                    .rev()
-                    .map(|i| (i * ratio) as f64 + config.steps_offset as f64)
-                    .collect()
-            }
-            Spacing::Trailing => {
-                np_arange_down(last_timestep as f64, num_train as f64 / steps as f64)
-                    .into_iter()
-                    .map(|t| t.round_ties_even() - 1.0)
-                    .collect()
-            }
-        };
+        let mut timesteps = multistep_timesteps(
+            spacing,
+            last_timestep,
+            num_train,
+            steps,
+            config.steps_offset,
+        );
 
         let train_sigmas = schedule.sigmas();
         let sigmas: Vec<f64> = if config.use_karras_sigmas {
@@ -143,7 +119,7 @@ impl DpmSolverMultistep {
                 .sigma_max
                 .unwrap_or(f64::from(train_sigmas[num_train - 1]));
             let sigmas = karras_sigmas(sigma_min, sigma_max, steps);
-            let round = config.beta_schedule != "squaredcos_cap_v2";
+            let round = config.beta_schedule.as_deref() != Some("squaredcos_cap_v2");
             timesteps = sigmas
                 .iter()
                 .map(|&s| {

@@ -7,18 +7,21 @@
 //! dtypes (`float32` tensors, `float64` numpy arrays) so timesteps and sigmas
 //! match exactly; the per-step tensor arithmetic runs in the sample's dtype.
 //!
-//! Supported: DDIM (eta 0), PNDM in its PLMS form, Euler, Euler Ancestral and
-//! DPM-Solver++ (first and second order). Options diffusers offers beyond
-//! those (dynamic thresholding, PRK warm-up, exponential or beta sigmas, SDE
-//! variants, ...) are rejected with an error naming the option.
+//! Supported: DDIM (eta 0), PNDM in its PLMS form, Euler, Euler Ancestral,
+//! DPM-Solver++ (first and second order), UniPC (orders 1 to 3, `bh1` and
+//! `bh2`) and LCM. Options diffusers offers beyond those (dynamic
+//! thresholding, PRK warm-up, exponential or beta sigmas, SDE variants, flow
+//! sigmas, ...) are rejected with an error naming the option.
 
 mod config;
 mod ddim;
 mod dpm_solver_multistep;
 mod euler;
 mod euler_ancestral;
+mod lcm;
 mod pndm;
 mod schedule;
+mod unipc;
 
 use candle_core::Tensor;
 use sd_contract::scheduler::SchedulerKind;
@@ -71,6 +74,8 @@ fn class_name(kind: SchedulerKind) -> &'static str {
         SchedulerKind::Euler => euler::CLASS,
         SchedulerKind::EulerA => euler_ancestral::CLASS,
         SchedulerKind::Dpmpp2m | SchedulerKind::Dpmpp2mKarras => dpm_solver_multistep::CLASS,
+        SchedulerKind::Unipc => unipc::CLASS,
+        SchedulerKind::Lcm => lcm::CLASS,
     }
 }
 
@@ -94,7 +99,8 @@ pub fn kind_of(config: &SchedulerConfig) -> Option<SchedulerKind> {
 /// `kind == None` builds the class the config names (`_class_name`);
 /// `Some(kind)` builds that scheduler from the same config, as diffusers'
 /// `from_config` does. The two DPM-Solver++ 2M kinds also pin what their names
-/// promise: `dpmsolver++`, order 2, and Karras sigmas on or off.
+/// promise: `dpmsolver++`, order 2, and Karras sigmas on or off; `unipc` pins
+/// `solver_type="bh2"` and `solver_order=2`.
 pub fn build_scheduler(
     kind: Option<SchedulerKind>,
     config: &SchedulerConfig,
@@ -122,6 +128,10 @@ pub fn build_scheduler(
     match kind {
         Some(SchedulerKind::Dpmpp2m) => pin_dpmpp_2m(&mut config, false),
         Some(SchedulerKind::Dpmpp2mKarras) => pin_dpmpp_2m(&mut config, true),
+        Some(SchedulerKind::Unipc) => {
+            config.solver_type = "bh2".into();
+            config.solver_order = 2;
+        }
         _ => {}
     }
     let steps = num_inference_steps;
@@ -133,6 +143,8 @@ pub fn build_scheduler(
         dpm_solver_multistep::CLASS => Box::new(dpm_solver_multistep::DpmSolverMultistep::new(
             &config, steps,
         )?),
+        unipc::CLASS => Box::new(unipc::UniPc::new(&config, steps)?),
+        lcm::CLASS => Box::new(lcm::Lcm::new(&config, steps)?),
         other => {
             let known: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.as_str()).collect();
             return Err(Error::invalid_file(
@@ -161,11 +173,16 @@ fn index_error(step_index: usize, len: usize) -> candle_core::Error {
     ))
 }
 
+/// Shared by the schedulers' unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use candle_core::Device;
 
-    fn sd15() -> SchedulerConfig {
+    use super::{build_scheduler, SchedulerConfig};
+    use crate::rng::TorchRng;
+
+    /// SD 1.5's `scheduler_config.json`.
+    pub(crate) fn sd15() -> SchedulerConfig {
         SchedulerConfig::from_json_str(
             r#"{"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
                 "beta_start": 0.00085, "clip_sample": false, "num_train_timesteps": 1000,
@@ -173,6 +190,57 @@ mod tests {
         )
         .unwrap()
     }
+
+    /// Runs the fixtures' synthetic loop (seed 7, `[1, 4, 8, 8]` latents) with
+    /// the config's own class and returns its timesteps and the final sample's
+    /// elements 0, 77, 200 and 255:
+    ///
+    /// ```text
+    /// g = torch.Generator().manual_seed(7); x = torch.randn([1, 4, 8, 8], generator=g) * s.init_noise_sigma
+    /// for t in s.timesteps:
+    ///     xin = s.scale_model_input(x, t); mo = 0.5 * xin + 0.05 * (float(t) / 1000)
+    ///     x = s.step(mo, t, x, generator=g).prev_sample   # generator only where step takes one
+    /// x.flatten()[[0, 77, 200, 255]]
+    /// ```
+    pub(crate) fn final_sample(config: &SchedulerConfig, steps: usize) -> (Vec<f64>, [f32; 4]) {
+        let device = Device::Cpu;
+        let mut s = build_scheduler(None, config, steps).unwrap();
+        let mut rng = TorchRng::new(7);
+        let noise = rng.randn_tensor(&[1, 4, 8, 8], &device).unwrap();
+        let mut x = (noise * s.init_noise_sigma()).unwrap();
+        let timesteps = s.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            let xin = s.scale_model_input(&x, i).unwrap();
+            let model_output = xin.affine(0.5, 0.05 * (t / 1000.0)).unwrap();
+            x = s.step(&model_output, i, &x, &mut rng).unwrap();
+        }
+        let values = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (timesteps, [values[0], values[77], values[200], values[255]])
+    }
+
+    /// `final_sample` against diffusers' values, to 1e-5 relative.
+    pub(crate) fn assert_final_sample(
+        label: &str,
+        config: &SchedulerConfig,
+        steps: usize,
+        timesteps: &[f64],
+        expected: [f32; 4],
+    ) {
+        let (ours, values) = final_sample(config, steps);
+        assert_eq!(ours, timesteps, "{label}: timesteps");
+        for (got, want) in values.iter().zip(expected) {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{label}: {values:?} vs {expected:?}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::sd15;
+    use super::*;
 
     #[test]
     fn builds_every_kind_from_one_config() {
@@ -215,6 +283,8 @@ mod tests {
             (SchedulerKind::EulerA, 666.0, -3.147_885_6),
             (SchedulerKind::Dpmpp2m, 699.0, -1.052_757_9),
             (SchedulerKind::Dpmpp2mKarras, 687.0, -1.041_563),
+            (SchedulerKind::Unipc, 699.0, -1.052_757_9),
+            (SchedulerKind::Lcm, 699.0, -1.052_757_9),
         ];
         let device = candle_core::Device::Cpu;
         let original = Tensor::new(&[0.5f32], &device).unwrap();
@@ -229,6 +299,35 @@ mod tests {
                 .unwrap()[0];
             assert!((noisy - value).abs() < 1e-6, "{kind}: {noisy} vs {value}");
         }
+    }
+
+    #[test]
+    fn kinds_of_the_new_classes() {
+        let mut config = sd15();
+        for (class, kind) in [
+            ("UniPCMultistepScheduler", SchedulerKind::Unipc),
+            ("LCMScheduler", SchedulerKind::Lcm),
+        ] {
+            config.class_name = Some(class.into());
+            assert_eq!(kind_of(&config), Some(kind));
+            assert_eq!(class_name(kind), class);
+        }
+    }
+
+    #[test]
+    fn unipc_kind_pins_bh2_and_second_order() {
+        // UniPCMultistepScheduler.from_config(config with solver_type="bh1", solver_order=3,
+        // final_sigmas_type="zero") would end in NaN; the kind runs bh2, order 2.
+        let mut config = sd15();
+        config.solver_type = "bh1".into();
+        config.solver_order = 3;
+        assert!(build_scheduler(Some(SchedulerKind::Unipc), &config, 10).is_ok());
+        config.class_name = Some("UniPCMultistepScheduler".into());
+        let err = build_scheduler(None, &config, 10)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("bh1"), "{err}");
     }
 
     #[test]

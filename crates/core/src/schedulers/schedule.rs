@@ -89,6 +89,23 @@ impl Prediction {
     }
 }
 
+/// A class's defaults for the beta schedule keys a config may leave out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BetaDefaults {
+    pub start: f64,
+    pub end: f64,
+    pub schedule: &'static str,
+}
+
+impl BetaDefaults {
+    /// The defaults of every supported class but LCM.
+    pub(crate) const DIFFUSERS: BetaDefaults = BetaDefaults {
+        start: 0.0001,
+        end: 0.02,
+        schedule: "linear",
+    };
+}
+
 /// The training noise schedule: `alphas_cumprod` in `float32`, as diffusers keeps it.
 #[derive(Debug, Clone)]
 pub(crate) struct TrainSchedule {
@@ -105,7 +122,17 @@ impl TrainSchedule {
         class: &str,
         zero_snr_supported: bool,
     ) -> Result<Self> {
-        let mut betas = betas(config, class)?;
+        Self::with_defaults(config, class, zero_snr_supported, BetaDefaults::DIFFUSERS)
+    }
+
+    /// As [`TrainSchedule::new`], for a class whose beta defaults differ.
+    pub(crate) fn with_defaults(
+        config: &SchedulerConfig,
+        class: &str,
+        zero_snr_supported: bool,
+        defaults: BetaDefaults,
+    ) -> Result<Self> {
+        let mut betas = betas(config, class, defaults)?;
         if zero_snr_supported && config.rescale_betas_zero_snr {
             betas = rescale_zero_terminal_snr(&betas);
         }
@@ -148,7 +175,7 @@ pub(crate) fn sigma_from_alpha_cumprod(a: f32) -> f32 {
 }
 
 /// The betas of `config`, in `float32`.
-fn betas(config: &SchedulerConfig, class: &str) -> Result<Vec<f32>> {
+fn betas(config: &SchedulerConfig, class: &str, defaults: BetaDefaults) -> Result<Vec<f32>> {
     let n = config.num_train_timesteps;
     if n < 2 {
         return Err(config_error(
@@ -170,16 +197,14 @@ fn betas(config: &SchedulerConfig, class: &str) -> Result<Vec<f32>> {
         }
         return Ok(trained.iter().map(|&b| b as f32).collect());
     }
-    match config.beta_schedule.as_str() {
-        "linear" => Ok(torch_linspace_f32(config.beta_start, config.beta_end, n)),
-        "scaled_linear" => {
-            Ok(
-                torch_linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), n)
-                    .into_iter()
-                    .map(|b| b * b)
-                    .collect(),
-            )
-        }
+    let start = config.beta_start.unwrap_or(defaults.start);
+    let end = config.beta_end.unwrap_or(defaults.end);
+    match config.beta_schedule.as_deref().unwrap_or(defaults.schedule) {
+        "linear" => Ok(torch_linspace_f32(start, end, n)),
+        "scaled_linear" => Ok(torch_linspace_f32(start.sqrt(), end.sqrt(), n)
+            .into_iter()
+            .map(|b| b * b)
+            .collect()),
         "squaredcos_cap_v2" => Ok(squaredcos_cap_v2(n)),
         other => Err(config_error(
             config,
@@ -318,6 +343,78 @@ pub(crate) fn spaced_timesteps(
     }
 }
 
+/// The integer timesteps of the multistep solvers (DPM-Solver, UniPC), in
+/// loop order: `steps` of the first `last_timestep` training steps (fewer
+/// than `num_train` when DPM-Solver clips the noisiest ones).
+pub(crate) fn multistep_timesteps(
+    spacing: Spacing,
+    last_timestep: usize,
+    num_train: usize,
+    steps: usize,
+    steps_offset: i64,
+) -> Vec<f64> {
+    match spacing {
+        Spacing::Linspace => np_linspace(0.0, last_timestep as f64 - 1.0, steps + 1)
+            .into_iter()
+            .rev()
+            .take(steps)
+            .map(f64::round_ties_even)
+            .collect(),
+        Spacing::Leading => {
+            let ratio = last_timestep / (steps + 1);
+            (1..=steps)
+                .rev()
+                .map(|i| (i * ratio) as f64 + steps_offset as f64)
+                .collect()
+        }
+        Spacing::Trailing => np_arange_down(last_timestep as f64, num_train as f64 / steps as f64)
+            .into_iter()
+            .map(|t| t.round_ties_even() - 1.0)
+            .collect(),
+    }
+}
+
+/// `(alpha_t, sigma_t)` of the variance-preserving process at noise level
+/// `sigma` (the Karras / Euler sigma, `sqrt((1 - alpha_bar) / alpha_bar)`).
+pub(crate) fn vp_alpha_sigma(sigma: f32) -> (f32, f32) {
+    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+    (alpha, sigma * alpha)
+}
+
+/// Half the log signal-to-noise ratio, `log(alpha) - log(sigma)`.
+pub(crate) fn vp_lambda(alpha: f32, sigma: f32) -> f32 {
+    alpha.ln() - sigma.ln()
+}
+
+/// Solves the small dense system `a x = b` in `float32` by Gaussian
+/// elimination with partial pivoting (LAPACK's `gesv`, which
+/// `torch.linalg.solve` calls); `None` when `a` is singular.
+pub(crate) fn solve_f32(mut a: Vec<Vec<f32>>, mut b: Vec<f32>) -> Option<Vec<f32>> {
+    let n = b.len();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col] == 0.0 || !a[pivot][col].is_finite() {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let pivot_row = a[col].clone();
+        for row in col + 1..n {
+            let factor = a[row][col] / pivot_row[col];
+            for (x, p) in a[row][col..].iter_mut().zip(&pivot_row[col..]) {
+                *x -= factor * p;
+            }
+            b[row] -= factor * b[col];
+        }
+    }
+    let mut x = vec![0f32; n];
+    for row in (0..n).rev() {
+        let tail: f32 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - tail) / a[row][row];
+    }
+    Some(x)
+}
+
 /// `numpy.interp(x, arange(len(fp)), fp)`.
 pub(crate) fn np_interp(x: f64, fp: &[f32]) -> f64 {
     let last = fp.len() - 1;
@@ -391,9 +488,9 @@ mod tests {
 
     fn config(schedule: &str, start: f64, end: f64) -> SchedulerConfig {
         SchedulerConfig {
-            beta_schedule: schedule.into(),
-            beta_start: start,
-            beta_end: end,
+            beta_schedule: Some(schedule.into()),
+            beta_start: Some(start),
+            beta_end: Some(end),
             ..SchedulerConfig::default()
         }
     }
@@ -459,6 +556,25 @@ mod tests {
             let sigma = np_interp(t, &sigmas);
             assert!((sigma_to_t(sigma, &logs) - t).abs() < 0.02, "t = {t}");
         }
+    }
+
+    #[test]
+    fn solves_small_systems_with_pivoting() {
+        let x = solve_f32(vec![vec![1.0, 1.0], vec![-2.0, 1.0]], vec![3.0, 0.0]).unwrap();
+        assert!(
+            (x[0] - 1.0).abs() < 1e-6 && (x[1] - 2.0).abs() < 1e-6,
+            "{x:?}"
+        );
+        let a = vec![
+            vec![0.0, 2.0, 1.0],
+            vec![1.0, 1.0, 1.0],
+            vec![4.0, -1.0, 2.0],
+        ];
+        let x = solve_f32(a, vec![7.0, 6.0, 8.0]).unwrap();
+        for (got, want) in x.iter().zip([1.0, 2.0, 3.0]) {
+            assert!((got - want).abs() < 1e-5, "{x:?}");
+        }
+        assert!(solve_f32(vec![vec![1.0, 2.0], vec![2.0, 4.0]], vec![1.0, 2.0]).is_none());
     }
 
     #[test]

@@ -1,0 +1,142 @@
+//! The events of a job's stream (`GET /v1/jobs/{id}/stream`).
+//!
+//! Each event goes out as a server-sent event whose `event:` name is the
+//! event's `type` and whose `data:` is the event as JSON, `type` included. The
+//! terminal event (`complete`, `error` or `cancelled`) is followed by one more
+//! message whose data is a completion marker (see [`completion_markers`]), the
+//! line rbee's job client stops on.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{ErrorDetail, ImageResult, JobParams};
+
+/// Why a job was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// A client sent `DELETE /v1/jobs/{id}`.
+    Client,
+    /// The worker is shutting down.
+    Shutdown,
+}
+
+/// One event of a job's life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// The job was accepted into the queue.
+    Queued {
+        /// 1 when it is next to run.
+        position: u32,
+    },
+    /// The engine started the job.
+    Started {
+        /// The parameters it runs with (the seed included).
+        params: JobParams,
+    },
+    /// A denoising step finished.
+    Progress {
+        /// Steps done so far, 1-based.
+        step: u32,
+        /// Steps in all.
+        total: u32,
+        /// `100 * step / total`, rounded to two decimals.
+        percent: f32,
+    },
+    /// The image is ready.
+    Complete(ImageResult),
+    /// The job failed.
+    Error(ErrorDetail),
+    /// The job was stopped before it finished.
+    Cancelled {
+        /// Who stopped it.
+        reason: CancelReason,
+    },
+}
+
+impl JobEvent {
+    /// The event's `type`, also its server-sent event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobEvent::Queued { .. } => "queued",
+            JobEvent::Started { .. } => "started",
+            JobEvent::Progress { .. } => "progress",
+            JobEvent::Complete(_) => "complete",
+            JobEvent::Error(_) => "error",
+            JobEvent::Cancelled { .. } => "cancelled",
+        }
+    }
+
+    /// Whether this event ends the job (nothing but the marker follows it).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            JobEvent::Complete(_) | JobEvent::Error(_) | JobEvent::Cancelled { .. }
+        )
+    }
+
+    /// The completion marker that follows this event, if it is terminal.
+    pub fn completion_marker(&self) -> Option<String> {
+        match self {
+            JobEvent::Complete(_) => Some(completion_markers::DONE.to_string()),
+            JobEvent::Error(e) => Some(format!(
+                "{} {}",
+                completion_markers::ERROR_PREFIX,
+                e.message
+            )),
+            JobEvent::Cancelled { .. } => Some(completion_markers::CANCELLED.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// The data lines that end a job's stream, as rbee's job client expects them.
+pub mod completion_markers {
+    /// After `complete`.
+    pub const DONE: &str = "[DONE]";
+    /// After `error`, followed by a space and the error message.
+    pub const ERROR_PREFIX: &str = "[ERROR]";
+    /// After `cancelled`.
+    pub const CANCELLED: &str = "[CANCELLED]";
+
+    /// Whether a data line is one of the markers.
+    pub fn is_completion_marker(line: &str) -> bool {
+        line == DONE || line == CANCELLED || line.starts_with(ERROR_PREFIX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn events_carry_their_type() {
+        let progress = JobEvent::Progress {
+            step: 2,
+            total: 4,
+            percent: 50.0,
+        };
+        assert_eq!(
+            serde_json::to_string(&progress).unwrap(),
+            r#"{"type":"progress","step":2,"total":4,"percent":50.0}"#
+        );
+        let error = JobEvent::Error(ErrorDetail::new(ErrorCode::GenerationFailed, "boom"));
+        let json = serde_json::to_value(&error).unwrap();
+        assert_eq!(json["type"], "error");
+        assert_eq!(json["code"], "generation_failed");
+        assert_eq!(error.completion_marker().unwrap(), "[ERROR] boom");
+        let cancelled = JobEvent::Cancelled {
+            reason: CancelReason::Client,
+        };
+        assert_eq!(
+            serde_json::to_string(&cancelled).unwrap(),
+            r#"{"type":"cancelled","reason":"client"}"#
+        );
+        assert!(completion_markers::is_completion_marker(
+            &cancelled.completion_marker().unwrap()
+        ));
+        assert_eq!(progress.completion_marker(), None);
+    }
+}

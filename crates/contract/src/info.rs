@@ -1,0 +1,116 @@
+//! `GET /health`, `GET /ready` and `GET /v1/info`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::SchedulerKind;
+
+/// The answer to `GET /health`: the process is up and serving HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `"ok"`.
+    pub status: String,
+}
+
+/// Where the model is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessState {
+    /// The model is being loaded.
+    Loading,
+    /// The model is loaded and jobs are accepted.
+    Ready,
+    /// The model failed to load; `reason` says why.
+    Failed,
+    /// The worker is shutting down.
+    Stopping,
+}
+
+/// The answer to `GET /ready`: 200 when ready, 503 otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// Whether jobs are accepted.
+    pub ready: bool,
+    /// Where the model is in its life.
+    pub state: ReadinessState,
+    /// Why it is not ready (absent when ready).
+    pub reason: Option<String>,
+}
+
+/// The values a job takes for the fields it leaves out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GenerationDefaults {
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+    /// Denoising steps.
+    pub steps: u32,
+    /// Classifier-free guidance scale.
+    pub guidance_scale: f64,
+    /// Denoising scheduler.
+    pub scheduler: SchedulerKind,
+}
+
+/// The bounds the worker enforces on requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    /// Smallest width or height in pixels.
+    pub min_size: u32,
+    /// Largest width or height in pixels.
+    pub max_size: u32,
+    /// Width and height must be multiples of this.
+    pub size_multiple: u32,
+    /// Largest number of denoising steps.
+    pub max_steps: u32,
+    /// Largest guidance scale.
+    pub max_guidance_scale: f64,
+    /// Jobs that may wait in the queue besides the running one.
+    pub max_queue: u32,
+    /// Largest request body in bytes.
+    pub max_body_bytes: u64,
+    /// Largest input picture or mask of image-to-image and inpainting, in pixels.
+    pub max_input_pixels: u64,
+}
+
+/// How many jobs the worker holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobCounts {
+    /// Waiting in the queue.
+    pub queued: u32,
+    /// Being generated (0 or 1).
+    pub running: u32,
+    /// Known to the worker, finished ones included until they expire.
+    pub retained: u32,
+}
+
+/// The answer to `GET /v1/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerInfo {
+    /// The worker's id (as the hive knows it).
+    pub worker_id: String,
+    /// The worker's version.
+    pub version: String,
+    /// The model it serves: a Hugging Face repo id or a local folder.
+    pub model: String,
+    /// The `--sd-version` preset in force, if any.
+    pub preset: Option<String>,
+    /// The model family, once the model is loaded (`sd1`, `sd2`, `sdxl`, ...).
+    pub family: Option<String>,
+    /// The compute backend: `cpu`, `cuda` or `metal`.
+    pub backend: String,
+    /// The device index.
+    pub device: u32,
+    /// The weights' dtype: `f32` or `f16`.
+    pub dtype: String,
+    /// Whether jobs are accepted.
+    pub ready: bool,
+    /// Defaults for fields a job leaves out, once the model is loaded.
+    pub defaults: Option<GenerationDefaults>,
+    /// Bounds on requests.
+    pub limits: Limits,
+    /// Every scheduler a job may name.
+    pub schedulers: Vec<SchedulerKind>,
+    /// Jobs held now.
+    pub jobs: JobCounts,
+}

@@ -1,0 +1,134 @@
+//! Jobs as clients see them: the answer to a submission, a job's status and
+//! its finished image.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{ErrorDetail, SchedulerKind};
+
+/// The answer to `POST /v1/jobs` (rbee's `JobResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobCreated {
+    /// The new job's id.
+    pub job_id: String,
+    /// Where to follow it: `/v1/jobs/{job_id}/stream`, relative to the worker.
+    pub sse_url: String,
+}
+
+impl JobCreated {
+    /// The answer for a job id, with its stream path.
+    pub fn new(job_id: impl Into<String>) -> Self {
+        let job_id = job_id.into();
+        let sse_url = format!("/v1/jobs/{job_id}/stream");
+        Self { job_id, sse_url }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting in the queue.
+    Queued,
+    /// Being generated.
+    Running,
+    /// Finished with an image.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Stopped before it finished.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job has ended (completed, failed or cancelled).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// The parameters a job runs with, every default filled in and the seed chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobParams {
+    /// What to draw.
+    pub prompt: String,
+    /// What to steer away from.
+    pub negative_prompt: Option<String>,
+    /// Denoising steps.
+    pub steps: u32,
+    /// Classifier-free guidance scale.
+    pub guidance_scale: f64,
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+    /// Seed of the initial noise.
+    pub seed: u64,
+    /// Denoising scheduler.
+    pub scheduler: SchedulerKind,
+    /// Image-to-image and inpainting strength (absent for text to image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
+}
+
+/// The encoding of a finished image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageFormat {
+    /// PNG, with the generation parameters in an A1111-style `parameters` text chunk.
+    Png,
+}
+
+/// How long a job took, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Timings {
+    /// From submission until the engine started it.
+    pub queued_ms: u64,
+    /// From start until the image was encoded.
+    pub generation_ms: u64,
+    /// From submission until the end.
+    pub total_ms: u64,
+}
+
+/// A finished image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImageResult {
+    /// The image file, base64-encoded (standard alphabet, padded).
+    pub image: String,
+    /// The file's encoding.
+    pub format: ImageFormat,
+    /// The seed that produced it.
+    pub seed: u64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Time spent queued and generating.
+    pub timings: Timings,
+}
+
+/// The answer to `GET /v1/jobs/{id}` and `DELETE /v1/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobStatus {
+    /// The job's id.
+    pub job_id: String,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// 1 for the next job to run; present while queued.
+    pub queue_position: Option<u32>,
+    /// The last finished denoising step (1-based); present once running.
+    pub step: Option<u32>,
+    /// The number of denoising steps; present once running.
+    pub total: Option<u32>,
+    /// Whether a cancellation was asked for and has not taken effect yet.
+    pub cancel_requested: bool,
+    /// The parameters it runs with.
+    pub params: JobParams,
+    /// The image, once completed.
+    pub result: Option<ImageResult>,
+    /// Why it failed, once failed.
+    pub error: Option<ErrorDetail>,
+}

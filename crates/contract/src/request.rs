@@ -1,0 +1,238 @@
+//! The body of `POST /v1/jobs`: an rbee operation, tagged by `"operation"`.
+//!
+//! The field names follow rbee's operations contract so a hive or queen can
+//! forward its `Operation` unchanged. rbee serialises unset optional fields as
+//! `null`, so every optional field here accepts `null` as well as absence.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::SchedulerKind;
+
+/// One job request, tagged by `operation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+pub enum JobRequest {
+    /// Text to image.
+    ImageGeneration(ImageGenerationRequest),
+    /// Image to image: the input picture noised to `strength` and denoised toward the prompt.
+    ImageTransform(ImageTransformRequest),
+    /// Inpainting: the masked part of the picture repainted from the prompt.
+    ImageInpaint(ImageInpaintRequest),
+}
+
+impl JobRequest {
+    /// Every operation name, as the `operation` tag spells it.
+    pub const OPERATIONS: [&'static str; 3] =
+        ["image_generation", "image_transform", "image_inpaint"];
+
+    /// The `operation` tag of this request.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            JobRequest::ImageGeneration(_) => "image_generation",
+            JobRequest::ImageTransform(_) => "image_transform",
+            JobRequest::ImageInpaint(_) => "image_inpaint",
+        }
+    }
+}
+
+/// A LoRA adapter to apply (rbee's `LoRAConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoraConfig {
+    /// Path of the adapter's `.safetensors` file on the worker's machine.
+    pub path: String,
+    /// Strength multiplier; 1.0 when absent.
+    #[serde(default)]
+    pub strength: Option<f32>,
+}
+
+/// Text-to-image parameters. Absent or `null` values take the worker's defaults
+/// (its preset's, or its model family's), which `GET /v1/info` lists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImageGenerationRequest {
+    /// The hive that routed the job (informational).
+    #[serde(default)]
+    pub hive_id: Option<String>,
+    /// The model the caller expects (informational: a worker serves one model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// What to draw; must not be empty.
+    pub prompt: String,
+    /// What to steer away from.
+    #[serde(default)]
+    pub negative_prompt: Option<String>,
+    /// Denoising steps, 1 to 150.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 150)]
+    pub steps: Option<u32>,
+    /// Classifier-free guidance scale, 0 to 30; 1 or less runs the conditional pass only.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 30)]
+    pub guidance_scale: Option<f64>,
+    /// Seed of the initial noise; drawn at random when absent and always reported back.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Image width in pixels, a multiple of 8 within the worker's limits.
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// Image height in pixels, a multiple of 8 within the worker's limits.
+    #[serde(default)]
+    pub height: Option<u32>,
+    /// LoRA adapters; this worker accepts only an empty list.
+    #[serde(default)]
+    pub loras: Option<Vec<LoraConfig>>,
+    /// The worker the job was routed to (informational).
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// The denoising scheduler; the worker's default when absent.
+    #[serde(default)]
+    pub scheduler: Option<SchedulerKind>,
+}
+
+/// Image-to-image parameters (rbee's `ImageTransformRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImageTransformRequest {
+    /// The hive that routed the job (informational).
+    #[serde(default)]
+    pub hive_id: Option<String>,
+    /// The model the caller expects (informational).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// What to draw.
+    pub prompt: String,
+    /// What to steer away from.
+    #[serde(default)]
+    pub negative_prompt: Option<String>,
+    /// Denoising steps.
+    #[serde(default)]
+    pub steps: Option<u32>,
+    /// Classifier-free guidance scale.
+    #[serde(default)]
+    pub guidance_scale: Option<f64>,
+    /// Seed of the noise.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// How far to move away from the input image, 0 to 1 (0.8 when absent): the
+    /// share of the denoising steps that run.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub strength: Option<f64>,
+    /// The input image, a base64-encoded PNG or JPEG (`init_image` is accepted too).
+    #[serde(alias = "init_image")]
+    pub input_image: String,
+    /// Output width, a multiple of 8; the input's width rounded down to 8 when
+    /// absent. The input is resized when the size differs.
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// Output height, a multiple of 8; the input's height rounded down to 8 when absent.
+    #[serde(default)]
+    pub height: Option<u32>,
+    /// LoRA adapters.
+    #[serde(default)]
+    pub loras: Option<Vec<LoraConfig>>,
+    /// The worker the job was routed to (informational).
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// The denoising scheduler.
+    #[serde(default)]
+    pub scheduler: Option<SchedulerKind>,
+}
+
+/// Inpainting parameters (rbee's `ImageInpaintRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImageInpaintRequest {
+    /// The hive that routed the job (informational).
+    #[serde(default)]
+    pub hive_id: Option<String>,
+    /// The model the caller expects (informational).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// What to draw in the masked area.
+    pub prompt: String,
+    /// What to steer away from.
+    #[serde(default)]
+    pub negative_prompt: Option<String>,
+    /// The input image, a base64-encoded PNG or JPEG (`input_image` is accepted too).
+    #[serde(alias = "input_image")]
+    pub init_image: String,
+    /// The mask, a base64-encoded PNG or JPEG of the input's size (white =
+    /// repaint, black = keep; grey levels are thresholded at 50%).
+    pub mask_image: String,
+    /// How far to move away from the input image inside the mask, 0 to 1 (1
+    /// when absent: the masked area starts from pure noise).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub strength: Option<f64>,
+    /// Output width, a multiple of 8; the input's width rounded down to 8 when
+    /// absent. The input and mask are resized when the size differs.
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// Output height, a multiple of 8; the input's height rounded down to 8 when absent.
+    #[serde(default)]
+    pub height: Option<u32>,
+    /// Denoising steps.
+    #[serde(default)]
+    pub steps: Option<u32>,
+    /// Classifier-free guidance scale.
+    #[serde(default)]
+    pub guidance_scale: Option<f64>,
+    /// Seed of the noise.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// LoRA adapters.
+    #[serde(default)]
+    pub loras: Option<Vec<LoraConfig>>,
+    /// The worker the job was routed to (informational).
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// The denoising scheduler.
+    #[serde(default)]
+    pub scheduler: Option<SchedulerKind>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rbee_body_with_nulls_parses() {
+        let body = r#"{"operation":"image_generation","hive_id":"localhost","model":"sd-1.5",
+            "prompt":"a cat","negative_prompt":null,"steps":20,"guidance_scale":7.5,"seed":null,
+            "width":512,"height":512,"loras":[],"worker_id":null}"#;
+        let JobRequest::ImageGeneration(req) = serde_json::from_str(body).unwrap() else {
+            panic!("wrong operation");
+        };
+        assert_eq!(req.prompt, "a cat");
+        assert_eq!(req.steps, Some(20));
+        assert_eq!(req.seed, None);
+        assert_eq!(req.loras, Some(vec![]));
+    }
+
+    #[test]
+    fn image_fields_accept_either_name() {
+        let body = r#"{"operation":"image_transform","prompt":"x","init_image":"AAAA"}"#;
+        let JobRequest::ImageTransform(req) = serde_json::from_str(body).unwrap() else {
+            panic!("wrong operation");
+        };
+        assert_eq!(req.input_image, "AAAA");
+        let body = r#"{"operation":"image_inpaint","prompt":"x","input_image":"AAAA",
+            "mask_image":"BBBB","strength":0.5,"width":64,"height":null}"#;
+        let JobRequest::ImageInpaint(req) = serde_json::from_str(body).unwrap() else {
+            panic!("wrong operation");
+        };
+        assert_eq!((req.init_image.as_str(), req.strength), ("AAAA", Some(0.5)));
+        assert_eq!((req.width, req.height), (Some(64), None));
+    }
+
+    #[test]
+    fn minimal_body_parses_and_round_trips() {
+        let req: JobRequest = serde_json::from_str(
+            r#"{"operation":"image_generation","prompt":"x","scheduler":"euler_a"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.operation(), "image_generation");
+        let again: JobRequest =
+            serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
+        assert_eq!(again, req);
+    }
+}

@@ -1,0 +1,34 @@
+//! The router: every route, its auth and body limit, in one place.
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::require_api_key;
+use crate::routes::{self, health, info, jobs, openapi, stream};
+use crate::state::AppState;
+
+/// The worker's HTTP API over `state`.
+pub fn app(state: AppState) -> Router {
+    let body_limit = usize::try_from(state.config().max_body_bytes).unwrap_or(usize::MAX);
+    let protected = Router::new()
+        .route("/v1/jobs", post(jobs::create_job))
+        .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
+        .route("/v1/jobs/{id}/stream", get(stream::stream_job))
+        .route("/v1/info", get(info::info))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .merge(protected)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,276 @@
+//! The serve command line (every flag also read from an environment variable)
+//! and the validated configuration it becomes.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use sd_core::presets::{self, Preset};
+
+use crate::engine::fake::FakeEngineConfig;
+
+/// Flags of the worker when it serves (the binary's default command).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The worker's id, as the hive knows it; random when absent.
+    #[arg(long, env = "SD_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// A model preset: v1-5, v2-1, xl, turbo (SDXL-Turbo) or sd-turbo. Names a
+    /// Hugging Face repo and the defaults for size, steps, guidance and scheduler.
+    #[arg(long, env = "SD_WORKER_SD_VERSION", value_parser = parse_preset)]
+    pub sd_version: Option<&'static Preset>,
+    /// A Hugging Face repo id or a local diffusers folder; overrides the preset's repo.
+    #[arg(long, env = "SD_WORKER_MODEL")]
+    pub model: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "SD_WORKER_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one and logs it).
+    #[arg(long, env = "SD_WORKER_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// The URL clients and the hive reach this worker at; `http://HOST:PORT` when absent.
+    #[arg(long, env = "SD_WORKER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Base URL of the hive (or queen) to send the ready callback and heartbeats to.
+    #[arg(long, visible_alias = "queen-url", env = "SD_WORKER_CALLBACK_URL")]
+    pub callback_url: Option<String>,
+    /// Device index (the GPU for cuda and metal builds).
+    #[arg(long, env = "SD_WORKER_DEVICE", default_value_t = 0)]
+    pub device: u32,
+    /// Weights' dtype.
+    #[arg(long, env = "SD_WORKER_DTYPE", value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+    /// Jobs that may wait in the queue besides the running one; more get 503.
+    #[arg(long, env = "SD_WORKER_MAX_QUEUE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_queue: u32,
+    /// When set, every route but /health and /ready needs `Authorization: Bearer <key>`.
+    #[arg(long, env = "SD_WORKER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// How long finished jobs (and their images) are kept for status and late streams.
+    #[arg(long, env = "SD_WORKER_JOB_RETENTION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub job_retention: Duration,
+    /// Most finished jobs kept at once; beyond it the oldest go before their retention ends.
+    #[arg(long, env = "SD_WORKER_MAX_FINISHED_JOBS", default_value_t = 256)]
+    pub max_finished_jobs: usize,
+    /// Interval of the heartbeats sent to the callback URL.
+    #[arg(long, env = "SD_WORKER_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Interval of keep-alive comments on idle event streams.
+    #[arg(long, env = "SD_WORKER_SSE_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub sse_keep_alive: Duration,
+    /// Largest request body in bytes.
+    #[arg(long, env = "SD_WORKER_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: u64,
+    /// Largest image width or height in pixels.
+    #[arg(long, env = "SD_WORKER_MAX_SIZE", default_value_t = 2048)]
+    pub max_size: u32,
+    /// Largest input picture or mask (image-to-image, inpainting) in pixels.
+    #[arg(long, env = "SD_WORKER_MAX_INPUT_PIXELS", default_value_t = DEFAULT_MAX_INPUT_PIXELS)]
+    pub max_input_pixels: u64,
+    /// On SIGTERM, let the running job finish instead of cancelling it.
+    #[arg(long, env = "SD_WORKER_DRAIN_ON_SHUTDOWN")]
+    pub drain_on_shutdown: bool,
+    /// Test aid: serve a fake engine that paints gradients instead of loading a model.
+    /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...`).
+    #[arg(long, env = "SD_WORKER_FAKE_ENGINE", hide = true, num_args = 0..=1, default_missing_value = "")]
+    pub fake_engine: Option<FakeEngineConfig>,
+}
+
+/// Default of `--max-input-pixels`: 16 megapixels (4096 × 4096).
+pub const DEFAULT_MAX_INPUT_PIXELS: u64 = 4096 * 4096;
+
+/// Parses a `--sd-version` value, listing the known presets when it is unknown.
+pub fn parse_preset(name: &str) -> Result<&'static Preset, String> {
+    presets::find(name).ok_or_else(|| {
+        format!(
+            "unknown preset `{name}` (expected one of: {})",
+            presets::names()
+        )
+    })
+}
+
+/// The weights' dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    /// 32-bit floats.
+    F32,
+    /// 16-bit floats.
+    F16,
+}
+
+impl Dtype {
+    /// The name `/v1/info` reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+        }
+    }
+}
+
+/// The compute backend a binary is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sd-worker-cpu`.
+    Cpu,
+    /// `sd-worker-cuda`.
+    Cuda,
+    /// `sd-worker-metal`.
+    Metal,
+}
+
+impl Backend {
+    /// The name the hive and `/v1/info` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+            Backend::Metal => "metal",
+        }
+    }
+}
+
+/// A configuration that cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither a model nor a preset.
+    #[error(
+        "no model: pass --model (a repo id or a folder) or --sd-version ({})",
+        presets::names()
+    )]
+    NoModel,
+    /// A bad callback or public URL.
+    #[error("--{flag} must start with http:// or https://, got `{value}`")]
+    BadUrl {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// Everything the worker needs to serve, validated.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The worker's id.
+    pub worker_id: String,
+    /// The model: a repo id or a folder.
+    pub model: String,
+    /// The preset in force: the one named by `--sd-version`, or the one whose repo `--model` is.
+    pub preset: Option<&'static Preset>,
+    /// Address to listen on.
+    pub host: IpAddr,
+    /// Port to listen on; 0 picks one.
+    pub port: u16,
+    /// The URL the worker is reached at, when not `http://HOST:PORT`.
+    pub public_url: Option<String>,
+    /// The hive's base URL.
+    pub callback_url: Option<String>,
+    /// The compute backend.
+    pub backend: Backend,
+    /// The device index.
+    pub device: u32,
+    /// The weights' dtype.
+    pub dtype: Dtype,
+    /// Jobs that may wait besides the running one.
+    pub max_queue: usize,
+    /// The API key, when auth is on.
+    pub api_key: Option<String>,
+    /// How long finished jobs are kept.
+    pub job_retention: Duration,
+    /// Most finished jobs kept at once.
+    pub max_finished_jobs: usize,
+    /// Interval of the hive heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Interval of keep-alive comments on idle streams.
+    pub sse_keep_alive: Duration,
+    /// Largest request body in bytes.
+    pub max_body_bytes: u64,
+    /// Smallest width or height.
+    pub min_size: u32,
+    /// Largest width or height.
+    pub max_size: u32,
+    /// Largest input picture or mask, in pixels.
+    pub max_input_pixels: u64,
+    /// Whether SIGTERM lets the running job finish.
+    pub drain_on_shutdown: bool,
+}
+
+impl WorkerConfig {
+    /// A configuration with every default, serving `model` on 127.0.0.1, port 0.
+    pub fn new(model: impl Into<String>) -> Self {
+        let model = model.into();
+        Self {
+            worker_id: random_worker_id(),
+            preset: presets::by_repo(&model),
+            model,
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            public_url: None,
+            callback_url: None,
+            backend: Backend::Cpu,
+            device: 0,
+            dtype: Dtype::F32,
+            max_queue: 16,
+            api_key: None,
+            job_retention: Duration::from_secs(600),
+            max_finished_jobs: 256,
+            heartbeat_interval: Duration::from_secs(30),
+            sse_keep_alive: Duration::from_secs(15),
+            max_body_bytes: 8 << 20,
+            min_size: 64,
+            max_size: 2048,
+            max_input_pixels: DEFAULT_MAX_INPUT_PIXELS,
+            drain_on_shutdown: false,
+        }
+    }
+
+    /// Validates the serve flags of a binary built for `backend`.
+    pub fn from_args(args: &ServeArgs, backend: Backend) -> Result<Self, ConfigError> {
+        let model = args
+            .model
+            .clone()
+            .or_else(|| args.sd_version.map(|p| p.repo.to_string()))
+            .ok_or(ConfigError::NoModel)?;
+        for (flag, value) in [
+            ("callback-url", &args.callback_url),
+            ("public-url", &args.public_url),
+        ] {
+            if let Some(value) = value {
+                if !(value.starts_with("http://") || value.starts_with("https://")) {
+                    return Err(ConfigError::BadUrl {
+                        flag,
+                        value: value.clone(),
+                    });
+                }
+            }
+        }
+        let mut config = WorkerConfig::new(model);
+        config.preset = args.sd_version.or(config.preset);
+        if let Some(id) = &args.worker_id {
+            config.worker_id = id.clone();
+        }
+        config.host = args.host;
+        config.port = args.port;
+        config.public_url = args.public_url.clone();
+        config.callback_url = args.callback_url.clone();
+        config.backend = backend;
+        config.device = args.device;
+        config.dtype = args.dtype;
+        config.max_queue = args.max_queue as usize;
+        config.api_key = args.api_key.clone().filter(|k| !k.is_empty());
+        config.job_retention = args.job_retention;
+        config.max_finished_jobs = args.max_finished_jobs;
+        config.heartbeat_interval = args.heartbeat_interval.max(Duration::from_millis(10));
+        config.sse_keep_alive = args.sse_keep_alive.max(Duration::from_millis(10));
+        config.max_body_bytes = args.max_body_bytes;
+        config.max_size = args.max_size.max(config.min_size);
+        config.max_input_pixels = args.max_input_pixels;
+        config.drain_on_shutdown = args.drain_on_shutdown;
+        Ok(config)
+    }
+}
+
+fn random_worker_id() -> String {
+    format!("sd-worker-{:08x}", rand::random::<u32>())
+}

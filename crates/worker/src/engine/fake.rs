@@ -1,0 +1,204 @@
+//! An engine without a model, for tests: it "denoises" by sleeping a while per
+//! step and paints a deterministic PNG of the requested size.
+//!
+//! The binary selects it with the hidden `--fake-engine` flag (a test aid,
+//! never meant for serving), whose value configures it (see
+//! [`FakeEngineConfig`]'s `FromStr`).
+
+use std::ops::ControlFlow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sd_contract::SchedulerKind;
+
+use super::{Engine, EngineError, EngineLoader, EngineOutput, ModelInfo, StepProgress};
+use crate::validation::ValidJob;
+
+/// How the fake engine behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeEngineConfig {
+    /// Time per denoising step.
+    pub step_delay: Duration,
+    /// Time to "load the model".
+    pub load_delay: Duration,
+    /// When set, loading fails with this message.
+    pub load_error: Option<String>,
+    /// Jobs whose prompt contains this text fail.
+    pub fail_prompt: Option<String>,
+    /// The family it reports.
+    pub family: String,
+}
+
+impl Default for FakeEngineConfig {
+    fn default() -> Self {
+        Self {
+            step_delay: Duration::from_millis(5),
+            load_delay: Duration::ZERO,
+            load_error: None,
+            fail_prompt: None,
+            family: "sd1".into(),
+        }
+    }
+}
+
+impl FromStr for FakeEngineConfig {
+    type Err = String;
+
+    /// Parses `key=value` pairs separated by commas: `step_ms`, `load_ms`,
+    /// `load_error`, `fail_prompt`, `family`. An empty string keeps every default.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut config = FakeEngineConfig::default();
+        for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("fake engine option `{pair}` is not key=value"))?;
+            let millis = || {
+                value
+                    .parse::<u64>()
+                    .map(Duration::from_millis)
+                    .map_err(|e| format!("fake engine option {key}: {e}"))
+            };
+            match key.trim() {
+                "step_ms" => config.step_delay = millis()?,
+                "load_ms" => config.load_delay = millis()?,
+                "load_error" => config.load_error = Some(value.to_string()),
+                "fail_prompt" => config.fail_prompt = Some(value.to_string()),
+                "family" => config.family = value.to_string(),
+                other => return Err(format!("unknown fake engine option `{other}`")),
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// The fake engine.
+#[derive(Debug)]
+pub struct FakeEngine {
+    config: FakeEngineConfig,
+}
+
+impl FakeEngine {
+    /// A loader that waits `load_delay`, then fails with `load_error` or
+    /// returns the engine.
+    pub fn loader(config: FakeEngineConfig) -> EngineLoader {
+        Box::new(move || {
+            std::thread::sleep(config.load_delay);
+            match &config.load_error {
+                Some(message) => Err(EngineError::Failed(message.clone())),
+                None => Ok(Box::new(FakeEngine { config }) as Box<dyn Engine>),
+            }
+        })
+    }
+}
+
+impl Engine for FakeEngine {
+    fn model_info(&self) -> ModelInfo {
+        ModelInfo {
+            family: self.config.family.clone(),
+            default_scheduler: SchedulerKind::Pndm,
+            default_size: None,
+        }
+    }
+
+    fn generate(
+        &mut self,
+        job: &ValidJob,
+        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<EngineOutput, EngineError> {
+        let p = job.params();
+        let total = p.steps as usize;
+        for step in 1..=total {
+            std::thread::sleep(self.config.step_delay);
+            if on_step(StepProgress { step, total }).is_break() {
+                return Err(EngineError::Cancelled);
+            }
+        }
+        if let Some(trigger) = &self.config.fail_prompt {
+            if p.prompt.contains(trigger.as_str()) {
+                return Err(EngineError::Failed(format!(
+                    "fake engine: the prompt contains `{trigger}`"
+                )));
+            }
+        }
+        let png = paint(p.width, p.height, p.seed, &job_parameters_text(job))
+            .map_err(|e| EngineError::Failed(format!("fake engine: encoding PNG: {e}")))?;
+        Ok(EngineOutput {
+            png,
+            width: p.width,
+            height: p.height,
+            seed: p.seed,
+        })
+    }
+}
+
+fn job_parameters_text(job: &ValidJob) -> String {
+    let p = job.params();
+    format!(
+        "{}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: fake",
+        p.prompt,
+        p.steps,
+        p.scheduler.a1111_name(),
+        p.guidance_scale,
+        p.seed,
+        p.width,
+        p.height
+    )
+}
+
+/// An RGB gradient tinted by the seed, with a `parameters` text chunk.
+fn paint(
+    width: u32,
+    height: u32,
+    seed: u64,
+    parameters: &str,
+) -> Result<Vec<u8>, png::EncodingError> {
+    let tint = seed.to_le_bytes();
+    let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
+    for y in 0..height {
+        for x in 0..width {
+            rgb.push((x * 255 / width.max(1)) as u8 ^ tint[0]);
+            rgb.push((y * 255 / height.max(1)) as u8 ^ tint[1]);
+            rgb.push(tint[2]);
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.add_text_chunk("parameters".into(), parameters.into())?;
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&rgb)?;
+        writer.finish()?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse() {
+        let c: FakeEngineConfig = "step_ms=20, load_ms=300,fail_prompt=boom".parse().unwrap();
+        assert_eq!(c.step_delay, Duration::from_millis(20));
+        assert_eq!(c.load_delay, Duration::from_millis(300));
+        assert_eq!(c.fail_prompt.as_deref(), Some("boom"));
+        assert_eq!(
+            "".parse::<FakeEngineConfig>().unwrap(),
+            FakeEngineConfig::default()
+        );
+        assert!("speed=3".parse::<FakeEngineConfig>().is_err());
+        assert!("step_ms".parse::<FakeEngineConfig>().is_err());
+    }
+
+    #[test]
+    fn paints_a_png_of_the_requested_size() {
+        let png = paint(24, 16, 3, "x").unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let reader = decoder.read_info().unwrap();
+        let info = reader.info();
+        assert_eq!((info.width, info.height), (24, 16));
+        assert_eq!(info.uncompressed_latin1_text[0].text, "x");
+    }
+}

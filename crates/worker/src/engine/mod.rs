@@ -1,0 +1,88 @@
+//! The generation engine: the trait the server drives, and the one thread
+//! that owns it.
+//!
+//! The server never touches a model. It hands validated jobs to an [`Engine`]
+//! on the engine thread ([`runner`]), which reports each denoising step through
+//! a callback that can also stop the job. [`stable_diffusion::SdEngine`] is
+//! the real engine; [`fake::FakeEngine`] implements the trait without a model,
+//! for tests of everything around generation.
+
+use std::ops::ControlFlow;
+
+use sd_contract::SchedulerKind;
+
+use crate::validation::ValidJob;
+
+pub mod fake;
+pub mod runner;
+pub mod stable_diffusion;
+
+/// One finished denoising step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepProgress {
+    /// Steps done so far, 1-based.
+    pub step: usize,
+    /// Steps in all.
+    pub total: usize,
+}
+
+/// What the loaded model is, for defaults and `/v1/info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The model family (`sd1`, `sd2`, `sdxl`, ...), as in the presets.
+    pub family: String,
+    /// The scheduler of the model folder.
+    pub default_scheduler: SchedulerKind,
+    /// The image size the model was trained at, `(width, height)`, if known.
+    pub default_size: Option<(u32, u32)>,
+}
+
+/// A generated image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOutput {
+    /// The PNG file.
+    pub png: Vec<u8>,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The seed used.
+    pub seed: u64,
+}
+
+/// Why loading a model or generating an image failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The model rejected a parameter the validation could not know about.
+    #[error("invalid {field}: {message}")]
+    InvalidRequest {
+        /// The request field at fault.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// The progress callback asked to stop.
+    #[error("generation cancelled")]
+    Cancelled,
+    /// Anything else; the message says what and where.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A loaded model that turns jobs into images. It lives on the engine thread
+/// only, so it need not be `Send`.
+pub trait Engine {
+    /// What the model is.
+    fn model_info(&self) -> ModelInfo;
+
+    /// Generates one image, calling `on_step` after every denoising step;
+    /// when it returns `Break`, stops and returns [`EngineError::Cancelled`].
+    fn generate(
+        &mut self,
+        job: &ValidJob,
+        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<EngineOutput, EngineError>;
+}
+
+/// Loads the model; runs on the engine thread, after the port is bound.
+pub type EngineLoader = Box<dyn FnOnce() -> Result<Box<dyn Engine>, EngineError> + Send>;

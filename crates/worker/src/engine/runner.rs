@@ -1,0 +1,126 @@
+//! The engine thread: loads the model, then runs queued jobs one at a time.
+//!
+//! The thread is named `sd-engine` and is the only place the model lives.
+//! Every job it takes ends in exactly one terminal event: a guard ends the job
+//! as failed on any path that forgot to (a panic included) and frees the
+//! running slot.
+
+use std::ops::ControlFlow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use sd_contract::event::CancelReason;
+use sd_contract::{ErrorCode, ErrorDetail};
+
+use super::{Engine, EngineError, EngineLoader, StepProgress};
+use crate::jobs::Job;
+use crate::state::{AppState, Phase};
+
+/// Starts the engine thread: it loads the model with `loader`, marks the
+/// worker ready (or failed), then serves the queue until it is closed.
+pub fn spawn_engine(state: AppState, loader: EngineLoader) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("sd-engine".into())
+        .spawn(move || run(state, loader))
+}
+
+fn run(state: AppState, loader: EngineLoader) {
+    tracing::info!(model = %state.config().model, "loading the model");
+    let loaded = catch_unwind(AssertUnwindSafe(loader))
+        .unwrap_or_else(|panic| Err(EngineError::Failed(panic_message(&panic))));
+    let mut engine = match loaded {
+        Ok(engine) => engine,
+        Err(err) => {
+            tracing::error!(model = %state.config().model, error = %err, "the model failed to load");
+            state.mark_failed(err.to_string());
+            return;
+        }
+    };
+    let info = engine.model_info();
+    tracing::info!(family = %info.family, scheduler = %info.default_scheduler, "model loaded; ready");
+    state.mark_ready(info);
+    while let Some(job) = state.queue().pop() {
+        run_job(engine.as_mut(), &state, job);
+    }
+    tracing::info!("engine thread stopped");
+}
+
+/// Frees the running slot and makes sure the job ended, whatever happened.
+struct RunningGuard<'a> {
+    state: &'a AppState,
+    job: Arc<Job>,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if self.job.finish_failed(ErrorDetail::new(
+            ErrorCode::Internal,
+            "the engine stopped without finishing the job",
+        )) {
+            tracing::error!(job = self.job.id(), "job ended by the engine guard");
+        }
+        self.state.set_running(None);
+    }
+}
+
+fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
+    state.set_running(Some(Arc::clone(&job)));
+    let guard = RunningGuard { state, job };
+    let job = &guard.job;
+    if state.phase() == Phase::Stopping && !state.config().drain_on_shutdown {
+        job.request_cancel(CancelReason::Shutdown);
+    }
+    if !job.start() {
+        return;
+    }
+    tracing::info!(job = job.id(), "job started");
+    let mut on_step = |p: StepProgress| {
+        job.progress(p.step, p.total);
+        match job.cancel_requested() {
+            Some(_) => ControlFlow::Break(()),
+            None => ControlFlow::Continue(()),
+        }
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        engine.generate(job.job(), &mut on_step)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(EngineError::Failed(format!(
+            "engine panicked: {}",
+            panic_message(&panic)
+        )))
+    });
+    match outcome {
+        Ok(out) => {
+            job.finish_complete(&out.png, out.width, out.height, out.seed);
+            state.record_generation_time(job);
+            tracing::info!(job = job.id(), "job completed");
+        }
+        Err(EngineError::Cancelled) => {
+            let reason = job.cancel_requested().unwrap_or(CancelReason::Client);
+            job.finish_cancelled(reason);
+            tracing::info!(job = job.id(), ?reason, "job cancelled");
+        }
+        Err(EngineError::InvalidRequest { field, message }) => {
+            tracing::warn!(job = job.id(), %field, %message, "job rejected by the model");
+            job.finish_failed(ErrorDetail::field(
+                ErrorCode::InvalidRequest,
+                field,
+                message,
+            ));
+        }
+        Err(EngineError::Failed(message)) => {
+            tracing::error!(job = job.id(), %message, "job failed");
+            job.finish_failed(ErrorDetail::new(ErrorCode::GenerationFailed, message));
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}

@@ -1,0 +1,114 @@
+//! The real engine: sd-core's Stable Diffusion pipeline behind [`Engine`].
+//!
+//! The loader resolves the model (a local diffusers folder or a Hugging Face
+//! repo id), opens the device of the binary's backend and loads the pipeline,
+//! all on the engine thread. Pipeline errors map onto engine errors: an
+//! invalid parameter names its field (a 400-style `invalid_request` error
+//! event), a cancellation ends the job as cancelled.
+
+use candle_core::Device;
+use sd_core::model_files::WeightVariant;
+use sd_core::pipeline::{GenerateParams, StableDiffusion};
+use sd_core::source::resolve_model;
+
+use super::{Engine, EngineError, EngineLoader, EngineOutput, ModelInfo, StepProgress};
+use crate::config::{Backend, Dtype, WorkerConfig};
+use crate::validation::ValidJob;
+
+/// The loaded Stable Diffusion pipeline.
+pub struct SdEngine {
+    pipeline: StableDiffusion,
+}
+
+impl SdEngine {
+    /// A loader for the configured model, backend, device and dtype.
+    pub fn loader(config: &WorkerConfig) -> EngineLoader {
+        let spec = config.model.clone();
+        let (backend, ordinal, dtype) = (config.backend, config.device as usize, config.dtype);
+        Box::new(move || {
+            if dtype != Dtype::F32 {
+                return Err(EngineError::Failed(format!(
+                    "--dtype {} is not supported by the pipeline yet; use f32",
+                    dtype.as_str()
+                )));
+            }
+            let device = open_device(backend, ordinal)?;
+            let folder = resolve_model(&spec, WeightVariant::Full).map_err(engine_error)?;
+            tracing::info!(folder = %folder.display(), ?device, "loading the pipeline");
+            let mut pipeline = StableDiffusion::load(&folder, &device).map_err(engine_error)?;
+            pipeline.set_name(spec.clone());
+            Ok(Box::new(SdEngine { pipeline }) as Box<dyn Engine>)
+        })
+    }
+}
+
+fn open_device(backend: Backend, ordinal: usize) -> Result<Device, EngineError> {
+    let device = match backend {
+        Backend::Cpu => Ok(Device::Cpu),
+        Backend::Cuda => Device::new_cuda(ordinal),
+        Backend::Metal => Device::new_metal(ordinal),
+    };
+    device.map_err(|e| {
+        EngineError::Failed(format!(
+            "opening {} device {ordinal}: {e}",
+            backend.as_str()
+        ))
+    })
+}
+
+impl Engine for SdEngine {
+    fn model_info(&self) -> ModelInfo {
+        let (width, height) = self.pipeline.default_size();
+        ModelInfo {
+            family: self.pipeline.family().as_str().to_string(),
+            default_scheduler: self.pipeline.default_scheduler(),
+            default_size: u32::try_from(width).ok().zip(u32::try_from(height).ok()),
+        }
+    }
+
+    fn generate(
+        &mut self,
+        job: &ValidJob,
+        on_step: &mut dyn FnMut(StepProgress) -> std::ops::ControlFlow<()>,
+    ) -> Result<EngineOutput, EngineError> {
+        let p = job.params();
+        let params = GenerateParams {
+            prompt: p.prompt.clone(),
+            negative_prompt: p.negative_prompt.clone(),
+            steps: p.steps as usize,
+            guidance_scale: p.guidance_scale,
+            width: p.width as usize,
+            height: p.height as usize,
+            seed: p.seed,
+            scheduler: Some(p.scheduler),
+            init_latents: None,
+            image: job.image().cloned(),
+        };
+        let image = self
+            .pipeline
+            .generate(&params, &mut |s| {
+                on_step(StepProgress {
+                    step: s.step,
+                    total: s.total,
+                })
+            })
+            .map_err(engine_error)?;
+        Ok(EngineOutput {
+            png: image.png,
+            width: image.width as u32,
+            height: image.height as u32,
+            seed: image.seed,
+        })
+    }
+}
+
+fn engine_error(err: sd_core::Error) -> EngineError {
+    match err {
+        sd_core::Error::InvalidRequest { field, message } => EngineError::InvalidRequest {
+            field: field.to_string(),
+            message,
+        },
+        sd_core::Error::Cancelled => EngineError::Cancelled,
+        other => EngineError::Failed(other.to_string()),
+    }
+}

@@ -1,0 +1,189 @@
+//! The one error type of the HTTP API and its response.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sd_contract::{ErrorBody, ErrorCode, ErrorDetail, JobState};
+
+/// Everything a route can fail with. Each variant knows its status code and
+/// turns into the `{"error": {"code", "field", "message"}}` body.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON or not shaped like the request.
+    #[error("{message}")]
+    InvalidJson {
+        /// The field at fault, when the parser could tell.
+        field: Option<String>,
+        /// What the parser said.
+        message: String,
+    },
+    /// A field has a wrong value.
+    #[error("invalid {field}: {message}")]
+    InvalidField {
+        /// The field at fault.
+        field: String,
+        /// Why, with the limit and the value given.
+        message: String,
+    },
+    /// The `operation` tag is missing or unknown.
+    #[error("{message}")]
+    UnknownOperation {
+        /// What is wrong with the tag.
+        message: String,
+    },
+    /// The body is over the size limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The body's content type is not JSON.
+    #[error("expected a JSON body (content-type application/json), got {0}")]
+    UnsupportedMediaType(String),
+    /// The API key is missing or wrong.
+    #[error("this route needs the header `Authorization: Bearer <api key>`")]
+    Unauthorized,
+    /// No such job.
+    #[error("no job {0} (finished jobs are kept only for the retention period)")]
+    JobNotFound(String),
+    /// No such route.
+    #[error("no route {method} {path}")]
+    RouteNotFound {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
+    /// The route does not take this method.
+    #[error("method {0} is not allowed on this route")]
+    MethodNotAllowed(String),
+    /// The job has already ended.
+    #[error("job {job_id} has already ended ({state:?})")]
+    JobFinished {
+        /// The job.
+        job_id: String,
+        /// How it ended.
+        state: JobState,
+    },
+    /// The queue is full.
+    #[error("the queue is full ({capacity} jobs waiting); retry in {retry_after_secs} s")]
+    QueueFull {
+        /// How many jobs may wait.
+        capacity: usize,
+        /// Seconds to wait before retrying.
+        retry_after_secs: u64,
+    },
+    /// The model is not loaded.
+    #[error("the model is not ready: {reason}")]
+    NotReady {
+        /// Loading, or why loading failed.
+        reason: String,
+        /// Whether it may become ready later (still loading).
+        retry: bool,
+    },
+    /// The worker is shutting down.
+    #[error("the worker is shutting down and accepts no new jobs")]
+    ShuttingDown,
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A field-level validation error.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson { .. }
+            | ApiError::InvalidField { .. }
+            | ApiError::UnknownOperation { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::JobNotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::JobFinished { .. } => StatusCode::CONFLICT,
+            ApiError::QueueFull { .. } | ApiError::NotReady { .. } | ApiError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The error body's content.
+    pub fn detail(&self) -> ErrorDetail {
+        let message = self.to_string();
+        match self {
+            ApiError::InvalidJson { field, .. } => ErrorDetail {
+                code: ErrorCode::InvalidJson,
+                field: field.clone(),
+                message,
+            },
+            ApiError::InvalidField { field, message } => {
+                ErrorDetail::field(ErrorCode::InvalidRequest, field, message.clone())
+            }
+            ApiError::UnknownOperation { .. } => {
+                ErrorDetail::field(ErrorCode::UnknownOperation, "operation", message)
+            }
+            ApiError::PayloadTooLarge { .. } => {
+                ErrorDetail::new(ErrorCode::PayloadTooLarge, message)
+            }
+            ApiError::UnsupportedMediaType(_) => {
+                ErrorDetail::new(ErrorCode::UnsupportedMediaType, message)
+            }
+            ApiError::Unauthorized => ErrorDetail::new(ErrorCode::Unauthorized, message),
+            ApiError::JobNotFound(_) | ApiError::RouteNotFound { .. } => {
+                ErrorDetail::new(ErrorCode::NotFound, message)
+            }
+            ApiError::MethodNotAllowed(_) => ErrorDetail::new(ErrorCode::MethodNotAllowed, message),
+            ApiError::JobFinished { .. } => ErrorDetail::new(ErrorCode::JobFinished, message),
+            ApiError::QueueFull { .. } => ErrorDetail::new(ErrorCode::QueueFull, message),
+            ApiError::NotReady { .. } => ErrorDetail::new(ErrorCode::NotReady, message),
+            ApiError::ShuttingDown => ErrorDetail::new(ErrorCode::ShuttingDown, message),
+            ApiError::Internal(_) => ErrorDetail::new(ErrorCode::Internal, message),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::QueueFull {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            ApiError::NotReady { retry: true, .. } => Some(5),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(%self, "request failed");
+        } else {
+            tracing::debug!(%self, %status, "request rejected");
+        }
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.detail(),
+            }),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        if let Some(secs) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

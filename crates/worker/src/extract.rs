@@ -1,0 +1,184 @@
+//! The JSON extractor of `POST /v1/jobs`, whose rejections use the API's
+//! error format and name the field at fault.
+//!
+//! The body is parsed in two steps: first only its `operation` tag, then the
+//! request type that tag selects, with the path of any bad field tracked, so a
+//! client learns both which operation was understood and which field is wrong.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use sd_contract::JobRequest;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A job request taken from a JSON body.
+#[derive(Debug)]
+pub struct JobBody(pub JobRequest);
+
+#[derive(Deserialize)]
+struct OperationTag {
+    operation: Option<String>,
+}
+
+impl FromRequest<AppState> for JobBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        check_content_type(&req)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| body_rejection(r, state.config().max_body_bytes))?;
+        parse_job_request(&bytes).map(JobBody)
+    }
+}
+
+fn check_content_type(req: &Request) -> Result<(), ApiError> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("(not text)");
+    let mime = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || mime.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(text.to_string()))
+    }
+}
+
+fn body_rejection(rejection: BytesRejection, limit: u64) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::InvalidJson {
+            field: None,
+            message: rejection.body_text(),
+        }
+    }
+}
+
+/// Parses a `POST /v1/jobs` body.
+pub fn parse_job_request(bytes: &[u8]) -> Result<JobRequest, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        parse::<serde::de::IgnoredAny>(bytes)?;
+        return Err(ApiError::InvalidJson {
+            field: None,
+            message: "the body must be a JSON object".into(),
+        });
+    }
+    let tag: OperationTag = parse(bytes)?;
+    let operation = tag.operation.ok_or_else(|| ApiError::UnknownOperation {
+        message: format!(
+            "missing `operation` (expected one of: {})",
+            JobRequest::OPERATIONS.join(", ")
+        ),
+    })?;
+    match operation.as_str() {
+        "image_generation" => parse(bytes).map(JobRequest::ImageGeneration),
+        "image_transform" => parse(bytes).map(JobRequest::ImageTransform),
+        "image_inpaint" => parse(bytes).map(JobRequest::ImageInpaint),
+        other => Err(ApiError::UnknownOperation {
+            message: format!(
+                "unknown operation `{other}` (expected one of: {})",
+                JobRequest::OPERATIONS.join(", ")
+            ),
+        }),
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let field = (path != "." && path != "?").then_some(path);
+        match (inner.classify(), field) {
+            (serde_json::error::Category::Data, Some(field)) => ApiError::InvalidField {
+                field,
+                message: inner.to_string(),
+            },
+            (serde_json::error::Category::Data, None) => match missing_field(&inner) {
+                Some(field) => ApiError::InvalidField {
+                    field,
+                    message: "is required".into(),
+                },
+                None => ApiError::InvalidJson {
+                    field: None,
+                    message: format!("the body must be a JSON object: {inner}"),
+                },
+            },
+            (_, _) => ApiError::InvalidJson {
+                field: None,
+                message: format!("malformed JSON: {inner}"),
+            },
+        }
+    })
+}
+
+/// The field a "missing field `x`" error names.
+fn missing_field(err: &serde_json::Error) -> Option<String> {
+    let text = err.to_string();
+    let rest = text.strip_prefix("missing field `")?;
+    rest.split('`').next().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use sd_contract::ErrorCode;
+
+    use super::*;
+
+    fn error_of(body: &str) -> (ErrorCode, Option<String>) {
+        let detail = parse_job_request(body.as_bytes()).unwrap_err().detail();
+        (detail.code, detail.field)
+    }
+
+    #[test]
+    fn bad_bodies_are_classified() {
+        assert_eq!(error_of("{not json"), (ErrorCode::InvalidJson, None));
+        assert_eq!(error_of("[1,2]"), (ErrorCode::InvalidJson, None));
+        assert_eq!(
+            error_of(r#"{"prompt":"x"}"#),
+            (ErrorCode::UnknownOperation, Some("operation".into()))
+        );
+        assert_eq!(
+            error_of(r#"{"operation":"image_upscale","prompt":"x"}"#),
+            (ErrorCode::UnknownOperation, Some("operation".into()))
+        );
+        assert_eq!(
+            error_of(r#"{"operation":"image_generation","prompt":"x","steps":"ten"}"#),
+            (ErrorCode::InvalidRequest, Some("steps".into()))
+        );
+        assert_eq!(
+            error_of(r#"{"operation":"image_generation","prompt":"x","width":-8}"#),
+            (ErrorCode::InvalidRequest, Some("width".into()))
+        );
+        assert_eq!(
+            error_of(r#"{"operation":"image_generation","prompt":"x","scheduler":"lms"}"#),
+            (ErrorCode::InvalidRequest, Some("scheduler".into()))
+        );
+        assert_eq!(
+            error_of(r#"{"operation":"image_generation"}"#),
+            (ErrorCode::InvalidRequest, Some("prompt".into()))
+        );
+    }
+
+    #[test]
+    fn nulls_are_accepted() {
+        let req = parse_job_request(
+            br#"{"operation":"image_generation","prompt":"x","steps":null,"seed":null,"scheduler":null,"loras":null}"#,
+        )
+        .unwrap();
+        assert_eq!(req.operation(), "image_generation");
+    }
+}

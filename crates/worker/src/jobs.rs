@@ -1,0 +1,441 @@
+//! Jobs and their registry.
+//!
+//! A [`Job`] keeps every event it has emitted in an append-only log and
+//! announces each new one on a `watch` channel. A subscriber walks the log from
+//! any index, so any number of clients can follow one job, and one that comes
+//! late (even after the end) first replays what it missed. The first terminal
+//! event wins: a job ends exactly once, whoever tries to end it.
+//!
+//! [`Jobs`] maps ids to jobs and forgets finished ones once their retention
+//! period is over.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::Stream;
+use sd_contract::event::CancelReason;
+use sd_contract::{ErrorDetail, ImageResult, JobEvent, JobState, JobStatus, Timings};
+use tokio::sync::watch;
+
+use crate::validation::ValidJob;
+
+/// One event of a job's log with its index, the stream's event id.
+pub type LoggedEvent = (usize, Arc<JobEvent>);
+
+/// A job: its parameters, its state and the log of its events.
+#[derive(Debug)]
+pub struct Job {
+    id: String,
+    job: ValidJob,
+    submitted: Instant,
+    cancel: AtomicU8,
+    inner: Mutex<JobInner>,
+    events: watch::Sender<usize>,
+}
+
+#[derive(Debug)]
+struct JobInner {
+    state: JobState,
+    log: Vec<Arc<JobEvent>>,
+    step: Option<u32>,
+    total: Option<u32>,
+    started: Option<Instant>,
+    finished: Option<Instant>,
+}
+
+const NOT_CANCELLED: u8 = 0;
+const CANCELLED_BY_CLIENT: u8 = 1;
+const CANCELLED_BY_SHUTDOWN: u8 = 2;
+
+impl Job {
+    /// A new queued job with an empty log.
+    pub fn new(id: String, job: ValidJob) -> Self {
+        Self {
+            id,
+            job,
+            submitted: Instant::now(),
+            cancel: AtomicU8::new(NOT_CANCELLED),
+            inner: Mutex::new(JobInner {
+                state: JobState::Queued,
+                log: Vec::new(),
+                step: None,
+                total: None,
+                started: None,
+                finished: None,
+            }),
+            events: watch::channel(0).0,
+        }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The validated request.
+    pub fn job(&self) -> &ValidJob {
+        &self.job
+    }
+
+    fn lock(&self) -> MutexGuard<'_, JobInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, inner: &mut JobInner, event: JobEvent) {
+        inner.log.push(Arc::new(event));
+        self.events.send_replace(inner.log.len());
+    }
+
+    /// The job's state now.
+    pub fn state(&self) -> JobState {
+        self.lock().state
+    }
+
+    /// When it ended, if it has.
+    pub fn finished_at(&self) -> Option<Instant> {
+        self.lock().finished
+    }
+
+    /// Records that it entered the queue at `position` (1 = next).
+    pub fn queued(&self, position: usize) {
+        let mut inner = self.lock();
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        self.push(&mut inner, JobEvent::Queued { position });
+    }
+
+    /// Asks the job to stop; the engine checks this between steps.
+    pub fn request_cancel(&self, reason: CancelReason) {
+        let code = match reason {
+            CancelReason::Client => CANCELLED_BY_CLIENT,
+            CancelReason::Shutdown => CANCELLED_BY_SHUTDOWN,
+        };
+        let _ =
+            self.cancel
+                .compare_exchange(NOT_CANCELLED, code, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Why a cancellation was asked for, if one was.
+    pub fn cancel_requested(&self) -> Option<CancelReason> {
+        match self.cancel.load(Ordering::SeqCst) {
+            CANCELLED_BY_CLIENT => Some(CancelReason::Client),
+            CANCELLED_BY_SHUTDOWN => Some(CancelReason::Shutdown),
+            _ => None,
+        }
+    }
+
+    /// Moves a queued job to running and logs `started`. Returns false (and
+    /// ends the job as cancelled, if asked to) when it must not run.
+    pub fn start(&self) -> bool {
+        if let Some(reason) = self.cancel_requested() {
+            self.finish_cancelled(reason);
+            return false;
+        }
+        let mut inner = self.lock();
+        if inner.state != JobState::Queued {
+            return false;
+        }
+        inner.state = JobState::Running;
+        inner.started = Some(Instant::now());
+        inner.total = Some(self.job.params().steps);
+        let params = self.job.params().clone();
+        self.push(&mut inner, JobEvent::Started { params });
+        true
+    }
+
+    /// Logs a finished denoising step (1-based).
+    pub fn progress(&self, step: usize, total: usize) {
+        let mut inner = self.lock();
+        if inner.state != JobState::Running {
+            return;
+        }
+        let step = u32::try_from(step).unwrap_or(u32::MAX);
+        let total = u32::try_from(total).unwrap_or(u32::MAX).max(1);
+        inner.step = Some(step);
+        inner.total = Some(total);
+        let percent = ((10_000.0 * f64::from(step) / f64::from(total)).round() / 100.0) as f32;
+        self.push(
+            &mut inner,
+            JobEvent::Progress {
+                step,
+                total,
+                percent,
+            },
+        );
+    }
+
+    /// Ends the job with its image. Returns false if it had already ended.
+    pub fn finish_complete(&self, png: &[u8], width: u32, height: u32, seed: u64) -> bool {
+        use base64::Engine as _;
+        let now = Instant::now();
+        let image = base64::engine::general_purpose::STANDARD.encode(png);
+        let mut inner = self.lock();
+        let started = inner.started.unwrap_or(now);
+        let timings = Timings {
+            queued_ms: millis(started - self.submitted),
+            generation_ms: millis(now - started),
+            total_ms: millis(now - self.submitted),
+        };
+        let result = ImageResult {
+            image,
+            format: sd_contract::ImageFormat::Png,
+            seed,
+            width,
+            height,
+            timings,
+        };
+        self.finish(&mut inner, JobState::Completed, JobEvent::Complete(result))
+    }
+
+    /// Ends the job with an error. Returns false if it had already ended.
+    pub fn finish_failed(&self, error: ErrorDetail) -> bool {
+        let mut inner = self.lock();
+        self.finish(&mut inner, JobState::Failed, JobEvent::Error(error))
+    }
+
+    /// Ends the job as cancelled. Returns false if it had already ended.
+    pub fn finish_cancelled(&self, reason: CancelReason) -> bool {
+        let mut inner = self.lock();
+        self.finish(
+            &mut inner,
+            JobState::Cancelled,
+            JobEvent::Cancelled { reason },
+        )
+    }
+
+    fn finish(&self, inner: &mut JobInner, state: JobState, event: JobEvent) -> bool {
+        if inner.state.is_terminal() {
+            return false;
+        }
+        inner.state = state;
+        inner.finished = Some(Instant::now());
+        self.push(inner, event);
+        true
+    }
+
+    /// The job's status, with its queue position if it is queued.
+    pub fn status(&self, queue_position: Option<usize>) -> JobStatus {
+        let inner = self.lock();
+        let terminal = inner.log.last().filter(|e| e.is_terminal());
+        JobStatus {
+            job_id: self.id.clone(),
+            state: inner.state,
+            queue_position: queue_position.map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
+            step: inner.step,
+            total: inner.total,
+            cancel_requested: self.cancel_requested().is_some() && !inner.state.is_terminal(),
+            params: self.job.params().clone(),
+            result: terminal.and_then(|e| match e.as_ref() {
+                JobEvent::Complete(result) => Some(result.clone()),
+                _ => None,
+            }),
+            error: terminal.and_then(|e| match e.as_ref() {
+                JobEvent::Error(error) => Some(error.clone()),
+                _ => None,
+            }),
+        }
+    }
+
+    /// The event at `index` of the log, and whether the job has ended.
+    fn event_at(&self, index: usize) -> (Option<Arc<JobEvent>>, bool) {
+        let inner = self.lock();
+        (inner.log.get(index).cloned(), inner.state.is_terminal())
+    }
+
+    /// Every event from `from` on: first those already logged, then each new
+    /// one as it comes. The stream ends after the terminal event.
+    pub fn subscribe(self: &Arc<Self>, from: usize) -> impl Stream<Item = LoggedEvent> + use<> {
+        let job = Arc::clone(self);
+        let rx = self.events.subscribe();
+        futures_util::stream::unfold((job, rx, from), |(job, mut rx, index)| async move {
+            loop {
+                rx.borrow_and_update();
+                match job.event_at(index) {
+                    (Some(event), _) => return Some(((index, event), (job, rx, index + 1))),
+                    (None, true) => return None,
+                    (None, false) => {
+                        if rx.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Every job the worker knows, by id.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    map: Mutex<HashMap<String, Arc<Job>>>,
+}
+
+impl Jobs {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Job>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a job.
+    pub fn insert(&self, job: Arc<Job>) {
+        self.lock().insert(job.id().to_string(), job);
+    }
+
+    /// Forgets a job.
+    pub fn remove(&self, id: &str) -> Option<Arc<Job>> {
+        self.lock().remove(id)
+    }
+
+    /// The job with this id, if it is known.
+    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// How many jobs are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no job is held.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Forgets jobs that ended more than `retention` before `now`, then the
+    /// oldest finished ones beyond `max_finished`; returns how many were dropped.
+    pub fn expire(&self, now: Instant, retention: Duration, max_finished: usize) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, job| {
+            job.finished_at()
+                .is_none_or(|t| now.saturating_duration_since(t) < retention)
+        });
+        let mut finished: Vec<(Instant, String)> = map
+            .iter()
+            .filter_map(|(id, job)| job.finished_at().map(|t| (t, id.clone())))
+            .collect();
+        if finished.len() > max_finished {
+            finished.sort();
+            for (_, id) in &finished[..finished.len() - max_finished] {
+                map.remove(id);
+            }
+        }
+        before - map.len()
+    }
+}
+
+/// A fresh job id: `job-` and 32 random hex digits.
+pub fn new_job_id() -> String {
+    format!("job-{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use sd_contract::{ErrorCode, GenerationDefaults, ImageGenerationRequest, JobRequest, Limits};
+
+    use super::*;
+    use crate::validation::validate;
+
+    fn job() -> Arc<Job> {
+        let req = JobRequest::ImageGeneration(ImageGenerationRequest {
+            prompt: "x".into(),
+            steps: Some(2),
+            ..Default::default()
+        });
+        let defaults = GenerationDefaults {
+            width: 64,
+            height: 64,
+            steps: 2,
+            guidance_scale: 7.5,
+            scheduler: sd_contract::SchedulerKind::Euler,
+        };
+        let limits = Limits {
+            min_size: 64,
+            max_size: 512,
+            size_multiple: 8,
+            max_steps: 150,
+            max_guidance_scale: 30.0,
+            max_queue: 4,
+            max_body_bytes: 1024,
+            max_input_pixels: 1 << 20,
+        };
+        Arc::new(Job::new(
+            new_job_id(),
+            validate(req, &defaults, &limits).unwrap(),
+        ))
+    }
+
+    fn names(events: &[LoggedEvent]) -> Vec<&'static str> {
+        events.iter().map(|(_, e)| e.name()).collect()
+    }
+
+    #[tokio::test]
+    async fn subscribers_replay_and_follow() {
+        let job = job();
+        job.queued(1);
+        let early = tokio::spawn(job.subscribe(0).collect::<Vec<_>>());
+        assert!(job.start());
+        job.progress(1, 2);
+        job.progress(2, 2);
+        assert!(job.finish_complete(b"png", 64, 64, 7));
+        assert!(!job.finish_failed(ErrorDetail::new(ErrorCode::Internal, "late")));
+        let early = early.await.unwrap();
+        let late: Vec<_> = job.subscribe(0).collect().await;
+        let expected = ["queued", "started", "progress", "progress", "complete"];
+        assert_eq!(names(&early), expected);
+        assert_eq!(names(&late), expected);
+        let resumed: Vec<_> = job.subscribe(3).collect().await;
+        assert_eq!(names(&resumed), ["progress", "complete"]);
+        assert_eq!(resumed[0].0, 3);
+        let status = job.status(None);
+        assert_eq!(status.state, JobState::Completed);
+        assert_eq!(status.result.unwrap().image, "cG5n");
+    }
+
+    #[test]
+    fn a_cancelled_queued_job_does_not_start() {
+        let job = job();
+        job.request_cancel(CancelReason::Client);
+        job.request_cancel(CancelReason::Shutdown);
+        assert!(!job.start());
+        assert_eq!(job.state(), JobState::Cancelled);
+        assert_eq!(job.cancel_requested(), Some(CancelReason::Client));
+        assert!(!job.status(None).cancel_requested);
+    }
+
+    #[test]
+    fn finished_jobs_expire() {
+        let jobs = Jobs::default();
+        let done = job();
+        done.finish_cancelled(CancelReason::Client);
+        jobs.insert(done);
+        jobs.insert(job());
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(jobs.expire(Instant::now(), Duration::from_secs(10), 10), 0);
+        assert_eq!(jobs.expire(later, Duration::from_secs(10), 10), 1);
+        assert_eq!(jobs.len(), 1);
+    }
+
+    #[test]
+    fn the_oldest_finished_jobs_go_beyond_the_cap() {
+        let jobs = Jobs::default();
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let done = job();
+            done.finish_cancelled(CancelReason::Client);
+            ids.push(done.id().to_string());
+            jobs.insert(done);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        jobs.insert(job());
+        assert_eq!(jobs.expire(Instant::now(), Duration::from_secs(600), 2), 2);
+        assert!(jobs.get(&ids[0]).is_none() && jobs.get(&ids[1]).is_none());
+        assert!(jobs.get(&ids[2]).is_some() && jobs.get(&ids[3]).is_some());
+        assert_eq!(jobs.len(), 3);
+    }
+}

@@ -1,0 +1,36 @@
+//! The sd-worker HTTP job server.
+//!
+//! One process keeps one Stable Diffusion model loaded and serves image jobs
+//! over rbee's job API:
+//!
+//! - [`validation`] turns a wire request into a [`validation::ValidJob`], defaults
+//!   filled and seed chosen; only those reach the queue.
+//! - [`queue`] is the bounded FIFO in front of the engine; [`engine::runner`]
+//!   is the one named thread that owns the model ([`engine::Engine`]) and runs
+//!   jobs from it, checking for cancellation after every step.
+//! - [`jobs`] keeps each job's event log, which any number of SSE subscribers
+//!   replay and follow, and expires finished jobs.
+//! - [`app`] is the router; [`routes`] the handlers; [`error`] the one error
+//!   type; [`extract`] the JSON extractor that names bad fields.
+//! - [`hive`] sends the ready callback and heartbeats; [`server`] binds, serves
+//!   and shuts down.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod extract;
+pub mod hive;
+pub mod jobs;
+pub mod queue;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod validation;
+
+pub use app::app;
+pub use config::{ServeArgs, WorkerConfig};
+pub use server::{shutdown_signal, Worker};
+pub use state::AppState;

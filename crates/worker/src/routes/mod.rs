@@ -1,0 +1,25 @@
+//! The HTTP routes, one module per concern. Each handler extracts, validates,
+//! calls the state and answers; the OpenAPI annotation sits on the handler.
+
+pub mod health;
+pub mod info;
+pub mod jobs;
+pub mod openapi;
+pub mod stream;
+
+use axum::extract::Request;
+
+use crate::error::ApiError;
+
+/// The answer for a path no route matches.
+pub async fn not_found(req: Request) -> ApiError {
+    ApiError::RouteNotFound {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+    }
+}
+
+/// The answer for a method a route does not take.
+pub async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(req.method().to_string())
+}

@@ -1,0 +1,74 @@
+//! `GET /v1/jobs/{id}/stream`: a job's events as server-sent events.
+//!
+//! Every event carries its index in the job's log as its SSE `id`, so a
+//! client that reconnects with `Last-Event-ID` resumes after the last event
+//! it saw; without it, a subscriber gets the whole log first. After the
+//! terminal event comes one message with a completion marker, then the
+//! stream ends.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::{stream, Stream, StreamExt};
+use sd_contract::{ErrorBody, JobEvent};
+
+use crate::error::ApiError;
+use crate::jobs::LoggedEvent;
+use crate::state::AppState;
+
+/// Follows a job.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/stream",
+    tag = "jobs",
+    params(
+        ("id" = String, Path, description = "The job id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: each `event:` is the JSON data's `type`; \
+            after the terminal event a last `data:` line holds `[DONE]`, `[ERROR] <message>` or `[CANCELLED]`",
+            content_type = "text/event-stream", body = JobEvent),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown or expired job", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn stream_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
+    let job = state.job(&id)?;
+    let from = last_event_id(&headers).map_or(0, |id| id + 1);
+    let events = job
+        .subscribe(from)
+        .flat_map(|logged| stream::iter(to_sse(logged)));
+    let keep_alive = KeepAlive::new()
+        .interval(state.config().sse_keep_alive)
+        .text("keep-alive");
+    Ok(Sse::new(events).keep_alive(keep_alive))
+}
+
+fn last_event_id(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// One logged event as an SSE message, followed by its completion marker
+/// when it is terminal.
+fn to_sse((index, event): LoggedEvent) -> Vec<Result<Event, axum::Error>> {
+    let message = Event::default()
+        .event(event.name())
+        .id(index.to_string())
+        .json_data(event.as_ref());
+    let marker = event
+        .completion_marker()
+        .map(|marker| Ok(Event::default().data(marker)));
+    std::iter::once(message).chain(marker).collect()
+}

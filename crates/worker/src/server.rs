@@ -1,0 +1,142 @@
+//! Binding, serving and shutting down.
+//!
+//! The port is bound first, so `/health` answers while the model loads on the
+//! engine thread. On the shutdown signal the worker stops taking jobs, cancels
+//! the waiting ones and the running one (or lets it finish with
+//! `--drain-on-shutdown`), so every open stream receives its terminal event
+//! and ends; then the server closes its connections and the hive hears a last
+//! `stopping` heartbeat.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::app::app;
+use crate::config::WorkerConfig;
+use crate::engine::runner::spawn_engine;
+use crate::engine::EngineLoader;
+use crate::hive::HiveClient;
+use crate::state::AppState;
+
+/// How long connections may stay open once every job has ended.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A worker whose port is bound.
+pub struct Worker {
+    state: AppState,
+    listener: TcpListener,
+}
+
+impl Worker {
+    /// Binds the configured address (port 0 picks a free port).
+    pub async fn bind(config: WorkerConfig) -> std::io::Result<Worker> {
+        let listener = TcpListener::bind((config.host, config.port)).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!("listening on http://{addr}");
+        Ok(Worker {
+            state: AppState::new(config, addr),
+            listener,
+        })
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.state.addr()
+    }
+
+    /// Loads the model in the background and serves until `shutdown` resolves.
+    pub async fn run(
+        self,
+        loader: EngineLoader,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Worker { state, listener } = self;
+        spawn_engine(state.clone(), loader)?;
+        spawn_reaper(state.clone());
+        let hive = HiveClient::start(&state)?;
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let graceful = {
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                state.begin_shutdown();
+                state.wait_idle().await;
+                let _ = drained_tx.send(());
+            }
+        };
+        let server = axum::serve(listener, app(state.clone()))
+            .with_graceful_shutdown(graceful)
+            .into_future();
+        let result = tokio::select! {
+            result = server => result,
+            _ = async {
+                if drained_rx.await.is_ok() {
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!("closing connections still open {SHUTDOWN_GRACE:?} after shutdown");
+                Ok(())
+            }
+        };
+        if let Some(hive) = hive {
+            hive.stop().await;
+        }
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Forgets finished jobs once their retention is over.
+fn spawn_reaper(state: AppState) {
+    let period = (state.config().job_retention / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(30));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let expired = state.expire_jobs();
+            if expired > 0 {
+                tracing::debug!(expired, "expired finished jobs");
+            }
+        }
+    });
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received"),
+        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}

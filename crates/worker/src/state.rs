@@ -1,0 +1,397 @@
+//! The state the routes, the engine thread and the hive client share.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use sd_contract::event::CancelReason;
+use sd_contract::{
+    GenerationDefaults, JobCounts, JobState, JobStatus, Limits, Readiness, ReadinessState,
+    SchedulerKind, WorkerInfo, WorkerStatus,
+};
+use sd_core::presets;
+use tokio::sync::watch;
+
+use crate::config::WorkerConfig;
+use crate::engine::ModelInfo;
+use crate::error::ApiError;
+use crate::jobs::{new_job_id, Job, Jobs};
+use crate::queue::{JobQueue, PushError};
+use crate::validation::{ValidJob, MAX_GUIDANCE_SCALE, MAX_STEPS, SIZE_MULTIPLE};
+
+/// Where the worker is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Loading the model.
+    Loading,
+    /// Serving jobs.
+    Ready,
+    /// The model failed to load.
+    Failed(String),
+    /// Shutting down.
+    Stopping,
+}
+
+/// Size, steps and guidance when neither a preset nor the model says otherwise.
+const FALLBACK: (u32, u32, f64) = (512, 25, 7.5);
+
+/// The shared state; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    config: WorkerConfig,
+    addr: SocketAddr,
+    jobs: Jobs,
+    queue: JobQueue,
+    phase: watch::Sender<Phase>,
+    model: RwLock<Option<(ModelInfo, GenerationDefaults)>>,
+    running: Mutex<Option<Arc<Job>>>,
+    busy: watch::Sender<bool>,
+    last_generation_ms: AtomicU64,
+}
+
+impl AppState {
+    /// The state of a worker serving on `addr`, its model still loading.
+    pub fn new(config: WorkerConfig, addr: SocketAddr) -> Self {
+        let queue = JobQueue::new(config.max_queue);
+        Self(Arc::new(Shared {
+            config,
+            addr,
+            jobs: Jobs::default(),
+            queue,
+            phase: watch::channel(Phase::Loading).0,
+            model: RwLock::new(None),
+            running: Mutex::new(None),
+            busy: watch::channel(false).0,
+            last_generation_ms: AtomicU64::new(0),
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.0.config
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+
+    /// The URL clients and the hive reach the worker at.
+    pub fn public_url(&self) -> String {
+        match &self.0.config.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None if self.0.addr.ip().is_unspecified() => {
+                format!("http://127.0.0.1:{}", self.0.addr.port())
+            }
+            None => format!("http://{}", self.0.addr),
+        }
+    }
+
+    /// The job registry.
+    pub fn jobs(&self) -> &Jobs {
+        &self.0.jobs
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &JobQueue {
+        &self.0.queue
+    }
+
+    /// The worker's phase now.
+    pub fn phase(&self) -> Phase {
+        self.0.phase.borrow().clone()
+    }
+
+    /// A receiver of phase changes.
+    pub fn watch_phase(&self) -> watch::Receiver<Phase> {
+        self.0.phase.subscribe()
+    }
+
+    /// Records that the model loaded, and works out the request defaults.
+    /// With a preset (`--sd-version`, or a `--model` that is a preset's repo)
+    /// they are the preset's, its scheduler falling back to the folder's.
+    /// Without one, the size is the model's native size, steps and guidance
+    /// those of its family's base preset (or fallbacks), the scheduler the
+    /// folder's.
+    pub fn mark_ready(&self, info: ModelInfo) {
+        let defaults = match self.0.config.preset {
+            Some(p) => GenerationDefaults {
+                width: p.width,
+                height: p.height,
+                steps: p.steps,
+                guidance_scale: p.guidance_scale,
+                scheduler: p.scheduler.unwrap_or(info.default_scheduler),
+            },
+            None => {
+                let base = presets::for_family(&info.family);
+                let (width, height) = info
+                    .default_size
+                    .or(base.map(|p| (p.width, p.height)))
+                    .unwrap_or((FALLBACK.0, FALLBACK.0));
+                GenerationDefaults {
+                    width,
+                    height,
+                    steps: base.map_or(FALLBACK.1, |p| p.steps),
+                    guidance_scale: base.map_or(FALLBACK.2, |p| p.guidance_scale),
+                    scheduler: info.default_scheduler,
+                }
+            }
+        };
+        *self.0.model.write().unwrap_or_else(|e| e.into_inner()) = Some((info, defaults));
+        self.0.phase.send_if_modified(|phase| {
+            let loading = *phase == Phase::Loading;
+            if loading {
+                *phase = Phase::Ready;
+            }
+            loading
+        });
+    }
+
+    /// Records that the model failed to load.
+    pub fn mark_failed(&self, reason: String) {
+        self.0.phase.send_if_modified(|phase| {
+            let loading = *phase == Phase::Loading;
+            if loading {
+                *phase = Phase::Failed(reason);
+            }
+            loading
+        });
+    }
+
+    /// The body and status of `GET /ready`.
+    pub fn readiness(&self) -> (StatusCode, Readiness) {
+        let (state, reason) = match self.phase() {
+            Phase::Loading => (
+                ReadinessState::Loading,
+                Some("loading the model".to_string()),
+            ),
+            Phase::Ready => (ReadinessState::Ready, None),
+            Phase::Failed(reason) => (
+                ReadinessState::Failed,
+                Some(format!("the model failed to load: {reason}")),
+            ),
+            Phase::Stopping => (ReadinessState::Stopping, Some("shutting down".to_string())),
+        };
+        let ready = state == ReadinessState::Ready;
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (
+            status,
+            Readiness {
+                ready,
+                state,
+                reason,
+            },
+        )
+    }
+
+    /// The defaults for requests, once the model is ready.
+    pub fn defaults(&self) -> Result<GenerationDefaults, ApiError> {
+        match self.phase() {
+            Phase::Ready => self
+                .model_defaults()
+                .ok_or_else(|| ApiError::Internal("ready without model defaults".into())),
+            Phase::Loading => Err(ApiError::NotReady {
+                reason: "the model is still loading".into(),
+                retry: true,
+            }),
+            Phase::Failed(reason) => Err(ApiError::NotReady {
+                reason: format!("the model failed to load: {reason}"),
+                retry: false,
+            }),
+            Phase::Stopping => Err(ApiError::ShuttingDown),
+        }
+    }
+
+    fn model_defaults(&self) -> Option<GenerationDefaults> {
+        let model = self.0.model.read().unwrap_or_else(|e| e.into_inner());
+        model.as_ref().map(|(_, defaults)| defaults.clone())
+    }
+
+    /// The bounds requests must respect.
+    pub fn limits(&self) -> Limits {
+        let c = &self.0.config;
+        Limits {
+            min_size: c.min_size,
+            max_size: c.max_size,
+            size_multiple: SIZE_MULTIPLE,
+            max_steps: MAX_STEPS,
+            max_guidance_scale: MAX_GUIDANCE_SCALE,
+            max_queue: u32::try_from(c.max_queue).unwrap_or(u32::MAX),
+            max_body_bytes: c.max_body_bytes,
+            max_input_pixels: c.max_input_pixels,
+        }
+    }
+
+    /// Queues a validated job and registers it.
+    pub fn submit(&self, job: ValidJob) -> Result<Arc<Job>, ApiError> {
+        let job = Arc::new(Job::new(new_job_id(), job));
+        self.0.jobs.insert(Arc::clone(&job));
+        match self.0.queue.push(Arc::clone(&job)) {
+            Ok(position) => {
+                tracing::info!(job = job.id(), position, "job queued");
+                Ok(job)
+            }
+            Err(err) => {
+                self.0.jobs.remove(job.id());
+                Err(match err {
+                    PushError::Full => ApiError::QueueFull {
+                        capacity: self.0.queue.capacity(),
+                        retry_after_secs: self.retry_after_secs(),
+                    },
+                    PushError::Closed => ApiError::ShuttingDown,
+                })
+            }
+        }
+    }
+
+    fn retry_after_secs(&self) -> u64 {
+        match self.0.last_generation_ms.load(Ordering::Relaxed) {
+            0 => 5,
+            ms => ms.div_ceil(1000).clamp(1, 300),
+        }
+    }
+
+    /// The status of a job.
+    pub fn status(&self, id: &str) -> Result<JobStatus, ApiError> {
+        let job = self.job(id)?;
+        Ok(job.status(self.0.queue.position(id)))
+    }
+
+    /// The job with this id.
+    pub fn job(&self, id: &str) -> Result<Arc<Job>, ApiError> {
+        self.0
+            .jobs
+            .get(id)
+            .ok_or_else(|| ApiError::JobNotFound(id.to_string()))
+    }
+
+    /// Cancels a job: a queued one ends at once (200), a running one stops
+    /// within a step (202).
+    pub fn cancel(&self, id: &str) -> Result<(StatusCode, JobStatus), ApiError> {
+        let job = self.job(id)?;
+        if let Some(queued) = self.0.queue.remove(id) {
+            queued.finish_cancelled(CancelReason::Client);
+            tracing::info!(job = id, "queued job cancelled");
+            return Ok((StatusCode::OK, queued.status(None)));
+        }
+        let state = job.state();
+        if state.is_terminal() {
+            return Err(ApiError::JobFinished {
+                job_id: id.to_string(),
+                state,
+            });
+        }
+        job.request_cancel(CancelReason::Client);
+        tracing::info!(job = id, "cancellation requested");
+        let status = job.status(None);
+        let code = if status.state == JobState::Cancelled {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        Ok((code, status))
+    }
+
+    /// Records the job the engine runs now (`None` when it is idle).
+    pub fn set_running(&self, job: Option<Arc<Job>>) {
+        let busy = job.is_some();
+        *self.0.running.lock().unwrap_or_else(|e| e.into_inner()) = job;
+        self.0.busy.send_replace(busy);
+    }
+
+    /// Remembers how long a finished job took, for `Retry-After`.
+    pub fn record_generation_time(&self, job: &Job) {
+        if let Some(result) = job.status(None).result {
+            let ms = result.timings.generation_ms.max(1);
+            self.0.last_generation_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a job is running.
+    pub fn is_busy(&self) -> bool {
+        *self.0.busy.borrow()
+    }
+
+    /// What a heartbeat reports.
+    pub fn worker_status(&self) -> WorkerStatus {
+        match self.phase() {
+            Phase::Loading | Phase::Failed(_) => WorkerStatus::Starting,
+            Phase::Stopping => WorkerStatus::Stopping,
+            Phase::Ready if self.is_busy() => WorkerStatus::Busy,
+            Phase::Ready => WorkerStatus::Ready,
+        }
+    }
+
+    /// The body of `GET /v1/info`.
+    pub fn info(&self) -> WorkerInfo {
+        let c = &self.0.config;
+        let model = self.0.model.read().unwrap_or_else(|e| e.into_inner());
+        WorkerInfo {
+            worker_id: c.worker_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            model: c.model.clone(),
+            preset: c.preset.map(|p| p.name.to_string()),
+            family: model.as_ref().map(|(info, _)| info.family.clone()),
+            backend: c.backend.as_str().to_string(),
+            device: c.device,
+            dtype: c.dtype.as_str().to_string(),
+            ready: self.phase() == Phase::Ready,
+            defaults: model.as_ref().map(|(_, defaults)| defaults.clone()),
+            limits: self.limits(),
+            schedulers: SchedulerKind::ALL.to_vec(),
+            jobs: JobCounts {
+                queued: count(self.0.queue.len()),
+                running: u32::from(self.is_busy()),
+                retained: count(self.0.jobs.len()),
+            },
+        }
+    }
+
+    /// Forgets jobs whose retention is over; returns how many.
+    pub fn expire_jobs(&self) -> usize {
+        let c = &self.0.config;
+        self.0
+            .jobs
+            .expire(Instant::now(), c.job_retention, c.max_finished_jobs)
+    }
+
+    /// Stops taking jobs: the phase becomes `Stopping`, waiting jobs are
+    /// cancelled, and the running one is asked to stop unless the worker
+    /// drains. Idempotent.
+    pub fn begin_shutdown(&self) {
+        let was = self.0.phase.send_replace(Phase::Stopping);
+        if was == Phase::Stopping {
+            return;
+        }
+        let waiting = self.0.queue.close();
+        tracing::info!(waiting = waiting.len(), "shutting down");
+        for job in waiting {
+            job.finish_cancelled(CancelReason::Shutdown);
+        }
+        if !self.0.config.drain_on_shutdown {
+            let running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(job) = running.as_ref() {
+                job.request_cancel(CancelReason::Shutdown);
+            }
+        }
+    }
+
+    /// Waits until no job runs.
+    pub async fn wait_idle(&self) {
+        let mut busy = self.0.busy.subscribe();
+        let _ = busy.wait_for(|busy| !busy).await;
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

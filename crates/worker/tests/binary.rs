@@ -1,0 +1,154 @@
+//! The built `sd-worker-cpu` binary, spawned on a free port.
+//!
+//! These tests select the fake engine with the hidden `--fake-engine` flag (a
+//! test aid); `tests/families.rs` runs the same harness on real tiny models.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use sd_contract::event::CancelReason;
+use sd_contract::JobEvent;
+
+#[test]
+fn the_binary_serves_jobs_configured_from_flags_and_environment() {
+    let worker = WorkerProcess::spawn(
+        &["--fake-engine", "step_ms=2", "--sd-version", "sd-turbo"],
+        &[("SD_WORKER_MAX_QUEUE", "3"), ("SD_WORKER_ID", "env-worker")],
+    );
+    assert_eq!(get(&worker.url, "/health").status, 200);
+    worker.wait_ready();
+    let info = get(&worker.url, "/v1/info").value();
+    assert_eq!(info["worker_id"], "env-worker");
+    assert_eq!(info["model"], "stabilityai/sd-turbo");
+    assert_eq!(info["preset"], "sd-turbo");
+    assert_eq!(info["backend"], "cpu");
+    assert_eq!(info["limits"]["max_queue"], 3);
+    assert_eq!(info["defaults"]["steps"], 1);
+
+    let created = submit(
+        &worker.url,
+        &generation(r#","width":128,"height":64,"steps":3"#),
+    );
+    let transcript = stream(&worker.url, &created.sse_url, &[]);
+    assert_eq!(
+        transcript.types(),
+        ["queued", "started", "progress", "progress", "progress", "complete"]
+    );
+    let Some(JobEvent::Complete(result)) = transcript.events().pop() else {
+        panic!()
+    };
+    assert_eq!(png_size(&result.image), (128, 64));
+    assert_eq!(transcript.marker(), "[DONE]");
+}
+
+#[test]
+fn the_binary_requires_the_api_key_when_given_one() {
+    let worker = WorkerProcess::spawn(
+        &["--fake-engine", "", "--model", "m", "--api-key", "k1"],
+        &[],
+    );
+    worker.wait_ready();
+    assert_eq!(get(&worker.url, "/v1/info").status, 401);
+    let authed = request(
+        "GET",
+        &worker.url,
+        "/v1/info",
+        &[("authorization", "Bearer k1")],
+        None,
+    );
+    assert_eq!(authed.status, 200);
+    let body = generation(r#","width":64,"height":64,"steps":1"#);
+    let headers = [
+        ("authorization", "Bearer k1"),
+        ("content-type", "application/json"),
+    ];
+    let created: sd_contract::JobCreated =
+        request("POST", &worker.url, "/v1/jobs", &headers, Some(&body)).json();
+    let transcript = stream(
+        &worker.url,
+        &created.sse_url,
+        &[("authorization", "Bearer k1")],
+    );
+    assert_eq!(transcript.marker(), "[DONE]");
+}
+
+#[test]
+fn sigterm_cancels_the_running_job_tells_its_stream_and_exits_cleanly() {
+    let mut worker = WorkerProcess::spawn(&["--fake-engine", "step_ms=30", "--model", "m"], &[]);
+    worker.wait_ready();
+    let created = submit(
+        &worker.url,
+        &generation(r#","width":64,"height":64,"steps":150"#),
+    );
+    let follower = {
+        let (url, path) = (worker.url.clone(), created.sse_url.clone());
+        std::thread::spawn(move || stream(&url, &path, &[]))
+    };
+    let status_path = format!("/v1/jobs/{}", created.job_id);
+    wait_until(Duration::from_secs(10), || {
+        get(&worker.url, &status_path).value()["step"].is_number()
+    });
+    worker.terminate();
+    let transcript = follower.join().unwrap();
+    assert_eq!(
+        transcript.events().last().unwrap(),
+        &JobEvent::Cancelled {
+            reason: CancelReason::Shutdown
+        }
+    );
+    assert_eq!(transcript.marker(), "[CANCELLED]");
+    assert_eq!(worker.wait_exit(Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn the_binary_accepts_the_hive_flags() {
+    let hive = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let queen = format!("http://{}", hive.local_addr().unwrap());
+    drop(hive);
+    let worker = WorkerProcess::spawn(
+        &[
+            "--fake-engine",
+            "",
+            "--worker-id",
+            "w-7",
+            "--model",
+            "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "--device",
+            "0",
+            "--queen-url",
+            &queen,
+        ],
+        &[],
+    );
+    worker.wait_ready();
+    let info = get(&worker.url, "/v1/info").value();
+    assert_eq!(info["worker_id"], "w-7");
+    assert_eq!(info["preset"], "v1-5");
+}
+
+#[test]
+fn the_binary_refuses_to_start_without_a_model() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sd-worker-cpu"))
+        .args(["--port", "0", "--fake-engine", ""])
+        .env_remove("SD_WORKER_MODEL")
+        .env_remove("SD_WORKER_SD_VERSION")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--model"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_sd-worker-cpu"))
+        .args(["--sd-version", "v9"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("v1-5, v2-1, xl, turbo, sd-turbo"),
+        "{stderr}"
+    );
+}

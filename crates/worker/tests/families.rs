@@ -1,0 +1,353 @@
+//! The built binary on the tiny models of `fixtures/`: one job per family
+//! through the HTTP API, its PNG compared with diffusers' image for the same
+//! request (`fixtures/traces`), and cancellation of a real running job.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use candle_core::{Device, Tensor};
+use common::*;
+use sd_contract::{JobEvent, JobStatus};
+use serde::Deserialize;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    name: String,
+    prompt: String,
+    negative_prompt: Option<String>,
+    steps: u32,
+    guidance_scale: f64,
+    width: u32,
+    height: u32,
+    seed: u64,
+    scheduler: Option<String>,
+    init_latents: bool,
+}
+
+/// The first trace case of `traces` that starts from seeded noise.
+fn first_case(traces: &Path) -> Case {
+    let text = std::fs::read_to_string(traces.join("cases.json")).unwrap();
+    let cases: Vec<Case> = serde_json::from_str(&text).unwrap();
+    cases.into_iter().find(|c| !c.init_latents).unwrap()
+}
+
+/// diffusers' image `[1, 3, H, W]` in 0..1 as 8-bit RGB, rounded as
+/// `numpy_to_pil` does.
+fn reference_rgb(traces: &Path, case: &str) -> Vec<u8> {
+    let tensors =
+        candle_core::safetensors::load(traces.join(format!("{case}.safetensors")), &Device::Cpu)
+            .unwrap();
+    let image: &Tensor = &tensors["image"];
+    let hwc = image.squeeze(0).unwrap().permute((1, 2, 0)).unwrap();
+    let values: Vec<f32> = hwc.flatten_all().unwrap().to_vec1().unwrap();
+    values
+        .iter()
+        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect()
+}
+
+fn decode_png(b64: &str) -> (u32, u32, Vec<u8>) {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut rgb).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    rgb.truncate(info.buffer_size());
+    (info.width, info.height, rgb)
+}
+
+/// Serves `model`, runs its first trace case over HTTP and compares pixels.
+fn check_family(model: &str, family: &str) {
+    let folder = fixtures().join(model);
+    let traces = fixtures().join("traces").join(model);
+    let case = first_case(&traces);
+    let worker = WorkerProcess::spawn(&["--model", folder.to_str().unwrap()], &[]);
+    worker.wait_ready();
+    let info = get(&worker.url, "/v1/info").value();
+    assert_eq!(info["family"], family);
+
+    let request = serde_json::json!({
+        "operation": "image_generation",
+        "hive_id": "localhost",
+        "model": model,
+        "prompt": case.prompt,
+        "negative_prompt": case.negative_prompt,
+        "steps": case.steps,
+        "guidance_scale": case.guidance_scale,
+        "width": case.width,
+        "height": case.height,
+        "seed": case.seed,
+        "scheduler": case.scheduler,
+        "loras": [],
+        "worker_id": null,
+    });
+    let created = submit(&worker.url, &request.to_string());
+    let transcript = stream(&worker.url, &created.sse_url, &[]);
+    assert_eq!(transcript.marker(), "[DONE]", "{model}: {transcript:?}");
+    assert_eq!(transcript.terminal_count(), 1);
+    assert!(
+        transcript
+            .types()
+            .iter()
+            .filter(|t| *t == "progress")
+            .count()
+            >= case.steps as usize
+    );
+    let Some(JobEvent::Complete(result)) = transcript.events().pop() else {
+        panic!()
+    };
+    assert_eq!(
+        (result.width, result.height, result.seed),
+        (case.width, case.height, case.seed)
+    );
+
+    let (width, height, ours) = decode_png(&result.image);
+    assert_eq!((width, height), (case.width, case.height));
+    let reference = reference_rgb(&traces, &case.name);
+    let worst = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(
+        worst <= 2,
+        "{model}/{}: max pixel difference {worst} > 2",
+        case.name
+    );
+}
+
+#[test]
+fn sd1_over_http_gives_diffusers_image() {
+    check_family("tiny-sd15", "sd1");
+}
+
+#[test]
+fn sd2_over_http_gives_diffusers_image() {
+    check_family("tiny-sd2", "sd2");
+}
+
+#[test]
+fn sdxl_over_http_gives_diffusers_image() {
+    check_family("tiny-sdxl", "sdxl");
+}
+
+#[test]
+fn a_running_real_job_is_cancelled_within_a_step() {
+    let folder = fixtures().join("tiny-sd15");
+    let worker = WorkerProcess::spawn(&["--model", folder.to_str().unwrap()], &[]);
+    worker.wait_ready();
+    let body = generation(r#","width":256,"height":256,"steps":150,"scheduler":"euler""#);
+    let created = submit(&worker.url, &body);
+    let path = format!("/v1/jobs/{}", created.job_id);
+    wait_until(Duration::from_secs(30), || {
+        get(&worker.url, &path).json::<JobStatus>().step.is_some()
+    });
+    let resp = delete(&worker.url, &path);
+    assert!([200, 202].contains(&resp.status), "{}", resp.body);
+    let transcript = stream(&worker.url, &created.sse_url, &[]);
+    assert_eq!(transcript.marker(), "[CANCELLED]");
+    let steps = transcript
+        .types()
+        .iter()
+        .filter(|t| *t == "progress")
+        .count();
+    assert!(steps < 150, "the job ran to the end");
+}
+
+/// The job API on the real binary and model: a hive hears the worker, the key
+/// guards the API, two clients and a late one see the same events, a queued
+/// job is cancelled at once, and a full queue answers 503.
+#[test]
+fn the_job_api_on_the_real_model() {
+    let hive_runtime = tokio::runtime::Runtime::new().unwrap();
+    let (hive_url, hive) = start_hive(&hive_runtime, 0);
+    let folder = fixtures().join("tiny-sd15");
+    let worker = WorkerProcess::spawn(
+        &[
+            "--model",
+            folder.to_str().unwrap(),
+            "--worker-id",
+            "tiny-1",
+            "--callback-url",
+            &hive_url,
+            "--heartbeat-interval",
+            "100ms",
+            "--max-queue",
+            "1",
+            "--api-key",
+            "k",
+        ],
+        &[],
+    );
+    worker.wait_ready();
+    wait_until(Duration::from_secs(10), || {
+        !hive.lock().unwrap().ready.is_empty()
+    });
+    assert_eq!(hive.lock().unwrap().ready[0].url, worker.url);
+    assert_eq!(
+        hive.lock().unwrap().ready[0].model_ref,
+        folder.to_str().unwrap()
+    );
+
+    let auth = [
+        ("authorization", "Bearer k"),
+        ("content-type", "application/json"),
+    ];
+    let post = |body: &str| request("POST", &worker.url, "/v1/jobs", &auth, Some(body));
+    assert_eq!(
+        post_json(&worker.url, "/v1/jobs", &generation("")).status,
+        401
+    );
+
+    let long = generation(r#","width":96,"height":96,"steps":30,"scheduler":"euler","seed":3"#);
+    let running: sd_contract::JobCreated = post(&long).json();
+    let status_path = format!("/v1/jobs/{}", running.job_id);
+    wait_until(Duration::from_secs(30), || {
+        let resp = request("GET", &worker.url, &status_path, &auth, None);
+        resp.json::<JobStatus>().step.is_some()
+    });
+    let followers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, path) = (worker.url.clone(), running.sse_url.clone());
+            std::thread::spawn(move || stream(&url, &path, &[("authorization", "Bearer k")]))
+        })
+        .collect();
+    let queued: sd_contract::JobCreated =
+        post(&generation(r#","width":64,"height":64,"steps":2"#)).json();
+    let full = post(&generation(""));
+    assert_eq!((full.status, full.error().0.as_str()), (503, "queue_full"));
+    assert!(full.header("retry-after").is_some());
+    let cancelled = request(
+        "DELETE",
+        &worker.url,
+        &format!("/v1/jobs/{}", queued.job_id),
+        &auth,
+        None,
+    );
+    assert_eq!(cancelled.status, 200);
+    let transcript = stream(
+        &worker.url,
+        &queued.sse_url,
+        &[("authorization", "Bearer k")],
+    );
+    assert_eq!(transcript.types(), ["queued", "cancelled"]);
+
+    let transcripts: Vec<_> = followers.into_iter().map(|f| f.join().unwrap()).collect();
+    let late = stream(
+        &worker.url,
+        &running.sse_url,
+        &[("authorization", "Bearer k")],
+    );
+    for t in transcripts.iter().chain([&late]) {
+        assert_eq!(t.messages, late.messages);
+        assert_eq!(t.marker(), "[DONE]");
+    }
+    let Some(JobEvent::Complete(result)) = late.events().pop() else {
+        panic!()
+    };
+    assert_eq!(png_size(&result.image), (96, 96));
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageCase {
+    name: String,
+    operation: String,
+    model: String,
+    prompt: String,
+    negative_prompt: Option<String>,
+    steps: u32,
+    guidance_scale: f64,
+    strength: f64,
+    seed: u64,
+    scheduler: Option<String>,
+    width: u32,
+    height: u32,
+    init_image: String,
+    mask_image: Option<String>,
+    steps_run: u32,
+}
+
+fn base64_file(path: &Path) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
+}
+
+/// Serves the case's model, sends the case's picture (and mask) over HTTP
+/// without a size, and compares the PNG with diffusers' image.
+fn check_image_case(traces: &str, case_name: &str) {
+    let traces = fixtures().join("traces").join(traces);
+    let text = std::fs::read_to_string(traces.join("cases.json")).unwrap();
+    let cases: Vec<ImageCase> = serde_json::from_str(&text).unwrap();
+    let case = cases.into_iter().find(|c| c.name == case_name).unwrap();
+    let folder = fixtures().join(&case.model);
+    let worker = WorkerProcess::spawn(&["--model", folder.to_str().unwrap()], &[]);
+    worker.wait_ready();
+
+    let mut request = serde_json::json!({
+        "operation": if case.operation == "inpaint" { "image_inpaint" } else { "image_transform" },
+        "prompt": case.prompt,
+        "negative_prompt": case.negative_prompt,
+        "steps": case.steps,
+        "guidance_scale": case.guidance_scale,
+        "strength": case.strength,
+        "seed": case.seed,
+        "scheduler": case.scheduler,
+    });
+    let image = base64_file(&traces.join(&case.init_image));
+    match &case.mask_image {
+        Some(mask) => {
+            request["init_image"] = image.into();
+            request["mask_image"] = base64_file(&traces.join(mask)).into();
+        }
+        None => request["input_image"] = image.into(),
+    }
+    let created = submit(&worker.url, &request.to_string());
+    let transcript = stream(&worker.url, &created.sse_url, &[]);
+    assert_eq!(transcript.marker(), "[DONE]", "{case_name}: {transcript:?}");
+    let events = transcript.events();
+    let totals: Vec<(u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Progress { step, total, .. } => Some((*step, *total)),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(u32, u32)> = (1..=case.steps_run).map(|s| (s, case.steps_run)).collect();
+    assert_eq!(totals, expected, "{case_name}: progress");
+    let Some(JobEvent::Complete(result)) = events.last() else {
+        panic!("{case_name}: no image")
+    };
+    let (width, height, ours) = decode_png(&result.image);
+    assert_eq!((width, height), (case.width, case.height));
+    let reference = reference_rgb(&traces, &case.name);
+    let worst = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 2, "{case_name}: max pixel difference {worst} > 2");
+}
+
+#[test]
+fn image_transform_over_http_gives_diffusers_image() {
+    check_image_case("tiny-sd15-img2img", "i2i_ddim_s05_96x64");
+}
+
+#[test]
+fn image_inpaint_over_http_gives_diffusers_image() {
+    check_image_case("tiny-sd15-inpaint", "inp9_euler_a_s075_96x64");
+    check_image_case("tiny-sdxl-img2img", "xl_inp4_euler_64");
+}

@@ -1,0 +1,348 @@
+//! The job API end to end against the fake engine, served on a free port:
+//! submit, stream, status, cancel, failures, retention and load.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use sd_contract::event::CancelReason;
+use sd_contract::{ErrorCode, JobEvent, JobState, JobStatus};
+
+#[test]
+fn a_job_streams_its_events_and_ends_with_a_png_of_the_requested_size() {
+    let server = TestServer::ready(config());
+    let created = submit(
+        &server.url,
+        &generation(r#","width":96,"height":72,"steps":4,"seed":7"#),
+    );
+    assert_eq!(
+        created.sse_url,
+        format!("/v1/jobs/{}/stream", created.job_id)
+    );
+
+    let transcript = stream(&server.url, &created.sse_url, &[]);
+    assert_eq!(
+        transcript.types(),
+        ["queued", "started", "progress", "progress", "progress", "progress", "complete"]
+    );
+    assert_eq!(transcript.marker(), "[DONE]");
+    let ids: Vec<_> = transcript.messages.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids[0].as_deref(), Some("0"));
+    assert_eq!(ids[6].as_deref(), Some("6"));
+    let events = transcript.events();
+    let JobEvent::Started { params } = &events[1] else {
+        panic!()
+    };
+    assert_eq!(
+        (params.width, params.height, params.steps, params.seed),
+        (96, 72, 4, 7)
+    );
+    let JobEvent::Progress {
+        step,
+        total,
+        percent,
+    } = &events[3]
+    else {
+        panic!()
+    };
+    assert_eq!((*step, *total, *percent), (2, 4, 50.0));
+    let JobEvent::Complete(result) = &events[6] else {
+        panic!()
+    };
+    assert_eq!((result.width, result.height, result.seed), (96, 72, 7));
+    assert_eq!(png_size(&result.image), (96, 72));
+    assert!(result.timings.total_ms >= result.timings.generation_ms);
+
+    let status: JobStatus = get(&server.url, &format!("/v1/jobs/{}", created.job_id)).json();
+    assert_eq!(status.state, JobState::Completed);
+    assert_eq!((status.step, status.total), (Some(4), Some(4)));
+    assert_eq!(status.result.unwrap().image, result.image);
+}
+
+#[test]
+fn a_seed_is_chosen_and_reported_when_absent() {
+    let server = TestServer::ready(config());
+    let created = submit(
+        &server.url,
+        &generation(r#","width":64,"height":64,"steps":1,"seed":null"#),
+    );
+    let events = stream(&server.url, &created.sse_url, &[]).events();
+    let JobEvent::Started { params } = &events[1] else {
+        panic!()
+    };
+    let JobEvent::Complete(result) = events.last().unwrap() else {
+        panic!()
+    };
+    assert_eq!(params.seed, result.seed);
+    assert_eq!(params.steps, 1);
+}
+
+#[test]
+fn defaults_come_from_the_preset() {
+    let mut config = config();
+    config.preset = sd_core::presets::find("turbo");
+    let server = TestServer::ready(config);
+    let info = get(&server.url, "/v1/info").value();
+    assert_eq!(info["preset"], "turbo");
+    assert_eq!(info["defaults"]["steps"], 1);
+    assert_eq!(info["defaults"]["guidance_scale"], 0.0);
+    assert_eq!(info["defaults"]["scheduler"], "euler_a");
+    let created = submit(&server.url, &generation(""));
+    let status: JobStatus = get(&server.url, &format!("/v1/jobs/{}", created.job_id)).json();
+    assert_eq!((status.params.width, status.params.steps), (512, 1));
+}
+
+#[test]
+fn many_clients_follow_one_job_and_a_late_one_replays_it() {
+    let server = TestServer::start(config(), fake("step_ms=15"));
+    server.wait_ready();
+    let created = submit(
+        &server.url,
+        &generation(r#","width":64,"height":64,"steps":12"#),
+    );
+    let followers: Vec<_> = (0..3)
+        .map(|_| {
+            let url = server.url.clone();
+            let path = created.sse_url.clone();
+            std::thread::spawn(move || stream(&url, &path, &[]))
+        })
+        .collect();
+    let transcripts: Vec<_> = followers.into_iter().map(|t| t.join().unwrap()).collect();
+    let late = stream(&server.url, &created.sse_url, &[]);
+    for t in transcripts.iter().chain([&late]) {
+        assert_eq!(t.messages, transcripts[0].messages);
+        assert_eq!(t.terminal_count(), 1);
+        assert_eq!(t.marker(), "[DONE]");
+    }
+    assert_eq!(late.types().len(), 1 + 1 + 12 + 1);
+
+    let resumed = stream(&server.url, &created.sse_url, &[("Last-Event-ID", "12")]);
+    assert_eq!(resumed.types(), ["progress", "complete"]);
+    assert_eq!(resumed.messages[0].id.as_deref(), Some("13"));
+}
+
+#[test]
+fn idle_streams_get_keep_alive_comments() {
+    let mut config = config();
+    config.sse_keep_alive = Duration::from_millis(30);
+    let server = TestServer::start(config, fake("step_ms=150"));
+    server.wait_ready();
+    let created = submit(
+        &server.url,
+        &generation(r#","width":64,"height":64,"steps":2"#),
+    );
+    let transcript = stream(&server.url, &created.sse_url, &[]);
+    assert!(transcript.comments >= 2, "{transcript:?}");
+    assert_eq!(transcript.marker(), "[DONE]");
+}
+
+#[test]
+fn cancel_takes_a_queued_job_out_at_once_and_stops_a_running_one_within_a_step() {
+    let server = TestServer::start(config(), fake("step_ms=40"));
+    server.wait_ready();
+    let running = submit(
+        &server.url,
+        &generation(r#","width":64,"height":64,"steps":100"#),
+    );
+    let queued = submit(
+        &server.url,
+        &generation(r#","width":64,"height":64,"steps":3"#),
+    );
+    let running_path = format!("/v1/jobs/{}", running.job_id);
+    let queued_path = format!("/v1/jobs/{}", queued.job_id);
+    wait_until(Duration::from_secs(5), || {
+        get(&server.url, &running_path)
+            .json::<JobStatus>()
+            .step
+            .is_some()
+    });
+    let status: JobStatus = get(&server.url, &queued_path).json();
+    assert_eq!(
+        (status.state, status.queue_position),
+        (JobState::Queued, Some(1))
+    );
+
+    let follower = {
+        let url = server.url.clone();
+        let path = running.sse_url.clone();
+        std::thread::spawn(move || stream(&url, &path, &[]))
+    };
+    let resp = delete(&server.url, &queued_path);
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.json::<JobStatus>().state, JobState::Cancelled);
+    let transcript = stream(&server.url, &queued.sse_url, &[]);
+    assert_eq!(transcript.types(), ["queued", "cancelled"]);
+    assert_eq!(transcript.marker(), "[CANCELLED]");
+
+    let resp = delete(&server.url, &running_path);
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    let status: JobStatus = resp.json();
+    assert!(status.cancel_requested);
+    let step_at_cancel = status.step.unwrap();
+    let transcript = follower.join().unwrap();
+    assert_eq!(transcript.terminal_count(), 1);
+    assert_eq!(
+        transcript.events().last().unwrap(),
+        &JobEvent::Cancelled {
+            reason: CancelReason::Client
+        }
+    );
+    assert_eq!(transcript.marker(), "[CANCELLED]");
+    let last_step = transcript
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Progress { step, .. } => Some(*step),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    assert!(
+        last_step <= step_at_cancel + 1,
+        "ran {last_step} steps after a cancel at {step_at_cancel}"
+    );
+
+    let resp = delete(&server.url, &running_path);
+    assert_eq!(resp.status, 409);
+    assert_eq!(resp.error().0, "job_finished");
+    let status: JobStatus = get(&server.url, &running_path).json();
+    assert_eq!(status.state, JobState::Cancelled);
+    assert!(!status.cancel_requested);
+}
+
+#[test]
+fn a_failing_generation_ends_with_an_error_event_and_the_error_marker() {
+    let server = TestServer::start(config(), fake("fail_prompt=explode"));
+    server.wait_ready();
+    let body = r#"{"operation":"image_generation","prompt":"explode please","width":64,"height":64,"steps":2}"#;
+    let created = submit(&server.url, body);
+    let transcript = stream(&server.url, &created.sse_url, &[]);
+    assert_eq!(
+        transcript.types(),
+        ["queued", "started", "progress", "progress", "error"]
+    );
+    let JobEvent::Error(error) = transcript.events().pop().unwrap() else {
+        panic!()
+    };
+    assert_eq!(error.code, ErrorCode::GenerationFailed);
+    assert_eq!(transcript.marker(), format!("[ERROR] {}", error.message));
+    let status: JobStatus = get(&server.url, &format!("/v1/jobs/{}", created.job_id)).json();
+    assert_eq!(status.state, JobState::Failed);
+    assert_eq!(status.error.unwrap(), error);
+    assert!(status.result.is_none());
+
+    let ok = submit(
+        &server.url,
+        &generation(r#","width":64,"height":64,"steps":1"#),
+    );
+    assert_eq!(stream(&server.url, &ok.sse_url, &[]).marker(), "[DONE]");
+}
+
+#[test]
+fn finished_jobs_expire_after_the_retention_period() {
+    let mut config = config();
+    config.job_retention = Duration::from_millis(300);
+    let server = TestServer::ready(config);
+    let ids: Vec<_> = (0..3)
+        .map(|_| {
+            submit(
+                &server.url,
+                &generation(r#","width":64,"height":64,"steps":1"#),
+            )
+        })
+        .collect();
+    for created in &ids {
+        stream(&server.url, &created.sse_url, &[]);
+    }
+    assert_eq!(
+        get(&server.url, &format!("/v1/jobs/{}", ids[0].job_id)).status,
+        200
+    );
+    wait_until(Duration::from_secs(5), || server.state.jobs().is_empty());
+    let resp = get(&server.url, &format!("/v1/jobs/{}", ids[0].job_id));
+    assert_eq!((resp.status, resp.error().0.as_str()), (404, "not_found"));
+    assert_eq!(get(&server.url, &ids[0].sse_url).status, 404);
+    assert_eq!(get(&server.url, "/v1/info").value()["jobs"]["retained"], 0);
+}
+
+/// 50 jobs from 5 clients at once, some cancelled: every accepted job ends in
+/// exactly one terminal event, and the registry empties once they expire.
+#[test]
+fn fifty_concurrent_jobs_each_end_exactly_once_and_then_expire() {
+    let mut config = config();
+    config.max_queue = 8;
+    config.job_retention = Duration::from_millis(500);
+    let server = TestServer::start(config, fake("step_ms=1"));
+    server.wait_ready();
+    let clients: Vec<_> = (0..5)
+        .map(|client| {
+            let url = server.url.clone();
+            std::thread::spawn(move || {
+                let mut outcomes = Vec::new();
+                let mut rejected = 0;
+                for n in 0..10 {
+                    let body =
+                        generation(&format!(r#","width":64,"height":64,"steps":3,"seed":{n}"#));
+                    let created = loop {
+                        let resp = post_json(&url, "/v1/jobs", &body);
+                        match resp.status {
+                            202 => break resp.json::<sd_contract::JobCreated>(),
+                            503 => {
+                                assert_eq!(resp.error().0, "queue_full");
+                                assert!(resp.header("retry-after").is_some());
+                                rejected += 1;
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            other => panic!("unexpected {other}: {}", resp.body),
+                        }
+                    };
+                    if (client + n) % 7 == 0 {
+                        let resp = delete(&url, &format!("/v1/jobs/{}", created.job_id));
+                        assert!([200, 202, 409].contains(&resp.status), "{}", resp.body);
+                    }
+                    let transcript = stream(&url, &created.sse_url, &[]);
+                    assert_eq!(transcript.terminal_count(), 1, "{transcript:?}");
+                    assert!(sd_contract::completion_markers::is_completion_marker(
+                        transcript.marker()
+                    ));
+                    outcomes.push((created.job_id, transcript.types().pop().unwrap()));
+                }
+                (outcomes, rejected)
+            })
+        })
+        .collect();
+    let mut outcomes = HashMap::new();
+    for client in clients {
+        let (done, _rejected) = client.join().unwrap();
+        for (id, last) in done {
+            assert!(
+                outcomes.insert(id, last).is_none(),
+                "a job id was given twice"
+            );
+        }
+    }
+    assert_eq!(outcomes.len(), 50);
+    assert!(outcomes
+        .values()
+        .all(|t| t == "complete" || t == "cancelled"));
+    assert!(outcomes.values().any(|t| t == "complete"));
+    for (id, last) in &outcomes {
+        let state = get(&server.url, &format!("/v1/jobs/{id}"))
+            .json::<JobStatus>()
+            .state;
+        let expected = if last == "complete" {
+            JobState::Completed
+        } else {
+            JobState::Cancelled
+        };
+        assert_eq!(state, expected);
+    }
+    wait_until(Duration::from_secs(10), || server.state.jobs().is_empty());
+    let info = get(&server.url, "/v1/info").value();
+    assert_eq!(
+        info["jobs"],
+        serde_json::json!({"queued": 0, "running": 0, "retained": 0})
+    );
+}
