@@ -153,6 +153,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         image: image_input,
     };
 
+    if let Some(input) = &params.image {
+        input.steps_run(params.steps).map_err(|e| match e {
+            sd_core::Error::InvalidRequest { message, .. } => {
+                anyhow::anyhow!("--strength {message}")
+            }
+            other => other.into(),
+        })?;
+    }
+
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed} (eta {eta})")
             .expect("static progress template")
