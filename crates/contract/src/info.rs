@@ -69,6 +69,8 @@ pub struct Limits {
     pub max_queue: u32,
     /// Largest request body in bytes.
     pub max_body_bytes: u64,
+    /// Largest input picture or mask of image-to-image and inpainting, in pixels.
+    pub max_input_pixels: u64,
 }
 
 /// How many jobs the worker holds.

@@ -69,6 +69,9 @@ pub struct JobParams {
     pub seed: u64,
     /// Denoising scheduler.
     pub scheduler: SchedulerKind,
+    /// Image-to-image and inpainting strength (absent for text to image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
 }
 
 /// The encoding of a finished image.

@@ -15,9 +15,9 @@ use crate::SchedulerKind;
 pub enum JobRequest {
     /// Text to image.
     ImageGeneration(ImageGenerationRequest),
-    /// Image to image (answered with 501 by this worker for now).
+    /// Image to image: the input picture noised to `strength` and denoised toward the prompt.
     ImageTransform(ImageTransformRequest),
-    /// Inpainting with a mask (answered with 501 by this worker for now).
+    /// Inpainting: the masked part of the picture repainted from the prompt.
     ImageInpaint(ImageInpaintRequest),
 }
 
@@ -112,11 +112,21 @@ pub struct ImageTransformRequest {
     /// Seed of the noise.
     #[serde(default)]
     pub seed: Option<u64>,
-    /// How far to move away from the input image, 0 to 1.
+    /// How far to move away from the input image, 0 to 1 (0.8 when absent): the
+    /// share of the denoising steps that run.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
     pub strength: Option<f64>,
-    /// The input image, base64-encoded.
+    /// The input image, a base64-encoded PNG or JPEG (`init_image` is accepted too).
+    #[serde(alias = "init_image")]
     pub input_image: String,
+    /// Output width, a multiple of 8; the input's width rounded down to 8 when
+    /// absent. The input is resized when the size differs.
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// Output height, a multiple of 8; the input's height rounded down to 8 when absent.
+    #[serde(default)]
+    pub height: Option<u32>,
     /// LoRA adapters.
     #[serde(default)]
     pub loras: Option<Vec<LoraConfig>>,
@@ -142,10 +152,24 @@ pub struct ImageInpaintRequest {
     /// What to steer away from.
     #[serde(default)]
     pub negative_prompt: Option<String>,
-    /// The input image, base64-encoded.
+    /// The input image, a base64-encoded PNG or JPEG (`input_image` is accepted too).
+    #[serde(alias = "input_image")]
     pub init_image: String,
-    /// The mask, base64-encoded (white = repaint, black = keep).
+    /// The mask, a base64-encoded PNG or JPEG of the input's size (white =
+    /// repaint, black = keep; grey levels are thresholded at 50%).
     pub mask_image: String,
+    /// How far to move away from the input image inside the mask, 0 to 1 (1
+    /// when absent: the masked area starts from pure noise).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub strength: Option<f64>,
+    /// Output width, a multiple of 8; the input's width rounded down to 8 when
+    /// absent. The input and mask are resized when the size differs.
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// Output height, a multiple of 8; the input's height rounded down to 8 when absent.
+    #[serde(default)]
+    pub height: Option<u32>,
     /// Denoising steps.
     #[serde(default)]
     pub steps: Option<u32>,
@@ -182,6 +206,22 @@ mod tests {
         assert_eq!(req.steps, Some(20));
         assert_eq!(req.seed, None);
         assert_eq!(req.loras, Some(vec![]));
+    }
+
+    #[test]
+    fn image_fields_accept_either_name() {
+        let body = r#"{"operation":"image_transform","prompt":"x","init_image":"AAAA"}"#;
+        let JobRequest::ImageTransform(req) = serde_json::from_str(body).unwrap() else {
+            panic!("wrong operation");
+        };
+        assert_eq!(req.input_image, "AAAA");
+        let body = r#"{"operation":"image_inpaint","prompt":"x","input_image":"AAAA",
+            "mask_image":"BBBB","strength":0.5,"width":64,"height":null}"#;
+        let JobRequest::ImageInpaint(req) = serde_json::from_str(body).unwrap() else {
+            panic!("wrong operation");
+        };
+        assert_eq!((req.init_image.as_str(), req.strength), ("AAAA", Some(0.5)));
+        assert_eq!((req.width, req.height), (Some(64), None));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct GenerationSettings {
     pub height: usize,
     /// Model name or repo id.
     pub model: String,
+    /// Image-to-image and inpainting strength.
+    pub denoising_strength: Option<f64>,
 }
 
 impl GenerationSettings {
@@ -46,6 +48,9 @@ impl GenerationSettings {
             self.height,
             self.model
         ));
+        if let Some(strength) = self.denoising_strength {
+            text.push_str(&format!(", Denoising strength: {strength}"));
+        }
         text
     }
 }
@@ -121,6 +126,7 @@ mod tests {
             width: 16,
             height: 8,
             model: "v1-5".to_string(),
+            denoising_strength: None,
         }
     }
 
@@ -149,6 +155,11 @@ mod tests {
         );
         let text = settings("a cat", Some("")).a1111_parameters();
         assert!(!text.contains("Negative prompt"));
+        let mut img2img = settings("a cat", None);
+        img2img.denoising_strength = Some(0.75);
+        assert!(img2img
+            .a1111_parameters()
+            .ends_with("Model: v1-5, Denoising strength: 0.75"));
     }
 
     #[test]

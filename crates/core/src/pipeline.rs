@@ -1,8 +1,10 @@
-//! The text-to-image pipeline: prompt → embeddings → denoising loop → VAE → image.
+//! The pipeline: prompt → embeddings → denoising loop → VAE → image.
 //!
-//! It follows diffusers' `StableDiffusionPipeline` step for step (same noise
-//! order, same guidance arithmetic, same VAE scaling) so a seed gives the image
-//! diffusers gives.
+//! One loop serves text-to-image, image-to-image and inpainting. It follows
+//! diffusers' `StableDiffusionPipeline`, `StableDiffusionImg2ImgPipeline` and
+//! `StableDiffusionInpaintPipeline` (and their SDXL versions) step for step:
+//! same preprocessing, same order of generator draws, same start step, same
+//! guidance arithmetic and VAE scaling, so a seed gives the image diffusers gives.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -14,10 +16,11 @@ use sd_contract::SchedulerKind;
 use crate::clip::{ClipActivation, ClipTextConfig};
 use crate::error::{Error, Result};
 use crate::image::{encode_png, to_rgb8, GenerationSettings};
+use crate::image_input::{prepare_image, prepare_mask, DecodedImage};
 use crate::model_files::{read_json, Component, ComponentFiles, ModelIndex, WeightVariant};
 use crate::prompt::{PromptEmbeds, TextEncoders};
 use crate::rng::TorchRng;
-use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig};
+use crate::schedulers::{build_scheduler, kind_of, Scheduler, SchedulerConfig};
 use crate::unet::{AddedCond, UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
 
@@ -42,6 +45,94 @@ pub struct GenerateParams {
     pub scheduler: Option<SchedulerKind>,
     /// Initial latents `[1, C, H/8, W/8]` replacing the seeded noise (diffusers' `latents=`).
     pub init_latents: Option<Tensor>,
+    /// A picture to start from (image-to-image), with a mask for inpainting;
+    /// `None` generates from the prompt alone.
+    pub image: Option<ImageInput>,
+}
+
+/// Strength diffusers' image-to-image pipeline uses by default.
+pub const DEFAULT_IMG2IMG_STRENGTH: f64 = 0.8;
+/// Strength diffusers' SD inpainting pipeline uses by default (start from pure noise).
+pub const DEFAULT_INPAINT_STRENGTH: f64 = 1.0;
+
+/// The picture (and for inpainting, the mask) an image-to-image or inpainting
+/// generation starts from. Both are resized to the output size with PIL's
+/// Lanczos when their size differs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInput {
+    /// The picture to start from, in any mode (converted to RGB).
+    pub image: DecodedImage,
+    /// The inpainting mask, white = repaint, the same size as `image`.
+    pub mask: Option<DecodedImage>,
+    /// How much to change the picture, 0..=1: the share of the schedule that
+    /// runs (1 starts from noise; inpainting at 1 ignores the picture under the mask).
+    pub strength: f64,
+}
+
+impl ImageInput {
+    /// Checks what needs no model: strength within 0..=1 and a mask of the
+    /// picture's size. Errors name the field (`strength`, `mask_image`).
+    pub fn validate(&self) -> Result<()> {
+        let strength = self.strength;
+        if !(0.0..=1.0).contains(&strength) {
+            return Err(Error::invalid_request(
+                "strength",
+                format!("must be between 0 and 1, got {strength}"),
+            ));
+        }
+        let size = (self.image.width(), self.image.height());
+        match &self.mask {
+            Some(mask) if (mask.width(), mask.height()) != size => Err(Error::invalid_request(
+                "mask_image",
+                format!(
+                    "is {}x{} but init_image is {}x{}; they must be the same size",
+                    mask.width(),
+                    mask.height(),
+                    size.0,
+                    size.1
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The output size diffusers picks when none is given: the picture's,
+    /// rounded down to multiples of `multiple` (the VAE scale factor, 8).
+    pub fn default_size(&self, multiple: usize) -> Result<(usize, usize)> {
+        match self.image.size_rounded_down(multiple) {
+            (0, _) | (_, 0) => Err(Error::invalid_request(
+                "init_image",
+                format!(
+                    "is {}x{}; it must be at least {multiple}x{multiple} pixels",
+                    self.image.width(),
+                    self.image.height()
+                ),
+            )),
+            size => Ok(size),
+        }
+    }
+
+    /// How many of `steps` run at this strength (`floor(steps · strength)`,
+    /// before PNDM's extra pass); none is an error naming `strength`.
+    pub fn steps_run(&self, steps: usize) -> Result<usize> {
+        match steps - self.first_step(steps) {
+            0 => Err(Error::invalid_request(
+                "strength",
+                format!(
+                    "{} of {steps} steps runs no step; raise strength or steps",
+                    self.strength
+                ),
+            )),
+            run => Ok(run),
+        }
+    }
+
+    /// Index of the first scheduler step that runs, as diffusers' `get_timesteps`:
+    /// `steps - min(floor(steps · strength), steps)`.
+    pub fn first_step(&self, steps: usize) -> usize {
+        let run = ((steps as f64 * self.strength) as usize).min(steps);
+        steps - run
+    }
 }
 
 /// Progress after one denoising step.
@@ -77,10 +168,33 @@ pub struct Trace {
     pub negative_pooled_prompt_embeds: Option<Tensor>,
     /// SDXL's size conditioning `[1, 6]`.
     pub add_time_ids: Option<Tensor>,
+    /// The UNet timesteps the loop ran, in order.
+    pub timesteps: Vec<f64>,
+    /// Latents entering the first step.
+    pub latents_start: Tensor,
+    /// Image-to-image and inpainting intermediates.
+    pub image_input: Option<ImageTrace>,
     /// Latents after the last scheduler step, before VAE scaling.
     pub latents_final: Tensor,
     /// The decoded image `[1, 3, H, W]` in 0..1.
     pub image: Tensor,
+}
+
+/// Intermediates of image-to-image and inpainting, named as in the fixtures.
+#[derive(Debug, Clone)]
+pub struct ImageTrace {
+    /// The prepared picture `[1, 3, H, W]` in -1..1.
+    pub image_in: Tensor,
+    /// The encoded picture times the VAE scaling factor, when it was encoded.
+    pub image_latents: Option<Tensor>,
+    /// The seeded noise `[1, C, H/8, W/8]`.
+    pub noise: Tensor,
+    /// The binarised mask `[1, 1, H, W]` (1 = repaint).
+    pub mask_image: Option<Tensor>,
+    /// The latent-resolution mask `[1, 1, H/8, W/8]`.
+    pub mask: Option<Tensor>,
+    /// The encoded masked picture times the VAE scaling factor.
+    pub masked_image_latents: Option<Tensor>,
 }
 
 /// A finished image.
@@ -338,6 +452,31 @@ impl StableDiffusion {
                 ));
             }
         }
+        match &params.image {
+            Some(input) => self.validate_image_input(params, input),
+            None if self.is_inpainting() => Err(Error::invalid_request(
+                "mask_image",
+                "this model has an inpainting UNet (9 input channels): it needs init_image and mask_image",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn validate_image_input(&self, params: &GenerateParams, input: &ImageInput) -> Result<()> {
+        input.validate()?;
+        input.steps_run(params.steps)?;
+        if params.init_latents.is_some() {
+            return Err(Error::invalid_request(
+                "init_latents",
+                "cannot be combined with an init image",
+            ));
+        }
+        if input.mask.is_none() && self.is_inpainting() {
+            return Err(Error::invalid_request(
+                "mask_image",
+                "this model has an inpainting UNet (9 input channels): it needs a mask",
+            ));
+        }
         Ok(())
     }
 
@@ -404,16 +543,21 @@ impl StableDiffusion {
         let mut scheduler =
             build_scheduler(params.scheduler, &self.scheduler_config, params.steps)?;
         let mut rng = TorchRng::new(params.seed);
-        let noise = match &params.init_latents {
-            Some(latents) => latents.to_device(&self.device)?.to_dtype(DType::F32)?,
-            None => rng.randn_tensor(&self.latent_shape(params), &self.device)?,
-        };
-        let mut latents = (noise * scheduler.init_noise_sigma())?;
+        let start = self.prepare_start(params, scheduler.as_ref(), &mut rng)?;
         let timesteps = scheduler.timesteps().to_vec();
-        let total = timesteps.len();
-        for (index, &timestep) in timesteps.iter().enumerate() {
+        let total = timesteps.len() - start.first_step;
+        let inpaint_input = start
+            .inpaint_channels
+            .as_ref()
+            .map(|c| batch(c, guided.then_some(c)))
+            .transpose()?;
+        let mut latents = start.latents.clone();
+        for (index, &timestep) in timesteps.iter().enumerate().skip(start.first_step) {
             let input = batch(&latents, guided.then_some(&latents))?;
-            let input = scheduler.scale_model_input(&input, index)?;
+            let mut input = scheduler.scale_model_input(&input, index)?;
+            if let Some(extra) = &inpaint_input {
+                input = Tensor::cat(&[&input, extra], 1)?;
+            }
             let prediction =
                 self.unet
                     .forward_with_cond(&input, timestep, &context, added.as_ref())?;
@@ -426,8 +570,11 @@ impl StableDiffusion {
                 prediction
             };
             latents = scheduler.step(&prediction, index, &latents, &mut rng)?;
+            if let Some(known) = &start.known_region {
+                latents = known.reimpose(&latents, scheduler.as_ref(), index + 1)?;
+            }
             if on_step(StepProgress {
-                step: index + 1,
+                step: index + 1 - start.first_step,
                 total,
             })
             .is_break()
@@ -450,6 +597,7 @@ impl StableDiffusion {
             width: params.width,
             height: params.height,
             model: self.name.clone(),
+            denoising_strength: params.image.as_ref().map(|input| input.strength),
         };
         let png = encode_png(&rgb, params.width, params.height, Some(&settings))?;
         timings.decoding = started.elapsed();
@@ -468,10 +616,110 @@ impl StableDiffusion {
                 negative_prompt_embeds: negative.as_ref().map(|n| n.hidden.clone()),
                 negative_pooled_prompt_embeds: negative.and_then(|n| n.pooled),
                 add_time_ids,
+                timesteps: timesteps[start.first_step..].to_vec(),
+                latents_start: start.latents,
+                image_input: start.trace,
                 latents_final: latents,
                 image,
             },
         })
+    }
+
+    /// The latents the loop starts from and what the loop needs besides them.
+    ///
+    /// Text-to-image: seeded noise times `init_noise_sigma`. Otherwise the
+    /// generator draws, in diffusers' order: the picture's posterior sample
+    /// (skipped by a 9-channel UNet at strength 1), the noise, then for
+    /// inpainting the masked picture's posterior sample (drawn for 4-channel
+    /// UNets too, which never use it).
+    fn prepare_start(
+        &self,
+        params: &GenerateParams,
+        scheduler: &dyn Scheduler,
+        rng: &mut TorchRng,
+    ) -> Result<StartLatents> {
+        let shape = self.latent_shape(params);
+        let Some(input) = &params.image else {
+            let noise = match &params.init_latents {
+                Some(latents) => latents.to_device(&self.device)?.to_dtype(DType::F32)?,
+                None => rng.randn_tensor(&shape, &self.device)?,
+            };
+            return Ok(StartLatents {
+                latents: (noise * scheduler.init_noise_sigma())?,
+                first_step: 0,
+                inpaint_channels: None,
+                known_region: None,
+                trace: None,
+            });
+        };
+        let first_step = input.first_step(params.steps);
+        let (width, height) = (params.width, params.height);
+        let image_in = prepare_image(&input.image, width, height, &self.device)?;
+        let mask_image = input
+            .mask
+            .as_ref()
+            .map(|mask| prepare_mask(mask, width, height, &self.device))
+            .transpose()?;
+        let from_noise = mask_image.is_some() && input.strength == 1.0;
+        let image_latents = if from_noise && self.is_inpainting() {
+            None
+        } else {
+            Some(self.encode_sample(&image_in, rng)?)
+        };
+        let noise = rng.randn_tensor(&shape, &self.device)?;
+        let latents = match &image_latents {
+            Some(image_latents) if !from_noise => {
+                scheduler.add_noise(image_latents, &noise, first_step)?
+            }
+            _ => (&noise * scheduler.init_noise_sigma())?,
+        };
+        let mut start = StartLatents {
+            latents,
+            first_step,
+            inpaint_channels: None,
+            known_region: None,
+            trace: None,
+        };
+        let (mut mask, mut masked_image_latents) = (None, None);
+        if let Some(mask_image) = &mask_image {
+            let keep = mask_image.affine(-1.0, 1.0)?;
+            let masked_image = image_in.broadcast_mul(&keep)?;
+            let masked_latents = self.encode_sample(&masked_image, rng)?;
+            let latent_mask = nearest_downsample(mask_image, self.vae_scale_factor())?;
+            if self.is_inpainting() {
+                start.inpaint_channels = Some(Tensor::cat(&[&latent_mask, &masked_latents], 1)?);
+            } else if let Some(image_latents) = &image_latents {
+                start.known_region = Some(KnownRegion {
+                    image_latents: image_latents.clone(),
+                    noise: noise.clone(),
+                    mask: latent_mask.clone(),
+                    steps: scheduler.timesteps().len(),
+                });
+            }
+            mask = Some(latent_mask);
+            masked_image_latents = Some(masked_latents);
+        }
+        start.trace = Some(ImageTrace {
+            image_in,
+            image_latents,
+            noise,
+            mask_image,
+            mask,
+            masked_image_latents,
+        });
+        Ok(start)
+    }
+
+    /// Encodes an image in -1..1 to latents as diffusers' pipelines do: one
+    /// sample of the posterior drawn from `rng`, shifted and scaled.
+    fn encode_sample(&self, image: &Tensor, rng: &mut TorchRng) -> Result<Tensor> {
+        let posterior = self.vae.encode(image)?;
+        let eps = rng.randn_tensor(posterior.mean.dims(), &self.device)?;
+        let mut z = posterior.sample_with_noise(&eps)?;
+        if let Some(shift) = self.vae_config.shift_factor {
+            z = (z - shift)?;
+        }
+        Ok((z * self.vae_config.scaling_factor)?)
     }
 
     /// Decodes final latents into an image `[1, 3, H, W]` in 0..1, undoing the VAE's scaling.
@@ -483,6 +731,60 @@ impl StableDiffusion {
         let decoded = self.vae.decode(&z)?;
         Ok(((decoded / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }
+}
+
+/// Where the denoising loop starts and what it carries besides the latents.
+struct StartLatents {
+    latents: Tensor,
+    /// Index into the scheduler's timesteps of the first step that runs.
+    first_step: usize,
+    /// 9-channel UNets: the latent mask and masked-image latents `[1, 1 + C, h, w]`,
+    /// concatenated to the scaled latents at every step.
+    inpaint_channels: Option<Tensor>,
+    /// 4-channel inpainting: the region kept from the picture.
+    known_region: Option<KnownRegion>,
+    trace: Option<ImageTrace>,
+}
+
+/// The unmasked region of 4-channel inpainting, re-imposed after every step.
+struct KnownRegion {
+    image_latents: Tensor,
+    noise: Tensor,
+    /// `[1, 1, h, w]`, 1 = repaint.
+    mask: Tensor,
+    /// Length of the scheduler's timestep list.
+    steps: usize,
+}
+
+impl KnownRegion {
+    /// `(1 − mask) · known + mask · latents`, where `known` is the picture's
+    /// latents noised to the level of `next_step` (or clean after the last step).
+    fn reimpose(
+        &self,
+        latents: &Tensor,
+        scheduler: &dyn Scheduler,
+        next_step: usize,
+    ) -> Result<Tensor> {
+        let known = if next_step < self.steps {
+            scheduler.add_noise(&self.image_latents, &self.noise, next_step)?
+        } else {
+            self.image_latents.clone()
+        };
+        let keep = self.mask.affine(-1.0, 1.0)?;
+        Ok((known.broadcast_mul(&keep)? + latents.broadcast_mul(&self.mask)?)?)
+    }
+}
+
+/// torch's `interpolate(mode="nearest")` by an integer factor: the top-left
+/// pixel of each `factor`×`factor` block.
+fn nearest_downsample(mask: &Tensor, factor: usize) -> Result<Tensor> {
+    let (b, c, h, w) = mask.dims4()?;
+    let (h, w) = (h / factor, w / factor);
+    Ok(mask
+        .reshape((b, c, h, factor, w, factor))?
+        .narrow(3, 0, 1)?
+        .narrow(5, 0, 1)?
+        .reshape((b, c, h, w))?)
 }
 
 /// A fresh seed for a request that gave none (32 bits, as most tools print them).

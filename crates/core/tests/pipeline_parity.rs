@@ -1,10 +1,11 @@
 //! Whole-pipeline parity with diffusers on the tiny random pipelines in `fixtures/`.
 //!
-//! Each `fixtures/traces/<model>/cases.json` lists generations that
-//! `tools/fixtures/make_fixtures.py` ran with diffusers' `StableDiffusionPipeline`
-//! (CPU generator, float32); `<case>.safetensors` holds its embeddings, final
-//! latents and image. We run the same settings on `fixtures/<model>` and compare
-//! within the tolerances the model-core issue sets.
+//! Each `fixtures/traces/<folder>/cases.json` lists generations that
+//! `tools/fixtures/make_fixtures.py` ran with diffusers' text-to-image,
+//! image-to-image and inpainting pipelines (CPU generator, float32);
+//! `<case>.safetensors` holds its embeddings, intermediates, final latents and
+//! image. We run the same settings on `fixtures/<model>` and compare within the
+//! tolerances the model-core issue sets.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -12,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use sd_contract::SchedulerKind;
+use sd_core::image_input::DecodedImage;
 use sd_core::model_files::WeightVariant;
-use sd_core::pipeline::{GenerateParams, StableDiffusion};
+use sd_core::pipeline::{GenerateParams, ImageInput, StableDiffusion};
 use sd_core::schedulers::SchedulerConfig;
 use serde::Deserialize;
 
@@ -34,6 +36,13 @@ struct Case {
     scheduler: Option<String>,
     #[serde(default)]
     init_latents: bool,
+    /// Image-to-image and inpainting: the input picture, next to `cases.json`.
+    init_image: Option<String>,
+    /// Inpainting: the mask picture.
+    mask_image: Option<String>,
+    strength: Option<f64>,
+    /// UNet passes diffusers ran (image cases).
+    steps_run: Option<usize>,
 }
 
 fn fixtures() -> PathBuf {
@@ -61,6 +70,11 @@ fn max_abs(t: &Tensor) -> f32 {
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
     max_abs(&(a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap())
+}
+
+fn read_picture(dir: &Path, name: &str) -> DecodedImage {
+    let bytes = std::fs::read(dir.join(name)).unwrap();
+    DecodedImage::decode(&bytes, "init_image", usize::MAX).unwrap()
 }
 
 /// Runs every case of one traces folder against diffusers' references.
@@ -105,10 +119,25 @@ fn check_traces(traces_dir: &str, variant: WeightVariant) {
                 .as_deref()
                 .map(|s| s.parse::<SchedulerKind>().unwrap()),
             init_latents,
+            image: case.init_image.as_deref().map(|name| ImageInput {
+                image: read_picture(&traces, name),
+                mask: case.mask_image.as_deref().map(|m| read_picture(&traces, m)),
+                strength: case.strength.expect("image cases give a strength"),
+            }),
         };
+        let mut progress = Vec::new();
         let image = model
-            .generate(&params, &mut |_| ControlFlow::Continue(()))
+            .generate(&params, &mut |p| {
+                progress.push(p);
+                ControlFlow::Continue(())
+            })
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let total = progress.last().map_or(0, |p| p.total);
+        assert!(progress.iter().all(|p| p.total == total));
+        assert_eq!(progress.len(), total, "{}: progress reports", case.name);
+        if let Some(steps_run) = case.steps_run {
+            assert_eq!(total, steps_run, "{}: steps run", case.name);
+        }
         // Without guidance the pipeline skips the negative prompt; encode it the
         // same way to compare with the reference.
         let trace = image.trace;
@@ -133,6 +162,41 @@ fn check_traces(traces_dir: &str, variant: WeightVariant) {
             ),
             ("image", Some(trace.image), 5e-3),
         ];
+        if let Some(input) = trace.image_input {
+            let latent_tolerance = |name: &str| 1e-3 * max_abs(&reference[name]);
+            checks.extend([
+                ("image_in", Some(input.image_in), 0.0),
+                ("noise", Some(input.noise), 0.0),
+                (
+                    "latents_start",
+                    Some(trace.latents_start),
+                    latent_tolerance("latents_start"),
+                ),
+            ]);
+            if reference.contains_key("image_latents") {
+                let tolerance = latent_tolerance("image_latents");
+                checks.push(("image_latents", input.image_latents, tolerance));
+            }
+            if reference.contains_key("mask") {
+                let tolerance = latent_tolerance("masked_image_latents");
+                checks.extend([
+                    ("mask_image", input.mask_image, 0.0),
+                    ("mask", input.mask, 0.0),
+                    (
+                        "masked_image_latents",
+                        input.masked_image_latents,
+                        tolerance,
+                    ),
+                ]);
+            }
+            let timesteps: Vec<f64> = reference["timesteps"].to_vec1().unwrap();
+            if trace.timesteps != timesteps {
+                failures.push(format!(
+                    "{}: timesteps {:?}, diffusers ran {timesteps:?}",
+                    case.name, trace.timesteps
+                ));
+            }
+        }
         if reference.contains_key("pooled_prompt_embeds") {
             checks.extend([
                 ("pooled_prompt_embeds", trace.pooled_prompt_embeds, 1e-3),
@@ -194,4 +258,19 @@ fn tiny_sd_turbo_matches_diffusers() {
 #[test]
 fn tiny_sdxl_turbo_matches_diffusers() {
     check_traces("tiny-sdxl-turbo", WeightVariant::Full);
+}
+
+#[test]
+fn tiny_sd15_img2img_matches_diffusers() {
+    check_traces("tiny-sd15-img2img", WeightVariant::Full);
+}
+
+#[test]
+fn tiny_sd15_inpaint_9_and_4_channels_match_diffusers() {
+    check_traces("tiny-sd15-inpaint", WeightVariant::Full);
+}
+
+#[test]
+fn tiny_sdxl_img2img_and_inpaint_match_diffusers() {
+    check_traces("tiny-sdxl-img2img", WeightVariant::Full);
 }

@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Largest image width or height in pixels.
     #[arg(long, env = "SD_WORKER_MAX_SIZE", default_value_t = 2048)]
     pub max_size: u32,
+    /// Largest input picture or mask (image-to-image, inpainting) in pixels.
+    #[arg(long, env = "SD_WORKER_MAX_INPUT_PIXELS", default_value_t = DEFAULT_MAX_INPUT_PIXELS)]
+    pub max_input_pixels: u64,
     /// On SIGTERM, let the running job finish instead of cancelling it.
     #[arg(long, env = "SD_WORKER_DRAIN_ON_SHUTDOWN")]
     pub drain_on_shutdown: bool,
@@ -72,6 +75,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SD_WORKER_FAKE_ENGINE", hide = true, num_args = 0..=1, default_missing_value = "")]
     pub fake_engine: Option<FakeEngineConfig>,
 }
+
+/// Default of `--max-input-pixels`: 16 megapixels (4096 × 4096).
+pub const DEFAULT_MAX_INPUT_PIXELS: u64 = 4096 * 4096;
 
 /// Parses a `--sd-version` value, listing the known presets when it is unknown.
 pub fn parse_preset(name: &str) -> Result<&'static Preset, String> {
@@ -184,6 +190,8 @@ pub struct WorkerConfig {
     pub min_size: u32,
     /// Largest width or height.
     pub max_size: u32,
+    /// Largest input picture or mask, in pixels.
+    pub max_input_pixels: u64,
     /// Whether SIGTERM lets the running job finish.
     pub drain_on_shutdown: bool,
 }
@@ -212,6 +220,7 @@ impl WorkerConfig {
             max_body_bytes: 8 << 20,
             min_size: 64,
             max_size: 2048,
+            max_input_pixels: DEFAULT_MAX_INPUT_PIXELS,
             drain_on_shutdown: false,
         }
     }
@@ -256,6 +265,7 @@ impl WorkerConfig {
         config.sse_keep_alive = args.sse_keep_alive.max(Duration::from_millis(10));
         config.max_body_bytes = args.max_body_bytes;
         config.max_size = args.max_size.max(config.min_size);
+        config.max_input_pixels = args.max_input_pixels;
         config.drain_on_shutdown = args.drain_on_shutdown;
         Ok(config)
     }

@@ -31,12 +31,6 @@ pub enum ApiError {
         /// What is wrong with the tag.
         message: String,
     },
-    /// The operation exists but this worker cannot run it.
-    #[error("operation {operation} is not implemented by this worker yet")]
-    NotImplemented {
-        /// The operation's tag.
-        operation: &'static str,
-    },
     /// The body is over the size limit.
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -110,7 +104,6 @@ impl ApiError {
             ApiError::InvalidJson { .. }
             | ApiError::InvalidField { .. }
             | ApiError::UnknownOperation { .. } => StatusCode::BAD_REQUEST,
-            ApiError::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -138,9 +131,6 @@ impl ApiError {
             }
             ApiError::UnknownOperation { .. } => {
                 ErrorDetail::field(ErrorCode::UnknownOperation, "operation", message)
-            }
-            ApiError::NotImplemented { .. } => {
-                ErrorDetail::field(ErrorCode::NotImplemented, "operation", message)
             }
             ApiError::PayloadTooLarge { .. } => {
                 ErrorDetail::new(ErrorCode::PayloadTooLarge, message)

@@ -1,4 +1,5 @@
-//! The one-shot `generate` command: load a model, draw one image, write a PNG.
+//! The one-shot `generate` command: load a model, draw one image (from a
+//! prompt, an init picture, or a picture and a mask), write a PNG.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -9,9 +10,16 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sd_contract::SchedulerKind;
+use sd_core::image_input::DecodedImage;
 use sd_core::model_files::WeightVariant;
-use sd_core::pipeline::{random_seed, GenerateParams, StableDiffusion, Trace};
+use sd_core::pipeline::{
+    random_seed, GenerateParams, ImageInput, StableDiffusion, Trace, DEFAULT_IMG2IMG_STRENGTH,
+    DEFAULT_INPAINT_STRENGTH,
+};
 use sd_core::presets::{self, Preset};
+
+/// The largest init picture or mask the command reads (64 megapixels).
+const MAX_INPUT_PIXELS: usize = 64 << 20;
 
 /// Arguments of `sd-worker-cpu generate`.
 #[derive(Debug, Args)]
@@ -35,10 +43,12 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale; 1 or less runs the conditional pass only [default: the preset's].
     #[arg(long)]
     pub guidance_scale: Option<f64>,
-    /// Image width in pixels, a multiple of 8 [default: the preset's, else the model's native size].
+    /// Image width in pixels, a multiple of 8 [default: the init image's width
+    /// rounded down to 8, else the preset's, else the model's native size].
     #[arg(long)]
     pub width: Option<usize>,
-    /// Image height in pixels, a multiple of 8 [default: the preset's, else the model's native size].
+    /// Image height in pixels, a multiple of 8 [default: the init image's height
+    /// rounded down to 8, else the preset's, else the model's native size].
     #[arg(long)]
     pub height: Option<usize>,
     /// Seed of the noise; drawn at random (and printed) when absent.
@@ -50,10 +60,21 @@ pub struct GenerateArgs {
     /// Read the `fp16` weight files when the model has both precisions (computation stays f32).
     #[arg(long)]
     pub fp16_weights: bool,
+    /// PNG or JPEG to start from (image-to-image; inpainting with --mask-image).
+    /// It is resized to the output size when that differs.
+    #[arg(long)]
+    pub init_image: Option<PathBuf>,
+    /// PNG or JPEG mask for inpainting, the init image's size; white = repaint.
+    #[arg(long, requires = "init_image")]
+    pub mask_image: Option<PathBuf>,
+    /// How much to change the init image, 0 to 1 [default: 0.8, or 1.0 with --mask-image].
+    #[arg(long, requires = "init_image")]
+    pub strength: Option<f64>,
     /// Safetensors file whose f32 `latents` tensor [1,4,H/8,W/8] replaces the seeded noise.
     #[arg(long)]
     pub init_latents: Option<PathBuf>,
-    /// Write prompt/negative embeddings, final latents and the 0..1 image to this safetensors file.
+    /// Write prompt/negative embeddings, start and final latents, the 0..1 image
+    /// and the image-to-image intermediates to this safetensors file.
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// Where to write the PNG.
@@ -70,6 +91,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     if args.steps == Some(0) {
         bail!("--steps must be at least 1");
+    }
+    let image_input = read_image_input(&args)?;
+    if image_input.is_some() && args.init_latents.is_some() {
+        bail!("--init-latents cannot be combined with --init-image");
     }
     let device = Device::Cpu;
     let init_latents = args
@@ -97,8 +122,14 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .sd_version
         .or_else(|| presets::by_repo(&spec))
         .or_else(|| presets::for_family(model.family().as_str()));
-    let native = model.default_size();
-    let (width, height) = preset.map_or(native, |p| (p.width as usize, p.height as usize));
+    let (width, height) = match &image_input {
+        Some(input) => input
+            .default_size(model.vae_scale_factor())
+            .map_err(|e| flag_error("--init-image", &path_of(&args.init_image), e))?,
+        None => preset.map_or(model.default_size(), |p| {
+            (p.width as usize, p.height as usize)
+        }),
+    };
 
     let seed = args.seed.unwrap_or_else(|| {
         let seed = random_seed();
@@ -119,14 +150,26 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         seed,
         scheduler: args.scheduler.or(preset.and_then(|p| p.scheduler)),
         init_latents,
+        image: image_input,
     };
+
+    if let Some(input) = &params.image {
+        input.steps_run(params.steps).map_err(|e| match e {
+            sd_core::Error::InvalidRequest { message, .. } => {
+                anyhow::anyhow!("--strength {message}")
+            }
+            other => other.into(),
+        })?;
+    }
 
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed} (eta {eta})")
             .expect("static progress template")
             .progress_chars("=> "),
     );
+    let mut steps_run = 0;
     let mut on_step = |progress: sd_core::pipeline::StepProgress| {
+        steps_run = progress.total;
         bar.set_length(progress.total as u64);
         bar.set_position(progress.step as u64);
         ControlFlow::Continue(())
@@ -147,7 +190,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         image.height,
         image.seed,
         image.scheduler,
-        params.steps,
+        steps_run,
         t.text_encoding.as_secs_f64(),
         t.denoising.as_secs_f64(),
         t.decoding.as_secs_f64(),
@@ -173,14 +216,35 @@ fn write_trace(
             (negative.hidden, negative.pooled)
         }
     };
+    let (image_in, image_latents, noise, mask_image, mask, masked_image_latents) =
+        match trace.image_input {
+            Some(t) => (
+                Some(t.image_in),
+                t.image_latents,
+                Some(t.noise),
+                t.mask_image,
+                t.mask,
+                t.masked_image_latents,
+            ),
+            None => (None, None, None, None, None, None),
+        };
+    let timesteps = Tensor::new(trace.timesteps.as_slice(), &Device::Cpu)?;
     let tensors: HashMap<&str, Tensor> = [
         ("prompt_embeds", Some(trace.prompt_embeds)),
         ("negative_prompt_embeds", Some(negative)),
         ("pooled_prompt_embeds", trace.pooled_prompt_embeds),
         ("negative_pooled_prompt_embeds", negative_pooled),
         ("add_time_ids", trace.add_time_ids),
+        ("timesteps", Some(timesteps)),
+        ("latents_start", Some(trace.latents_start)),
         ("latents_final", Some(trace.latents_final)),
         ("image", Some(trace.image)),
+        ("image_in", image_in),
+        ("image_latents", image_latents),
+        ("noise", noise),
+        ("mask_image", mask_image),
+        ("mask", mask),
+        ("masked_image_latents", masked_image_latents),
     ]
     .into_iter()
     .filter_map(|(name, tensor)| tensor.map(|t| (name, t)))
@@ -197,4 +261,59 @@ fn read_init_latents(path: &Path, device: &Device) -> anyhow::Result<Tensor> {
         .remove("latents")
         .with_context(|| format!("{} has no tensor named `latents`", path.display()))?;
     Ok(latents.to_dtype(DType::F32)?)
+}
+
+/// Reads `--init-image`, `--mask-image` and `--strength` into the pipeline's
+/// image input, checking what needs no model (strength range, mask size).
+fn read_image_input(args: &GenerateArgs) -> anyhow::Result<Option<ImageInput>> {
+    let Some(path) = &args.init_image else {
+        return Ok(None);
+    };
+    let image = read_picture(path, "--init-image", "init_image")?;
+    let mask = args
+        .mask_image
+        .as_deref()
+        .map(|path| read_picture(path, "--mask-image", "mask_image"))
+        .transpose()?;
+    let default_strength = if mask.is_some() {
+        DEFAULT_INPAINT_STRENGTH
+    } else {
+        DEFAULT_IMG2IMG_STRENGTH
+    };
+    let input = ImageInput {
+        image,
+        mask,
+        strength: args.strength.unwrap_or(default_strength),
+    };
+    input.validate().map_err(|e| match e {
+        sd_core::Error::InvalidRequest {
+            field: "strength",
+            message,
+        } => anyhow::anyhow!("--strength {message}"),
+        other => flag_error("--mask-image", &path_of(&args.mask_image), other),
+    })?;
+    Ok(Some(input))
+}
+
+/// Reads and decodes one picture, naming the flag and the file in errors.
+fn read_picture(path: &Path, flag: &str, field: &'static str) -> anyhow::Result<DecodedImage> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))?;
+    DecodedImage::decode(&bytes, field, MAX_INPUT_PIXELS)
+        .map_err(|e| flag_error(flag, &path.display().to_string(), e))
+}
+
+/// `FLAG FILE: what is wrong`, without the core's field prefix.
+fn flag_error(flag: &str, path: &str, error: sd_core::Error) -> anyhow::Error {
+    match error {
+        sd_core::Error::InvalidRequest { message, .. } => {
+            anyhow::anyhow!("{flag} {path}: {message}")
+        }
+        other => anyhow::anyhow!("{flag} {path}: {other}"),
+    }
+}
+
+fn path_of(path: &Option<PathBuf>) -> String {
+    path.as_deref()
+        .map_or_else(String::new, |p| p.display().to_string())
 }

@@ -362,6 +362,7 @@ mod tests {
             max_guidance_scale: 30.0,
             max_queue: 4,
             max_body_bytes: 1024,
+            max_input_pixels: 1 << 20,
         };
         Arc::new(Job::new(
             new_job_id(),

@@ -227,6 +227,7 @@ impl AppState {
             max_guidance_scale: MAX_GUIDANCE_SCALE,
             max_queue: u32::try_from(c.max_queue).unwrap_or(u32::MAX),
             max_body_bytes: c.max_body_bytes,
+            max_input_pixels: c.max_input_pixels,
         }
     }
 

@@ -259,3 +259,95 @@ fn the_job_api_on_the_real_model() {
     };
     assert_eq!(png_size(&result.image), (96, 96));
 }
+
+#[derive(Debug, Deserialize)]
+struct ImageCase {
+    name: String,
+    operation: String,
+    model: String,
+    prompt: String,
+    negative_prompt: Option<String>,
+    steps: u32,
+    guidance_scale: f64,
+    strength: f64,
+    seed: u64,
+    scheduler: Option<String>,
+    width: u32,
+    height: u32,
+    init_image: String,
+    mask_image: Option<String>,
+    steps_run: u32,
+}
+
+fn base64_file(path: &Path) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
+}
+
+/// Serves the case's model, sends the case's picture (and mask) over HTTP
+/// without a size, and compares the PNG with diffusers' image.
+fn check_image_case(traces: &str, case_name: &str) {
+    let traces = fixtures().join("traces").join(traces);
+    let text = std::fs::read_to_string(traces.join("cases.json")).unwrap();
+    let cases: Vec<ImageCase> = serde_json::from_str(&text).unwrap();
+    let case = cases.into_iter().find(|c| c.name == case_name).unwrap();
+    let folder = fixtures().join(&case.model);
+    let worker = WorkerProcess::spawn(&["--model", folder.to_str().unwrap()], &[]);
+    worker.wait_ready();
+
+    let mut request = serde_json::json!({
+        "operation": if case.operation == "inpaint" { "image_inpaint" } else { "image_transform" },
+        "prompt": case.prompt,
+        "negative_prompt": case.negative_prompt,
+        "steps": case.steps,
+        "guidance_scale": case.guidance_scale,
+        "strength": case.strength,
+        "seed": case.seed,
+        "scheduler": case.scheduler,
+    });
+    let image = base64_file(&traces.join(&case.init_image));
+    match &case.mask_image {
+        Some(mask) => {
+            request["init_image"] = image.into();
+            request["mask_image"] = base64_file(&traces.join(mask)).into();
+        }
+        None => request["input_image"] = image.into(),
+    }
+    let created = submit(&worker.url, &request.to_string());
+    let transcript = stream(&worker.url, &created.sse_url, &[]);
+    assert_eq!(transcript.marker(), "[DONE]", "{case_name}: {transcript:?}");
+    let events = transcript.events();
+    let totals: Vec<(u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Progress { step, total, .. } => Some((*step, *total)),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(u32, u32)> = (1..=case.steps_run).map(|s| (s, case.steps_run)).collect();
+    assert_eq!(totals, expected, "{case_name}: progress");
+    let Some(JobEvent::Complete(result)) = events.last() else {
+        panic!("{case_name}: no image")
+    };
+    let (width, height, ours) = decode_png(&result.image);
+    assert_eq!((width, height), (case.width, case.height));
+    let reference = reference_rgb(&traces, &case.name);
+    let worst = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 2, "{case_name}: max pixel difference {worst} > 2");
+}
+
+#[test]
+fn image_transform_over_http_gives_diffusers_image() {
+    check_image_case("tiny-sd15-img2img", "i2i_ddim_s05_96x64");
+}
+
+#[test]
+fn image_inpaint_over_http_gives_diffusers_image() {
+    check_image_case("tiny-sd15-inpaint", "inp9_euler_a_s075_96x64");
+    check_image_case("tiny-sdxl-img2img", "xl_inp4_euler_64");
+}

@@ -229,16 +229,104 @@ async fn rbee_bodies_with_nulls_are_accepted() {
     assert_eq!(status.params.scheduler, SchedulerKind::Pndm);
 }
 
+/// A base64 PNG of `width`x`height` (RGB noise).
+fn png_base64(width: usize, height: usize) -> String {
+    use base64::Engine as _;
+    let rgb: Vec<u8> = (0..width * height * 3)
+        .map(|i| (i * 7 % 256) as u8)
+        .collect();
+    let png = sd_core::image::encode_png(&rgb, width, height, None).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
+fn transform_body(image: &str, fields: &str) -> String {
+    format!(r#"{{"operation":"image_transform","prompt":"a cat","input_image":"{image}"{fields}}}"#)
+}
+
+fn inpaint_body(image: &str, mask: &str, fields: &str) -> String {
+    format!(
+        r#"{{"operation":"image_inpaint","prompt":"a cat","init_image":"{image}","mask_image":"{mask}"{fields}}}"#
+    )
+}
+
 #[tokio::test]
-async fn other_operations_are_not_implemented_yet() {
+async fn image_jobs_are_queued_with_the_picture_size() {
     let app = app(ready(config()));
-    for body in [
-        r#"{"operation":"image_transform","prompt":"x","input_image":"AAAA","strength":0.5}"#,
-        r#"{"operation":"image_inpaint","prompt":"x","init_image":"AAAA","mask_image":"AAAA"}"#,
+    let photo = png_base64(140, 106);
+    for (body, strength, (width, height)) in [
+        (transform_body(&photo, ""), 0.8, (136, 104)),
+        (
+            transform_body(&photo, r#","strength":0.5,"width":64,"height":64"#)
+                .replace("input_image", "init_image"),
+            0.5,
+            (64, 64),
+        ),
+        (inpaint_body(&photo, &photo, ""), 1.0, (136, 104)),
+        (
+            inpaint_body(&photo, &photo, r#","strength":0.6,"height":72"#),
+            0.6,
+            (136, 72),
+        ),
     ] {
         let reply = send(&app, post(body)).await;
-        assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(reply.error(), ("not_implemented", Some("operation")));
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        let id = reply.body["job_id"].as_str().unwrap();
+        let status = send(&app, get(&format!("/v1/jobs/{id}"))).await;
+        let status: JobStatus = serde_json::from_value(status.body).unwrap();
+        let p = status.params;
+        assert_eq!(
+            (p.width, p.height, p.strength),
+            (width, height, Some(strength))
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_bad_image_input_is_a_400_naming_its_field() {
+    let mut config = config();
+    config.max_input_pixels = 200 * 200;
+    let app = app(ready(config));
+    let photo = png_base64(140, 106);
+    let cases = [
+        (transform_body("", ""), "input_image"),
+        (transform_body("not base64!", ""), "input_image"),
+        (transform_body("AAAA", ""), "input_image"),
+        (transform_body(&png_base64(201, 200), ""), "input_image"),
+        (transform_body(&png_base64(40, 40), ""), "input_image"),
+        (transform_body(&photo, r#","strength":1.5"#), "strength"),
+        (transform_body(&photo, r#","strength":-0.2"#), "strength"),
+        (transform_body(&photo, r#","strength":0.01"#), "strength"),
+        (transform_body(&photo, r#","width":100"#), "width"),
+        (
+            r#"{"operation":"image_transform","prompt":"a cat"}"#.to_string(),
+            "input_image",
+        ),
+        (inpaint_body("AAAA", &photo, ""), "init_image"),
+        (inpaint_body(&photo, "AAAA", ""), "mask_image"),
+        (
+            inpaint_body(&photo, &png_base64(136, 104), ""),
+            "mask_image",
+        ),
+        (
+            inpaint_body(&photo, &png_base64(201, 200), ""),
+            "mask_image",
+        ),
+        (inpaint_body(&photo, &photo, r#","strength":2"#), "strength"),
+        (
+            r#"{"operation":"image_inpaint","prompt":"a cat","init_image":"AAAA"}"#.to_string(),
+            "mask_image",
+        ),
+    ];
+    for (body, field) in cases {
+        let reply = send(&app, post(body.clone())).await;
+        let shown = &body[..body.len().min(120)];
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{shown}: {}",
+            reply.body
+        );
+        assert_eq!(reply.error(), ("invalid_request", Some(field)), "{shown}");
     }
 }
 

@@ -82,6 +82,7 @@ impl Engine for SdEngine {
             seed: p.seed,
             scheduler: Some(p.scheduler),
             init_latents: None,
+            image: job.image().cloned(),
         };
         let image = self
             .pipeline

@@ -22,7 +22,6 @@ use crate::validation::validate;
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Body not sent as JSON", body = ErrorBody),
-        (status = 501, description = "Operation not implemented by this worker", body = ErrorBody),
         (status = 503, description = "Queue full, model not ready, or shutting down",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying")),
             body = ErrorBody),

@@ -1,0 +1,108 @@
+//! Image-to-image and inpainting requests the pipeline must reject, each
+//! naming the field at fault, and the step counts it reports.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use sd_core::image_input::{ColorMode, DecodedImage};
+use sd_core::pipeline::{GenerateParams, ImageInput, StableDiffusion};
+use sd_core::Error;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn grey(width: usize, height: usize, value: u8) -> DecodedImage {
+    DecodedImage::from_raw(width, height, ColorMode::Luma, vec![value; width * height]).unwrap()
+}
+
+fn params(image: Option<ImageInput>) -> GenerateParams {
+    GenerateParams {
+        prompt: "a lighthouse".into(),
+        negative_prompt: None,
+        steps: 4,
+        guidance_scale: 1.0,
+        width: 64,
+        height: 48,
+        seed: 1,
+        scheduler: None,
+        init_latents: None,
+        image,
+    }
+}
+
+fn input(mask: Option<DecodedImage>, strength: f64) -> Option<ImageInput> {
+    Some(ImageInput {
+        image: grey(70, 53, 90),
+        mask,
+        strength,
+    })
+}
+
+fn rejected_field(model: &mut StableDiffusion, params: &GenerateParams) -> &'static str {
+    match model.generate(params, &mut |_| ControlFlow::Continue(())) {
+        Err(Error::InvalidRequest { field, .. }) => field,
+        Err(other) => panic!("expected an invalid request, got {other}"),
+        Ok(_) => panic!("expected an invalid request, got an image"),
+    }
+}
+
+#[test]
+fn bad_image_requests_name_their_field() {
+    let device = Device::Cpu;
+    let mut model = StableDiffusion::load(&fixtures().join("tiny-sd15"), &device).unwrap();
+    for strength in [-0.1, 1.5, f64::NAN] {
+        assert_eq!(
+            rejected_field(&mut model, &params(input(None, strength))),
+            "strength"
+        );
+    }
+    // 4 steps at 0.2 run floor(0.8) = 0 steps.
+    assert_eq!(
+        rejected_field(&mut model, &params(input(None, 0.2))),
+        "strength"
+    );
+    let wrong_mask = input(Some(grey(64, 48, 255)), 1.0);
+    assert_eq!(
+        rejected_field(&mut model, &params(wrong_mask)),
+        "mask_image"
+    );
+
+    let mut inpainting =
+        StableDiffusion::load(&fixtures().join("tiny-sd15-inpaint"), &device).unwrap();
+    assert!(inpainting.is_inpainting());
+    assert_eq!(rejected_field(&mut inpainting, &params(None)), "mask_image");
+    assert_eq!(
+        rejected_field(&mut inpainting, &params(input(None, 0.5))),
+        "mask_image"
+    );
+
+    let tiny = ImageInput {
+        image: grey(7, 40, 0),
+        mask: None,
+        strength: 0.5,
+    };
+    match tiny.default_size(8) {
+        Err(Error::InvalidRequest { field, .. }) => assert_eq!(field, "init_image"),
+        other => panic!("expected init_image to be rejected, got {other:?}"),
+    }
+}
+
+#[test]
+fn progress_counts_the_steps_that_run() {
+    let device = Device::Cpu;
+    let mut model = StableDiffusion::load(&fixtures().join("tiny-sd15"), &device).unwrap();
+    let mut request = params(input(Some(grey(70, 53, 255)), 0.5));
+    request.scheduler = Some(sd_contract::SchedulerKind::Ddim);
+    let mut seen = Vec::new();
+    let image = model
+        .generate(&request, &mut |p| {
+            seen.push((p.step, p.total));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(seen, [(1, 2), (2, 2)]);
+    assert_eq!((image.width, image.height), (64, 48));
+    assert_eq!(image.trace.timesteps.len(), 2);
+}
