@@ -102,6 +102,8 @@ describe("ParameterControls", () => {
       "Euler Ancestral",
       "DPM++ 2M",
       "DPM++ 2M Karras",
+      "UniPC",
+      "LCM",
     ]);
     expect(scheduler).toHaveValue("pndm");
     expect(screen.getByLabelText("Width")).toHaveAttribute("aria-invalid", "true");

@@ -24,8 +24,9 @@ export const INFO: WorkerInfo = {
     max_guidance_scale: 30,
     max_queue: 16,
     max_body_bytes: 8388608,
+    max_input_pixels: 16777216,
   },
-  schedulers: ["ddim", "pndm", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras"],
+  schedulers: ["ddim", "pndm", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "lcm"],
   jobs: { queued: 0, running: 0, retained: 0 },
 };
 

@@ -268,13 +268,21 @@ export interface components {
              * @description Classifier-free guidance scale.
              */
             guidance_scale?: number | null;
+            /**
+             * Format: int32
+             * @description Output height, a multiple of 8; the input's height rounded down to 8 when absent.
+             */
+            height?: number | null;
             /** @description The hive that routed the job (informational). */
             hive_id?: string | null;
-            /** @description The input image, base64-encoded. */
+            /** @description The input image, a base64-encoded PNG or JPEG (`input_image` is accepted too). */
             init_image: string;
             /** @description LoRA adapters. */
             loras?: components["schemas"]["LoraConfig"][] | null;
-            /** @description The mask, base64-encoded (white = repaint, black = keep). */
+            /**
+             * @description The mask, a base64-encoded PNG or JPEG of the input's size (white =
+             *     repaint, black = keep; grey levels are thresholded at 50%).
+             */
             mask_image: string;
             /** @description The model the caller expects (informational). */
             model?: string | null;
@@ -293,6 +301,18 @@ export interface components {
              * @description Denoising steps.
              */
             steps?: number | null;
+            /**
+             * Format: double
+             * @description How far to move away from the input image inside the mask, 0 to 1 (1
+             *     when absent: the masked area starts from pure noise).
+             */
+            strength?: number | null;
+            /**
+             * Format: int32
+             * @description Output width, a multiple of 8; the input's width rounded down to 8 when
+             *     absent. The input and mask are resized when the size differs.
+             */
+            width?: number | null;
             /** @description The worker the job was routed to (informational). */
             worker_id?: string | null;
         };
@@ -327,9 +347,14 @@ export interface components {
              * @description Classifier-free guidance scale.
              */
             guidance_scale?: number | null;
+            /**
+             * Format: int32
+             * @description Output height, a multiple of 8; the input's height rounded down to 8 when absent.
+             */
+            height?: number | null;
             /** @description The hive that routed the job (informational). */
             hive_id?: string | null;
-            /** @description The input image, base64-encoded. */
+            /** @description The input image, a base64-encoded PNG or JPEG (`init_image` is accepted too). */
             input_image: string;
             /** @description LoRA adapters. */
             loras?: components["schemas"]["LoraConfig"][] | null;
@@ -352,9 +377,16 @@ export interface components {
             steps?: number | null;
             /**
              * Format: double
-             * @description How far to move away from the input image, 0 to 1.
+             * @description How far to move away from the input image, 0 to 1 (0.8 when absent): the
+             *     share of the denoising steps that run.
              */
             strength?: number | null;
+            /**
+             * Format: int32
+             * @description Output width, a multiple of 8; the input's width rounded down to 8 when
+             *     absent. The input is resized when the size differs.
+             */
+            width?: number | null;
             /** @description The worker the job was routed to (informational). */
             worker_id?: string | null;
         };
@@ -456,6 +488,11 @@ export interface components {
              */
             steps: number;
             /**
+             * Format: double
+             * @description Image-to-image and inpainting strength (absent for text to image).
+             */
+            strength?: number | null;
+            /**
              * Format: int32
              * @description Image width in pixels.
              */
@@ -517,6 +554,11 @@ export interface components {
              * @description Largest guidance scale.
              */
             max_guidance_scale: number;
+            /**
+             * Format: int64
+             * @description Largest input picture or mask of image-to-image and inpainting, in pixels.
+             */
+            max_input_pixels: number;
             /**
              * Format: int32
              * @description Jobs that may wait in the queue besides the running one.
@@ -807,15 +849,6 @@ export interface operations {
             };
             /** @description Body not sent as JSON */
             415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description Operation not implemented by this worker */
-            501: {
                 headers: {
                     [name: string]: unknown;
                 };
