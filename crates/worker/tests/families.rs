@@ -28,6 +28,8 @@ struct Case {
     seed: u64,
     scheduler: Option<String>,
     init_latents: bool,
+    /// The Turbo cases' scheduler config, replacing the base folder's.
+    scheduler_config: Option<serde_json::Value>,
 }
 
 /// The first trace case of `traces` that starts from seeded noise.
@@ -69,8 +71,37 @@ fn decode_png(b64: &str) -> (u32, u32, Vec<u8>) {
 
 /// Serves `model`, runs its first trace case over HTTP and compares pixels.
 fn check_family(model: &str, family: &str) {
-    let folder = fixtures().join(model);
-    let traces = fixtures().join("traces").join(model);
+    check_traces(&fixtures().join(model), model, model, family);
+}
+
+/// A distilled (Turbo) model folder: the base fixture's components with the
+/// scheduler config of the first case of `traces` (as the public Turbo repos
+/// ship the base architecture with their own scheduler).
+fn turbo_folder(base: &str, traces: &str) -> PathBuf {
+    let case = first_case(&fixtures().join("traces").join(traces));
+    let config = case
+        .scheduler_config
+        .expect("Turbo cases carry a scheduler config");
+    let folder = std::env::temp_dir().join(format!("sd-worker-{traces}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(folder.join("scheduler")).unwrap();
+    for entry in std::fs::read_dir(fixtures().join(base)).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "scheduler" {
+            std::os::unix::fs::symlink(entry.path(), folder.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::write(
+        folder.join("scheduler/scheduler_config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    folder
+}
+
+/// Serves `folder`, runs the first trace case of `traces_dir` over HTTP and compares pixels.
+fn check_traces(folder: &Path, model: &str, traces_dir: &str, family: &str) {
+    let traces = fixtures().join("traces").join(traces_dir);
     let case = first_case(&traces);
     let worker = WorkerProcess::spawn(&["--model", folder.to_str().unwrap()], &[]);
     worker.wait_ready();
@@ -141,6 +172,18 @@ fn sd2_over_http_gives_diffusers_image() {
 #[test]
 fn sdxl_over_http_gives_diffusers_image() {
     check_family("tiny-sdxl", "sdxl");
+}
+
+#[test]
+fn sd_turbo_over_http_gives_diffusers_image() {
+    let folder = turbo_folder("tiny-sd2", "tiny-sd-turbo");
+    check_traces(&folder, "tiny-sd-turbo", "tiny-sd-turbo", "sd2");
+}
+
+#[test]
+fn sdxl_turbo_over_http_gives_diffusers_image() {
+    let folder = turbo_folder("tiny-sdxl", "tiny-sdxl-turbo");
+    check_traces(&folder, "tiny-sdxl-turbo", "tiny-sdxl-turbo", "sdxl");
 }
 
 #[test]
