@@ -13,12 +13,12 @@ pub enum Error {
     MissingFile(PathBuf),
 
     /// A file exists but could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Io {
         /// The file that failed.
         path: PathBuf,
-        /// The underlying I/O error.
-        source: std::io::Error,
+        /// The underlying I/O error (part of the message, not a separate source).
+        cause: std::io::Error,
     },
 
     /// A JSON or text file could not be parsed, or holds values we cannot use.
@@ -31,12 +31,13 @@ pub enum Error {
     },
 
     /// Loading the weights of one component failed (missing tensor, wrong shape).
-    #[error("loading weights from {path}: {source}")]
+    #[error("loading weights from {path}: {cause}")]
     Weights {
         /// The safetensors file (or the first of several) being read.
         path: PathBuf,
-        /// The tensor-level error, which names the tensor and its shapes.
-        source: candle_core::Error,
+        /// The tensor-level error, which names the tensor and its shapes
+        /// (part of the message, not a separate source).
+        cause: candle_core::Error,
     },
 
     /// A request parameter is out of range or inconsistent.

@@ -166,7 +166,7 @@ impl ComponentFiles {
         // SAFETY: the files are memory-mapped read-only; like every safetensors
         // loader we rely on them not being truncated while the model is loaded.
         unsafe { VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device) }
-            .map_err(|source| self.weights_error(source))
+            .map_err(|e| self.weights_error(e))
     }
 
     /// Names the weight file in a tensor-level error (a missing tensor, a wrong
@@ -175,7 +175,12 @@ impl ComponentFiles {
         match error.into() {
             Error::Candle(source) => Error::Weights {
                 path: self.weights[0].clone(),
-                source,
+                // The message names the tensor; a backtrace (RUST_BACKTRACE) would
+                // bury it in a start-up error meant for a person.
+                cause: match source {
+                    candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                    other => other,
+                },
             },
             other => other,
         }
@@ -209,19 +214,23 @@ pub fn existing(root: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
-/// Reads and parses a JSON file, naming the file in every error.
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
+/// Reads a text file; a missing file is [`Error::MissingFile`], any other failure names the file.
+pub fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|cause| {
+        if cause.kind() == std::io::ErrorKind::NotFound {
             Error::MissingFile(path.to_path_buf())
         } else {
             Error::Io {
                 path: path.to_path_buf(),
-                source,
+                cause,
             }
         }
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::invalid_file(path, e.to_string()))
+    })
+}
+
+/// Reads and parses a JSON file, naming the file in every error.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    serde_json::from_str(&read_text(path)?).map_err(|e| Error::invalid_file(path, e.to_string()))
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //! 4. the ids are wrapped in BOS/EOS, truncated to `max_length` and padded.
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -24,6 +23,7 @@ use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{Error, Result};
+use crate::model_files::{read_json, read_text};
 
 /// Words cached with their BPE ids before the cache is cleared.
 const BPE_CACHE_LIMIT: usize = 16_384;
@@ -402,20 +402,6 @@ fn is_cjk_ideograph(c: char) -> bool {
     )
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    if !path.is_file() {
-        return Err(Error::MissingFile(path.to_path_buf()));
-    }
-    fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    serde_json::from_str(&read_text(path)?).map_err(|e| Error::invalid_file(path, e.to_string()))
-}
-
 fn read_vocab(path: &Path) -> Result<Vocab> {
     serde_json::from_str(&read_text(path)?).map_err(|e| Error::invalid_file(path, e.to_string()))
 }
@@ -447,7 +433,7 @@ fn parse_merge(line: &str) -> Option<(String, String)> {
 /// Reads `model.vocab`, `model.merges` and `added_tokens` of a tokenizer.json.
 fn read_tokenizer_json(path: &Path, special: &mut SpecialTokens) -> Result<(Vocab, Merges)> {
     let invalid = |message: String| Error::invalid_file(path, message);
-    let json = read_json(path)?;
+    let json = read_json::<Value>(path)?;
     let model = json
         .get("model")
         .ok_or_else(|| invalid("no `model` section".into()))?;

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::model_files::read_json;
 
 /// The MLP activation of a CLIP text encoder (`hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -124,15 +125,7 @@ impl Default for ClipTextConfig {
 impl ClipTextConfig {
     /// Reads and checks a `config.json`; errors name the file and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::MissingFile(path.to_path_buf()));
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: Self =
-            serde_json::from_str(&text).map_err(|e| Error::invalid_file(path, e.to_string()))?;
+        let config: Self = read_json(path)?;
         config
             .validate()
             .map_err(|message| Error::invalid_file(path, message))?;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model_files::read_text;
 
 /// The fields of a diffusers `scheduler_config.json` that our schedulers read.
 ///
@@ -195,13 +196,7 @@ impl Default for SchedulerConfig {
 impl SchedulerConfig {
     /// Reads a `scheduler_config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::MissingFile(path.to_path_buf()));
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         let mut config =
             Self::from_json_str(&text).map_err(|e| Error::invalid_file(path, e.to_string()))?;
         config.source = Some(path.to_path_buf());

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::layers::{Activation, TimeEmbeddingNorm};
+use crate::model_files::read_json;
 use crate::{Error, Result};
 
 /// A config value given once for every block or as a list with one entry per block.
@@ -287,15 +288,7 @@ pub(crate) struct UNetPlan {
 impl UNetConfig {
     /// Reads and validates `unet/config.json`; errors name the file and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::MissingFile(path.to_path_buf()));
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Self =
-            serde_json::from_str(&text).map_err(|e| Error::invalid_file(path, e.to_string()))?;
+        let cfg: Self = read_json(path)?;
         cfg.plan().map_err(|m| Error::invalid_file(path, m))?;
         Ok(cfg)
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::layers::Activation;
+use crate::model_files::read_json;
 use crate::unet::SampleSize;
 use crate::{Error, Result};
 
@@ -78,15 +79,7 @@ impl Default for VaeConfig {
 impl VaeConfig {
     /// Reads and validates `vae/config.json`; errors name the file and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::MissingFile(path.to_path_buf()));
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Self =
-            serde_json::from_str(&text).map_err(|e| Error::invalid_file(path, e.to_string()))?;
+        let cfg: Self = read_json(path)?;
         cfg.validate().map_err(|m| Error::invalid_file(path, m))?;
         Ok(cfg)
     }
