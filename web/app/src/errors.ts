@@ -43,7 +43,14 @@ export const FIELD_LABELS: Record<string, string> = {
   height: "Height",
   seed: "Seed",
   scheduler: "Scheduler",
+  input_image: "Input image",
+  init_image: "Input image",
+  mask_image: "Mask",
+  strength: "Strength",
 };
+
+/** The API fields the picture section of the form shows errors for. */
+export const PICTURE_FIELDS: ReadonlySet<string> = new Set(["input_image", "init_image", "mask_image", "strength"]);
 
 /** The error detail of a job's `error` event, ready to show. */
 export function describeDetail(detail: ErrorDetail): ShownError {

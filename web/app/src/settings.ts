@@ -1,11 +1,33 @@
 /** The generation form's settings, their defaults from `/v1/info`, and size presets. */
-import type { ImageGenerationRequest, JobParams, SchedulerKind, WorkerInfo } from "@sd-worker/sdk";
+import type { ImageGenerationRequest, JobParams, JobRequest, SchedulerKind, WorkerInfo } from "@sd-worker/sdk";
+import type { MaskPicture, Picture } from "./images";
 
 /** Whether a job draws a new seed or reuses a fixed one. */
 export type SeedMode = "random" | "fixed";
 
+/** What the form makes: text to image, image to image, or inpainting. */
+export type Mode = "text" | "image" | "inpaint";
+
+/** The API operation of each mode. */
+export const OPERATIONS: Record<Mode, JobRequest["operation"]> = {
+  text: "image_generation",
+  image: "image_transform",
+  inpaint: "image_inpaint",
+};
+
+/** Each mode's name for people. */
+export const MODE_LABELS: Record<Mode, string> = {
+  text: "Text to image",
+  image: "Image to image",
+  inpaint: "Inpaint",
+};
+
+/** The worker's default strength of each image mode (image to image 0.8, inpainting 1). */
+export const DEFAULT_STRENGTH: Record<Exclude<Mode, "text">, string> = { image: "0.8", inpaint: "1" };
+
 /** Everything the form holds. Numbers stay as the user typed them until submission. */
 export interface GenerationSettings {
+  mode: Mode;
   prompt: string;
   negativePrompt: string;
   steps: string;
@@ -15,6 +37,8 @@ export interface GenerationSettings {
   seedMode: SeedMode;
   seed: string;
   scheduler: SchedulerKind | "";
+  /** Image to image and inpainting: how far to move from the input, 0..1. */
+  strength: string;
 }
 
 /** A named image size. */
@@ -32,6 +56,7 @@ export const MAX_SEED = Number.MAX_SAFE_INTEGER;
 
 /** Settings before `/v1/info` has answered: the worker fills every empty value. */
 export const EMPTY_SETTINGS: GenerationSettings = {
+  mode: "text",
   prompt: "",
   negativePrompt: "",
   steps: "",
@@ -41,6 +66,7 @@ export const EMPTY_SETTINGS: GenerationSettings = {
   seedMode: "random",
   seed: "",
   scheduler: "",
+  strength: DEFAULT_STRENGTH.image,
 };
 
 /** The worker's defaults as form values, keeping what the user already typed. */
@@ -57,12 +83,20 @@ export function withDefaults(settings: GenerationSettings, info: WorkerInfo): Ge
   };
 }
 
+/** The pictures an image job sends. */
+export interface RequestPictures {
+  image?: Picture | null;
+  mask?: MaskPicture | null;
+}
+
 /**
  * The request for these settings. Empty fields are left out (the worker uses
  * its defaults); other values are sent as typed, even out of range, so the
  * worker's validation — the one source of truth — answers with its error.
+ * Text to image leaves `operation` out (the SDK sends `image_generation`);
+ * the image modes send theirs with the pictures as plain base64.
  */
-export function toRequest(settings: GenerationSettings): ImageGenerationRequest {
+export function toRequest(settings: GenerationSettings, pictures: RequestPictures = {}): ImageGenerationRequest | JobRequest {
   const request: ImageGenerationRequest = { prompt: settings.prompt.trim() };
   const negative = settings.negativePrompt.trim();
   if (negative) request.negative_prompt = negative;
@@ -80,12 +114,45 @@ export function toRequest(settings: GenerationSettings): ImageGenerationRequest 
     if (seed !== undefined) request.seed = seed;
   }
   if (settings.scheduler) request.scheduler = settings.scheduler;
-  return request;
+  if (settings.mode === "text") return request;
+  const strength = number(settings.strength);
+  const image = pictures.image?.base64 ?? "";
+  if (settings.mode === "image") {
+    return { ...request, operation: "image_transform", input_image: image, ...(strength !== undefined && { strength }) };
+  }
+  return {
+    ...request,
+    operation: "image_inpaint",
+    init_image: image,
+    mask_image: pictures.mask?.base64 ?? "",
+    ...(strength !== undefined && { strength }),
+  };
 }
 
-/** The form values that reproduce a finished job. */
-export function fromParams(params: JobParams): GenerationSettings {
+/**
+ * What the form must have before it can send: the API field of the first
+ * missing picture, with a message, or null.
+ */
+export function missingPicture(
+  settings: GenerationSettings,
+  pictures: RequestPictures,
+): { field: "input_image" | "mask_image"; message: string } | null {
+  if (settings.mode === "text") return null;
+  if (!pictures.image) return { field: "input_image", message: "choose a PNG or JPEG picture to start from." };
+  if (settings.mode === "inpaint" && !pictures.mask) {
+    return { field: "mask_image", message: "paint over the part to repaint, or upload a mask (white = repaint)." };
+  }
+  return null;
+}
+
+/**
+ * The form values that reproduce a finished job, keeping `base`'s mode (the
+ * input pictures are not part of a job's parameters).
+ */
+export function fromParams(params: JobParams, base: GenerationSettings = EMPTY_SETTINGS): GenerationSettings {
   return {
+    mode: base.mode,
+    strength: params.strength != null ? String(params.strength) : base.strength,
     prompt: params.prompt,
     negativePrompt: params.negative_prompt ?? "",
     steps: String(params.steps),
@@ -98,10 +165,14 @@ export function fromParams(params: JobParams): GenerationSettings {
   };
 }
 
-/** A job's settings as the JSON request that reproduces it (for "copy settings"). */
-export function settingsText(params: JobParams): string {
-  const request: ImageGenerationRequest & { operation: "image_generation" } = {
-    operation: "image_generation",
+/**
+ * A job's settings as the JSON request that reproduces it (for "copy
+ * settings"). For an image job the input picture and mask are left out:
+ * they are too large to copy around.
+ */
+export function settingsText(params: JobParams, operation: JobRequest["operation"] = "image_generation"): string {
+  const request: Record<string, unknown> = {
+    operation,
     prompt: params.prompt,
     negative_prompt: params.negative_prompt ?? null,
     steps: params.steps,
@@ -111,6 +182,7 @@ export function settingsText(params: JobParams): string {
     seed: params.seed,
     scheduler: params.scheduler,
   };
+  if (operation !== "image_generation" && params.strength != null) request.strength = params.strength;
   return JSON.stringify(request, null, 2);
 }
 

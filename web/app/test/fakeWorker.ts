@@ -1,9 +1,32 @@
 /** A scriptable stand-in for the worker, behind the real SDK client's fetch. */
-import { SdWorkerClient, type ImageGenerationRequest, type JobEvent, type WorkerInfo } from "@sd-worker/sdk";
+import { SdWorkerClient, base64ToBytes, type ImageGenerationRequest, type JobEvent, type WorkerInfo } from "@sd-worker/sdk";
 
 /** A 1×1 PNG. */
 export const PNG_1x1 =
   "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+
+/** The bytes of a PNG whose header says `width`×`height` (the pixels are the 1×1 PNG's: only headers are read here). */
+export function pngBytes(width: number, height: number): Uint8Array<ArrayBuffer> {
+  const bytes = base64ToBytes(PNG_1x1);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(16, width);
+  view.setUint32(20, height);
+  return bytes;
+}
+
+/** A PNG file of a given header size, as a file input or a drop gives it. */
+export function pngFile(name: string, width: number, height: number): File {
+  return new File([pngBytes(width, height)], name, { type: "image/png" });
+}
+
+/** A submitted body: any operation's fields. */
+export type SubmittedBody = ImageGenerationRequest & {
+  operation?: string;
+  input_image?: string;
+  init_image?: string;
+  mask_image?: string;
+  strength?: number | null;
+};
 
 export const INFO: WorkerInfo = {
   worker_id: "w1",
@@ -40,7 +63,7 @@ export class FakeWorker {
   /** Answers for the next submissions (otherwise 202 with a new job id). */
   submitAnswers: Answer[] = [];
   /** Every submitted body. */
-  submitted: ImageGenerationRequest[] = [];
+  submitted: SubmittedBody[] = [];
   /** Every cancelled job id. */
   cancelled: string[] = [];
   /** Every request, as "METHOD path". */
@@ -80,6 +103,7 @@ export class FakeWorker {
         height: body.height ?? 64,
         seed,
         scheduler: body.scheduler ?? "pndm",
+        strength: body.operation && body.operation !== "image_generation" ? (body.strength ?? 0.8) : null,
       },
     });
     for (let step = 1; step <= steps; step++) {
@@ -119,7 +143,7 @@ export class FakeWorker {
     }
     if (url === "/v1/info") return this.json({ status: 200, body: this.info });
     if (url === "/v1/jobs" && method === "POST") {
-      this.submitted.push(JSON.parse(String(init.body)) as ImageGenerationRequest);
+      this.submitted.push(JSON.parse(String(init.body)) as SubmittedBody);
       const answer = this.submitAnswers.shift();
       if (answer) return this.json(answer);
       const jobId = `job-${this.nextJob++}`;

@@ -94,6 +94,17 @@ describe("useImageGeneration", () => {
     expect(onComplete.mock.calls[0]![0]).toMatchObject({ jobId: "job-1", params: { seed: 99, prompt: "a fox" }, result: { image: PNG_1x1 } });
   });
 
+  it("submits an image operation as given and tags the finished image with it", async () => {
+    const { worker, wrapper } = setup();
+    const onComplete = vi.fn();
+    const { result } = renderHook(() => useImageGeneration({ onComplete }), { wrapper });
+    await act(() => result.current.generate({ operation: "image_transform", prompt: "sea", input_image: PNG_1x1, strength: 0.6 }));
+    expect(worker.submitted).toEqual([{ operation: "image_transform", prompt: "sea", input_image: PNG_1x1, strength: 0.6 }]);
+    act(() => worker.run("job-1", 1, 5));
+    await waitFor(() => expect(onComplete).toHaveBeenCalledTimes(1));
+    expect(onComplete.mock.calls[0]![0]).toMatchObject({ operation: "image_transform", params: { strength: 0.6 } });
+  });
+
   it("cancels the current job", async () => {
     const { worker, wrapper } = setup();
     const { result } = renderHook(() => useImageGeneration(), { wrapper });

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import {
+  DEFAULT_STRENGTH,
   EMPTY_SETTINGS,
   fromParams,
+  missingPicture,
   presetFor,
   schedulerLabel,
   settingsText,
@@ -64,6 +66,49 @@ describe("settings", () => {
     expect(s.seedMode).toBe("fixed");
     expect(toRequest(s)).toEqual({ prompt: "p", steps: 3, guidance_scale: 5, width: 64, height: 96, seed: 7, scheduler: "ddim" });
     expect(JSON.parse(settingsText(params))).toEqual({ operation: "image_generation", ...params });
+  });
+
+  it("builds image-to-image and inpainting requests with plain base64 pictures", () => {
+    const image = { base64: "SU1BR0U=", mime: "image/png" as const, width: 132, height: 100, name: "in.png", bytes: 5 };
+    const mask = { ...image, base64: "TUFTSw==", painted: true };
+    const base = { ...EMPTY_SETTINGS, prompt: "sea", width: "128", height: "96" };
+    expect(toRequest({ ...base, mode: "image", strength: "0.8" }, { image })).toEqual({
+      operation: "image_transform",
+      prompt: "sea",
+      width: 128,
+      height: 96,
+      input_image: "SU1BR0U=",
+      strength: 0.8,
+    });
+    expect(toRequest({ ...base, mode: "inpaint", strength: "1" }, { image, mask })).toEqual({
+      operation: "image_inpaint",
+      prompt: "sea",
+      width: 128,
+      height: 96,
+      init_image: "SU1BR0U=",
+      mask_image: "TUFTSw==",
+      strength: 1,
+    });
+    expect(toRequest({ ...base, mode: "image", strength: "" }, { image })).not.toHaveProperty("strength");
+    expect(toRequest({ ...base, mode: "text" }, { image })).toEqual({ prompt: "sea", width: 128, height: 96 });
+    expect(DEFAULT_STRENGTH).toEqual({ image: "0.8", inpaint: "1" });
+  });
+
+  it("says which picture is missing before sending", () => {
+    const image = { base64: "A", mime: "image/png" as const, width: 8, height: 8, name: "a", bytes: 1 };
+    expect(missingPicture(EMPTY_SETTINGS, {})).toBeNull();
+    expect(missingPicture({ ...EMPTY_SETTINGS, mode: "image" }, {})?.field).toBe("input_image");
+    expect(missingPicture({ ...EMPTY_SETTINGS, mode: "image" }, { image })).toBeNull();
+    expect(missingPicture({ ...EMPTY_SETTINGS, mode: "inpaint" }, { image })?.field).toBe("mask_image");
+  });
+
+  it("reuses an image job's strength, keeping the form's mode, and copies its operation", () => {
+    const params = { prompt: "p", steps: 3, guidance_scale: 5, width: 64, height: 96, seed: 7, scheduler: "ddim" as const, strength: 0.45 };
+    const s = fromParams(params, { ...EMPTY_SETTINGS, mode: "inpaint" });
+    expect(s).toMatchObject({ mode: "inpaint", strength: "0.45", seed: "7" });
+    expect(fromParams({ ...params, strength: null }, { ...EMPTY_SETTINGS, strength: "0.3" }).strength).toBe("0.3");
+    expect(JSON.parse(settingsText(params, "image_transform"))).toMatchObject({ operation: "image_transform", strength: 0.45 });
+    expect(JSON.parse(settingsText(params))).not.toHaveProperty("strength");
   });
 
   it("names schedulers for people, falling back to the wire name", () => {

@@ -1,8 +1,9 @@
 // The SDK, as built for Node (web/sdk/dist), against the real worker.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ApiError, JobCancelledError, SdWorkerClient, imageBytes } from "@sd-worker/sdk";
+import { ApiError, JobCancelledError, SdWorkerClient, encodeImage, imageBytes, imageInfo } from "@sd-worker/sdk";
 import { workerFromEnv } from "./browser.mjs";
+import { png } from "./png.mjs";
 
 const worker = workerFromEnv();
 const client = new SdWorkerClient({ baseUrl: worker.url, apiKey: worker.apiKey });
@@ -120,4 +121,19 @@ test("validation errors name the field", async () => {
     (error) => error instanceof ApiError && error.status === 400 && error.field === "width" && /multiple of 8/.test(error.message),
   );
   await assert.rejects(client.status("job-does-not-exist"), (error) => error instanceof ApiError && error.status === 404);
+});
+
+test("image to image from a picture encoded by the SDK", async () => {
+  const picture = await encodeImage(new Blob([png(96, 64, (x, y) => [x * 2, y * 4, 90])], { type: "image/png" }));
+  assert.deepEqual([picture.width, picture.height], [96, 64]);
+  const { result, params } = await client.generate({
+    operation: "image_transform",
+    prompt: "a harbour",
+    input_image: picture.base64,
+    strength: 0.5,
+    steps: 4,
+    seed: 5,
+  });
+  assert.equal(params?.strength, 0.5);
+  assert.deepEqual(imageInfo(imageBytes(result)), { format: "png", mime: "image/png", width: 96, height: 64 });
 });

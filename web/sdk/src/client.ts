@@ -207,11 +207,11 @@ export class SdWorkerClient {
   }
 
   /**
-   * Submits a text-to-image job and follows it to the end. Resolves with the
+   * Submits a job (text to image when `operation` is absent) and follows it to the end. Resolves with the
    * image; rejects with {@link JobFailedError}, {@link JobCancelledError},
    * {@link ApiError}, {@link NetworkError} or {@link StreamError}.
    */
-  async generate(request: ImageGenerationRequest, options: GenerateOptions = {}): Promise<GenerationOutcome> {
+  async generate(request: ImageGenerationRequest | JobRequest, options: GenerateOptions = {}): Promise<GenerationOutcome> {
     const created = await this.submit(request, options.signal);
     options.onSubmitted?.(created);
     let params: JobParams | null = null;

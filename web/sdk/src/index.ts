@@ -30,6 +30,17 @@ export {
   StreamError,
   parseErrorBody,
 } from "./errors.js";
+export {
+  base64DataUrl,
+  base64ToBytes,
+  blobToBase64,
+  bytesToBase64,
+  encodeImage,
+  imageInfo,
+  stripDataUrl,
+  type EncodedImage,
+  type ImageInfo,
+} from "./images.js";
 export { SseParser, readSse, type SseMessage } from "./sse.js";
 export * from "./types.js";
 export type { components, paths, operations } from "./schema.js";

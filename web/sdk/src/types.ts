@@ -11,6 +11,10 @@ type Schemas = components["schemas"];
 export type JobRequest = Schemas["JobRequest"];
 /** Text-to-image parameters; absent or `null` values take the worker's defaults. */
 export type ImageGenerationRequest = Schemas["ImageGenerationRequest"];
+/** Image-to-image parameters: `input_image` (base64 PNG or JPEG) and `strength`. */
+export type ImageTransformRequest = Schemas["ImageTransformRequest"];
+/** Inpainting parameters: `init_image`, `mask_image` (white = repaint) and `strength`. */
+export type ImageInpaintRequest = Schemas["ImageInpaintRequest"];
 /** A denoising scheduler name. */
 export type SchedulerKind = Schemas["SchedulerKind"];
 /** The answer to a submission: the job id and its stream path. */

@@ -232,6 +232,18 @@ describe("generate", () => {
     expect(outcome.result.width).toBe(64);
   });
 
+  it("sends an image operation as given", async () => {
+    const events = jobEvents(1);
+    const { fetch, calls } = mockFetch(
+      () => json({ job_id: "j", sse_url: "/v1/jobs/j/stream" }, 202),
+      () => stream(events.map((e, i) => sse(e, i))),
+    );
+    const request = { operation: "image_inpaint" as const, prompt: "a cat", init_image: "AAAA", mask_image: "BBBB", strength: 1 };
+    const outcome = await new SdWorkerClient({ fetch }).generate(request);
+    expect(calls[0]!.body).toEqual(request);
+    expect(outcome.jobId).toBe("j");
+  });
+
   it("rejects with JobFailedError and JobCancelledError", async () => {
     const failed = mockFetch(
       () => json({ job_id: "j", sse_url: "" }, 202),

@@ -1,8 +1,8 @@
-/** A finished image with its settings, a download link, "copy settings" and "reuse seed". */
+/** A finished image with its settings, a download link, "copy settings", "reuse seed" and "use as input". */
 import { useState } from "react";
 import { imageDataUrl } from "@sd-worker/sdk";
 import type { GalleryEntry } from "../hooks/useImageGeneration";
-import { schedulerLabel, settingsText } from "../settings";
+import { MODE_LABELS, schedulerLabel, settingsText } from "../settings";
 import { formatElapsed } from "./GenerationProgress";
 
 /** Props of {@link ImageDisplay}. */
@@ -12,6 +12,8 @@ export interface ImageDisplayProps {
   onReuseSeed: (seed: number) => void;
   /** Puts all of the image's settings into the form. */
   onUseSettings: (entry: GalleryEntry) => void;
+  /** Makes the image the input of the next image-to-image (or inpainting) job; the button shows when given. */
+  onUseAsInput?: (entry: GalleryEntry) => void;
   /** Writes text to the clipboard; `navigator.clipboard` by default. */
   writeClipboard?: (text: string) => Promise<void>;
 }
@@ -22,12 +24,19 @@ export function downloadName(entry: GalleryEntry): string {
 }
 
 /** One finished image. */
-export function ImageDisplay({ entry, onReuseSeed, onUseSettings, writeClipboard }: ImageDisplayProps) {
+export function ImageDisplay({ entry, onReuseSeed, onUseSettings, onUseAsInput, writeClipboard }: ImageDisplayProps) {
   const [copied, setCopied] = useState<string>("");
   const { params, result } = entry;
   const src = imageDataUrl(result);
+  const operation = entry.operation ?? "image_generation";
+  const made =
+    operation === "image_transform"
+      ? `${MODE_LABELS.image} · strength ${params.strength ?? "?"} · `
+      : operation === "image_inpaint"
+        ? `${MODE_LABELS.inpaint} · strength ${params.strength ?? "?"} · `
+        : "";
   const copy = async () => {
-    const text = settingsText(params);
+    const text = settingsText(params, operation);
     try {
       const write = writeClipboard ?? ((t: string) => navigator.clipboard.writeText(t));
       await write(text);
@@ -48,6 +57,7 @@ export function ImageDisplay({ entry, onReuseSeed, onUseSettings, writeClipboard
       <figcaption>
         <p className="image-prompt">{params.prompt}</p>
         <p className="image-meta">
+          {made}
           {result.width}×{result.height} · seed {result.seed} · {params.steps} steps · guidance {params.guidance_scale} ·{" "}
           {schedulerLabel(params.scheduler)} · {formatElapsed(result.timings.generation_ms)}
         </p>
@@ -64,12 +74,17 @@ export function ImageDisplay({ entry, onReuseSeed, onUseSettings, writeClipboard
           <button type="button" onClick={() => onUseSettings(entry)}>
             Use all settings
           </button>
+          {onUseAsInput && (
+            <button type="button" onClick={() => onUseAsInput(entry)}>
+              Use as input
+            </button>
+          )}
         </div>
         <p className="hint" role="status" aria-live="polite">
           {copied}
         </p>
         {copied.startsWith("The browser refused") && (
-          <textarea className="settings-text" readOnly aria-label="Settings" value={settingsText(params)} />
+          <textarea className="settings-text" readOnly aria-label="Settings" value={settingsText(params, operation)} />
         )}
       </figcaption>
     </figure>

@@ -1,6 +1,6 @@
-/** Submits text-to-image jobs, follows the current one, and cancels it. */
+/** Submits jobs (text to image, image to image, inpainting), follows the current one, and cancels it. */
 import { useCallback, useEffect, useRef, useState } from "react";
-import { ApiError, type ImageGenerationRequest, type ImageResult, type JobParams } from "@sd-worker/sdk";
+import { ApiError, type ImageGenerationRequest, type ImageResult, type JobParams, type JobRequest } from "@sd-worker/sdk";
 import { useClient } from "../client";
 import { isFinished } from "./jobView";
 import { useJobStatus, type JobStatusState } from "./useJobStatus";
@@ -10,6 +10,8 @@ export interface GalleryEntry {
   jobId: string;
   params: JobParams;
   result: ImageResult;
+  /** The operation that made it; `image_generation` when absent. */
+  operation?: JobRequest["operation"];
   /** When it finished (`Date.now()`). */
   finishedAt: number;
 }
@@ -17,7 +19,7 @@ export interface GalleryEntry {
 /** What {@link useImageGeneration} returns. */
 export interface ImageGeneration {
   /** Submits a job (the current one, if any, keeps running on the worker but is no longer followed). */
-  generate: (request: ImageGenerationRequest) => Promise<void>;
+  generate: (request: ImageGenerationRequest | JobRequest) => Promise<void>;
   /** Asks the worker to cancel the current job. */
   cancel: () => Promise<void>;
   /** The current job's id. */
@@ -51,22 +53,30 @@ export function useImageGeneration(options: { onComplete?: (entry: GalleryEntry)
   const onComplete = useRef(options.onComplete);
   onComplete.current = options.onComplete;
   const reported = useRef<string | null>(null);
+  const operation = useRef<JobRequest["operation"]>("image_generation");
 
   useEffect(() => {
     if (jobId && job.phase === "completed" && job.result && job.params && reported.current !== jobId) {
       reported.current = jobId;
-      onComplete.current?.({ jobId, params: job.params, result: job.result, finishedAt: Date.now() });
+      onComplete.current?.({
+        jobId,
+        params: job.params,
+        result: job.result,
+        operation: operation.current,
+        finishedAt: Date.now(),
+      });
     }
     if (isFinished(job.phase)) setCancelling(false);
   }, [jobId, job.phase, job.result, job.params]);
 
   const generate = useCallback(
-    async (request: ImageGenerationRequest) => {
+    async (request: ImageGenerationRequest | JobRequest) => {
       setSubmitting(true);
       setRequestError(null);
       setCancelling(false);
       try {
         const created = await client.submit(request);
+        operation.current = "operation" in request ? request.operation : "image_generation";
         setSince(Date.now());
         setJobId(created.job_id);
       } catch (error) {
