@@ -4,9 +4,10 @@ use candle_core::Tensor;
 
 use super::config::SchedulerConfig;
 use super::schedule::{
-    config_error, div, mul, spaced_timesteps, Prediction, Spacing, TrainSchedule,
+    clip, config_error, noise_to_alpha_cumprod, spaced_timesteps, vp_predict_noise, vp_predict_x0,
+    Prediction, Spacing, TrainSchedule,
 };
-use super::{index_error, Scheduler};
+use super::{timestep_at, Scheduler};
 use crate::error::Result;
 use crate::rng::TorchRng;
 
@@ -29,22 +30,10 @@ impl Ddim {
         if config.thresholding {
             return Err(config_error(config, CLASS, "thresholding is not supported"));
         }
-        let prediction = Prediction::from_config(
-            config,
-            CLASS,
-            &[
-                Prediction::Epsilon,
-                Prediction::Velocity,
-                Prediction::Sample,
-            ],
-        )?;
+        let prediction = Prediction::from_config(config, CLASS, Prediction::ALL)?;
         let spacing = Spacing::from_config(config, CLASS, Spacing::Leading)?;
         let schedule = TrainSchedule::new(config, CLASS, true)?;
-        let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(true) {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
+        let final_alpha_cumprod = schedule.final_alpha_cumprod(config, true);
         let num_train = config.num_train_timesteps;
         Ok(Ddim {
             timesteps: spaced_timesteps(spacing, num_train, steps, config.steps_offset, true),
@@ -60,28 +49,13 @@ impl Ddim {
     }
 
     fn timestep(&self, step_index: usize) -> candle_core::Result<i64> {
-        self.timesteps
-            .get(step_index)
-            .map(|&t| t as i64)
-            .ok_or_else(|| index_error(step_index, self.timesteps.len()))
+        timestep_at(&self.timesteps, step_index)
     }
 }
 
 impl Scheduler for Ddim {
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(
-        &self,
-        sample: &Tensor,
-        _step_index: usize,
-    ) -> candle_core::Result<Tensor> {
-        Ok(sample.clone())
     }
 
     fn step(
@@ -94,39 +68,15 @@ impl Scheduler for Ddim {
         let t = self.timestep(step_index)?;
         let prev_t = t - self.step_ratio;
         let alpha_t = self.schedule.alpha_cumprod(t)?;
-        let alpha_prev = if prev_t >= 0 {
-            self.schedule.alpha_cumprod(prev_t)?
-        } else {
-            self.final_alpha_cumprod
-        };
-        let beta_t = 1.0 - alpha_t;
-        let (pred_x0, pred_eps) = match self.prediction {
-            Prediction::Epsilon => (
-                div(
-                    &(sample - mul(model_output, beta_t.sqrt())?)?,
-                    alpha_t.sqrt(),
-                )?,
-                model_output.clone(),
-            ),
-            Prediction::Sample => (
-                model_output.clone(),
-                div(
-                    &(sample - mul(model_output, alpha_t.sqrt())?)?,
-                    beta_t.sqrt(),
-                )?,
-            ),
-            Prediction::Velocity => (
-                (mul(sample, alpha_t.sqrt())? - mul(model_output, beta_t.sqrt())?)?,
-                (mul(model_output, alpha_t.sqrt())? + mul(sample, beta_t.sqrt())?)?,
-            ),
-        };
-        let pred_x0 = match self.clip_range {
-            Some(r) => pred_x0.clamp(-r, r)?,
-            None => pred_x0,
-        };
+        let alpha_prev = self
+            .schedule
+            .prev_alpha_cumprod(prev_t, self.final_alpha_cumprod)?;
+        let (alpha, sigma) = (alpha_t.sqrt(), (1.0 - alpha_t).sqrt());
+        let pred_x0 = vp_predict_x0(self.prediction, model_output, sample, alpha, sigma)?;
+        let pred_eps = vp_predict_noise(self.prediction, model_output, sample, alpha, sigma)?;
+        let pred_x0 = clip(pred_x0, self.clip_range)?;
         // With eta 0 the variance term vanishes: x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps.
-        let direction = mul(&pred_eps, (1.0 - alpha_prev).sqrt())?;
-        mul(&pred_x0, alpha_prev.sqrt())? + direction
+        noise_to_alpha_cumprod(&pred_x0, &pred_eps, alpha_prev)
     }
 
     fn add_noise(
@@ -136,6 +86,6 @@ impl Scheduler for Ddim {
         step_index: usize,
     ) -> candle_core::Result<Tensor> {
         let alpha = self.schedule.alpha_cumprod(self.timestep(step_index)?)?;
-        mul(original, alpha.sqrt())? + mul(noise, (1.0 - alpha).sqrt())?
+        noise_to_alpha_cumprod(original, noise, alpha)
     }
 }

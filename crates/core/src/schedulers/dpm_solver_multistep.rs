@@ -5,11 +5,11 @@ use candle_core::Tensor;
 
 use super::config::SchedulerConfig;
 use super::schedule::{
-    config_error, div, karras_sigmas, log_sigmas, mul, multistep_timesteps, np_interp,
+    config_error, karras_sigmas, log_sigmas, mul, multistep_timesteps, np_interp,
     sigma_from_alpha_cumprod, sigma_to_t, vp_alpha_sigma as alpha_sigma, vp_lambda as lambda,
-    Prediction, Spacing, TrainSchedule,
+    vp_noise, vp_predict_x0, Prediction, Spacing, TrainSchedule,
 };
-use super::{index_error, Scheduler};
+use super::{check_step, index_error, Scheduler};
 use crate::error::Result;
 use crate::rng::TorchRng;
 
@@ -88,15 +88,7 @@ impl DpmSolverMultistep {
                 ))
             }
         };
-        let prediction = Prediction::from_config(
-            config,
-            CLASS,
-            &[
-                Prediction::Epsilon,
-                Prediction::Velocity,
-                Prediction::Sample,
-            ],
-        )?;
+        let prediction = Prediction::from_config(config, CLASS, Prediction::ALL)?;
         let spacing = Spacing::from_config(config, CLASS, Spacing::Linspace)?;
 
         let mut schedule = TrainSchedule::new(config, CLASS, true)?;
@@ -170,11 +162,7 @@ impl DpmSolverMultistep {
         sigma: f32,
     ) -> candle_core::Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(sigma);
-        match self.prediction {
-            Prediction::Epsilon => div(&(sample - mul(model_output, sigma_t)?)?, alpha_t),
-            Prediction::Sample => Ok(model_output.clone()),
-            Prediction::Velocity => mul(sample, alpha_t)? - mul(model_output, sigma_t)?,
-        }
+        vp_predict_x0(self.prediction, model_output, sample, alpha_t, sigma_t)
     }
 
     fn first_order_update(
@@ -229,18 +217,6 @@ impl Scheduler for DpmSolverMultistep {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(
-        &self,
-        sample: &Tensor,
-        _step_index: usize,
-    ) -> candle_core::Result<Tensor> {
-        Ok(sample.clone())
-    }
-
     fn step(
         &mut self,
         model_output: &Tensor,
@@ -249,9 +225,7 @@ impl Scheduler for DpmSolverMultistep {
         _rng: &mut TorchRng,
     ) -> candle_core::Result<Tensor> {
         let len = self.timesteps.len();
-        if step_index >= len {
-            return Err(index_error(step_index, len));
-        }
+        check_step(step_index, len)?;
         let is_last = step_index == len - 1;
         let lower_order_final = is_last
             && (self.euler_at_final
@@ -286,6 +260,6 @@ impl Scheduler for DpmSolverMultistep {
             .get(step_index)
             .ok_or_else(|| index_error(step_index, self.timesteps.len()))?;
         let (alpha_t, sigma_t) = alpha_sigma(sigma);
-        mul(original, alpha_t)? + mul(noise, sigma_t)?
+        vp_noise(original, noise, alpha_t, sigma_t)
     }
 }

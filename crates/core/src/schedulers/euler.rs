@@ -8,7 +8,7 @@ use super::schedule::{
     config_error, div, karras_sigmas, log_sigmas, mul, np_interp, sigma_from_alpha_cumprod,
     sigma_to_t, spaced_timesteps, torch_linspace_f32, Prediction, Spacing, TrainSchedule,
 };
-use super::{index_error, Scheduler};
+use super::{check_step, Scheduler};
 use crate::error::Result;
 use crate::rng::TorchRng;
 
@@ -110,9 +110,7 @@ impl SigmaSchedule {
 
     /// The sigma at `step_index` and the one after it.
     pub(crate) fn pair(&self, step_index: usize) -> candle_core::Result<(f32, f32)> {
-        if step_index >= self.timesteps.len() {
-            return Err(index_error(step_index, self.timesteps.len()));
-        }
+        check_step(step_index, self.timesteps.len())?;
         Ok((self.sigmas[step_index], self.sigmas[step_index + 1]))
     }
 
@@ -163,15 +161,7 @@ pub(crate) struct EulerDiscrete {
 
 impl EulerDiscrete {
     pub(crate) fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
-        let prediction = Prediction::from_config(
-            config,
-            CLASS,
-            &[
-                Prediction::Epsilon,
-                Prediction::Velocity,
-                Prediction::Sample,
-            ],
-        )?;
+        let prediction = Prediction::from_config(config, CLASS, Prediction::ALL)?;
         for (set, name) in [
             (config.use_exponential_sigmas, "use_exponential_sigmas"),
             (config.use_beta_sigmas, "use_beta_sigmas"),

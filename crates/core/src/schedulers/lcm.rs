@@ -5,8 +5,11 @@
 use candle_core::Tensor;
 
 use super::config::SchedulerConfig;
-use super::schedule::{config_error, div, mul, BetaDefaults, Prediction, TrainSchedule};
-use super::{index_error, Scheduler};
+use super::schedule::{
+    clip, config_error, mul, noise_to_alpha_cumprod, vp_predict_x0, BetaDefaults, Prediction,
+    TrainSchedule,
+};
+use super::{timestep_at, Scheduler};
 use crate::error::{Error, Result};
 use crate::rng::TorchRng;
 
@@ -53,15 +56,7 @@ impl Lcm {
         if config.thresholding {
             return fail("thresholding is not supported".into());
         }
-        let prediction = Prediction::from_config(
-            config,
-            CLASS,
-            &[
-                Prediction::Epsilon,
-                Prediction::Velocity,
-                Prediction::Sample,
-            ],
-        )?;
+        let prediction = Prediction::from_config(config, CLASS, Prediction::ALL)?;
         let num_train = config.num_train_timesteps;
         let original_steps = config.original_inference_steps;
         if original_steps == 0 || original_steps > num_train {
@@ -104,10 +99,7 @@ impl Lcm {
     }
 
     fn timestep(&self, step_index: usize) -> candle_core::Result<i64> {
-        self.timesteps
-            .get(step_index)
-            .map(|&t| t as i64)
-            .ok_or_else(|| index_error(step_index, self.timesteps.len()))
+        timestep_at(&self.timesteps, step_index)
     }
 
     /// The consistency boundary scalings `(c_skip, c_out)` at timestep `t`.
@@ -126,18 +118,6 @@ impl Scheduler for Lcm {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(
-        &self,
-        sample: &Tensor,
-        _step_index: usize,
-    ) -> candle_core::Result<Tensor> {
-        Ok(sample.clone())
-    }
-
     /// Returns the denoised estimate re-noised to the next timestep with one
     /// draw from `rng`, or at the last step the denoised estimate itself
     /// (drawing nothing).
@@ -150,21 +130,14 @@ impl Scheduler for Lcm {
     ) -> candle_core::Result<Tensor> {
         let t = self.timestep(step_index)?;
         let alpha_t = self.schedule.alpha_cumprod(t)?;
-        let beta_t = 1.0 - alpha_t;
-        let pred_x0 = match self.prediction {
-            Prediction::Epsilon => div(
-                &(sample - mul(model_output, beta_t.sqrt())?)?,
-                alpha_t.sqrt(),
-            )?,
-            Prediction::Sample => model_output.clone(),
-            Prediction::Velocity => {
-                (mul(sample, alpha_t.sqrt())? - mul(model_output, beta_t.sqrt())?)?
-            }
-        };
-        let pred_x0 = match self.clip_range {
-            Some(r) => pred_x0.clamp(-r, r)?,
-            None => pred_x0,
-        };
+        let pred_x0 = vp_predict_x0(
+            self.prediction,
+            model_output,
+            sample,
+            alpha_t.sqrt(),
+            (1.0 - alpha_t).sqrt(),
+        )?;
+        let pred_x0 = clip(pred_x0, self.clip_range)?;
         let (c_skip, c_out) = self.boundary_scalings(t);
         let denoised = (mul(&pred_x0, c_out)? + mul(sample, c_skip)?)?;
         if step_index + 1 == self.timesteps.len() {
@@ -176,7 +149,7 @@ impl Scheduler for Lcm {
         let noise = rng
             .randn_tensor(model_output.dims(), model_output.device())?
             .to_dtype(denoised.dtype())?;
-        mul(&denoised, alpha_prev.sqrt())? + mul(&noise, (1.0 - alpha_prev).sqrt())?
+        noise_to_alpha_cumprod(&denoised, &noise, alpha_prev)
     }
 
     fn add_noise(
@@ -186,7 +159,7 @@ impl Scheduler for Lcm {
         step_index: usize,
     ) -> candle_core::Result<Tensor> {
         let alpha = self.schedule.alpha_cumprod(self.timestep(step_index)?)?;
-        mul(original, alpha.sqrt())? + mul(noise, (1.0 - alpha).sqrt())?
+        noise_to_alpha_cumprod(original, noise, alpha)
     }
 }
 

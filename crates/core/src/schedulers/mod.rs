@@ -41,11 +41,18 @@ pub trait Scheduler: Send {
     fn timesteps(&self) -> &[f64];
 
     /// The standard deviation of the initial noise: the pipeline multiplies
-    /// unit-normal latents by this.
-    fn init_noise_sigma(&self) -> f64;
+    /// unit-normal latents by this. 1 unless the scheduler says otherwise
+    /// (the variance-preserving ones keep it).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
-    /// Scales the latents before they enter the UNet at `step_index`.
-    fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> candle_core::Result<Tensor>;
+    /// Scales the latents before they enter the UNet at `step_index`; the
+    /// latents unchanged unless the scheduler says otherwise.
+    fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+        let _ = step_index;
+        Ok(sample.clone())
+    }
 
     /// Takes one denoising step from `sample` given the UNet's `model_output`
     /// at `step_index`; ancestral schedulers draw their noise from `rng`.
@@ -171,6 +178,22 @@ fn index_error(step_index: usize, len: usize) -> candle_core::Error {
     candle_core::Error::Msg(format!(
         "step index {step_index} is past the schedule's {len} steps"
     ))
+}
+
+/// Checks that `step_index` is inside a schedule of `len` steps.
+fn check_step(step_index: usize, len: usize) -> candle_core::Result<()> {
+    if step_index >= len {
+        return Err(index_error(step_index, len));
+    }
+    Ok(())
+}
+
+/// The integer timestep at `step_index` of `timesteps`.
+fn timestep_at(timesteps: &[f64], step_index: usize) -> candle_core::Result<i64> {
+    timesteps
+        .get(step_index)
+        .map(|&t| t as i64)
+        .ok_or_else(|| index_error(step_index, timesteps.len()))
 }
 
 /// Shared by the schedulers' unit tests.

@@ -5,9 +5,10 @@ use candle_core::Tensor;
 
 use super::config::SchedulerConfig;
 use super::schedule::{
-    config_error, div, mul, spaced_timesteps, Prediction, Spacing, TrainSchedule,
+    config_error, div, mul, noise_to_alpha_cumprod, spaced_timesteps, vp_predict_noise, Prediction,
+    Spacing, TrainSchedule,
 };
-use super::{index_error, Scheduler};
+use super::{timestep_at, Scheduler};
 use crate::error::Result;
 use crate::rng::TorchRng;
 
@@ -42,11 +43,7 @@ impl Pndm {
             Prediction::from_config(config, CLASS, &[Prediction::Epsilon, Prediction::Velocity])?;
         let spacing = Spacing::from_config(config, CLASS, Spacing::Leading)?;
         let schedule = TrainSchedule::new(config, CLASS, false)?;
-        let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(false) {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
+        let final_alpha_cumprod = schedule.final_alpha_cumprod(config, false);
         let num_train = config.num_train_timesteps;
         Ok(Pndm {
             timesteps: plms_timesteps(&spaced_timesteps(
@@ -67,10 +64,7 @@ impl Pndm {
     }
 
     fn timestep(&self, step_index: usize) -> candle_core::Result<i64> {
-        self.timesteps
-            .get(step_index)
-            .map(|&t| t as i64)
-            .ok_or_else(|| index_error(step_index, self.timesteps.len()))
+        timestep_at(&self.timesteps, step_index)
     }
 
     /// The PNDM transfer from `t` to `prev_t` given the combined model output.
@@ -82,19 +76,18 @@ impl Pndm {
         model_output: &Tensor,
     ) -> candle_core::Result<Tensor> {
         let alpha_t = self.schedule.alpha_cumprod(t)?;
-        let alpha_prev = if prev_t >= 0 {
-            self.schedule.alpha_cumprod(prev_t)?
-        } else {
-            self.final_alpha_cumprod
-        };
+        let alpha_prev = self
+            .schedule
+            .prev_alpha_cumprod(prev_t, self.final_alpha_cumprod)?;
         let beta_t = 1.0 - alpha_t;
         let beta_prev = 1.0 - alpha_prev;
-        let model_output = match self.prediction {
-            Prediction::Velocity => {
-                (mul(model_output, alpha_t.sqrt())? + mul(sample, beta_t.sqrt())?)?
-            }
-            _ => model_output.clone(),
-        };
+        let model_output = vp_predict_noise(
+            self.prediction,
+            model_output,
+            sample,
+            alpha_t.sqrt(),
+            beta_t.sqrt(),
+        )?;
         let sample_coeff = (alpha_prev / alpha_t).sqrt();
         let denom = alpha_t * beta_prev.sqrt() + (alpha_t * beta_t * alpha_prev).sqrt();
         let correction = div(&mul(&model_output, alpha_prev - alpha_t)?, denom)?;
@@ -119,18 +112,6 @@ fn plms_timesteps(descending: &[f64]) -> Vec<f64> {
 impl Scheduler for Pndm {
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(
-        &self,
-        sample: &Tensor,
-        _step_index: usize,
-    ) -> candle_core::Result<Tensor> {
-        Ok(sample.clone())
     }
 
     fn step(
@@ -190,7 +171,7 @@ impl Scheduler for Pndm {
         step_index: usize,
     ) -> candle_core::Result<Tensor> {
         let alpha = self.schedule.alpha_cumprod(self.timestep(step_index)?)?;
-        mul(original, alpha.sqrt())? + mul(noise, (1.0 - alpha).sqrt())?
+        noise_to_alpha_cumprod(original, noise, alpha)
     }
 }
 

@@ -32,6 +32,15 @@ pub(crate) enum Prediction {
     Sample,
 }
 
+impl Prediction {
+    /// Every prediction type, for the classes that accept them all.
+    pub(crate) const ALL: &'static [Prediction] = &[
+        Prediction::Epsilon,
+        Prediction::Velocity,
+        Prediction::Sample,
+    ];
+}
+
 /// A configuration error, naming the file and the scheduler class.
 pub(crate) fn config_error(
     config: &SchedulerConfig,
@@ -158,6 +167,35 @@ impl TrainSchedule {
             candle_core::bail!("timestep {t} is outside the training schedule of {len} steps");
         }
         Ok(self.alphas_cumprod[index as usize])
+    }
+
+    /// `alphas_cumprod[0]`, or 1 when `set_alpha_to_one` (which defaults to
+    /// `set_alpha_to_one_default`, a per-class choice): the cumulative alpha
+    /// past the last step.
+    pub(crate) fn final_alpha_cumprod(
+        &self,
+        config: &SchedulerConfig,
+        set_alpha_to_one_default: bool,
+    ) -> f32 {
+        if config.set_alpha_to_one.unwrap_or(set_alpha_to_one_default) {
+            1.0
+        } else {
+            self.alphas_cumprod[0]
+        }
+    }
+
+    /// `alphas_cumprod[prev_t]`, or `final_alpha_cumprod` when `prev_t` is
+    /// negative (the step past the schedule's start).
+    pub(crate) fn prev_alpha_cumprod(
+        &self,
+        prev_t: i64,
+        final_alpha_cumprod: f32,
+    ) -> candle_core::Result<f32> {
+        if prev_t >= 0 {
+            self.alpha_cumprod(prev_t)
+        } else {
+            Ok(final_alpha_cumprod)
+        }
     }
 
     /// `((1 - a) / a) ** 0.5` for every training step, in `float32`.
@@ -379,6 +417,72 @@ pub(crate) fn multistep_timesteps(
 pub(crate) fn vp_alpha_sigma(sigma: f32) -> (f32, f32) {
     let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
     (alpha, sigma * alpha)
+}
+
+/// `alpha * x0 + sigma * noise`: a variance-preserving sample from its clean
+/// part and its noise.
+pub(crate) fn vp_noise(
+    x0: &Tensor,
+    noise: &Tensor,
+    alpha: f32,
+    sigma: f32,
+) -> candle_core::Result<Tensor> {
+    mul(x0, alpha)? + mul(noise, sigma)?
+}
+
+/// [`vp_noise`] at cumulative alpha `alpha_cumprod`:
+/// `sqrt(a) * x0 + sqrt(1 - a) * noise`.
+pub(crate) fn noise_to_alpha_cumprod(
+    x0: &Tensor,
+    noise: &Tensor,
+    alpha_cumprod: f32,
+) -> candle_core::Result<Tensor> {
+    vp_noise(
+        x0,
+        noise,
+        alpha_cumprod.sqrt(),
+        (1.0 - alpha_cumprod).sqrt(),
+    )
+}
+
+/// The clean-sample estimate from a model output, for a `sample` that is
+/// `alpha * x0 + sigma * noise`.
+pub(crate) fn vp_predict_x0(
+    prediction: Prediction,
+    model_output: &Tensor,
+    sample: &Tensor,
+    alpha: f32,
+    sigma: f32,
+) -> candle_core::Result<Tensor> {
+    match prediction {
+        Prediction::Epsilon => div(&(sample - mul(model_output, sigma)?)?, alpha),
+        Prediction::Sample => Ok(model_output.clone()),
+        Prediction::Velocity => mul(sample, alpha)? - mul(model_output, sigma)?,
+    }
+}
+
+/// The noise estimate from a model output, for a `sample` that is
+/// `alpha * x0 + sigma * noise`.
+pub(crate) fn vp_predict_noise(
+    prediction: Prediction,
+    model_output: &Tensor,
+    sample: &Tensor,
+    alpha: f32,
+    sigma: f32,
+) -> candle_core::Result<Tensor> {
+    match prediction {
+        Prediction::Epsilon => Ok(model_output.clone()),
+        Prediction::Sample => div(&(sample - mul(model_output, alpha)?)?, sigma),
+        Prediction::Velocity => mul(model_output, alpha)? + mul(sample, sigma)?,
+    }
+}
+
+/// `x` clamped to `[-r, r]` when a clip range is set (`clip_sample`).
+pub(crate) fn clip(x: Tensor, range: Option<f32>) -> candle_core::Result<Tensor> {
+    match range {
+        Some(r) => x.clamp(-r, r),
+        None => Ok(x),
+    }
 }
 
 /// Half the log signal-to-noise ratio, `log(alpha) - log(sigma)`.

@@ -7,10 +7,10 @@ use candle_core::Tensor;
 use super::config::SchedulerConfig;
 use super::schedule::{
     config_error, div, karras_sigmas, log_sigmas, mul, multistep_timesteps, np_interp,
-    sigma_from_alpha_cumprod, sigma_to_t, solve_f32, vp_alpha_sigma, vp_lambda, Prediction,
-    Spacing, TrainSchedule,
+    sigma_from_alpha_cumprod, sigma_to_t, solve_f32, vp_alpha_sigma, vp_lambda, vp_noise,
+    vp_predict_noise, vp_predict_x0, Prediction, Spacing, TrainSchedule,
 };
-use super::{index_error, Scheduler};
+use super::{check_step, Scheduler};
 use crate::error::Result;
 use crate::rng::TorchRng;
 
@@ -111,15 +111,7 @@ impl UniPc {
                 ));
             }
         }
-        let prediction = Prediction::from_config(
-            config,
-            CLASS,
-            &[
-                Prediction::Epsilon,
-                Prediction::Velocity,
-                Prediction::Sample,
-            ],
-        )?;
+        let prediction = Prediction::from_config(config, CLASS, Prediction::ALL)?;
         let spacing = Spacing::from_config(config, CLASS, Spacing::Linspace)?;
 
         let mut schedule = TrainSchedule::new(config, CLASS, true)?;
@@ -180,12 +172,10 @@ impl UniPc {
         sigma: f32,
     ) -> candle_core::Result<Tensor> {
         let (alpha_t, sigma_t) = vp_alpha_sigma(sigma);
-        match (self.predict_x0, self.prediction) {
-            (true, Prediction::Epsilon) => div(&(sample - mul(model_output, sigma_t)?)?, alpha_t),
-            (true, Prediction::Sample) | (false, Prediction::Epsilon) => Ok(model_output.clone()),
-            (true, Prediction::Velocity) => mul(sample, alpha_t)? - mul(model_output, sigma_t)?,
-            (false, Prediction::Sample) => div(&(sample - mul(model_output, alpha_t)?)?, sigma_t),
-            (false, Prediction::Velocity) => mul(model_output, alpha_t)? + mul(sample, sigma_t)?,
+        if self.predict_x0 {
+            vp_predict_x0(self.prediction, model_output, sample, alpha_t, sigma_t)
+        } else {
+            vp_predict_noise(self.prediction, model_output, sample, alpha_t, sigma_t)
         }
     }
 
@@ -332,18 +322,6 @@ impl Scheduler for UniPc {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(
-        &self,
-        sample: &Tensor,
-        _step_index: usize,
-    ) -> candle_core::Result<Tensor> {
-        Ok(sample.clone())
-    }
-
     fn step(
         &mut self,
         model_output: &Tensor,
@@ -352,9 +330,7 @@ impl Scheduler for UniPc {
         _rng: &mut TorchRng,
     ) -> candle_core::Result<Tensor> {
         let len = self.timesteps.len();
-        if step_index >= len {
-            return Err(index_error(step_index, len));
-        }
+        check_step(step_index, len)?;
         let converted = self.convert_model_output(model_output, sample, self.sigmas[step_index])?;
         let corrector_on =
             step_index > 0 && !self.disable_corrector.contains(&(step_index as i64 - 1));
@@ -384,11 +360,9 @@ impl Scheduler for UniPc {
         noise: &Tensor,
         step_index: usize,
     ) -> candle_core::Result<Tensor> {
-        if step_index >= self.timesteps.len() {
-            return Err(index_error(step_index, self.timesteps.len()));
-        }
+        check_step(step_index, self.timesteps.len())?;
         let (alpha_t, sigma_t) = vp_alpha_sigma(self.sigmas[step_index]);
-        mul(original, alpha_t)? + mul(noise, sigma_t)?
+        vp_noise(original, noise, alpha_t, sigma_t)
     }
 }
 
