@@ -11,20 +11,19 @@
 //! # clip.hidden_states.{i} = out.hidden_states[i]
 //! ```
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use common::{fixtures, max_abs_diff, references};
 use sd_core::clip::{ClipTextConfig, ClipTextModel};
 use sd_core::tokenizer::ClipTokenizer;
 
 const TOLERANCE: f32 = 1e-4;
 const PROMPT: &str = "a photo of a tiny robot, 3d render";
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
 
 fn text_encoder_dir() -> PathBuf {
     fixtures().join("tiny-sd15/text_encoder")
@@ -34,31 +33,9 @@ fn config() -> ClipTextConfig {
     ClipTextConfig::from_file(&text_encoder_dir().join("config.json")).unwrap()
 }
 
-fn references() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(
-        fixtures().join("tiny-sd15-components.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap()
-}
-
 /// The fixture's weights as a name → tensor map, for tests that edit them.
 fn weights() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(text_encoder_dir().join("model.safetensors"), &Device::Cpu)
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
         .unwrap()
 }
 

@@ -1,17 +1,15 @@
 //! Image-to-image and inpainting requests the pipeline must reject, each
 //! naming the field at fault, and the step counts it reports.
 
+mod common;
+
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use common::fixtures;
 use sd_core::image_input::{ColorMode, DecodedImage};
 use sd_core::pipeline::{GenerateParams, ImageInput, StableDiffusion};
 use sd_core::Error;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
 
 fn grey(width: usize, height: usize, value: u8) -> DecodedImage {
     DecodedImage::from_raw(width, height, ColorMode::Luma, vec![value; width * height]).unwrap()

@@ -7,11 +7,14 @@
 //! image. We run the same settings on `fixtures/<model>` and compare within the
 //! tolerances the model-core issue sets.
 
+mod common;
+
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
+use common::{fixtures, max_abs, max_abs_diff};
 use sd_contract::SchedulerKind;
 use sd_core::image_input::DecodedImage;
 use sd_core::model_files::WeightVariant;
@@ -45,31 +48,11 @@ struct Case {
     steps_run: Option<usize>,
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
 fn read_cases(dir: &Path) -> Vec<Case> {
     let text = std::fs::read_to_string(dir.join("cases.json")).unwrap();
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
     let list = value.get("cases").cloned().unwrap_or(value);
     serde_json::from_value(list).unwrap()
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    max_abs(&(a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap())
 }
 
 fn read_picture(dir: &Path, name: &str) -> DecodedImage {

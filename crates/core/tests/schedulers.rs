@@ -12,10 +12,12 @@
 //! Ancestral draws at every step, LCM at every step but the last). `unipc` cases use
 //! `from_config(config, solver_type="bh2", solver_order=2)`, as `build_scheduler` pins for that kind.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod common;
 
-use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
+
+use candle_core::Device;
+use common::{fixtures, max_abs, max_abs_diff};
 use sd_contract::SchedulerKind;
 use sd_core::rng::TorchRng;
 use sd_core::schedulers::{build_scheduler, SchedulerConfig};
@@ -40,24 +42,9 @@ struct Worst {
     sample: f32,
 }
 
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    max_abs(&(a - b).unwrap())
-}
-
 #[test]
 fn schedulers_match_diffusers() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/schedulers");
+    let dir = fixtures().join("schedulers");
     let cases: Vec<Case> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
     let device = Device::Cpu;
@@ -99,7 +86,7 @@ fn schedulers_match_diffusers() {
             let xin = scheduler.scale_model_input(&x, i).unwrap();
             let scaled_ref = &refs[&format!("scaled.{i}")];
             let tol = 1e-4 * max_abs(scaled_ref).max(1.0);
-            let diff = max_diff(&xin, scaled_ref);
+            let diff = max_abs_diff(&xin, scaled_ref);
             assert!(diff <= tol, "{name}: scaled.{i} max |diff| {diff}");
             w.scaled = w.scaled.max(diff);
 
@@ -107,7 +94,7 @@ fn schedulers_match_diffusers() {
             x = scheduler.step(&model_output, i, &x, &mut rng).unwrap();
             let sample_ref = &refs[&format!("sample.{i}")];
             let tol = 1e-4 * max_abs(sample_ref).max(1.0);
-            let diff = max_diff(&x, sample_ref);
+            let diff = max_abs_diff(&x, sample_ref);
             assert!(diff <= tol, "{name}: sample.{i} max |diff| {diff} > {tol}");
             w.sample = w.sample.max(diff);
         }

@@ -6,20 +6,14 @@
 //! `tools/fixtures/make_sd2_unet.py` (their `reference.safetensors`), including an odd-sized
 //! sample that exercises diffusers' `forward_upsample_size`.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use common::{assert_close, fixtures, max_abs_diff, references};
 use sd_core::unet::{AddedCond, UNet2DConditionModel, UNetConfig};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn references() -> HashMap<String, Tensor> {
-    let path = fixtures().join("tiny-sd15-components.safetensors");
-    candle_core::safetensors::load(path, &Device::Cpu).expect("component references")
-}
 
 fn load_unet(dir: &Path) -> UNet2DConditionModel {
     load_unet_as(dir, DType::F32)
@@ -33,24 +27,6 @@ fn load_unet_as(dir: &Path, dtype: DType) -> UNet2DConditionModel {
         unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[weights], dtype, &Device::Cpu) }
             .expect("unet weights");
     UNet2DConditionModel::new(vb, &cfg).expect("unet model")
-}
-
-/// Asserts `max |got - want| <= 1e-4 * max(1, max |want|)` and returns the error.
-fn assert_close(name: &str, got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims(), "{name}: shape");
-    let err = (got - want).unwrap().abs().unwrap().max_all().unwrap();
-    let err = err.to_scalar::<f32>().unwrap();
-    let scale = want
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let tol = 1e-4 * scale.max(1.0);
-    eprintln!("{name}: max |Δ| = {err:e} (tolerance {tol:e})");
-    assert!(err <= tol, "{name}: max |Δ| = {err} > {tol}");
-    err
 }
 
 fn timestep(t: &Tensor) -> f64 {
@@ -86,8 +62,7 @@ fn tiny_sd15_runs_in_f16() {
     assert_eq!(out.dtype(), DType::F16);
     let out = out.to_dtype(DType::F32).unwrap();
     let want = &refs["unet.out"];
-    let err = (&out - want).unwrap().abs().unwrap().max_all().unwrap();
-    let err = err.to_scalar::<f32>().unwrap();
+    let err = max_abs_diff(&out, want);
     eprintln!("unet f16: max |Δ| = {err:e}");
     assert!(err < 1e-2 * 1.5, "unet f16: max |Δ| = {err}");
 }

@@ -4,20 +4,14 @@
 //! `vae.decoded = pipe.vae.decode(vae.latents).sample` and
 //! `dist = pipe.vae.encode(vae.image).latent_dist; vae.mean = dist.mean; vae.logvar = dist.logvar`.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use common::{assert_close, fixtures, max_abs, max_abs_diff, references};
 use sd_core::vae::{AutoencoderKL, VaeConfig};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn references() -> HashMap<String, Tensor> {
-    let path = fixtures().join("tiny-sd15-components.safetensors");
-    candle_core::safetensors::load(path, &Device::Cpu).expect("component references")
-}
 
 fn vae_dir() -> PathBuf {
     fixtures().join("tiny-sd15/vae")
@@ -36,24 +30,6 @@ fn load_vae_as(dtype: DType) -> AutoencoderKL {
         unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[weights], dtype, &Device::Cpu) }
             .expect("vae weights");
     AutoencoderKL::new(vb, &cfg).expect("vae model")
-}
-
-/// Asserts `max |got - want| <= 1e-4 * max(1, max |want|)` and returns the error.
-fn assert_close(name: &str, got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims(), "{name}: shape");
-    let err = (got - want).unwrap().abs().unwrap().max_all().unwrap();
-    let err = err.to_scalar::<f32>().unwrap();
-    let scale = want
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let tol = 1e-4 * scale.max(1.0);
-    eprintln!("{name}: max |Δ| = {err:e} (tolerance {tol:e})");
-    assert!(err <= tol, "{name}: max |Δ| = {err} > {tol}");
-    err
 }
 
 #[test]
@@ -86,15 +62,8 @@ fn decode_runs_in_f16() {
     assert_eq!(decoded.dtype(), DType::F16);
     let decoded = decoded.to_dtype(DType::F32).unwrap();
     let want = &refs["vae.decoded"];
-    let err = (&decoded - want).unwrap().abs().unwrap().max_all().unwrap();
-    let err = err.to_scalar::<f32>().unwrap();
-    let scale = want
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let err = max_abs_diff(&decoded, want);
+    let scale = max_abs(want);
     eprintln!("vae f16: max |Δ| = {err:e}");
     assert!(err < 1e-2 * scale.max(1.0), "vae f16: max |Δ| = {err}");
 }
