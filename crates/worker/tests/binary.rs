@@ -93,13 +93,7 @@ fn sigterm_cancels_the_running_job_tells_its_stream_and_exits_cleanly() {
     });
     worker.terminate();
     let transcript = follower.join().unwrap();
-    assert_eq!(
-        transcript.events().last().unwrap(),
-        &JobEvent::Cancelled {
-            reason: CancelReason::Shutdown
-        }
-    );
-    assert_eq!(transcript.marker(), "[CANCELLED]");
+    assert_cancelled(&transcript, CancelReason::Shutdown);
     assert_eq!(worker.wait_exit(Duration::from_secs(10)), 0);
 }
 

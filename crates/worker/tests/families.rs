@@ -69,6 +69,19 @@ fn decode_png(b64: &str) -> (u32, u32, Vec<u8>) {
     (info.width, info.height, rgb)
 }
 
+/// Decodes the PNG `image`, checks its size and returns its largest channel
+/// difference from diffusers' image for trace case `case`.
+fn max_pixel_difference(image: &str, size: (u32, u32), traces: &Path, case: &str) -> u8 {
+    let (width, height, ours) = decode_png(image);
+    assert_eq!((width, height), size);
+    let reference = reference_rgb(traces, case);
+    ours.iter()
+        .zip(&reference)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap()
+}
+
 /// Serves `model`, runs its first trace case over HTTP and compares pixels.
 fn check_family(model: &str, family: &str) {
     check_traces(&fixtures().join(model), model, model, family);
@@ -143,15 +156,12 @@ fn check_traces(folder: &Path, model: &str, traces_dir: &str, family: &str) {
         (case.width, case.height, case.seed)
     );
 
-    let (width, height, ours) = decode_png(&result.image);
-    assert_eq!((width, height), (case.width, case.height));
-    let reference = reference_rgb(&traces, &case.name);
-    let worst = ours
-        .iter()
-        .zip(&reference)
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
+    let worst = max_pixel_difference(
+        &result.image,
+        (case.width, case.height),
+        &traces,
+        &case.name,
+    );
     assert!(
         worst <= 2,
         "{model}/{}: max pixel difference {worst} > 2",
@@ -372,15 +382,12 @@ fn check_image_case(traces: &str, case_name: &str) {
     let Some(JobEvent::Complete(result)) = events.last() else {
         panic!("{case_name}: no image")
     };
-    let (width, height, ours) = decode_png(&result.image);
-    assert_eq!((width, height), (case.width, case.height));
-    let reference = reference_rgb(&traces, &case.name);
-    let worst = ours
-        .iter()
-        .zip(&reference)
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
+    let worst = max_pixel_difference(
+        &result.image,
+        (case.width, case.height),
+        &traces,
+        &case.name,
+    );
     assert!(worst <= 2, "{case_name}: max pixel difference {worst} > 2");
 }
 

@@ -183,13 +183,7 @@ fn cancel_takes_a_queued_job_out_at_once_and_stops_a_running_one_within_a_step()
     let step_at_cancel = status.step.unwrap();
     let transcript = follower.join().unwrap();
     assert_eq!(transcript.terminal_count(), 1);
-    assert_eq!(
-        transcript.events().last().unwrap(),
-        &JobEvent::Cancelled {
-            reason: CancelReason::Client
-        }
-    );
-    assert_eq!(transcript.marker(), "[CANCELLED]");
+    assert_cancelled(&transcript, CancelReason::Client);
     let last_step = transcript
         .events()
         .iter()

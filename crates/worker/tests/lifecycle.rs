@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use sd_contract::event::CancelReason;
-use sd_contract::{JobEvent, WorkerReady, WorkerStatus};
+use sd_contract::{WorkerReady, WorkerStatus};
 use sd_worker::state::Phase;
 
 #[test]
@@ -51,34 +51,30 @@ fn follow(url: &str, path: &str) -> std::thread::JoinHandle<Transcript> {
     std::thread::spawn(move || stream(&url, &path, &[]))
 }
 
+/// Submits a 64×64 job of `running_steps` steps, then a 2-step one that
+/// waits behind it, and follows both streams.
+fn running_and_waiting(url: &str, running_steps: u32) -> [std::thread::JoinHandle<Transcript>; 2] {
+    let running = submit(
+        url,
+        &generation(&format!(
+            r#","width":64,"height":64,"steps":{running_steps}"#
+        )),
+    );
+    let waiting = submit(url, &generation(r#","width":64,"height":64,"steps":2"#));
+    [follow(url, &running.sse_url), follow(url, &waiting.sse_url)]
+}
+
 #[test]
 fn shutdown_cancels_running_and_waiting_jobs_and_ends_every_stream() {
     let mut server = TestServer::start(config(), fake("step_ms=20"));
     server.wait_ready();
-    let running = submit(
-        &server.url,
-        &generation(r#","width":64,"height":64,"steps":150"#),
-    );
-    let waiting = submit(
-        &server.url,
-        &generation(r#","width":64,"height":64,"steps":2"#),
-    );
-    let followers = [
-        follow(&server.url, &running.sse_url),
-        follow(&server.url, &waiting.sse_url),
-    ];
+    let followers = running_and_waiting(&server.url, 150);
     wait_until(Duration::from_secs(5), || server.state.is_busy());
     server.shutdown();
     for follower in followers {
         let transcript = follower.join().unwrap();
         assert_eq!(transcript.terminal_count(), 1);
-        assert_eq!(
-            transcript.events().last().unwrap(),
-            &JobEvent::Cancelled {
-                reason: CancelReason::Shutdown
-            }
-        );
-        assert_eq!(transcript.marker(), "[CANCELLED]");
+        assert_cancelled(&transcript, CancelReason::Shutdown);
     }
     assert_eq!(
         server.state.readiness().1.state,
@@ -92,18 +88,7 @@ fn with_drain_the_running_job_finishes_before_the_worker_exits() {
     config.drain_on_shutdown = true;
     let mut server = TestServer::start(config, fake("step_ms=20"));
     server.wait_ready();
-    let running = submit(
-        &server.url,
-        &generation(r#","width":64,"height":64,"steps":15"#),
-    );
-    let waiting = submit(
-        &server.url,
-        &generation(r#","width":64,"height":64,"steps":2"#),
-    );
-    let followers = [
-        follow(&server.url, &running.sse_url),
-        follow(&server.url, &waiting.sse_url),
-    ];
+    let followers = running_and_waiting(&server.url, 15);
     wait_until(Duration::from_secs(5), || server.state.is_busy());
     server.shutdown();
     let [running, waiting] = followers.map(|f| f.join().unwrap());

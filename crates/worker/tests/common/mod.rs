@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use sd_contract::event::CancelReason;
 use sd_contract::{JobCreated, JobEvent, WorkerHeartbeat, WorkerReady};
 use sd_worker::engine::fake::{FakeEngine, FakeEngineConfig};
 use sd_worker::{AppState, Worker, WorkerConfig};
@@ -265,6 +266,16 @@ impl Transcript {
     pub fn marker(&self) -> &str {
         &self.messages.last().expect("empty stream").data
     }
+}
+
+/// Asserts that a stream ended with a `cancelled` event for `reason`, then
+/// the `[CANCELLED]` marker.
+pub fn assert_cancelled(transcript: &Transcript, reason: CancelReason) {
+    assert_eq!(
+        transcript.events().last().unwrap(),
+        &JobEvent::Cancelled { reason }
+    );
+    assert_eq!(transcript.marker(), "[CANCELLED]");
 }
 
 /// Reads a whole stream until the server ends it.
