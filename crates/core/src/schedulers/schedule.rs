@@ -374,11 +374,16 @@ pub(crate) fn spaced_timesteps(
                 .map(|i| (i * ratio) as f64 + steps_offset as f64)
                 .collect()
         }
-        Spacing::Trailing => np_arange_down(num_train as f64, num_train as f64 / steps as f64)
-            .into_iter()
-            .map(|t| t.round_ties_even() - 1.0)
-            .collect(),
+        Spacing::Trailing => trailing_timesteps(num_train as f64, num_train, steps),
     }
+}
+
+/// Trailing spacing: `round(arange(start, 0, -num_train / steps)) - 1`.
+fn trailing_timesteps(start: f64, num_train: usize, steps: usize) -> Vec<f64> {
+    np_arange_down(start, num_train as f64 / steps as f64)
+        .into_iter()
+        .map(|t| t.round_ties_even() - 1.0)
+        .collect()
 }
 
 /// The integer timesteps of the multistep solvers (DPM-Solver, UniPC), in
@@ -405,10 +410,7 @@ pub(crate) fn multistep_timesteps(
                 .map(|i| (i * ratio) as f64 + steps_offset as f64)
                 .collect()
         }
-        Spacing::Trailing => np_arange_down(last_timestep as f64, num_train as f64 / steps as f64)
-            .into_iter()
-            .map(|t| t.round_ties_even() - 1.0)
-            .collect(),
+        Spacing::Trailing => trailing_timesteps(last_timestep as f64, num_train, steps),
     }
 }
 
