@@ -1,5 +1,6 @@
 //! `sd-worker-cpu`: serve Stable Diffusion jobs over HTTP, or generate one image.
 
+mod bench;
 mod generate;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Generate one image from a prompt and write it as a PNG.
     Generate(generate::GenerateArgs),
+    /// Time full-size architectures with random weights (UNet, VAE, text encoders, images).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,6 +32,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Generate(args)) => generate::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => anyhow::bail!("serving is not built yet; use `generate`"),
     }
 }
