@@ -2,7 +2,9 @@
 //! VAE's single-head spatial self-attention built on it.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
+
+use super::GroupNorm;
 
 /// Upper bound on the attention scores materialised at once, in elements.
 ///
@@ -241,7 +243,7 @@ impl SpatialSelfAttention {
         if heads == 0 || !channels.is_multiple_of(heads) {
             candle_core::bail!("attention: {channels} channels cannot be split into {heads} heads");
         }
-        let group_norm = candle_nn::group_norm(groups, channels, eps, vb.pp("group_norm"))?;
+        let group_norm = GroupNorm::new(vb.pp("group_norm"), groups, channels, eps)?;
         let cfg = AttentionConfig {
             query_dim: channels,
             context_dim: None,

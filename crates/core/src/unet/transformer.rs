@@ -1,9 +1,9 @@
 //! `Transformer2DModel` (continuous input) and its `BasicTransformerBlock`s.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 
-use crate::layers::{conv2d, Attention, AttentionConfig};
+use crate::layers::{conv2d, Attention, AttentionConfig, Conv2d, GroupNorm};
 
 /// Shape and options of a [`Transformer2DModel`].
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +64,7 @@ impl Transformer2DModel {
             .map(|i| BasicTransformerBlock::new(vb.pp("transformer_blocks").pp(i), inner_dim, cfg))
             .collect::<Result<_>>()?;
         Ok(Self {
-            norm: candle_nn::group_norm(cfg.norm_num_groups, cfg.in_channels, 1e-6, vb.pp("norm"))?,
+            norm: GroupNorm::new(vb.pp("norm"), cfg.norm_num_groups, cfg.in_channels, 1e-6)?,
             proj_in: Projection::new(vb.pp("proj_in"), cfg.in_channels, inner_dim, linear)?,
             blocks,
             proj_out: Projection::new(vb.pp("proj_out"), inner_dim, cfg.in_channels, linear)?,
