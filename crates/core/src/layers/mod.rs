@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod attention;
 pub mod conv;
+pub mod kernels;
 pub mod norm;
 pub mod resnet;
 pub mod sampling;

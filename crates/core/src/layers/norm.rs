@@ -8,6 +8,8 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, 
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use super::kernels;
+
 /// `torch.nn.GroupNorm(groups, channels, eps)` with affine weights.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
@@ -153,21 +155,14 @@ impl CustomOp1 for GroupNormOp<'_> {
                 let c0 = g * per_group;
                 let shift = |ci: usize| self.shift.map_or(0.0, |s| s[bi * c + c0 + ci]);
                 // Mean and variance around a per-group pivot, in f64.
-                let pivot = f64::from(src[0] + shift(0));
-                let (mut sum, mut sum_sq) = (0f64, 0f64);
+                let pivot = src[0] + shift(0);
+                let mut moments = [0f64; 2];
                 for ci in 0..per_group {
-                    let sh = shift(ci);
-                    let (mut s1, mut s2) = (0f32, 0f32);
                     let row = &src[ci * spatial..(ci + 1) * spatial];
-                    let p = pivot as f32;
-                    for &v in row {
-                        let d = v + sh - p;
-                        s1 += d;
-                        s2 += d * d;
-                    }
-                    sum += f64::from(s1);
-                    sum_sq += f64::from(s2);
+                    kernels::shifted_moments(row, pivot - shift(ci), &mut moments);
                 }
+                let (sum, sum_sq) = (moments[0], moments[1]);
+                let pivot = f64::from(pivot);
                 let n = group_len as f64;
                 let mean_d = sum / n;
                 let var = (sum_sq / n - mean_d * mean_d).max(0.0);
@@ -181,16 +176,7 @@ impl CustomOp1 for GroupNormOp<'_> {
                         as f32;
                     let src_row = &src[ci * spatial..(ci + 1) * spatial];
                     let dst_row = &mut dst[ci * spatial..(ci + 1) * spatial];
-                    if self.silu {
-                        for (d, &v) in dst_row.iter_mut().zip(src_row) {
-                            let y = v * scale + offset;
-                            *d = y / (1.0 + (-y).exp());
-                        }
-                    } else {
-                        for (d, &v) in dst_row.iter_mut().zip(src_row) {
-                            *d = v * scale + offset;
-                        }
-                    }
+                    kernels::affine_silu(dst_row, src_row, scale, offset, self.silu);
                 }
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))

@@ -158,7 +158,6 @@ impl BasicTransformerBlock {
 struct FeedForward {
     proj: Linear,
     out: Linear,
-    inner_dim: usize,
 }
 
 impl FeedForward {
@@ -167,14 +166,11 @@ impl FeedForward {
         Ok(Self {
             proj: candle_nn::linear(dim, 2 * inner_dim, net.pp("0").pp("proj"))?,
             out: candle_nn::linear(inner_dim, dim, net.pp("2"))?,
-            inner_dim,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let hs = self.proj.forward(xs)?;
-        let value = hs.narrow(2, 0, self.inner_dim)?;
-        let gate = hs.narrow(2, self.inner_dim, self.inner_dim)?;
-        self.out.forward(&(value * gate.gelu_erf()?)?)
+        self.out.forward(&crate::layers::activation::geglu(&hs)?)
     }
 }
