@@ -50,7 +50,7 @@ impl Activation {
 /// returns `value * gelu(gate)` (exact GELU), as diffusers' `GEGLU` after its projection.
 pub fn geglu(xs: &Tensor) -> Result<Tensor> {
     let last = xs.rank().checked_sub(1).map(|d| xs.dims()[d]).unwrap_or(0);
-    if last == 0 || last % 2 != 0 {
+    if last == 0 || !last.is_multiple_of(2) {
         candle_core::bail!("geglu: last dimension of {:?} is not even", xs.dims());
     }
     let half = last / 2;

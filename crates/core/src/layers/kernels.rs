@@ -40,11 +40,12 @@ macro_rules! simd_kernel {
 /// `exp(x)` without branches; inputs below about -87.3 give ~1e-38 instead of 0
 /// and inputs above 88.7 give about 3e38 instead of infinity.
 #[inline(always)]
-fn exp(x0: f32) -> f32 {
+fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x0.max(-87.3).min(88.7);
+    // clamp keeps NaN, so NaN propagates as in libm.
+    let x = x.clamp(-87.3, 88.7);
     let n = (x * LOG2E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
@@ -52,15 +53,10 @@ fn exp(x0: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
-    // NaN propagates as in libm; the clamp above would swallow it.
-    if x0.is_nan() {
-        x0
-    } else {
-        y * scale
-    }
+    y * scale
 }
 
 /// `erf(x)` (Abramowitz & Stegun 7.1.26 with the fast `exp`; |error| < 2e-7).
