@@ -117,6 +117,9 @@ pub struct BenchArgs {
     /// Print one JSON object per figure instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Leave glibc's allocator at its defaults instead of `sd_core::layers::tune_allocator`.
+    #[arg(long)]
+    pub default_allocator: bool,
 }
 
 /// One measured figure.
@@ -182,6 +185,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         single_model()?;
     }
     if args.in_process {
+        if !args.default_allocator {
+            sd_core::layers::tune_allocator();
+        }
         let figures = run_figures(&args)?;
         return report(&args, &figures);
     }
@@ -257,6 +263,9 @@ fn run_child(args: &BenchArgs, job: &Job) -> anyhow::Result<Vec<String>> {
     }
     if let Some(guidance) = args.guidance_scale {
         cmd.args(["--guidance-scale", &guidance.to_string()]);
+    }
+    if args.default_allocator {
+        cmd.arg("--default-allocator");
     }
     for (flag, path) in [("--weights", &args.weights), ("--dump", &args.dump)] {
         if let Some(path) = path {

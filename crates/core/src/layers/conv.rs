@@ -324,18 +324,31 @@ impl DirectConv<'_> {
                         }
                     }
                 }
+                let (y0, y1) = (j0 / wq, (j0 + n - 1) / wq);
                 for row in 0..m {
                     let co = co0 + row;
                     let bias = self.bias.map_or(0.0, |bias| bias[co]);
                     let src = &buf[row * n..(row + 1) * n];
                     let dst_base = (bi * cout + co) * ho * wo;
-                    for (jj, &v) in src.iter().enumerate() {
-                        let j = j0 + jj;
-                        let (y, x) = (j / wq, j % wq);
-                        if x < wo {
-                            // SAFETY: (bi, co, y, x) is inside the output and
-                            // belongs to this item alone.
-                            unsafe { *out_ptr.get().add(dst_base + y * wo + x) = v + bias };
+                    for y in y0..=y1 {
+                        // Columns of output row y inside this tile.
+                        let first = (y * wq).max(j0);
+                        let last = ((y * wq) + wo).min(j0 + n);
+                        if first >= last {
+                            continue;
+                        }
+                        let x0 = first - y * wq;
+                        let len = last - first;
+                        // SAFETY: row y, columns x0..x0+len of channel co in batch
+                        // bi lie inside the output and belong to this item alone.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                out_ptr.get().add(dst_base + y * wo + x0),
+                                len,
+                            )
+                        };
+                        for (d, &v) in dst.iter_mut().zip(&src[first - j0..last - j0]) {
+                            *d = v + bias;
                         }
                     }
                 }

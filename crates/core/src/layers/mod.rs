@@ -4,6 +4,7 @@
 //! `vb.pp(...)` paths mirror the checkpoint's tensor names.
 
 pub mod activation;
+pub mod alloc;
 pub mod attention;
 pub mod conv;
 pub mod kernels;
@@ -12,6 +13,7 @@ pub mod resnet;
 pub mod sampling;
 
 pub use activation::Activation;
+pub use alloc::tune_allocator;
 pub use attention::{Attention, AttentionConfig, SpatialSelfAttention};
 pub use conv::{Conv2d, Padding};
 pub use norm::GroupNorm;
