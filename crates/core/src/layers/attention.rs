@@ -2,14 +2,14 @@
 //! VAE's single-head spatial self-attention built on it.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Module, Result, Shape, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::{kernels, GroupNorm};
+use super::{kernels, GroupNorm, Linear};
 
 /// Bytes of the score block one thread keeps (rows of queries × all keys) in
 /// the f32 CPU kernel.
-const BLOCK_BYTES: usize = 512 * 1024;
+const BLOCK_BYTES: usize = 4 << 20;
 
 /// Upper bound on the attention scores materialised at once, in elements.
 ///
@@ -82,6 +82,17 @@ impl Attention {
     /// Attends from `xs` `[B, N, query_dim]` to `context` `[B, M, context_dim]`
     /// (or to `xs` itself when `None`); returns `[B, N, query_dim]`.
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_residual(xs, context, None)
+    }
+
+    /// [`Attention::forward`] plus `residual` `[B, N, query_dim]`, added as part
+    /// of the output projection.
+    pub fn forward_residual(
+        &self,
+        xs: &Tensor,
+        context: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, n, _) = xs.dims3()?;
         let context = context.unwrap_or(xs);
         let (bc, m, _) = context.dims3()?;
@@ -105,7 +116,7 @@ impl Attention {
             let out = q
                 .contiguous()?
                 .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?;
-            return self.to_out.forward(&out);
+            return self.to_out.forward_residual(&out, residual);
         }
         let q = self.split_heads(&q, b, n)?;
         let k = self.split_heads(&k, b, m)?;
@@ -115,7 +126,33 @@ impl Attention {
             .reshape((b, self.heads, n, self.head_dim))?
             .transpose(1, 2)?
             .reshape((b, n, self.heads * self.head_dim))?;
-        self.to_out.forward(&out)
+        self.to_out.forward_residual(&out, residual)
+    }
+
+    /// Self-attention over the pixels of a normed feature map `xs` `[B, C, H, W]`,
+    /// plus `residual` `[B, C, H, W]`; returns `[B, C, H, W]`. Reads and writes
+    /// the map directly, without a permuted copy, on the f32 CPU path.
+    pub fn forward_map(&self, xs: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let (b, c, h, w) = xs.dims4()?;
+        if xs.dtype() == DType::F32 && matches!(xs.device(), Device::Cpu) {
+            let q = self.to_q.map_to_tokens(xs)?;
+            let k = self.to_k.map_to_tokens(xs)?;
+            let v = self.to_v.map_to_tokens(xs)?;
+            let op = BlockedAttention {
+                heads: self.heads,
+                head_dim: self.head_dim,
+                scale: (1.0 / (self.head_dim as f64).sqrt()) as f32,
+            };
+            let out = q.apply_op3_no_bwd(&k, &v, &op)?;
+            return self.to_out.tokens_to_map(&out, h, w, residual);
+        }
+        let tokens = xs.reshape((b, c, h * w))?.transpose(1, 2)?;
+        let out = self.forward(&tokens, None)?;
+        let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
+        match residual {
+            Some(r) => out + r,
+            None => Ok(out),
+        }
     }
 
     /// `[B, L, heads*head_dim]` → `[B*heads, L, head_dim]`, contiguous.
@@ -135,29 +172,27 @@ fn linear(
     bias: bool,
     legacy: bool,
 ) -> Result<Linear> {
-    let weight = if legacy {
-        let w = vb.get_unchecked("weight")?;
-        let w = match w.rank() {
-            4 => w.flatten_from(1)?,
-            _ => w,
-        };
-        if w.dims() != [out_dim, in_dim] {
-            candle_core::bail!(
-                "tensor {}.weight has shape {:?}, expected [{out_dim}, {in_dim}]",
-                vb.prefix(),
-                w.dims()
-            );
-        }
-        w.to_dtype(vb.dtype())?
-    } else {
-        vb.get((out_dim, in_dim), "weight")?
+    if !legacy {
+        return Linear::new(vb, in_dim, out_dim, bias);
+    }
+    let w = vb.get_unchecked("weight")?;
+    let w = match w.rank() {
+        4 => w.flatten_from(1)?,
+        _ => w,
     };
+    if w.dims() != [out_dim, in_dim] {
+        candle_core::bail!(
+            "tensor {}.weight has shape {:?}, expected [{out_dim}, {in_dim}]",
+            vb.prefix(),
+            w.dims()
+        );
+    }
     let bias = if bias {
         Some(vb.get(out_dim, "bias")?)
     } else {
         None
     };
-    Ok(Linear::new(weight, bias))
+    Linear::from_tensors(w.to_dtype(vb.dtype())?, bias)
 }
 
 /// `softmax(q kᵀ · scale) v` over `[S, N, d]` × `[S, M, d]` × `[S, M, d]` → `[S, N, d]`,
@@ -310,13 +345,13 @@ impl CustomOp3 for BlockedAttention {
                 vl.shape().dims()
             );
         }
-        let rows = (BLOCK_BYTES / 4 / m.max(1)).clamp(8, 512).min(n.max(1));
+        let rows = (BLOCK_BYTES / 4 / m.max(1)).clamp(8, 1024).min(n.max(1));
         let blocks = n.div_ceil(rows);
         let mut out = vec![0f32; b * n * width];
         let out_ptr = OutPtr(out.as_mut_ptr());
         (0..b * h * blocks).into_par_iter().for_each_init(
-            || vec![0f32; rows * m],
-            |scores, item| {
+            || (vec![0f32; rows * m], vec![0f32; rows]),
+            |(scores, inv_sums), item| {
                 let (bi, hi, blk) = (item / (h * blocks), (item / blocks) % h, item % blocks);
                 let r0 = blk * rows;
                 let r = rows.min(n - r0);
@@ -351,7 +386,8 @@ impl CustomOp3 for BlockedAttention {
                         gemm::Parallelism::None,
                     );
                 }
-                kernels::softmax_rows(scores, m);
+                // exp(s − max) per row; the 1/Σ is applied to the r × d output.
+                kernels::exp_rows(scores, m, inv_sums);
                 unsafe {
                     let dst = out_ptr.get().add((bi * n + r0) * width + hi * d);
                     gemm::gemm(
@@ -375,6 +411,12 @@ impl CustomOp3 for BlockedAttention {
                         false,
                         gemm::Parallelism::None,
                     );
+                    for (i, &inv) in inv_sums[..r].iter().enumerate() {
+                        let row = std::slice::from_raw_parts_mut(dst.add(i * width), d);
+                        for v in row {
+                            *v *= inv;
+                        }
+                    }
                 }
             },
         );
@@ -422,12 +464,13 @@ impl SpatialSelfAttention {
 
     /// `[B, C, H, W]` → `[B, C, H, W]`.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = xs.dims4()?;
         let hs = self.group_norm.forward(xs)?;
-        let hs = hs.reshape((b, c, h * w))?.transpose(1, 2)?;
-        let hs = self.attention.forward(&hs, None)?;
-        let hs = hs.transpose(1, 2)?.reshape((b, c, h, w))?;
-        (hs + xs)? / self.rescale_output_factor
+        let out = self.attention.forward_map(&hs, Some(xs))?;
+        if self.rescale_output_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.rescale_output_factor
+        }
     }
 }
 

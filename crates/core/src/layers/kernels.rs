@@ -55,7 +55,10 @@ fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // 2^n from the bits of n + 1.5·2^23, whose low mantissa bits hold n: integer
+    // ops only, so the loop stays vectorised (an `as i32` cast would not).
+    let magic = (n + 12_582_912.0).to_bits();
+    let scale = f32::from_bits(magic.wrapping_sub(0x4B40_0000 - 127) << 23);
     y * scale
 }
 
@@ -82,7 +85,18 @@ fn gelu(x: f32) -> f32 {
 /// Lanes of the partial reductions, so that they vectorise without reassociation.
 const LANES: usize = 16;
 
-/// Maximum of `xs` (−∞ when empty).
+/// The larger of two values by a plain comparison (one `maxps`); NaN is not
+/// singled out, which is enough where NaN propagates through later arithmetic.
+#[inline(always)]
+fn max2(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Maximum of `xs` (−∞ when empty; NaNs are skipped).
 #[inline(always)]
 fn max_of(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
@@ -90,11 +104,11 @@ fn max_of(xs: &[f32]) -> f32 {
     let tail = chunks.remainder();
     for chunk in chunks {
         for (a, &v) in acc.iter_mut().zip(chunk) {
-            *a = a.max(v);
+            *a = max2(*a, v);
         }
     }
-    let head = acc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    tail.iter().fold(head, |m, &v| m.max(v))
+    let head = acc.iter().fold(f32::NEG_INFINITY, |m, &v| max2(m, v));
+    tail.iter().fold(head, |m, &v| max2(m, v))
 }
 
 /// Sum of `xs`, in `LANES` partial sums.
@@ -123,6 +137,32 @@ simd_kernel! {
             for v in row.iter_mut() {
                 *v *= inv;
             }
+        }
+    }
+}
+
+simd_kernel! {
+    /// Replaces every `cols`-long row of `rows` by `exp(row − max(row))` and
+    /// writes `1 / Σ` of each row to `inv_sums`: a softmax whose normalisation
+    /// is left to the caller.
+    fn exp_rows(rows: &mut [f32], cols: usize, inv_sums: &mut [f32]) {
+        for (row, inv) in rows.chunks_exact_mut(cols).zip(inv_sums.iter_mut()) {
+            let max = max_of(row);
+            // exp and the partial sums in one pass.
+            let mut acc = [0f32; LANES];
+            let mut chunks = row.chunks_exact_mut(LANES);
+            for chunk in &mut chunks {
+                for (a, v) in acc.iter_mut().zip(chunk.iter_mut()) {
+                    *v = exp(*v - max);
+                    *a += *v;
+                }
+            }
+            let mut sum = acc.iter().sum::<f32>();
+            for v in chunks.into_remainder() {
+                *v = exp(*v - max);
+                sum += *v;
+            }
+            *inv = 1.0 / sum;
         }
     }
 }
