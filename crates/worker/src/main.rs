@@ -3,6 +3,7 @@
 //! The GPU binaries (`src/bin/`) include this file as a module, so all three
 //! share one `main`; each knows its backend from its binary name.
 
+mod bench;
 mod generate;
 
 use std::io::IsTerminal;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Generate one image from a prompt and write it as a PNG.
     Generate(generate::GenerateArgs),
+    /// Time full-size architectures with random weights (UNet, VAE, text encoders, images).
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line and runs the command (serving by default); a failure
@@ -56,6 +59,7 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Generate(args)) => generate::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => serve(cli.serve),
     }
 }

@@ -1,8 +1,15 @@
 //! Multi-head attention (`diffusers.models.attention_processor.Attention`) and the
 //! VAE's single-head spatial self-attention built on it.
 
-use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Module, Result, Shape, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+use super::{kernels, GroupNorm, Linear};
+
+/// Bytes of the score block one thread keeps (rows of queries × all keys) in
+/// the f32 CPU kernel.
+const BLOCK_BYTES: usize = 4 << 20;
 
 /// Upper bound on the attention scores materialised at once, in elements.
 ///
@@ -75,6 +82,17 @@ impl Attention {
     /// Attends from `xs` `[B, N, query_dim]` to `context` `[B, M, context_dim]`
     /// (or to `xs` itself when `None`); returns `[B, N, query_dim]`.
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_residual(xs, context, None)
+    }
+
+    /// [`Attention::forward`] plus `residual` `[B, N, query_dim]`, added as part
+    /// of the output projection.
+    pub fn forward_residual(
+        &self,
+        xs: &Tensor,
+        context: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, n, _) = xs.dims3()?;
         let context = context.unwrap_or(xs);
         let (bc, m, _) = context.dims3()?;
@@ -83,16 +101,58 @@ impl Attention {
                 "attention: batch of the context ({bc}) differs from the batch of the queries ({b})"
             );
         }
-        let q = self.split_heads(&self.to_q.forward(xs)?, b, n)?;
-        let k = self.split_heads(&self.to_k.forward(context)?, b, m)?;
-        let v = self.split_heads(&self.to_v.forward(context)?, b, m)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let (q, k, v) = (
+            self.to_q.forward(xs)?,
+            self.to_k.forward(context)?,
+            self.to_v.forward(context)?,
+        );
+        if q.dtype() == DType::F32 && matches!(q.device(), Device::Cpu) {
+            let op = BlockedAttention {
+                heads: self.heads,
+                head_dim: self.head_dim,
+                scale: scale as f32,
+            };
+            let out = q
+                .contiguous()?
+                .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?;
+            return self.to_out.forward_residual(&out, residual);
+        }
+        let q = self.split_heads(&q, b, n)?;
+        let k = self.split_heads(&k, b, m)?;
+        let v = self.split_heads(&v, b, m)?;
         let out = scaled_dot_product_attention(&q, &k, &v, scale, self.upcast)?;
         let out = out
             .reshape((b, self.heads, n, self.head_dim))?
             .transpose(1, 2)?
             .reshape((b, n, self.heads * self.head_dim))?;
-        self.to_out.forward(&out)
+        self.to_out.forward_residual(&out, residual)
+    }
+
+    /// Self-attention over the pixels of a normed feature map `xs` `[B, C, H, W]`,
+    /// plus `residual` `[B, C, H, W]`; returns `[B, C, H, W]`. Reads and writes
+    /// the map directly, without a permuted copy, on the f32 CPU path.
+    pub fn forward_map(&self, xs: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let (b, c, h, w) = xs.dims4()?;
+        if xs.dtype() == DType::F32 && matches!(xs.device(), Device::Cpu) {
+            let q = self.to_q.map_to_tokens(xs)?;
+            let k = self.to_k.map_to_tokens(xs)?;
+            let v = self.to_v.map_to_tokens(xs)?;
+            let op = BlockedAttention {
+                heads: self.heads,
+                head_dim: self.head_dim,
+                scale: (1.0 / (self.head_dim as f64).sqrt()) as f32,
+            };
+            let out = q.apply_op3_no_bwd(&k, &v, &op)?;
+            return self.to_out.tokens_to_map(&out, h, w, residual);
+        }
+        let tokens = xs.reshape((b, c, h * w))?.transpose(1, 2)?;
+        let out = self.forward(&tokens, None)?;
+        let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
+        match residual {
+            Some(r) => out + r,
+            None => Ok(out),
+        }
     }
 
     /// `[B, L, heads*head_dim]` → `[B*heads, L, head_dim]`, contiguous.
@@ -112,29 +172,27 @@ fn linear(
     bias: bool,
     legacy: bool,
 ) -> Result<Linear> {
-    let weight = if legacy {
-        let w = vb.get_unchecked("weight")?;
-        let w = match w.rank() {
-            4 => w.flatten_from(1)?,
-            _ => w,
-        };
-        if w.dims() != [out_dim, in_dim] {
-            candle_core::bail!(
-                "tensor {}.weight has shape {:?}, expected [{out_dim}, {in_dim}]",
-                vb.prefix(),
-                w.dims()
-            );
-        }
-        w.to_dtype(vb.dtype())?
-    } else {
-        vb.get((out_dim, in_dim), "weight")?
+    if !legacy {
+        return Linear::new(vb, in_dim, out_dim, bias);
+    }
+    let w = vb.get_unchecked("weight")?;
+    let w = match w.rank() {
+        4 => w.flatten_from(1)?,
+        _ => w,
     };
+    if w.dims() != [out_dim, in_dim] {
+        candle_core::bail!(
+            "tensor {}.weight has shape {:?}, expected [{out_dim}, {in_dim}]",
+            vb.prefix(),
+            w.dims()
+        );
+    }
     let bias = if bias {
         Some(vb.get(out_dim, "bias")?)
     } else {
         None
     };
-    Ok(Linear::new(weight, bias))
+    Linear::from_tensors(w.to_dtype(vb.dtype())?, bias)
 }
 
 /// `softmax(q kᵀ · scale) v` over `[S, N, d]` × `[S, M, d]` × `[S, M, d]` → `[S, N, d]`,
@@ -219,6 +277,153 @@ fn chunked_attention(
     }
 }
 
+/// Multi-head attention over merged-head f32 tensors on the CPU:
+/// `q` `[B, N, H·d]`, `k` and `v` `[B, M, H·d]` → `[B, N, H·d]`.
+///
+/// Work is split into (batch, head, block of query rows); each block's scores
+/// against all keys (at most [`BLOCK_BYTES`]) are computed, soft-maxed and
+/// multiplied by the values while they are still in cache, so no full score
+/// matrix is ever materialised and heads are never split or merged by copies.
+struct BlockedAttention {
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+/// A raw output pointer shared by the workers, each writing disjoint rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every work item writes a disjoint block of the output.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so closures capture the `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The contiguous f32 data of one operand.
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, name: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("attention: {name} must be f32");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("attention: {name} must be contiguous");
+    };
+    Ok(&data[start..end])
+}
+
+impl CustomOp3 for BlockedAttention {
+    fn name(&self) -> &'static str {
+        "blocked-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (
+            f32_slice(qs, ql, "q")?,
+            f32_slice(ks, kl, "k")?,
+            f32_slice(vs, vl, "v")?,
+        );
+        let (b, n, width) = ql.shape().dims3()?;
+        let (bk, m, wk) = kl.shape().dims3()?;
+        let (h, d) = (self.heads, self.head_dim);
+        if bk != b || wk != width || vl.shape().dims() != kl.shape().dims() || width != h * d {
+            candle_core::bail!(
+                "attention: incompatible shapes q {:?}, k {:?}, v {:?} for {h} heads of {d}",
+                ql.shape().dims(),
+                kl.shape().dims(),
+                vl.shape().dims()
+            );
+        }
+        let rows = (BLOCK_BYTES / 4 / m.max(1)).clamp(8, 1024).min(n.max(1));
+        let blocks = n.div_ceil(rows);
+        let mut out = vec![0f32; b * n * width];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        (0..b * h * blocks).into_par_iter().for_each_init(
+            || (vec![0f32; rows * m], vec![0f32; rows]),
+            |(scores, inv_sums), item| {
+                let (bi, hi, blk) = (item / (h * blocks), (item / blocks) % h, item % blocks);
+                let r0 = blk * rows;
+                let r = rows.min(n - r0);
+                let q_blk = &q[(bi * n + r0) * width + hi * d..];
+                let k_h = &k[bi * m * width + hi * d..];
+                let v_h = &v[bi * m * width + hi * d..];
+                let scores = &mut scores[..r * m];
+                // SAFETY: q_blk is r rows of d values `width` apart, k_h and v_h
+                // m rows of d values `width` apart, all inside their tensors;
+                // scores is r × m; the output block (r rows of d values, `width`
+                // apart, at row bi·n + r0 and column hi·d) belongs to this item.
+                unsafe {
+                    gemm::gemm(
+                        r,
+                        m,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        m as isize,
+                        false,
+                        q_blk.as_ptr(),
+                        1,
+                        width as isize,
+                        k_h.as_ptr(),
+                        width as isize,
+                        1,
+                        0.0,
+                        self.scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                // exp(s − max) per row; the 1/Σ is applied to the r × d output.
+                kernels::exp_rows(scores, m, inv_sums);
+                unsafe {
+                    let dst = out_ptr.get().add((bi * n + r0) * width + hi * d);
+                    gemm::gemm(
+                        r,
+                        d,
+                        m,
+                        dst,
+                        1,
+                        width as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        m as isize,
+                        v_h.as_ptr(),
+                        1,
+                        width as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    for (i, &inv) in inv_sums[..r].iter().enumerate() {
+                        let row = std::slice::from_raw_parts_mut(dst.add(i * width), d);
+                        for v in row {
+                            *v *= inv;
+                        }
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((b, n, width))))
+    }
+}
+
 /// The VAE's self-attention over the pixels of a feature map: group norm,
 /// single-head [`Attention`] with biases, residual connection.
 #[derive(Debug, Clone)]
@@ -241,7 +446,7 @@ impl SpatialSelfAttention {
         if heads == 0 || !channels.is_multiple_of(heads) {
             candle_core::bail!("attention: {channels} channels cannot be split into {heads} heads");
         }
-        let group_norm = candle_nn::group_norm(groups, channels, eps, vb.pp("group_norm"))?;
+        let group_norm = GroupNorm::new(vb.pp("group_norm"), groups, channels, eps)?;
         let cfg = AttentionConfig {
             query_dim: channels,
             context_dim: None,
@@ -259,12 +464,13 @@ impl SpatialSelfAttention {
 
     /// `[B, C, H, W]` → `[B, C, H, W]`.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = xs.dims4()?;
         let hs = self.group_norm.forward(xs)?;
-        let hs = hs.reshape((b, c, h * w))?.transpose(1, 2)?;
-        let hs = self.attention.forward(&hs, None)?;
-        let hs = hs.transpose(1, 2)?.reshape((b, c, h, w))?;
-        (hs + xs)? / self.rescale_output_factor
+        let out = self.attention.forward_map(&hs, Some(xs))?;
+        if self.rescale_output_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.rescale_output_factor
+        }
     }
 }
 
@@ -288,6 +494,37 @@ mod tests {
             let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-6, "budget {budget}: {diff}");
         }
+        Ok(())
+    }
+
+    /// The blocked f32 kernel matches the reference product for several heads.
+    #[test]
+    fn blocked_matches_direct() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, n, m, h, d) = (2, 37, 11, 3, 4);
+        let q = Tensor::randn(0f32, 1.0, (b, n, h * d), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (b, m, h * d), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (b, m, h * d), &dev)?;
+        let split = |t: &Tensor, l: usize| -> Result<Tensor> {
+            t.reshape((b, l, h, d))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * h, l, d))
+        };
+        let scores = (split(&q, n)?.matmul(&split(&k, m)?.t()?)? * 0.5)?;
+        let want = candle_nn::ops::softmax_last_dim(&scores)?
+            .matmul(&split(&v, m)?)?
+            .reshape((b, h, n, d))?
+            .transpose(1, 2)?
+            .reshape((b, n, h * d))?;
+        let op = BlockedAttention {
+            heads: h,
+            head_dim: d,
+            scale: 0.5,
+        };
+        let got = q.apply_op3_no_bwd(&k, &v, &op)?;
+        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "{diff}");
         Ok(())
     }
 }

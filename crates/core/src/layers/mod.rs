@@ -4,17 +4,26 @@
 //! `vb.pp(...)` paths mirror the checkpoint's tensor names.
 
 pub mod activation;
+pub mod alloc;
 pub mod attention;
+pub mod conv;
+pub mod kernels;
+pub mod linear;
+pub mod norm;
 pub mod resnet;
 pub mod sampling;
 
 pub use activation::Activation;
+pub use alloc::tune_allocator;
 pub use attention::{Attention, AttentionConfig, SpatialSelfAttention};
+pub use conv::{Conv2d, Padding};
+pub use linear::Linear;
+pub use norm::GroupNorm;
 pub use resnet::{ResnetBlock2D, ResnetBlock2DConfig, TimeEmbeddingNorm};
 pub use sampling::{Downsample2D, Upsample2D};
 
 use candle_core::Result;
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// A square `Conv2d` with bias, as `torch.nn.Conv2d(cin, cout, k, stride, padding)`.
 pub(crate) fn conv2d(
@@ -25,10 +34,12 @@ pub(crate) fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding,
+    Conv2d::new(
+        vb,
+        in_channels,
+        out_channels,
+        kernel,
         stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)
+        Padding::uniform(padding),
+    )
 }

@@ -2,9 +2,9 @@
 //! and a 1×1 shortcut when the channel count changes.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
-use super::{conv2d, Activation};
+use super::{conv2d, Activation, Conv2d, GroupNorm};
 
 /// How the time embedding enters a resnet (`resnet_time_scale_shift`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,10 +82,10 @@ impl ResnetBlock2D {
             None
         };
         Ok(Self {
-            norm1: candle_nn::group_norm(cfg.groups, cin, cfg.eps, vb.pp("norm1"))?,
+            norm1: GroupNorm::new(vb.pp("norm1"), cfg.groups, cin, cfg.eps)?,
             conv1: conv2d(vb.pp("conv1"), cin, cout, 3, 1, 1)?,
             time_emb_proj,
-            norm2: candle_nn::group_norm(cfg.groups, cout, cfg.eps, vb.pp("norm2"))?,
+            norm2: GroupNorm::new(vb.pp("norm2"), cfg.groups, cout, cfg.eps)?,
             conv2: conv2d(vb.pp("conv2"), cout, cout, 3, 1, 1)?,
             conv_shortcut,
             cfg: *cfg,
@@ -97,32 +97,39 @@ impl ResnetBlock2D {
     /// `temb` is required when the block has a `time_emb_proj` and ignored otherwise.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         let act = self.cfg.act;
-        let hs = act.forward(&self.norm1.forward(xs)?)?;
+        let silu = act == Activation::Silu;
+        let hs = self.norm1.forward_act(xs, silu)?;
+        let hs = if silu { hs } else { act.forward(&hs)? };
         let hs = self.conv1.forward(&hs)?;
         let temb = match (&self.time_emb_proj, temb) {
-            (Some(proj), Some(temb)) => {
-                let t = proj.forward(&act.forward(temb)?)?;
-                Some(t.unsqueeze(2)?.unsqueeze(3)?)
-            }
+            (Some(proj), Some(temb)) => Some(proj.forward(&act.forward(temb)?)?),
             (Some(_), None) => {
                 candle_core::bail!("resnet block: a time embedding is required but none was given")
             }
             (None, _) => None,
         };
         let hs = match (self.cfg.time_embedding_norm, temb) {
-            (TimeEmbeddingNorm::Default, Some(t)) => self.norm2.forward(&hs.broadcast_add(&t)?)?,
             (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
                 let cout = self.cfg.out_channels;
-                let scale = t.narrow(1, 0, cout)?;
-                let shift = t.narrow(1, cout, cout)?;
-                self.norm2
+                let scale = t.narrow(1, 0, cout)?.unsqueeze(2)?.unsqueeze(3)?;
+                let shift = t.narrow(1, cout, cout)?.unsqueeze(2)?.unsqueeze(3)?;
+                let hs = self
+                    .norm2
                     .forward(&hs)?
                     .broadcast_mul(&(scale + 1.0)?)?
-                    .broadcast_add(&shift)?
+                    .broadcast_add(&shift)?;
+                act.forward(&hs)?
             }
-            (_, None) => self.norm2.forward(&hs)?,
+            (_, t) => {
+                let hs = self.norm2.forward_shifted(&hs, t.as_ref(), silu)?;
+                if silu {
+                    hs
+                } else {
+                    act.forward(&hs)?
+                }
+            }
         };
-        let hs = self.conv2.forward(&act.forward(&hs)?)?;
+        let hs = self.conv2.forward(&hs)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),

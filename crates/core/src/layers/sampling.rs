@@ -1,15 +1,14 @@
 //! `Downsample2D` (stride-2 convolution) and `Upsample2D` (nearest 2× + convolution).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::conv2d;
+use super::{conv2d, Conv2d, Padding};
 
 /// diffusers' `Downsample2D` with `use_conv=True` (key `conv`).
 #[derive(Debug, Clone)]
 pub struct Downsample2D {
     conv: Conv2d,
-    pad_right_bottom: bool,
 }
 
 impl Downsample2D {
@@ -21,20 +20,24 @@ impl Downsample2D {
         out_channels: usize,
         padding: usize,
     ) -> Result<Self> {
+        let padding = if padding == 0 {
+            Padding {
+                top: 0,
+                bottom: 1,
+                left: 0,
+                right: 1,
+            }
+        } else {
+            Padding::uniform(padding)
+        };
         Ok(Self {
-            conv: conv2d(vb.pp("conv"), in_channels, out_channels, 3, 2, padding)?,
-            pad_right_bottom: padding == 0,
+            conv: Conv2d::new(vb.pp("conv"), in_channels, out_channels, 3, 2, padding)?,
         })
     }
 
     /// `[B, C, H, W]` → `[B, C_out, ⌈H/2⌉, ⌈W/2⌉]` (for padding 1 or 0).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if self.pad_right_bottom {
-            let xs = xs.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?;
-            self.conv.forward(&xs)
-        } else {
-            self.conv.forward(xs)
-        }
+        self.conv.forward(xs)
     }
 }
 
@@ -60,6 +63,10 @@ impl Upsample2D {
         if th == 0 || tw == 0 {
             candle_core::bail!("upsample: target size {th}x{tw} is empty");
         }
-        self.conv.forward(&xs.upsample_nearest2d(th, tw)?)
+        if (th, tw) == (2 * h, 2 * w) {
+            self.conv.forward_upsampled(xs, true)
+        } else {
+            self.conv.forward(&xs.upsample_nearest2d(th, tw)?)
+        }
     }
 }

@@ -15,9 +15,9 @@ pub use embeddings::{timestep_embedding, TimestepEmbedding};
 pub use transformer::{BasicTransformerBlock, Transformer2DConfig, Transformer2DModel};
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
-use crate::layers::{conv2d, Activation};
+use crate::layers::{conv2d, Activation, Conv2d, GroupNorm};
 use crate::{Error, Result};
 use blocks::{DownBlock, MidBlock, Shared, UpBlock};
 use config::UNetPlan;
@@ -127,8 +127,7 @@ impl UNet2DConditionModel {
             .enumerate()
             .map(|(i, p)| UpBlock::new(vb.pp("up_blocks").pp(i), p, &shared))
             .collect::<candle_core::Result<_>>()?;
-        let conv_norm_out =
-            candle_nn::group_norm(plan.groups, c0, cfg.norm_eps, vb.pp("conv_norm_out"))?;
+        let conv_norm_out = GroupNorm::new(vb.pp("conv_norm_out"), plan.groups, c0, cfg.norm_eps)?;
         let conv_out = conv2d(
             vb.pp("conv_out"),
             c0,
@@ -214,7 +213,11 @@ impl UNet2DConditionModel {
             };
             xs = block.forward(&xs, &emb, context, &mut skips, upsample_size)?;
         }
-        let xs = self.act.forward(&self.conv_norm_out.forward(&xs)?)?;
+        let xs = if self.act == Activation::Silu {
+            self.conv_norm_out.forward_act(&xs, true)?
+        } else {
+            self.act.forward(&self.conv_norm_out.forward(&xs)?)?
+        };
         Ok(self.conv_out.forward(&xs)?)
     }
 

@@ -1,9 +1,9 @@
 //! `Transformer2DModel` (continuous input) and its `BasicTransformerBlock`s.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::layers::{conv2d, Attention, AttentionConfig};
+use crate::layers::{Attention, AttentionConfig, GroupNorm, Linear};
 
 /// Shape and options of a [`Transformer2DModel`].
 #[derive(Debug, Clone, Copy)]
@@ -28,20 +28,13 @@ pub struct Transformer2DConfig {
     pub upcast_attention: bool,
 }
 
-/// `proj_in`/`proj_out`: a 1×1 convolution or a linear layer.
-#[derive(Debug, Clone)]
-enum Projection {
-    Conv(Conv2d),
-    Linear(Linear),
-}
-
-impl Projection {
-    fn new(vb: VarBuilder, cin: usize, cout: usize, linear: bool) -> Result<Self> {
-        Ok(if linear {
-            Self::Linear(candle_nn::linear(cin, cout, vb)?)
-        } else {
-            Self::Conv(conv2d(vb, cin, cout, 1, 1, 0)?)
-        })
+/// `proj_in`/`proj_out`: a 1×1 convolution or a linear layer, both applied as a
+/// pointwise projection between the feature map and its tokens.
+fn projection(vb: VarBuilder, cin: usize, cout: usize, linear: bool) -> Result<Linear> {
+    if linear {
+        Linear::new(vb, cin, cout, true)
+    } else {
+        Linear::pointwise_conv(vb, cin, cout)
     }
 }
 
@@ -50,9 +43,9 @@ impl Projection {
 #[derive(Debug, Clone)]
 pub struct Transformer2DModel {
     norm: GroupNorm,
-    proj_in: Projection,
+    proj_in: Linear,
     blocks: Vec<BasicTransformerBlock>,
-    proj_out: Projection,
+    proj_out: Linear,
 }
 
 impl Transformer2DModel {
@@ -64,39 +57,22 @@ impl Transformer2DModel {
             .map(|i| BasicTransformerBlock::new(vb.pp("transformer_blocks").pp(i), inner_dim, cfg))
             .collect::<Result<_>>()?;
         Ok(Self {
-            norm: candle_nn::group_norm(cfg.norm_num_groups, cfg.in_channels, 1e-6, vb.pp("norm"))?,
-            proj_in: Projection::new(vb.pp("proj_in"), cfg.in_channels, inner_dim, linear)?,
+            norm: GroupNorm::new(vb.pp("norm"), cfg.norm_num_groups, cfg.in_channels, 1e-6)?,
+            proj_in: projection(vb.pp("proj_in"), cfg.in_channels, inner_dim, linear)?,
             blocks,
-            proj_out: Projection::new(vb.pp("proj_out"), inner_dim, cfg.in_channels, linear)?,
+            proj_out: projection(vb.pp("proj_out"), inner_dim, cfg.in_channels, linear)?,
         })
     }
 
     /// `xs` `[B, C, H, W]` with `context` `[B, S, cross_attention_dim]` → `[B, C, H, W]`.
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let (b, _, h, w) = xs.dims4()?;
+        let (_, _, h, w) = xs.dims4()?;
         let hs = self.norm.forward(xs)?;
-        // [B, C, H, W] -> [B, H*W, C]
-        let to_tokens = |t: Tensor| -> Result<Tensor> {
-            let c = t.dim(1)?;
-            t.permute((0, 2, 3, 1))?.reshape((b, h * w, c))
-        };
-        // [B, H*W, C] -> [B, C, H, W]
-        let to_map = |t: Tensor| -> Result<Tensor> {
-            let c = t.dim(2)?;
-            t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()
-        };
-        let mut hs = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(conv.forward(&hs)?)?,
-            Projection::Linear(lin) => lin.forward(&to_tokens(hs)?)?,
-        };
+        let mut hs = self.proj_in.map_to_tokens(&hs)?;
         for block in &self.blocks {
             hs = block.forward(&hs, context)?;
         }
-        let hs = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(&to_map(hs)?)?,
-            Projection::Linear(lin) => to_map(lin.forward(&hs)?)?,
-        };
-        hs + xs
+        self.proj_out.tokens_to_map(&hs, h, w, Some(xs))
     }
 }
 
@@ -140,15 +116,13 @@ impl BasicTransformerBlock {
     /// `xs` `[B, N, dim]`, `context` `[B, S, cross_attention_dim]` → `[B, N, dim]`.
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let attn1_context = self.only_cross_attention.then_some(context);
-        let xs = (self
+        let xs = self
             .attn1
-            .forward(&self.norm1.forward(xs)?, attn1_context)?
-            + xs)?;
-        let xs = (self
-            .attn2
-            .forward(&self.norm2.forward(&xs)?, Some(context))?
-            + xs)?;
-        self.ff.forward(&self.norm3.forward(&xs)?)? + xs
+            .forward_residual(&self.norm1.forward(xs)?, attn1_context, Some(xs))?;
+        let xs =
+            self.attn2
+                .forward_residual(&self.norm2.forward(&xs)?, Some(context), Some(&xs))?;
+        self.ff.forward_residual(&self.norm3.forward(&xs)?, &xs)
     }
 }
 
@@ -158,23 +132,21 @@ impl BasicTransformerBlock {
 struct FeedForward {
     proj: Linear,
     out: Linear,
-    inner_dim: usize,
 }
 
 impl FeedForward {
     fn new(vb: VarBuilder, dim: usize, inner_dim: usize) -> Result<Self> {
         let net = vb.pp("net");
         Ok(Self {
-            proj: candle_nn::linear(dim, 2 * inner_dim, net.pp("0").pp("proj"))?,
-            out: candle_nn::linear(inner_dim, dim, net.pp("2"))?,
-            inner_dim,
+            proj: Linear::new(net.pp("0").pp("proj"), dim, 2 * inner_dim, true)?,
+            out: Linear::new(net.pp("2"), inner_dim, dim, true)?,
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// `net.2(geglu(net.0.proj(xs))) + residual`.
+    fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let hs = self.proj.forward(xs)?;
-        let value = hs.narrow(2, 0, self.inner_dim)?;
-        let gate = hs.narrow(2, self.inner_dim, self.inner_dim)?;
-        self.out.forward(&(value * gate.gelu_erf()?)?)
+        self.out
+            .forward_residual(&crate::layers::activation::geglu(&hs)?, Some(residual))
     }
 }

@@ -2,12 +2,12 @@
 //! `UpDecoderBlock2D`, `UNetMidBlock2D`). None of them takes a time embedding.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::VaeConfig;
 use crate::layers::{
-    conv2d, Activation, Downsample2D, ResnetBlock2D, ResnetBlock2DConfig, SpatialSelfAttention,
-    TimeEmbeddingNorm, Upsample2D,
+    conv2d, Activation, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetBlock2DConfig,
+    SpatialSelfAttention, TimeEmbeddingNorm, Upsample2D,
 };
 
 /// Epsilon of every norm in the VAE.
@@ -83,13 +83,13 @@ struct OutputHead {
 impl OutputHead {
     fn new(vb: &VarBuilder, cin: usize, cout: usize, groups: usize) -> Result<Self> {
         Ok(Self {
-            norm: candle_nn::group_norm(groups, cin, EPS, vb.pp("conv_norm_out"))?,
+            norm: GroupNorm::new(vb.pp("conv_norm_out"), groups, cin, EPS)?,
             conv: conv2d(vb.pp("conv_out"), cin, cout, 3, 1, 1)?,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.conv.forward(&self.norm.forward(xs)?.silu()?)
+        self.conv.forward(&self.norm.forward_act(xs, true)?)
     }
 }
 

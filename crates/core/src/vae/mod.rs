@@ -11,9 +11,9 @@ mod config;
 pub use config::VaeConfig;
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 
-use crate::layers::conv2d;
+use crate::layers::{conv2d, Conv2d};
 use crate::{Error, Result};
 use coder::{Decoder, Encoder};
 

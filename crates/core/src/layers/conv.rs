@@ -1,0 +1,475 @@
+//! 2-D convolution with a direct f32 CPU kernel.
+//!
+//! On the CPU in f32 the weights are re-laid out once at load as one
+//! `[C_out, C_in]` matrix per kernel tap, and the convolution runs as a sum of
+//! per-tap matrix products over shifted views of a zero-padded copy of the input,
+//! tile by tile, so no im2col matrix is ever materialised. Other devices and
+//! dtypes use candle's `conv2d`.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, Shape, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+/// Bytes of one output tile kept hot while the taps accumulate into it.
+const TILE_BYTES: usize = 256 * 1024;
+
+/// Zero padding on each side, `(top, bottom, left, right)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Padding {
+    /// Rows above.
+    pub top: usize,
+    /// Rows below.
+    pub bottom: usize,
+    /// Columns to the left.
+    pub left: usize,
+    /// Columns to the right.
+    pub right: usize,
+}
+
+impl Padding {
+    /// The same padding on all four sides.
+    pub fn uniform(p: usize) -> Self {
+        Self {
+            top: p,
+            bottom: p,
+            left: p,
+            right: p,
+        }
+    }
+}
+
+/// A square convolution with bias, as `torch.nn.Conv2d(cin, cout, k, stride, padding)`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    kind: Kind,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: Padding,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// f32 on the CPU: `taps[t][co][ci]` and the bias.
+    Packed {
+        taps: Arc<[f32]>,
+        bias: Option<Arc<[f32]>>,
+    },
+    /// Anything else: candle's convolution (symmetric padding only).
+    Candle {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+}
+
+impl Conv2d {
+    /// Loads `weight` `[cout, cin, k, k]` and `bias` `[cout]` under `vb`.
+    pub fn new(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self> {
+        if stride == 0 || kernel == 0 {
+            candle_core::bail!("conv2d {}: kernel and stride must be positive", vb.prefix());
+        }
+        let weight = vb.get((out_channels, in_channels, kernel, kernel), "weight")?;
+        let bias = vb.get(out_channels, "bias")?;
+        Self::from_tensors(weight, Some(bias), stride, padding)
+    }
+
+    /// Builds the layer from a `[cout, cin, k, k]` weight and an optional `[cout]` bias.
+    pub fn from_tensors(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self> {
+        let (out_channels, in_channels, kernel, kw) = weight.dims4()?;
+        if kernel != kw {
+            candle_core::bail!("conv2d: only square kernels are supported, got {kernel}x{kw}");
+        }
+        let kind = if weight.dtype() == DType::F32 && matches!(weight.device(), Device::Cpu) {
+            let taps = weight
+                .permute((2, 3, 0, 1))?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let bias = match bias {
+                Some(b) => Some(Arc::from(b.to_dtype(DType::F32)?.to_vec1::<f32>()?)),
+                None => None,
+            };
+            Kind::Packed {
+                taps: Arc::from(taps),
+                bias,
+            }
+        } else {
+            Kind::Candle { weight, bias }
+        };
+        Ok(Self {
+            kind,
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+        })
+    }
+
+    /// Convolves `xs` `[B, C_in, H, W]`, first upsampling it 2× (nearest) when
+    /// `upsample` is set, as `conv(F.interpolate(xs, scale_factor=2))`.
+    pub fn forward_upsampled(&self, xs: &Tensor, upsample: bool) -> Result<Tensor> {
+        let (_, c, h, w) = xs.dims4()?;
+        if c != self.in_channels {
+            candle_core::bail!(
+                "conv2d: input has {c} channels, expected {}",
+                self.in_channels
+            );
+        }
+        match &self.kind {
+            Kind::Packed { taps, bias } => {
+                let dtype = xs.dtype();
+                let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+                let op = DirectConv {
+                    taps,
+                    bias: bias.as_deref(),
+                    cout: self.out_channels,
+                    k: self.kernel,
+                    stride: self.stride,
+                    padding: self.padding,
+                    upsample,
+                };
+                xs.apply_op1_no_bwd(&op)?.to_dtype(dtype)
+            }
+            Kind::Candle { weight, bias } => {
+                let xs = if upsample {
+                    xs.upsample_nearest2d(2 * h, 2 * w)?
+                } else {
+                    xs.clone()
+                };
+                let p = self.padding;
+                let symmetric = p.top == p.left && p.top == p.bottom && p.top == p.right;
+                let xs = if symmetric {
+                    xs
+                } else {
+                    xs.pad_with_zeros(2, p.top, p.bottom)?
+                        .pad_with_zeros(3, p.left, p.right)?
+                };
+                let pad = if symmetric { p.top } else { 0 };
+                let ys = xs.conv2d(weight, pad, self.stride, 1, 1)?;
+                match bias {
+                    Some(b) => ys.broadcast_add(&b.reshape((1, (), 1, 1))?),
+                    None => Ok(ys),
+                }
+            }
+        }
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_upsampled(xs, false)
+    }
+}
+
+/// The f32 CPU kernel as a candle op over a contiguous input.
+struct DirectConv<'a> {
+    taps: &'a [f32],
+    bias: Option<&'a [f32]>,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    padding: Padding,
+    upsample: bool,
+}
+
+/// A raw output pointer shared by the workers, each writing disjoint elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every work item writes a disjoint set of output elements.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so closures capture the `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+impl CustomOp1 for DirectConv<'_> {
+    fn name(&self) -> &'static str {
+        "direct-conv2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("direct-conv2d: expected f32 input");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("direct-conv2d: expected a contiguous input");
+        };
+        let input = &data[start..end];
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let (h, w) = if self.upsample {
+            (2 * h, 2 * w)
+        } else {
+            (h, w)
+        };
+        let (k, s, p) = (self.k, self.stride, self.padding);
+        let (hp_real, wp_real) = (h + p.top + p.bottom, w + p.left + p.right);
+        if hp_real < k || wp_real < k {
+            candle_core::bail!("direct-conv2d: input {h}x{w} is smaller than the {k}x{k} kernel");
+        }
+        let (ho, wo) = ((hp_real - k) / s + 1, (wp_real - k) / s + 1);
+        let out = self.run(input, b, c, h, w, ho, wo)?;
+        Ok((CpuStorage::F32(out), Shape::from((b, self.cout, ho, wo))))
+    }
+}
+
+impl DirectConv<'_> {
+    /// The convolution of `input` `[b, c, h, w]` (h, w after any upsampling) to `[b, cout, ho, wo]`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        input: &[f32],
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+    ) -> Result<Vec<f32>> {
+        let (k, s, p, cout) = (self.k, self.stride, self.padding, self.cout);
+        // The padded image is split into s × s phase images of `hq × wq`
+        // (element (r, c) of phase (r mod s, c mod s) at (r / s, c / s)), so that
+        // every tap (a, b) is a stride-1 shifted view of one phase: output pixel
+        // j = y·wq + x reads element j + (a / s)·wq + b / s of phase (a mod s, b mod s).
+        let wq = (w + p.left + p.right).div_ceil(s);
+        let direct = k == 1 && s == 1 && p == Padding::uniform(0) && !self.upsample;
+        let (padded, hq) = if direct {
+            (None, h)
+        } else {
+            let hq = (h + p.top + p.bottom).div_ceil(s) + k;
+            (Some(self.pad_input(input, b, c, h, w, hq, wq)), hq)
+        };
+        let source: &[f32] = padded.as_deref().unwrap_or(input);
+        let phase = hq * wq;
+        let plane = s * s * phase;
+        let pixels = ho * wq;
+
+        // Work items: (batch, pixel tile, output-channel chunk), enough of them to
+        // keep every thread busy.
+        let threads = rayon::current_num_threads().max(1);
+        let tile = (TILE_BYTES / 4 / cout).clamp(64, 2048).next_multiple_of(16);
+        let tile = tile.min(pixels);
+        let tiles = pixels.div_ceil(tile);
+        let chunks = (2 * threads)
+            .div_ceil(b * tiles)
+            .min(cout.div_ceil(16))
+            .max(1);
+        let chunk = cout.div_ceil(chunks).next_multiple_of(16).min(cout);
+        let chunks = cout.div_ceil(chunk);
+
+        let mut out = vec![0f32; b * cout * ho * wo];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let items = b * tiles * chunks;
+        (0..items).into_par_iter().for_each_init(
+            || vec![0f32; chunk * tile],
+            |buf, item| {
+                let bi = item / (tiles * chunks);
+                let ti = (item / chunks) % tiles;
+                let ci = item % chunks;
+                let j0 = ti * tile;
+                let n = tile.min(pixels - j0);
+                let co0 = ci * chunk;
+                let m = chunk.min(cout - co0);
+                let batch_src = &source[bi * c * plane..];
+                for a in 0..k {
+                    for bb in 0..k {
+                        let t = a * k + bb;
+                        let lhs = &self.taps[(t * cout + co0) * c..];
+                        let offset = ((a % s) * s + bb % s) * phase + (a / s) * wq + bb / s;
+                        let rhs = &batch_src[j0 + offset..];
+                        // SAFETY: lhs is `m × c` (row stride c) inside the tap's
+                        // matrix; rhs reads n consecutive columns of c rows `plane`
+                        // apart, inside the padded batch (each phase has k spare
+                        // rows); dst is the `m × n` buffer.
+                        unsafe {
+                            gemm::gemm(
+                                m,
+                                n,
+                                c,
+                                buf.as_mut_ptr(),
+                                1,
+                                n as isize,
+                                t != 0,
+                                lhs.as_ptr(),
+                                1,
+                                c as isize,
+                                rhs.as_ptr(),
+                                1,
+                                plane as isize,
+                                1.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            );
+                        }
+                    }
+                }
+                let (y0, y1) = (j0 / wq, (j0 + n - 1) / wq);
+                for row in 0..m {
+                    let co = co0 + row;
+                    let bias = self.bias.map_or(0.0, |bias| bias[co]);
+                    let src = &buf[row * n..(row + 1) * n];
+                    let dst_base = (bi * cout + co) * ho * wo;
+                    for y in y0..=y1 {
+                        // Columns of output row y inside this tile.
+                        let first = (y * wq).max(j0);
+                        let last = ((y * wq) + wo).min(j0 + n);
+                        if first >= last {
+                            continue;
+                        }
+                        let x0 = first - y * wq;
+                        let len = last - first;
+                        // SAFETY: row y, columns x0..x0+len of channel co in batch
+                        // bi lie inside the output and belong to this item alone.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                out_ptr.get().add(dst_base + y * wo + x0),
+                                len,
+                            )
+                        };
+                        for (d, &v) in dst.iter_mut().zip(&src[first - j0..last - j0]) {
+                            *d = v + bias;
+                        }
+                    }
+                }
+            },
+        );
+        Ok(out)
+    }
+
+    /// The zero-padded (and optionally 2× upsampled) input split into stride
+    /// phases: `[b, c, s·s, hq, wq]`.
+    #[allow(clippy::too_many_arguments)]
+    fn pad_input(
+        &self,
+        input: &[f32],
+        b: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        hq: usize,
+        wq: usize,
+    ) -> Vec<f32> {
+        let (p, s) = (self.padding, self.stride);
+        let (sh, sw) = if self.upsample {
+            (h / 2, w / 2)
+        } else {
+            (h, w)
+        };
+        let phase = hq * wq;
+        let mut padded = vec![0f32; b * c * s * s * phase];
+        padded
+            .par_chunks_mut(s * s * phase)
+            .enumerate()
+            .for_each(|(plane_index, dst)| {
+                let src = &input[plane_index * sh * sw..(plane_index + 1) * sh * sw];
+                for y in 0..h {
+                    let src_row = &src[(if self.upsample { y / 2 } else { y }) * sw..][..sw];
+                    let r = y + p.top;
+                    if s == 1 {
+                        let row = &mut dst[r * wq + p.left..][..w];
+                        if self.upsample {
+                            for (pair, &v) in row.chunks_exact_mut(2).zip(src_row) {
+                                pair[0] = v;
+                                pair[1] = v;
+                            }
+                        } else {
+                            row.copy_from_slice(src_row);
+                        }
+                        continue;
+                    }
+                    let row_base = (r % s) * s * phase + (r / s) * wq;
+                    for x in 0..w {
+                        let col = x + p.left;
+                        let v = src_row[if self.upsample { x / 2 } else { x }];
+                        dst[row_base + (col % s) * phase + col / s] = v;
+                    }
+                }
+            });
+        padded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(
+        xs: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        p: Padding,
+    ) -> Result<Tensor> {
+        let xs = xs
+            .pad_with_zeros(2, p.top, p.bottom)?
+            .pad_with_zeros(3, p.left, p.right)?;
+        xs.conv2d(weight, 0, stride, 1, 1)?
+            .broadcast_add(&bias.reshape((1, (), 1, 1))?)
+    }
+
+    /// The direct kernel matches candle's convolution for the shapes the models use.
+    #[test]
+    fn matches_candle_conv() -> Result<()> {
+        let dev = Device::Cpu;
+        let cases = [
+            (3, 1, Padding::uniform(1), 5, 7, 2, false),
+            (3, 2, Padding::uniform(1), 9, 6, 1, false),
+            (
+                3,
+                2,
+                Padding {
+                    top: 0,
+                    bottom: 1,
+                    left: 0,
+                    right: 1,
+                },
+                8,
+                10,
+                2,
+                false,
+            ),
+            (1, 1, Padding::uniform(0), 4, 5, 2, false),
+            (3, 1, Padding::uniform(1), 3, 4, 2, true),
+            (1, 1, Padding::uniform(0), 70, 3, 1, false),
+        ];
+        for (k, stride, padding, h, w, b, upsample) in cases {
+            let (cin, cout) = (6, 37);
+            let xs = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?;
+            let weight = Tensor::randn(0f32, 1.0, (cout, cin, k, k), &dev)?;
+            let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
+            let conv = Conv2d::from_tensors(weight.clone(), Some(bias.clone()), stride, padding)?;
+            let got = conv.forward_upsampled(&xs, upsample)?;
+            let input = if upsample {
+                xs.upsample_nearest2d(2 * h, 2 * w)?
+            } else {
+                xs
+            };
+            let want = reference(&input, &weight, &bias, stride, padding)?;
+            assert_eq!(got.dims(), want.dims());
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-4, "k {k} stride {stride} {padding:?}: {diff}");
+        }
+        Ok(())
+    }
+}
