@@ -11,6 +11,7 @@ pub mod image;
 pub mod layers;
 pub mod model_files;
 pub mod pipeline;
+pub mod preview;
 pub mod rng;
 pub mod schedulers;
 pub mod source;
