@@ -13,6 +13,7 @@ pub mod layers;
 pub mod model_files;
 pub mod pipeline;
 pub mod presets;
+pub mod preview;
 pub mod prompt;
 pub mod rng;
 pub mod schedulers;

@@ -258,6 +258,9 @@ impl DirectConv<'_> {
             (Some(self.pad_input(input, b, c, h, w, hq, wq)), hq)
         };
         let source: &[f32] = padded.as_deref().unwrap_or(input);
+        if k == 3 && s == 1 && wq >= wo.div_ceil(2) * 2 + 2 && use_winograd(b, ho, wo) {
+            return Ok(self.winograd(source, b, c, hq, wq, ho, wo));
+        }
         let phase = hq * wq;
         let plane = s * s * phase;
         let pixels = ho * wq;
@@ -357,6 +360,189 @@ impl DirectConv<'_> {
         Ok(out)
     }
 
+    /// The 3×3 stride-1 convolution by Winograd's F(2×2, 3×3): 2×2 output
+    /// tiles from 4×4 input tiles with 16 products per channel pair instead of
+    /// 36. Per block of whole tile rows the input is transformed (`Bᵀ d B`),
+    /// multiplied by the transformed weights (`G g Gᵀ`, computed per call) with
+    /// one GEMM per tile position, and transformed back (`Aᵀ m A`); both
+    /// transforms run along tile rows so they vectorise. `source` is the padded
+    /// input `[b, c, hq, wq]` with `wq ≥ 2·⌈wo/2⌉ + 2`.
+    #[allow(clippy::too_many_arguments)]
+    fn winograd(
+        &self,
+        source: &[f32],
+        b: usize,
+        c: usize,
+        hq: usize,
+        wq: usize,
+        ho: usize,
+        wo: usize,
+    ) -> Vec<f32> {
+        let cout = self.cout;
+        let weights = winograd_weights(self.taps, cout, c);
+        let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
+        // Whole tile rows per block, so that the transformed input (16 × c × n)
+        // and the products (16 × cout × n) of a block stay within a few MiB.
+        let threads = rayon::current_num_threads().max(1);
+        let per_tile = 16 * (c + cout) * 4;
+        let rows_per_block = (WINOGRAD_BLOCK_BYTES / per_tile / tw).clamp(1, th);
+        let blocks_per_image = th.div_ceil(rows_per_block);
+        let chunks = threads
+            .div_ceil(b * blocks_per_image)
+            .min(cout.div_ceil(16))
+            .max(1);
+        let chunk = cout.div_ceil(chunks).next_multiple_of(16).min(cout);
+        let chunks = cout.div_ceil(chunk);
+        let items = b * blocks_per_image * chunks;
+        let block_tiles = rows_per_block * tw;
+
+        let mut out = vec![0f32; b * cout * ho * wo];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let plane = hq * wq;
+        let half = wq.div_ceil(2);
+        (0..items).into_par_iter().for_each_init(
+            || {
+                (
+                    vec![0f32; 16 * c * block_tiles],
+                    vec![0f32; 16 * chunk * block_tiles],
+                    vec![0f32; 8 * half],
+                    vec![0f32; 8 * tw],
+                )
+            },
+            |(v, m, phases, rows), item| {
+                let bi = item / (blocks_per_image * chunks);
+                let blk = (item / chunks) % blocks_per_image;
+                let ci = item % chunks;
+                let ty0 = blk * rows_per_block;
+                let nty = rows_per_block.min(th - ty0);
+                let n = nty * tw;
+                let co0 = ci * chunk;
+                let mc = chunk.min(cout - co0);
+                let image = &source[bi * c * plane..(bi + 1) * c * plane];
+                // Input transform into v[ξ][channel][tile].
+                for ch in 0..c {
+                    let src = &image[ch * plane..];
+                    for ry in 0..nty {
+                        let r = &src[2 * (ty0 + ry) * wq..];
+                        let (r0, r1, r2, r3) = (
+                            &r[..wq],
+                            &r[wq..2 * wq],
+                            &r[2 * wq..3 * wq],
+                            &r[3 * wq..4 * wq],
+                        );
+                        // Bᵀ d along the rows, split into even and odd columns.
+                        let (even, odd) = phases.split_at_mut(4 * half);
+                        for x in 0..wq {
+                            let t = [r0[x] - r2[x], r1[x] + r2[x], r2[x] - r1[x], r1[x] - r3[x]];
+                            let dst = if x % 2 == 0 { &mut *even } else { &mut *odd };
+                            for (i, &val) in t.iter().enumerate() {
+                                dst[i * half + x / 2] = val;
+                            }
+                        }
+                        // (Bᵀ d) B along the columns, for the tw tiles of this row.
+                        for i in 0..4 {
+                            let e = &even[i * half..(i + 1) * half];
+                            let o = &odd[i * half..(i + 1) * half];
+                            let at = |j: usize| (((i * 4 + j) * c + ch) * n) + ry * tw;
+                            let (v0, rest) = v.split_at_mut(at(1));
+                            let v0 = &mut v0[at(0)..at(0) + tw];
+                            let (v1, rest) = rest.split_at_mut(at(2) - at(1));
+                            let v1 = &mut v1[..tw];
+                            let (v2, v3) = rest.split_at_mut(at(3) - at(2));
+                            let (v2, v3) = (&mut v2[..tw], &mut v3[..tw]);
+                            for tx in 0..tw {
+                                v0[tx] = e[tx] - e[tx + 1];
+                                v1[tx] = o[tx] + e[tx + 1];
+                                v2[tx] = e[tx + 1] - o[tx];
+                                v3[tx] = o[tx] - o[tx + 1];
+                            }
+                        }
+                    }
+                }
+                // 16 products: m[ξ] (mc × n) = U[ξ] (mc × c) · v[ξ] (c × n).
+                for xi in 0..16 {
+                    let lhs = &weights[(xi * cout + co0) * c..];
+                    let rhs = &v[xi * c * n..];
+                    let dst = &mut m[xi * mc * n..];
+                    // SAFETY: lhs is mc × c (row stride c) inside U[ξ], rhs c × n
+                    // and dst mc × n, both row-major inside their buffers.
+                    unsafe {
+                        gemm::gemm(
+                            mc,
+                            n,
+                            c,
+                            dst.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            lhs.as_ptr(),
+                            1,
+                            c as isize,
+                            rhs.as_ptr(),
+                            1,
+                            n as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+                // Output transform along tile rows, bias, into the output map.
+                for row in 0..mc {
+                    let co = co0 + row;
+                    let bias = self.bias.map_or(0.0, |bias| bias[co]);
+                    let dst_base = (bi * cout + co) * ho * wo;
+                    for ry in 0..nty {
+                        let mrow = |xi: usize| &m[(xi * mc + row) * n + ry * tw..][..tw];
+                        // Aᵀ m: two rows of four columns, each over the tw tiles.
+                        let (s0, s1) = rows.split_at_mut(4 * tw);
+                        for j in 0..4 {
+                            let (a, bq, cq, d) = (mrow(j), mrow(4 + j), mrow(8 + j), mrow(12 + j));
+                            let (s0j, s1j) =
+                                (&mut s0[j * tw..(j + 1) * tw], &mut s1[j * tw..(j + 1) * tw]);
+                            for tx in 0..tw {
+                                s0j[tx] = a[tx] + bq[tx] + cq[tx];
+                                s1j[tx] = bq[tx] - cq[tx] - d[tx];
+                            }
+                        }
+                        for (i, srow) in [&*s0, &*s1].into_iter().enumerate() {
+                            let oy = 2 * (ty0 + ry) + i;
+                            if oy >= ho {
+                                continue;
+                            }
+                            // SAFETY: output row oy of channel co in batch bi belongs
+                            // to this item alone.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    out_ptr.get().add(dst_base + oy * wo),
+                                    wo,
+                                )
+                            };
+                            let (a, bq, cq, d) = (
+                                &srow[..tw],
+                                &srow[tw..2 * tw],
+                                &srow[2 * tw..3 * tw],
+                                &srow[3 * tw..],
+                            );
+                            for tx in 0..wo / 2 {
+                                dst[2 * tx] = a[tx] + bq[tx] + cq[tx] + bias;
+                                dst[2 * tx + 1] = bq[tx] - cq[tx] - d[tx] + bias;
+                            }
+                            if wo % 2 == 1 {
+                                let tx = wo / 2;
+                                dst[2 * tx] = a[tx] + bq[tx] + cq[tx] + bias;
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        out
+    }
+
     /// The zero-padded (and optionally 2× upsampled) input split into stride
     /// phases: `[b, c, s·s, hq, wq]`.
     #[allow(clippy::too_many_arguments)]
@@ -410,6 +596,62 @@ impl DirectConv<'_> {
     }
 }
 
+/// Bytes of one Winograd block's transformed input and products.
+const WINOGRAD_BLOCK_BYTES: usize = 2 << 20;
+
+/// Whether Winograd pays for a 3×3 stride-1 convolution with this output: the
+/// weights are transformed per call, which only amortises over enough tiles.
+fn use_winograd(b: usize, ho: usize, wo: usize) -> bool {
+    let min = std::env::var("SDW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WINOGRAD_MIN_TILES);
+    b * ho.div_ceil(2) * wo.div_ceil(2) >= min
+}
+
+/// Fewest 2×2 output tiles (over the batch) for the Winograd path.
+const WINOGRAD_MIN_TILES: usize = 1024;
+
+/// `G g Gᵀ` for every (co, ci) of the per-tap weights `taps[t][co][ci]`:
+/// `[16][cout][cin]`.
+fn winograd_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let pairs = cout * cin;
+    let mut u = vec![0f32; 16 * pairs];
+    let u_ptr = OutPtr(u.as_mut_ptr());
+    (0..cout).into_par_iter().for_each(|co| {
+        for ci in 0..cin {
+            let pair = co * cin + ci;
+            let mut g = [[0f32; 3]; 3];
+            for (a, row) in g.iter_mut().enumerate() {
+                for (bb, v) in row.iter_mut().enumerate() {
+                    *v = taps[(a * 3 + bb) * pairs + pair];
+                }
+            }
+            // G g (4×3), then (G g) Gᵀ (4×4).
+            let mut gg = [[0f32; 3]; 4];
+            for j in 0..3 {
+                gg[0][j] = g[0][j];
+                gg[1][j] = 0.5 * (g[0][j] + g[1][j] + g[2][j]);
+                gg[2][j] = 0.5 * (g[0][j] - g[1][j] + g[2][j]);
+                gg[3][j] = g[2][j];
+            }
+            for (i, row) in gg.iter().enumerate() {
+                let vals = [
+                    row[0],
+                    0.5 * (row[0] + row[1] + row[2]),
+                    0.5 * (row[0] - row[1] + row[2]),
+                    row[2],
+                ];
+                for (j, &val) in vals.iter().enumerate() {
+                    // SAFETY: each co writes only its own (co, ·) pairs.
+                    unsafe { *u_ptr.get().add((i * 4 + j) * pairs + pair) = val };
+                }
+            }
+        }
+    });
+    u
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +694,10 @@ mod tests {
             (1, 1, Padding::uniform(0), 4, 5, 2, false),
             (3, 1, Padding::uniform(1), 3, 4, 2, true),
             (1, 1, Padding::uniform(0), 70, 3, 1, false),
+            // Enough tiles for the Winograd path, even and odd sizes, upsampled.
+            (3, 1, Padding::uniform(1), 64, 66, 1, false),
+            (3, 1, Padding::uniform(1), 63, 70, 1, false),
+            (3, 1, Padding::uniform(1), 32, 33, 1, true),
         ];
         for (k, stride, padding, h, w, b, upsample) in cases {
             let (cin, cout) = (6, 37);
