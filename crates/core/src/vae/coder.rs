@@ -89,7 +89,7 @@ impl OutputHead {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.conv.forward(&self.norm.forward_act(xs, true)?)
+        crate::layers::norm_act_conv(&self.norm, &self.conv, xs, None, Activation::Silu)
     }
 }
 
