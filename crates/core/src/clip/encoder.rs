@@ -1,7 +1,10 @@
 //! One pre-LN transformer layer of the CLIP text encoder and its parts.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
+
+use crate::layers::activation::{gelu_erf, quick_gelu};
+use crate::layers::Linear;
 
 use super::config::{ClipActivation, ClipTextConfig};
 
@@ -31,10 +34,10 @@ impl Attention {
         let d = cfg.hidden_size;
         let head_dim = cfg.head_dim();
         Ok(Self {
-            q_proj: linear(d, d, vb.pp("q_proj"))?,
-            k_proj: linear(d, d, vb.pp("k_proj"))?,
-            v_proj: linear(d, d, vb.pp("v_proj"))?,
-            out_proj: linear(d, d, vb.pp("out_proj"))?,
+            q_proj: Linear::new(vb.pp("q_proj"), d, d, true)?,
+            k_proj: Linear::new(vb.pp("k_proj"), d, d, true)?,
+            v_proj: Linear::new(vb.pp("v_proj"), d, d, true)?,
+            out_proj: Linear::new(vb.pp("out_proj"), d, d, true)?,
             num_heads: cfg.num_attention_heads,
             head_dim,
             scale: (head_dim as f64).powf(-0.5),
@@ -42,9 +45,10 @@ impl Attention {
     }
 
     /// `xs`: `[batch, seq, hidden]`, `mask`: `[seq, seq]` added to the scores.
-    /// Returns `[batch, seq, hidden]`. The softmax runs in f32 whatever the
-    /// dtype, as in transformers.
-    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// Returns `residual + attention` `[batch, seq, hidden]`, the residual added
+    /// in the output projection. The softmax runs in f32 whatever the dtype, as
+    /// in transformers.
+    fn forward(&self, xs: &Tensor, mask: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let (b, s, d) = xs.dims3()?;
         let heads = |proj: &Linear| -> Result<Tensor> {
             proj.forward(xs)?
@@ -65,7 +69,7 @@ impl Attention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, s, d))?;
-        self.out_proj.forward(&out)
+        self.out_proj.forward_residual(&out, Some(residual))
     }
 }
 
@@ -80,20 +84,20 @@ struct Mlp {
 impl Mlp {
     fn new(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
         Ok(Self {
-            fc1: linear(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
-            fc2: linear(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
+            fc1: Linear::new(vb.pp("fc1"), cfg.hidden_size, cfg.intermediate_size, true)?,
+            fc2: Linear::new(vb.pp("fc2"), cfg.intermediate_size, cfg.hidden_size, true)?,
             activation: cfg.hidden_act,
         })
     }
 
-    /// `[batch, seq, hidden]` to `[batch, seq, hidden]`.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// `[batch, seq, hidden]` to `residual + mlp(xs)` `[batch, seq, hidden]`.
+    fn forward(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let xs = self.fc1.forward(xs)?;
         let xs = match self.activation {
-            ClipActivation::QuickGelu => (&xs * candle_nn::ops::sigmoid(&(&xs * 1.702)?)?)?,
-            ClipActivation::Gelu => xs.gelu_erf()?,
+            ClipActivation::QuickGelu => quick_gelu(&xs)?,
+            ClipActivation::Gelu => gelu_erf(&xs)?,
         };
-        self.fc2.forward(&xs)
+        self.fc2.forward_residual(&xs, Some(residual))
     }
 }
 
@@ -121,12 +125,10 @@ impl EncoderLayer {
 
     /// `xs`: `[batch, seq, hidden]`, `mask`: the `[seq, seq]` causal mask.
     pub(crate) fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let attn = self
+        let xs = self
             .self_attn
-            .forward(&self.layer_norm1.forward(xs)?, mask)?;
-        let xs = (xs + attn)?;
-        let mlp = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
-        xs + mlp
+            .forward(&self.layer_norm1.forward(xs)?, mask, xs)?;
+        self.mlp.forward(&self.layer_norm2.forward(&xs)?, &xs)
     }
 }
 

@@ -46,6 +46,61 @@ impl Activation {
     }
 }
 
+/// The exact (erf) GELU, as `torch.nn.functional.gelu`; vectorised on the f32 CPU path.
+pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
+    elementwise(xs, Elementwise::Gelu)
+}
+
+/// CLIP's `quick_gelu`: `x · sigmoid(1.702 x)`; vectorised on the f32 CPU path.
+pub fn quick_gelu(xs: &Tensor) -> Result<Tensor> {
+    elementwise(xs, Elementwise::QuickGelu)
+}
+
+#[derive(Clone, Copy)]
+enum Elementwise {
+    Gelu,
+    QuickGelu,
+}
+
+fn elementwise(xs: &Tensor, op: Elementwise) -> Result<Tensor> {
+    if xs.dtype() == DType::F32 && matches!(xs.device(), Device::Cpu) {
+        return xs.contiguous()?.apply_op1_no_bwd(&ElementwiseOp(op));
+    }
+    match op {
+        Elementwise::Gelu => xs.gelu_erf(),
+        Elementwise::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
+    }
+}
+
+struct ElementwiseOp(Elementwise);
+
+impl CustomOp1 for ElementwiseOp {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            Elementwise::Gelu => "gelu",
+            Elementwise::QuickGelu => "quick-gelu",
+        }
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("{}: expected f32 input", self.name());
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{}: expected a contiguous input", self.name());
+        };
+        let input = &data[start..end];
+        let mut out = vec![0f32; input.len()];
+        out.par_chunks_mut(16384)
+            .zip(input.par_chunks(16384))
+            .for_each(|(d, s)| match self.0 {
+                Elementwise::Gelu => kernels::gelu_slice(d, s),
+                Elementwise::QuickGelu => kernels::quick_gelu_slice(d, s),
+            });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
 /// GEGLU: splits the last dimension of `xs` into `[value, gate]` halves and
 /// returns `value * gelu(gate)` (exact GELU), as diffusers' `GEGLU` after its projection.
 pub fn geglu(xs: &Tensor) -> Result<Tensor> {
@@ -115,6 +170,18 @@ mod tests {
         // torch.nn.functional.mish(torch.tensor([-1.0, 0.5]))
         assert!((mish[0] - -0.303_401_4).abs() < 1e-6);
         assert!((mish[1] - 0.375_245_2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gelus_match_candle() {
+        let xs = Tensor::randn(0f32, 3.0, (3, 50), &Device::Cpu).unwrap();
+        let close = |a: Tensor, b: Tensor| {
+            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        };
+        close(gelu_erf(&xs).unwrap(), xs.gelu_erf().unwrap());
+        let quick = (&xs * candle_nn::ops::sigmoid(&(&xs * 1.702).unwrap()).unwrap()).unwrap();
+        close(quick_gelu(&xs).unwrap(), quick);
     }
 
     #[test]

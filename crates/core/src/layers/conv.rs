@@ -12,6 +12,8 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, 
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use super::kernels;
+
 /// Bytes of one output tile kept hot while the taps accumulate into it.
 const TILE_BYTES: usize = 256 * 1024;
 
@@ -142,6 +144,7 @@ impl Conv2d {
                     stride: self.stride,
                     padding: self.padding,
                     upsample,
+                    input_affine: None,
                 };
                 xs.apply_op1_no_bwd(&op)?.to_dtype(dtype)
             }
@@ -170,6 +173,44 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// `conv(act(xs · scale + offset))` with the per-(batch, channel) `affine`
+    /// (a group norm's, see [`super::GroupNorm::channel_affine`]) and SiLU when
+    /// `silu`, applied while the padded input is built, so the normed map is
+    /// never stored. `None` when this layer has no f32 CPU kernel or no padding
+    /// step (1×1 without padding); the caller then normalises first.
+    pub fn forward_affine(
+        &self,
+        xs: &Tensor,
+        affine: &super::norm::ChannelAffine,
+        silu: bool,
+    ) -> Result<Option<Tensor>> {
+        let Kind::Packed { taps, bias } = &self.kind else {
+            return Ok(None);
+        };
+        let (b, c, _, _) = xs.dims4()?;
+        let unpadded = self.kernel == 1 && self.stride == 1 && self.padding == Padding::uniform(0);
+        if xs.dtype() != DType::F32
+            || unpadded
+            || c != self.in_channels
+            || affine.scale.len() != b * c
+        {
+            return Ok(None);
+        }
+        let op = DirectConv {
+            taps,
+            bias: bias.as_deref(),
+            cout: self.out_channels,
+            k: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            upsample: false,
+            input_affine: Some((&affine.scale, &affine.offset, silu)),
+        };
+        Ok(Some(xs.contiguous()?.apply_op1_no_bwd(&op)?))
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.forward_upsampled(xs, false)
@@ -185,6 +226,9 @@ struct DirectConv<'a> {
     stride: usize,
     padding: Padding,
     upsample: bool,
+    /// Per-(batch, channel) `(scale, offset)` and SiLU applied to the input as it
+    /// is padded.
+    input_affine: Option<(&'a [f32], &'a [f32], bool)>,
 }
 
 /// A raw output pointer shared by the workers, each writing disjoint elements.
@@ -214,6 +258,16 @@ impl CustomOp1 for DirectConv<'_> {
             candle_core::bail!("direct-conv2d: expected a contiguous input");
         };
         let input = &data[start..end];
+        let (b, c, h, w, ho, wo) = self.shapes(layout)?;
+        let mut out = vec![0f32; b * self.cout * ho * wo];
+        self.run(input, b, c, h, w, ho, wo, &mut out);
+        Ok((CpuStorage::F32(out), Shape::from((b, self.cout, ho, wo))))
+    }
+}
+
+impl DirectConv<'_> {
+    /// `(b, c, h, w, ho, wo)` of an input layout (h, w after any upsampling).
+    fn shapes(&self, layout: &Layout) -> Result<(usize, usize, usize, usize, usize, usize)> {
         let (b, c, h, w) = layout.shape().dims4()?;
         let (h, w) = if self.upsample {
             (2 * h, 2 * w)
@@ -225,14 +279,11 @@ impl CustomOp1 for DirectConv<'_> {
         if hp_real < k || wp_real < k {
             candle_core::bail!("direct-conv2d: input {h}x{w} is smaller than the {k}x{k} kernel");
         }
-        let (ho, wo) = ((hp_real - k) / s + 1, (wp_real - k) / s + 1);
-        let out = self.run(input, b, c, h, w, ho, wo)?;
-        Ok((CpuStorage::F32(out), Shape::from((b, self.cout, ho, wo))))
+        Ok((b, c, h, w, (hp_real - k) / s + 1, (wp_real - k) / s + 1))
     }
-}
 
-impl DirectConv<'_> {
-    /// The convolution of `input` `[b, c, h, w]` (h, w after any upsampling) to `[b, cout, ho, wo]`.
+    /// Adds the convolution of `input` `[b, c, h, w]` (h, w after any
+    /// upsampling) to `out` `[b, cout, ho, wo]`.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -243,27 +294,63 @@ impl DirectConv<'_> {
         w: usize,
         ho: usize,
         wo: usize,
-    ) -> Result<Vec<f32>> {
+        out: &mut [f32],
+    ) {
         let (k, s, p, cout) = (self.k, self.stride, self.padding, self.cout);
         // The padded image is split into s × s phase images of `hq × wq`
         // (element (r, c) of phase (r mod s, c mod s) at (r / s, c / s)), so that
         // every tap (a, b) is a stride-1 shifted view of one phase: output pixel
         // j = y·wq + x reads element j + (a / s)·wq + b / s of phase (a mod s, b mod s).
         let wq = (w + p.left + p.right).div_ceil(s);
-        let direct = k == 1 && s == 1 && p == Padding::uniform(0) && !self.upsample;
-        let (padded, hq) = if direct {
-            (None, h)
-        } else {
-            let hq = (h + p.top + p.bottom).div_ceil(s) + k;
-            (Some(self.pad_input(input, b, c, h, w, hq, wq)), hq)
-        };
-        let source: &[f32] = padded.as_deref().unwrap_or(input);
-        if k == 3 && s == 1 && wq >= wo.div_ceil(2) * 2 + 2 && use_winograd(b, ho, wo) {
-            return Ok(self.winograd(source, b, c, hq, wq, ho, wo));
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        if k == 1 && s == 1 && p == Padding::uniform(0) && !self.upsample {
+            self.direct(input, b, c, h, wq, 0, ho, ho, wo, out_ptr);
+            return;
         }
+        let winograd = k == 3 && s == 1 && wq >= wo.div_ceil(2) * 2 + 2 && use_winograd(b, ho, wo);
+        let weights = winograd.then(|| winograd_weights(self.taps, cout, c));
+        // Bands of output rows, so that the padded copy of a large input never
+        // exists whole (a band re-reads k − 1 rows of its neighbour).
+        let band_bytes = |rows: usize| b * c * s * s * ((s * rows + k).div_ceil(s) + k) * wq * 4;
+        let band = if band_bytes(ho) <= BAND_BYTES {
+            ho
+        } else {
+            (BAND_BYTES / (b * c * s * wq * 4))
+                .max(16)
+                .next_multiple_of(2)
+                .min(ho)
+        };
+        for y0 in (0..ho).step_by(band) {
+            let rows = band.min(ho - y0);
+            let hq = (s * (rows - 1) + k).div_ceil(s) + k;
+            let padded = self.pad_input(input, b, c, h, w, s * y0, hq, wq);
+            match &weights {
+                Some(u) => self.winograd(&padded, u, b, c, hq, wq, y0, rows, ho, wo, out_ptr),
+                None => self.direct(&padded, b, c, hq, wq, y0, rows, ho, wo, out_ptr),
+            }
+        }
+    }
+
+    /// Output rows `y0..y0 + rows` from `source`, the padded band `[b, c, s·s, hq, wq]`
+    /// whose first phase row is padded row `s·y0`, by per-tap GEMMs.
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        &self,
+        source: &[f32],
+        b: usize,
+        c: usize,
+        hq: usize,
+        wq: usize,
+        y0: usize,
+        rows: usize,
+        ho: usize,
+        wo: usize,
+        out_ptr: OutPtr,
+    ) {
+        let (k, s, cout) = (self.k, self.stride, self.cout);
         let phase = hq * wq;
         let plane = s * s * phase;
-        let pixels = ho * wq;
+        let pixels = rows * wq;
 
         // Work items: (batch, pixel tile, output-channel chunk), enough of them to
         // keep every thread busy.
@@ -277,9 +364,6 @@ impl DirectConv<'_> {
             .max(1);
         let chunk = cout.div_ceil(chunks).next_multiple_of(16).min(cout);
         let chunks = cout.div_ceil(chunk);
-
-        let mut out = vec![0f32; b * cout * ho * wo];
-        let out_ptr = OutPtr(out.as_mut_ptr());
         let items = b * tiles * chunks;
         (0..items).into_par_iter().for_each_init(
             || vec![0f32; chunk * tile],
@@ -327,13 +411,13 @@ impl DirectConv<'_> {
                         }
                     }
                 }
-                let (y0, y1) = (j0 / wq, (j0 + n - 1) / wq);
+                let (ya, yb) = (j0 / wq, (j0 + n - 1) / wq);
                 for row in 0..m {
                     let co = co0 + row;
                     let bias = self.bias.map_or(0.0, |bias| bias[co]);
                     let src = &buf[row * n..(row + 1) * n];
                     let dst_base = (bi * cout + co) * ho * wo;
-                    for y in y0..=y1 {
+                    for y in ya..=yb {
                         // Columns of output row y inside this tile.
                         let first = (y * wq).max(j0);
                         let last = ((y * wq) + wo).min(j0 + n);
@@ -346,18 +430,17 @@ impl DirectConv<'_> {
                         // bi lie inside the output and belong to this item alone.
                         let dst = unsafe {
                             std::slice::from_raw_parts_mut(
-                                out_ptr.get().add(dst_base + y * wo + x0),
+                                out_ptr.get().add(dst_base + (y0 + y) * wo + x0),
                                 len,
                             )
                         };
                         for (d, &v) in dst.iter_mut().zip(&src[first - j0..last - j0]) {
-                            *d = v + bias;
+                            *d += v + bias;
                         }
                     }
                 }
             },
         );
-        Ok(out)
     }
 
     /// The 3×3 stride-1 convolution by Winograd's F(2×2, 3×3): 2×2 output
@@ -365,22 +448,26 @@ impl DirectConv<'_> {
     /// 36. Per block of whole tile rows the input is transformed (`Bᵀ d B`),
     /// multiplied by the transformed weights (`G g Gᵀ`, computed per call) with
     /// one GEMM per tile position, and transformed back (`Aᵀ m A`); both
-    /// transforms run along tile rows so they vectorise. `source` is the padded
-    /// input `[b, c, hq, wq]` with `wq ≥ 2·⌈wo/2⌉ + 2`.
+    /// transforms run along tile rows so they vectorise. Computes output rows
+    /// `y0..y0 + rows` from `source`, the padded band `[b, c, hq, wq]` starting
+    /// at padded row `y0` (`wq ≥ 2·⌈wo/2⌉ + 2`), with the transformed `weights`.
     #[allow(clippy::too_many_arguments)]
     fn winograd(
         &self,
         source: &[f32],
+        weights: &[f32],
         b: usize,
         c: usize,
         hq: usize,
         wq: usize,
+        y0: usize,
+        rows: usize,
         ho: usize,
         wo: usize,
-    ) -> Vec<f32> {
+        out_ptr: OutPtr,
+    ) {
         let cout = self.cout;
-        let weights = winograd_weights(self.taps, cout, c);
-        let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
+        let (th, tw) = (rows.div_ceil(2), wo.div_ceil(2));
         // Whole tile rows per block, so that the transformed input (16 × c × n)
         // and the products (16 × cout × n) of a block stay within a few MiB.
         let threads = rayon::current_num_threads().max(1);
@@ -395,9 +482,6 @@ impl DirectConv<'_> {
         let chunks = cout.div_ceil(chunk);
         let items = b * blocks_per_image * chunks;
         let block_tiles = rows_per_block * tw;
-
-        let mut out = vec![0f32; b * cout * ho * wo];
-        let out_ptr = OutPtr(out.as_mut_ptr());
         let plane = hq * wq;
         let half = wq.div_ceil(2);
         (0..items).into_par_iter().for_each_init(
@@ -409,7 +493,7 @@ impl DirectConv<'_> {
                     vec![0f32; 8 * tw],
                 )
             },
-            |(v, m, phases, rows), item| {
+            |(v, m, phases, sums), item| {
                 let bi = item / (blocks_per_image * chunks);
                 let blk = (item / chunks) % blocks_per_image;
                 let ci = item % chunks;
@@ -498,7 +582,7 @@ impl DirectConv<'_> {
                     for ry in 0..nty {
                         let mrow = |xi: usize| &m[(xi * mc + row) * n + ry * tw..][..tw];
                         // Aᵀ m: two rows of four columns, each over the tw tiles.
-                        let (s0, s1) = rows.split_at_mut(4 * tw);
+                        let (s0, s1) = sums.split_at_mut(4 * tw);
                         for j in 0..4 {
                             let (a, bq, cq, d) = (mrow(j), mrow(4 + j), mrow(8 + j), mrow(12 + j));
                             let (s0j, s1j) =
@@ -510,9 +594,10 @@ impl DirectConv<'_> {
                         }
                         for (i, srow) in [&*s0, &*s1].into_iter().enumerate() {
                             let oy = 2 * (ty0 + ry) + i;
-                            if oy >= ho {
+                            if oy >= rows {
                                 continue;
                             }
+                            let oy = y0 + oy;
                             // SAFETY: output row oy of channel co in batch bi belongs
                             // to this item alone.
                             let dst = unsafe {
@@ -528,23 +613,22 @@ impl DirectConv<'_> {
                                 &srow[3 * tw..],
                             );
                             for tx in 0..wo / 2 {
-                                dst[2 * tx] = a[tx] + bq[tx] + cq[tx] + bias;
-                                dst[2 * tx + 1] = bq[tx] - cq[tx] - d[tx] + bias;
+                                dst[2 * tx] += a[tx] + bq[tx] + cq[tx] + bias;
+                                dst[2 * tx + 1] += bq[tx] - cq[tx] - d[tx] + bias;
                             }
                             if wo % 2 == 1 {
                                 let tx = wo / 2;
-                                dst[2 * tx] = a[tx] + bq[tx] + cq[tx] + bias;
+                                dst[2 * tx] += a[tx] + bq[tx] + cq[tx] + bias;
                             }
                         }
                     }
                 }
             },
         );
-        out
     }
 
-    /// The zero-padded (and optionally 2× upsampled) input split into stride
-    /// phases: `[b, c, s·s, hq, wq]`.
+    /// Padded rows `pr0..pr0 + s·hq` of the zero-padded (and optionally 2×
+    /// upsampled) input, split into stride phases: `[b, c, s·s, hq, wq]`.
     #[allow(clippy::too_many_arguments)]
     fn pad_input(
         &self,
@@ -553,6 +637,7 @@ impl DirectConv<'_> {
         c: usize,
         h: usize,
         w: usize,
+        pr0: usize,
         hq: usize,
         wq: usize,
     ) -> Vec<f32> {
@@ -563,15 +648,41 @@ impl DirectConv<'_> {
             (h, w)
         };
         let phase = hq * wq;
+        // Input rows y with padded row y + top inside the band.
+        let first = pr0.saturating_sub(p.top).min(h);
+        let last = (pr0 + s * hq).saturating_sub(p.top).min(h);
         let mut padded = vec![0f32; b * c * s * s * phase];
         padded
             .par_chunks_mut(s * s * phase)
             .enumerate()
             .for_each(|(plane_index, dst)| {
                 let src = &input[plane_index * sh * sw..(plane_index + 1) * sh * sw];
-                for y in 0..h {
-                    let src_row = &src[(if self.upsample { y / 2 } else { y }) * sw..][..sw];
-                    let r = y + p.top;
+                let mut staged = Vec::new();
+                for y in first..last {
+                    let mut src_row = &src[(if self.upsample { y / 2 } else { y }) * sw..][..sw];
+                    let r = y + p.top - pr0;
+                    if let Some((scale, offset, silu)) = self.input_affine {
+                        if s == 1 && !self.upsample {
+                            let row = &mut dst[r * wq + p.left..][..w];
+                            kernels::affine_silu(
+                                row,
+                                src_row,
+                                scale[plane_index],
+                                offset[plane_index],
+                                silu,
+                            );
+                            continue;
+                        }
+                        staged.resize(sw, 0.0);
+                        kernels::affine_silu(
+                            &mut staged,
+                            src_row,
+                            scale[plane_index],
+                            offset[plane_index],
+                            silu,
+                        );
+                        src_row = &staged;
+                    }
                     if s == 1 {
                         let row = &mut dst[r * wq + p.left..][..w];
                         if self.upsample {
@@ -595,6 +706,14 @@ impl DirectConv<'_> {
         padded
     }
 }
+
+/// Largest padded input copy made at once; larger inputs are processed in
+/// bands of output rows.
+#[cfg(not(test))]
+const BAND_BYTES: usize = 64 << 20;
+/// Tiny bands in unit tests, so that every shape there runs in several bands.
+#[cfg(test)]
+const BAND_BYTES: usize = 4 << 10;
 
 /// Bytes of one Winograd block's transformed input and products.
 const WINOGRAD_BLOCK_BYTES: usize = 2 << 20;
@@ -715,6 +834,33 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-4, "k {k} stride {stride} {padding:?}: {diff}");
+        }
+        Ok(())
+    }
+
+    /// The on-the-fly input affine + SiLU equals normalising first.
+    #[test]
+    fn input_affine_matches_materialised() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, cin, cout, h, w) = (2, 5, 19, 40, 38);
+        let xs = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?;
+        let scale = Tensor::randn(0f32, 1.0, (b, cin, 1, 1), &dev)?;
+        let offset = Tensor::randn(0f32, 1.0, (b, cin, 1, 1), &dev)?;
+        let affine = crate::layers::norm::ChannelAffine {
+            scale: scale.flatten_all()?.to_vec1()?,
+            offset: offset.flatten_all()?.to_vec1()?,
+        };
+        let normed = xs.broadcast_mul(&scale)?.broadcast_add(&offset)?.silu()?;
+        for (stride, padding) in [(1, Padding::uniform(1)), (2, Padding::uniform(1))] {
+            let weight = Tensor::randn(0f32, 1.0, (cout, cin, 3, 3), &dev)?;
+            let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
+            let conv = Conv2d::from_tensors(weight, Some(bias), stride, padding)?;
+            let want = conv.forward(&normed)?;
+            let got = conv
+                .forward_affine(&xs, &affine, true)?
+                .expect("f32 CPU kernel");
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-4, "stride {stride}: {diff}");
         }
         Ok(())
     }

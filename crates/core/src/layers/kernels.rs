@@ -211,6 +211,24 @@ simd_kernel! {
 }
 
 simd_kernel! {
+    /// `dst = gelu(src)` (exact, erf-based GELU), elementwise.
+    fn gelu_slice(dst: &mut [f32], src: &[f32]) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = gelu(x);
+        }
+    }
+}
+
+simd_kernel! {
+    /// `dst = src · sigmoid(1.702 · src)` (CLIP's "quick GELU"), elementwise.
+    fn quick_gelu_slice(dst: &mut [f32], src: &[f32]) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = x / (1.0 + exp(-1.702 * x));
+        }
+    }
+}
+
+simd_kernel! {
     /// `dst = value · gelu(gate)`, elementwise.
     fn geglu(dst: &mut [f32], value: &[f32], gate: &[f32]) {
         for ((d, &v), &g) in dst.iter_mut().zip(value).zip(gate) {

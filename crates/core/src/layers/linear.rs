@@ -12,10 +12,15 @@ use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Module, Result, 
 use candle_nn::VarBuilder;
 
 /// `torch.nn.Linear(in, out, bias)`, or a 1×1 convolution used as one.
+///
+/// On the f32 CPU path the weight is kept transposed (`[in, out]`, out
+/// contiguous), the layout GEMM reads without repacking when there are few
+/// input rows (text encoders, the UNet's coarsest levels).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `[out, in]`.
+    /// `[out, in]`, or `[in, out]` when `transposed`.
     weight: Tensor,
+    transposed: bool,
     bias: Option<Tensor>,
     /// The bias as f32 values, for the CPU kernel.
     bias_f32: Option<Vec<f32>>,
@@ -62,14 +67,19 @@ impl Linear {
                 );
             }
         }
+        let fast = weight.dtype() == DType::F32 && matches!(weight.device(), Device::Cpu);
         let bias_f32 = match &bias {
-            Some(b) if weight.dtype() == DType::F32 => {
-                Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?)
-            }
+            Some(b) if fast => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             _ => None,
         };
+        let weight = if fast {
+            weight.t()?.contiguous()?
+        } else {
+            weight.contiguous()?
+        };
         Ok(Self {
-            weight: weight.contiguous()?,
+            weight,
+            transposed: fast,
             bias,
             bias_f32,
         })
@@ -98,8 +108,8 @@ impl Linear {
     }
 
     fn run(&self, xs: &Tensor, residual: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
-        let fast = xs.dtype() == DType::F32
-            && self.weight.dtype() == DType::F32
+        let fast = self.transposed
+            && xs.dtype() == DType::F32
             && matches!(xs.device(), Device::Cpu)
             && (self.bias.is_none() || self.bias_f32.is_some());
         if !fast {
@@ -121,7 +131,12 @@ impl Linear {
     /// The same computation with candle's ops (other devices and dtypes).
     fn fallback(&self, xs: &Tensor, residual: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
         let project = |t: &Tensor| -> Result<Tensor> {
-            let ys = t.broadcast_matmul(&self.weight.t()?)?;
+            let wt = if self.transposed {
+                self.weight.clone()
+            } else {
+                self.weight.t()?
+            };
+            let ys = t.broadcast_matmul(&wt.to_dtype(t.dtype())?)?;
             match &self.bias {
                 Some(b) => ys.broadcast_add(b),
                 None => Ok(ys),
@@ -185,7 +200,8 @@ impl CustomOp3 for LinearOp<'_> {
             candle_core::bail!("linear: expected contiguous tensors");
         };
         let (x, weight, residual) = (&x[x0..x1], &weight[w0..w1], &r[r0..r1]);
-        let (n, k) = wl.shape().dims2()?;
+        // The weight is transposed: `[k, n]`, n contiguous.
+        let (k, n) = wl.shape().dims2()?;
         let dims = xl.shape().dims();
         // Per batch: rows × n output with its strides, and the input's strides.
         let (batches, rows, out_shape, dst_rs, dst_cs, lhs_rs, lhs_cs) = match self.mode {
@@ -260,8 +276,8 @@ impl CustomOp3 for LinearOp<'_> {
             let src = &x[bi * rows * k..];
             let dst = &mut out[bi * rows * n..];
             // SAFETY: per batch, dst is `rows × n` and the input `rows × k`
-            // with the strides above, inside their buffers; the weight is `n × k`
-            // row-major, read transposed.
+            // with the strides above, inside their buffers; the weight is `k × n`
+            // row-major.
             unsafe {
                 gemm::gemm(
                     rows,
@@ -275,8 +291,8 @@ impl CustomOp3 for LinearOp<'_> {
                     lhs_cs as isize,
                     lhs_rs as isize,
                     weight.as_ptr(),
-                    k as isize,
                     1,
+                    n as isize,
                     1.0,
                     1.0,
                     false,
@@ -303,6 +319,7 @@ mod tests {
         let fast = Linear::from_tensors(weight.clone(), Some(bias.clone()))?;
         let slow = Linear {
             weight: weight.clone(),
+            transposed: false,
             bias: Some(bias.clone()),
             bias_f32: None,
         };

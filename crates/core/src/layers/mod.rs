@@ -18,7 +18,8 @@ pub use alloc::tune_allocator;
 pub use attention::{Attention, AttentionConfig, SpatialSelfAttention};
 pub use conv::{Conv2d, Padding};
 pub use linear::Linear;
-pub use norm::GroupNorm;
+pub use norm::{ChannelAffine, GroupNorm};
+pub(crate) use resnet::norm_act_conv;
 pub use resnet::{ResnetBlock2D, ResnetBlock2DConfig, TimeEmbeddingNorm};
 pub use sampling::{Downsample2D, Upsample2D};
 

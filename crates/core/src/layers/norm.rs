@@ -113,6 +113,110 @@ impl GroupNorm {
     }
 }
 
+/// A per-(batch, channel) affine map `x · scale + offset`: a group norm with
+/// its statistics taken, ready to be applied while another kernel reads `x`.
+#[derive(Debug, Clone)]
+pub struct ChannelAffine {
+    /// `[B·C]` multipliers.
+    pub scale: Vec<f32>,
+    /// `[B·C]` offsets.
+    pub offset: Vec<f32>,
+}
+
+impl GroupNorm {
+    /// The statistics of `norm(xs + shift)` as a [`ChannelAffine`] on `xs`, for
+    /// a consumer that applies it on the fly (f32 on the CPU only; `None`
+    /// elsewhere, where the caller runs [`GroupNorm::forward_shifted`]).
+    pub fn channel_affine(
+        &self,
+        xs: &Tensor,
+        shift: Option<&Tensor>,
+    ) -> Result<Option<ChannelAffine>> {
+        let Some((weight, bias)) = &self.packed else {
+            return Ok(None);
+        };
+        let dims = xs.dims();
+        if xs.dtype() != DType::F32 || dims.len() < 3 || dims[1] != self.channels {
+            return Ok(None);
+        }
+        let b = dims[0];
+        let shift = match shift {
+            Some(t) if t.dims() == [b, self.channels] => {
+                Some(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+            }
+            Some(_) => return Ok(None),
+            None => None,
+        };
+        let xs = xs.contiguous()?;
+        let (storage, layout) = xs.storage_and_layout();
+        let candle_core::Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+            return Ok(None);
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            return Ok(None);
+        };
+        let spatial: usize = dims[2..].iter().product();
+        Ok(Some(affine_of(
+            &data[start..end],
+            self.channels,
+            spatial,
+            self.groups,
+            self.eps,
+            weight,
+            bias,
+            shift.as_deref(),
+        )))
+    }
+}
+
+/// The per-(batch, channel) affine of a group norm over `input` `[B, c, spatial]`
+/// (plus the per-(batch, channel) `shift`), with statistics in f64.
+#[allow(clippy::too_many_arguments)]
+fn affine_of(
+    input: &[f32],
+    c: usize,
+    spatial: usize,
+    groups: usize,
+    eps: f64,
+    weight: &[f32],
+    bias: &[f32],
+    shift: Option<&[f32]>,
+) -> ChannelAffine {
+    let per_group = c / groups;
+    let group_len = per_group * spatial;
+    let pairs: Vec<(f32, f32)> = input
+        .par_chunks(group_len)
+        .enumerate()
+        .flat_map_iter(|(index, src)| {
+            let (bi, g) = (index / groups, index % groups);
+            let c0 = g * per_group;
+            let shift = move |ci: usize| shift.map_or(0.0, |s| s[bi * c + c0 + ci]);
+            // Mean and variance around a per-group pivot, in f64.
+            let pivot = src[0] + shift(0);
+            let mut moments = [0f64; 2];
+            for ci in 0..per_group {
+                let row = &src[ci * spatial..(ci + 1) * spatial];
+                kernels::shifted_moments(row, pivot - shift(ci), &mut moments);
+            }
+            let n = group_len as f64;
+            let mean_d = moments[0] / n;
+            let var = (moments[1] / n - mean_d * mean_d).max(0.0);
+            let mean = f64::from(pivot) + mean_d;
+            let rstd = 1.0 / (var + eps).sqrt();
+            (0..per_group).map(move |ci| {
+                let ch = c0 + ci;
+                let w = f64::from(weight[ch]);
+                let scale = (rstd * w) as f32;
+                let offset =
+                    (f64::from(bias[ch]) - (mean - f64::from(shift(ci))) * rstd * w) as f32;
+                (scale, offset)
+            })
+        })
+        .collect();
+    let (scale, offset) = pairs.into_iter().unzip();
+    ChannelAffine { scale, offset }
+}
+
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.forward_act(xs, false)
@@ -144,40 +248,22 @@ impl CustomOp1 for GroupNormOp<'_> {
         let dims = layout.shape().dims();
         let c = dims[1];
         let spatial: usize = dims[2..].iter().product();
-        let per_group = c / self.groups;
-        let group_len = per_group * spatial;
+        let affine = affine_of(
+            input,
+            c,
+            spatial,
+            self.groups,
+            self.eps,
+            self.weight,
+            self.bias,
+            self.shift,
+        );
         let mut out = vec![0f32; input.len()];
-        out.par_chunks_mut(group_len)
-            .zip(input.par_chunks(group_len))
+        out.par_chunks_mut(spatial)
+            .zip(input.par_chunks(spatial))
             .enumerate()
-            .for_each(|(index, (dst, src))| {
-                let (bi, g) = (index / self.groups, index % self.groups);
-                let c0 = g * per_group;
-                let shift = |ci: usize| self.shift.map_or(0.0, |s| s[bi * c + c0 + ci]);
-                // Mean and variance around a per-group pivot, in f64.
-                let pivot = src[0] + shift(0);
-                let mut moments = [0f64; 2];
-                for ci in 0..per_group {
-                    let row = &src[ci * spatial..(ci + 1) * spatial];
-                    kernels::shifted_moments(row, pivot - shift(ci), &mut moments);
-                }
-                let (sum, sum_sq) = (moments[0], moments[1]);
-                let pivot = f64::from(pivot);
-                let n = group_len as f64;
-                let mean_d = sum / n;
-                let var = (sum_sq / n - mean_d * mean_d).max(0.0);
-                let mean = pivot + mean_d;
-                let rstd = 1.0 / (var + self.eps).sqrt();
-                for ci in 0..per_group {
-                    let ch = c0 + ci;
-                    let scale = (rstd * f64::from(self.weight[ch])) as f32;
-                    let offset = (f64::from(self.bias[ch])
-                        - (mean - f64::from(shift(ci))) * rstd * f64::from(self.weight[ch]))
-                        as f32;
-                    let src_row = &src[ci * spatial..(ci + 1) * spatial];
-                    let dst_row = &mut dst[ci * spatial..(ci + 1) * spatial];
-                    kernels::affine_silu(dst_row, src_row, scale, offset, self.silu);
-                }
+            .for_each(|(row, (dst, src))| {
+                kernels::affine_silu(dst, src, affine.scale[row], affine.offset[row], self.silu);
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }

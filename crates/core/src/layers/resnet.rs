@@ -97,10 +97,6 @@ impl ResnetBlock2D {
     /// `temb` is required when the block has a `time_emb_proj` and ignored otherwise.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         let act = self.cfg.act;
-        let silu = act == Activation::Silu;
-        let hs = self.norm1.forward_act(xs, silu)?;
-        let hs = if silu { hs } else { act.forward(&hs)? };
-        let hs = self.conv1.forward(&hs)?;
         let temb = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => Some(proj.forward(&act.forward(temb)?)?),
             (Some(_), None) => {
@@ -108,28 +104,23 @@ impl ResnetBlock2D {
             }
             (None, _) => None,
         };
-        let hs = match (self.cfg.time_embedding_norm, temb) {
+        // One binding, reassigned, so the first convolution's map is freed as
+        // soon as the second exists (shadowing would keep it to the end).
+        let mut hs = norm_act_conv(&self.norm1, &self.conv1, xs, None, act)?;
+        hs = match (self.cfg.time_embedding_norm, temb) {
             (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
                 let cout = self.cfg.out_channels;
                 let scale = t.narrow(1, 0, cout)?.unsqueeze(2)?.unsqueeze(3)?;
                 let shift = t.narrow(1, cout, cout)?.unsqueeze(2)?.unsqueeze(3)?;
-                let hs = self
+                let normed = self
                     .norm2
                     .forward(&hs)?
                     .broadcast_mul(&(scale + 1.0)?)?
                     .broadcast_add(&shift)?;
-                act.forward(&hs)?
+                self.conv2.forward(&act.forward(&normed)?)?
             }
-            (_, t) => {
-                let hs = self.norm2.forward_shifted(&hs, t.as_ref(), silu)?;
-                if silu {
-                    hs
-                } else {
-                    act.forward(&hs)?
-                }
-            }
+            (_, t) => norm_act_conv(&self.norm2, &self.conv2, &hs, t.as_ref(), act)?,
         };
-        let hs = self.conv2.forward(&hs)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),
@@ -141,4 +132,27 @@ impl ResnetBlock2D {
             out / self.cfg.output_scale_factor
         }
     }
+}
+
+/// `conv(act(norm(xs + shift)))`. With SiLU on the f32 CPU path the norm is
+/// applied while the convolution pads its input, so the normed map is never
+/// stored; otherwise the steps run one after the other.
+pub(crate) fn norm_act_conv(
+    norm: &GroupNorm,
+    conv: &Conv2d,
+    xs: &Tensor,
+    shift: Option<&Tensor>,
+    act: Activation,
+) -> Result<Tensor> {
+    let silu = act == Activation::Silu;
+    if silu {
+        if let Some(affine) = norm.channel_affine(xs, shift)? {
+            if let Some(out) = conv.forward_affine(xs, &affine, true)? {
+                return Ok(out);
+            }
+        }
+    }
+    let hs = norm.forward_shifted(xs, shift, silu)?;
+    let hs = if silu { hs } else { act.forward(&hs)? };
+    conv.forward(&hs)
 }

@@ -119,7 +119,9 @@ pub struct UNetConfig {
     pub addition_time_embed_dim: Option<usize>,
     /// Number of class embeddings (unsupported unless null).
     pub num_class_embeds: Option<usize>,
-    /// Compute attention scores in f32 in half precision.
+    /// Compute attention scores in f32 in half precision (null, as in SDXL's
+    /// config, means false).
+    #[serde(deserialize_with = "null_as_false")]
     pub upcast_attention: bool,
     /// `default` or `scale_shift`.
     pub resnet_time_scale_shift: String,
@@ -153,6 +155,11 @@ pub struct UNetConfig {
     pub cross_attention_norm: Option<String>,
     /// Heads of the `text` added embedding (unused by the supported types).
     pub addition_embed_type_num_heads: usize,
+}
+
+/// A boolean that may be written as null, read as false (diffusers' `None`).
+fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
 }
 
 impl Default for UNetConfig {
@@ -594,8 +601,10 @@ mod tests {
                 "block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048,
                 "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
                 "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-                "transformer_layers_per_block": [1, 2, 10], "use_linear_projection": true}"#,
+                "transformer_layers_per_block": [1, 2, 10], "use_linear_projection": true,
+                "upcast_attention": null}"#,
         );
+        assert!(!cfg.upcast_attention);
         let plan = cfg.plan().unwrap();
         assert_eq!(plan.down[2].transformer_layers, vec![10, 10]);
         assert_eq!(plan.mid.unwrap().transformer_layers, 10);

@@ -213,12 +213,13 @@ impl UNet2DConditionModel {
             };
             xs = block.forward(&xs, &emb, context, &mut skips, upsample_size)?;
         }
-        let xs = if self.act == Activation::Silu {
-            self.conv_norm_out.forward_act(&xs, true)?
-        } else {
-            self.act.forward(&self.conv_norm_out.forward(&xs)?)?
-        };
-        Ok(self.conv_out.forward(&xs)?)
+        Ok(crate::layers::norm_act_conv(
+            &self.conv_norm_out,
+            &self.conv_out,
+            &xs,
+            None,
+            self.act,
+        )?)
     }
 
     /// Checks the forward inputs' shapes; returns `(B, H, W)`.

@@ -67,8 +67,7 @@ impl Transformer2DModel {
     /// `xs` `[B, C, H, W]` with `context` `[B, S, cross_attention_dim]` → `[B, C, H, W]`.
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = xs.dims4()?;
-        let hs = self.norm.forward(xs)?;
-        let mut hs = self.proj_in.map_to_tokens(&hs)?;
+        let mut hs = self.proj_in.map_to_tokens(&self.norm.forward(xs)?)?;
         for block in &self.blocks {
             hs = block.forward(&hs, context)?;
         }
@@ -116,13 +115,14 @@ impl BasicTransformerBlock {
     /// `xs` `[B, N, dim]`, `context` `[B, S, cross_attention_dim]` → `[B, N, dim]`.
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let attn1_context = self.only_cross_attention.then_some(context);
-        let xs = self
-            .attn1
-            .forward_residual(&self.norm1.forward(xs)?, attn1_context, Some(xs))?;
-        let xs =
-            self.attn2
-                .forward_residual(&self.norm2.forward(&xs)?, Some(context), Some(&xs))?;
-        self.ff.forward_residual(&self.norm3.forward(&xs)?, &xs)
+        // One binding, reassigned, so each block's input is freed once used.
+        let mut hs =
+            self.attn1
+                .forward_residual(&self.norm1.forward(xs)?, attn1_context, Some(xs))?;
+        hs = self
+            .attn2
+            .forward_residual(&self.norm2.forward(&hs)?, Some(context), Some(&hs))?;
+        self.ff.forward_residual(&self.norm3.forward(&hs)?, &hs)
     }
 }
 

@@ -89,7 +89,7 @@ impl OutputHead {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.conv.forward(&self.norm.forward_act(xs, true)?)
+        crate::layers::norm_act_conv(&self.norm, &self.conv, xs, None, Activation::Silu)
     }
 }
 
@@ -102,8 +102,10 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = xs.clone();
+    /// Takes the input by value, so it is freed as soon as the first resnet
+    /// has run rather than when the caller's binding goes.
+    fn forward(&self, xs: Tensor) -> Result<Tensor> {
+        let mut xs = xs;
         for resnet in &self.resnets {
             xs = resnet.forward(&xs, None)?;
         }
@@ -176,7 +178,7 @@ impl Encoder {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut xs = self.conv_in.forward(xs)?;
         for block in &self.down_blocks {
-            xs = block.forward(&xs)?;
+            xs = block.forward(xs)?;
         }
         self.head.forward(&self.mid_block.forward(&xs)?)
     }
@@ -236,7 +238,7 @@ impl Decoder {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut xs = self.mid_block.forward(&self.conv_in.forward(xs)?)?;
         for block in &self.up_blocks {
-            xs = block.forward(&xs)?;
+            xs = block.forward(xs)?;
         }
         self.head.forward(&xs)
     }
