@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::weights::SafetensorsReader;
 
 /// Which stored precision of the weights to prefer when a repository has both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -161,12 +162,15 @@ impl ComponentFiles {
         read_json(&self.config)
     }
 
-    /// Memory-maps the weights as a [`VarBuilder`] that yields `dtype` whatever the stored precision.
+    /// The weights as a [`VarBuilder`] that yields `dtype` whatever the stored
+    /// precision, each tensor read straight into its own buffer (see [`crate::weights`]).
     pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
-        // SAFETY: the files are memory-mapped read-only; like every safetensors
-        // loader we rely on them not being truncated while the model is loaded.
-        unsafe { VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device) }
-            .map_err(|e| self.weights_error(e))
+        let reader = SafetensorsReader::open(&self.weights)?;
+        Ok(VarBuilder::from_backend(
+            Box::new(reader),
+            dtype,
+            device.clone(),
+        ))
     }
 
     /// Names the weight file in a tensor-level error (a missing tensor, a wrong

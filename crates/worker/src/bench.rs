@@ -117,11 +117,6 @@ pub struct BenchArgs {
     /// Print one JSON object per figure instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// With `--weights`: memory-map the files as the pipeline does
-    /// (`ComponentFiles::var_builder`) instead of reading each tensor into its
-    /// buffer with positioned reads, which keeps the load peak at the weights' size.
-    #[arg(long)]
-    pub mmap_load: bool,
     /// Leave glibc's allocator at its defaults instead of `sd_core::layers::tune_allocator`.
     #[arg(long)]
     pub default_allocator: bool,
@@ -272,9 +267,6 @@ fn run_child(args: &BenchArgs, job: &Job) -> anyhow::Result<Vec<String>> {
     if args.default_allocator {
         cmd.arg("--default-allocator");
     }
-    if args.mmap_load {
-        cmd.arg("--mmap-load");
-    }
     for (flag, path) in [("--weights", &args.weights), ("--dump", &args.dump)] {
         if let Some(path) = path {
             cmd.arg(flag).arg(path);
@@ -398,7 +390,6 @@ fn run_figures(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
 struct WeightSource {
     model: BenchModel,
     folder: Option<PathBuf>,
-    mmap: bool,
     seed: u64,
     device: Device,
 }
@@ -408,7 +399,6 @@ impl WeightSource {
         Ok(Self {
             model,
             folder: args.weights.clone(),
-            mmap: args.mmap_load,
             seed: args.seed,
             device: device.clone(),
         })
@@ -433,15 +423,7 @@ impl WeightSource {
         match &self.folder {
             Some(folder) => {
                 let files = ComponentFiles::find(folder, component, WeightVariant::Full)?;
-                if self.mmap {
-                    return Ok(files.var_builder(DType::F32, &self.device)?);
-                }
-                let backend = ReadBackend::open(&files.weights)?;
-                Ok(VarBuilder::from_backend(
-                    Box::new(backend),
-                    DType::F32,
-                    self.device.clone(),
-                ))
+                Ok(files.var_builder(DType::F32, &self.device)?)
             }
             None => {
                 let backend =
@@ -1071,143 +1053,5 @@ impl SimpleBackend for SharedBackend {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.0.contains_tensor(name)
-    }
-}
-
-/// A var builder backend that reads each tensor straight from its safetensors
-/// file into the tensor's own buffer (positioned reads, no memory map), so
-/// loading never holds more than the weights themselves.
-struct ReadBackend {
-    tensors: HashMap<String, StoredTensor>,
-}
-
-/// Where one tensor lives in its file.
-struct StoredTensor {
-    file: std::sync::Arc<std::fs::File>,
-    path: PathBuf,
-    dtype: DType,
-    shape: Vec<usize>,
-    start: u64,
-    len: usize,
-}
-
-#[derive(Deserialize)]
-struct HeaderEntry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: (u64, u64),
-}
-
-impl ReadBackend {
-    fn open(paths: &[PathBuf]) -> anyhow::Result<Self> {
-        use std::io::Read;
-        let mut tensors = HashMap::new();
-        for path in paths {
-            let mut file =
-                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            let mut len = [0u8; 8];
-            file.read_exact(&mut len)
-                .with_context(|| format!("reading the header size of {}", path.display()))?;
-            let header_len = usize::try_from(u64::from_le_bytes(len))?;
-            let mut header = vec![0u8; header_len];
-            file.read_exact(&mut header)
-                .with_context(|| format!("reading the header of {}", path.display()))?;
-            let entries: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
-                .with_context(|| format!("parsing the header of {}", path.display()))?;
-            let file = std::sync::Arc::new(file);
-            for (name, value) in entries {
-                if name == "__metadata__" {
-                    continue;
-                }
-                let entry: HeaderEntry = serde_json::from_value(value)
-                    .with_context(|| format!("tensor {name} in {}", path.display()))?;
-                let dtype = match entry.dtype.as_str() {
-                    "F32" => DType::F32,
-                    "F16" => DType::F16,
-                    "BF16" => DType::BF16,
-                    other => bail!("tensor {name} in {} has dtype {other}", path.display()),
-                };
-                let (a, b) = entry.data_offsets;
-                tensors.insert(
-                    name,
-                    StoredTensor {
-                        file: file.clone(),
-                        path: path.clone(),
-                        dtype,
-                        shape: entry.shape,
-                        start: 8 + header_len as u64 + a,
-                        len: usize::try_from(b - a)?,
-                    },
-                );
-            }
-        }
-        Ok(Self { tensors })
-    }
-
-    fn read(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
-        use std::os::unix::fs::FileExt;
-        let Some(t) = self.tensors.get(name) else {
-            candle_core::bail!("cannot find tensor {name}");
-        };
-        let numel: usize = t.shape.iter().product();
-        if numel * t.dtype.size_in_bytes() != t.len {
-            candle_core::bail!(
-                "tensor {name} in {} has {} bytes for shape {:?}",
-                t.path.display(),
-                t.len,
-                t.shape
-            );
-        }
-        let read = |buf: &mut [u8]| {
-            t.file.read_exact_at(buf, t.start).map_err(|e| {
-                candle_core::Error::Msg(format!("reading {name} from {}: {e}", t.path.display()))
-            })
-        };
-        if t.dtype == DType::F32 && cfg!(target_endian = "little") {
-            let mut data = vec![0f32; numel];
-            // SAFETY: the f32 buffer is viewed as its bytes; any bit pattern is an f32.
-            let bytes = unsafe {
-                std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), numel * 4)
-            };
-            read(bytes)?;
-            return Tensor::from_vec(data, t.shape.as_slice(), device);
-        }
-        let mut bytes = vec![0u8; t.len];
-        read(&mut bytes)?;
-        Tensor::from_raw_buffer(&bytes, t.dtype, &t.shape, device)
-    }
-}
-
-impl SimpleBackend for ReadBackend {
-    fn get(
-        &self,
-        shape: Shape,
-        name: &str,
-        _hints: candle_nn::Init,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let tensor = self.read(name, device)?;
-        if tensor.shape() != &shape {
-            candle_core::bail!(
-                "tensor {name} has shape {:?}, expected {:?}",
-                tensor.dims(),
-                shape.dims()
-            );
-        }
-        tensor.to_dtype(dtype)
-    }
-
-    fn get_unchecked(
-        &self,
-        name: &str,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.read(name, device)?.to_dtype(dtype)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
     }
 }

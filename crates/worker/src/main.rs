@@ -57,6 +57,11 @@ fn run() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    if backend() == Backend::Cpu && !matches!(cli.command, Some(Command::Bench(_))) {
+        // Large activations are reused from the heap instead of being mapped and
+        // zeroed afresh for every layer (the bench decides per figure).
+        sd_core::layers::tune_allocator();
+    }
     match cli.command {
         Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Bench(args)) => bench::run(args),

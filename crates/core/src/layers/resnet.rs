@@ -1,7 +1,7 @@
 //! `ResnetBlock2D`: two normalised 3×3 convolutions with an optional time embedding
 //! and a 1×1 shortcut when the channel count changes.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::{conv2d, Activation, Conv2d, GroupNorm};
@@ -125,7 +125,7 @@ impl ResnetBlock2D {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),
         };
-        let out = (shortcut + hs)?;
+        let out = add_in_place(hs, &shortcut)?;
         if self.cfg.output_scale_factor == 1.0 {
             Ok(out)
         } else {
@@ -155,4 +155,94 @@ pub(crate) fn norm_act_conv(
     let hs = norm.forward_shifted(xs, shift, silu)?;
     let hs = if silu { hs } else { act.forward(&hs)? };
     conv.forward(&hs)
+}
+
+/// `acc + other`, added into `acc`'s own buffer when `acc` is a contiguous f32
+/// CPU tensor of `other`'s shape (a fresh convolution output, owned here), so the
+/// largest maps of a VAE decode need no third buffer for their sum.
+pub(crate) fn add_in_place(acc: Tensor, other: &Tensor) -> Result<Tensor> {
+    let in_place = acc.dtype() == DType::F32
+        && other.dtype() == DType::F32
+        && matches!(acc.device(), Device::Cpu)
+        && acc.shape() == other.shape()
+        && acc.is_contiguous()
+        && other.is_contiguous();
+    if !in_place {
+        return acc + other;
+    }
+    acc.inplace_op2(other, &AddAssign)?;
+    Ok(acc)
+}
+
+/// `lhs += rhs` over two contiguous f32 buffers of one shape.
+struct AddAssign;
+
+impl InplaceOp2 for AddAssign {
+    fn name(&self) -> &'static str {
+        "add-assign"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (CpuStorage::F32(lhs), CpuStorage::F32(rhs)) = (s1, s2) else {
+            candle_core::bail!("add-assign: f32 tensors only");
+        };
+        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("add-assign: contiguous tensors only");
+        };
+        if a1 - a0 != b1 - b0 {
+            candle_core::bail!("add-assign: {} values += {} values", a1 - a0, b1 - b0);
+        }
+        use rayon::prelude::*;
+        lhs[a0..a1]
+            .par_chunks_mut(1 << 16)
+            .zip(rhs[b0..b1].par_chunks(1 << 16))
+            .for_each(|(l, r)| l.iter_mut().zip(r).for_each(|(l, r)| *l += r));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_in_place_matches_a_plain_sum_and_reuses_the_buffer() {
+        let dev = Device::Cpu;
+        let a = Tensor::arange(0f32, 24.0, &dev)
+            .unwrap()
+            .reshape((1, 2, 3, 4))
+            .unwrap();
+        let b = (Tensor::ones((1, 2, 3, 4), DType::F32, &dev).unwrap() * 0.5).unwrap();
+        let want = (&a + &b)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let acc = a.copy().unwrap();
+        let sum = add_in_place(acc.clone(), &b).unwrap();
+        assert_eq!(sum.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+        let acc = acc.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(acc, want, "the sum is written into the first buffer");
+        let strided = a.transpose(2, 3).unwrap();
+        let other = b.transpose(2, 3).unwrap().copy().unwrap();
+        let want = (&strided + &other).unwrap();
+        let sum = add_in_place(strided.clone(), &other).unwrap();
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            (0..24).map(|v| v as f32).collect::<Vec<_>>(),
+            "a strided input is left alone"
+        );
+        assert_eq!(
+            sum.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
 }

@@ -1,0 +1,285 @@
+//! Reading safetensors weights without a memory map.
+//!
+//! candle's CPU tensors own their buffers, so a memory-mapped load copies every
+//! tensor out of the map while the mapped pages also stay resident until the map
+//! is dropped: loading briefly needs about twice the weights. [`SafetensorsReader`]
+//! reads each tensor with a positioned read straight into the tensor's own buffer,
+//! so loading never holds more than the weights themselves.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The tensors of one or more safetensors files, indexed by name, read on demand.
+#[derive(Debug)]
+pub struct SafetensorsReader {
+    tensors: HashMap<String, StoredTensor>,
+}
+
+/// Where one tensor lives in its file.
+#[derive(Debug)]
+struct StoredTensor {
+    file: Arc<File>,
+    path: Arc<PathBuf>,
+    dtype: DType,
+    shape: Vec<usize>,
+    start: u64,
+    len: usize,
+}
+
+/// One tensor's entry in a safetensors header.
+#[derive(Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
+
+/// Headers larger than this are not safetensors files we can trust.
+const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+impl SafetensorsReader {
+    /// Reads the headers of `paths` (the shards of one component).
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for path in paths {
+            let shared_path = Arc::new(path.clone());
+            let (file, header_len, entries) = read_header(path)?;
+            let file_len = file
+                .metadata()
+                .map_err(|cause| io_error(path, cause))?
+                .len();
+            let file = Arc::new(file);
+            for (name, value) in entries {
+                if name == "__metadata__" {
+                    continue;
+                }
+                let invalid = |message: String| Error::InvalidFile {
+                    path: path.clone(),
+                    message: format!("tensor {name}: {message}"),
+                };
+                let entry: HeaderEntry =
+                    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+                let dtype = match entry.dtype.as_str() {
+                    "F32" => DType::F32,
+                    "F16" => DType::F16,
+                    "BF16" => DType::BF16,
+                    other => return Err(invalid(format!("unsupported dtype {other}"))),
+                };
+                let (begin, end) = entry.data_offsets;
+                let start = 8 + header_len + begin;
+                let numel: usize = entry.shape.iter().product();
+                let len = end.checked_sub(begin).and_then(|n| usize::try_from(n).ok());
+                match len {
+                    Some(len)
+                        if len == numel * dtype.size_in_bytes()
+                            && start + len as u64 <= file_len =>
+                    {
+                        tensors.insert(
+                            name.clone(),
+                            StoredTensor {
+                                file: file.clone(),
+                                path: shared_path.clone(),
+                                dtype,
+                                shape: entry.shape,
+                                start,
+                                len,
+                            },
+                        );
+                    }
+                    _ => {
+                        return Err(invalid(format!(
+                            "data offsets {begin}..{end} do not fit shape {:?} of {} in a file of {file_len} bytes",
+                            entry.shape, entry.dtype
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(Self { tensors })
+    }
+
+    /// Reads one tensor in its stored dtype.
+    fn read(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        let Some(t) = self.tensors.get(name) else {
+            return Err(candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            });
+        };
+        let read = |buf: &mut [u8]| {
+            t.file.read_exact_at(buf, t.start).map_err(|e| {
+                candle_core::Error::Msg(format!("reading {name} from {}: {e}", t.path.display()))
+            })
+        };
+        if t.dtype == DType::F32 && cfg!(target_endian = "little") {
+            let mut data = vec![0f32; t.len / 4];
+            // SAFETY: the f32 buffer is viewed as its bytes; any bit pattern is an f32.
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), t.len) };
+            read(bytes)?;
+            return Tensor::from_vec(data, t.shape.as_slice(), device);
+        }
+        let mut bytes = vec![0u8; t.len];
+        read(&mut bytes)?;
+        Tensor::from_raw_buffer(&bytes, t.dtype, &t.shape, device)
+    }
+}
+
+/// Opens a safetensors file and parses its JSON header.
+fn read_header(path: &Path) -> Result<(File, u64, HashMap<String, serde_json::Value>)> {
+    let mut file = File::open(path).map_err(|cause| io_error(path, cause))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|cause| io_error(path, cause))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > MAX_HEADER_BYTES {
+        return Err(Error::InvalidFile {
+            path: path.to_path_buf(),
+            message: format!("not a safetensors file (header of {header_len} bytes)"),
+        });
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|cause| io_error(path, cause))?;
+    let entries = serde_json::from_slice(&header).map_err(|e| Error::InvalidFile {
+        path: path.to_path_buf(),
+        message: format!("not a safetensors header: {e}"),
+    })?;
+    Ok((file, header_len, entries))
+}
+
+fn io_error(path: &Path, cause: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        cause,
+    }
+}
+
+impl SimpleBackend for SafetensorsReader {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _hints: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.read(name, device)?;
+        if tensor.shape() != &shape {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: shape,
+                got: tensor.shape().clone(),
+            });
+        }
+        tensor.to_dtype(dtype)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.read(name, device)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("sd-core-weights-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_what_safetensors_wrote_in_any_stored_dtype() {
+        let dir = temp_dir("roundtrip");
+        let dev = Device::Cpu;
+        let a = Tensor::arange(0f32, 6.0, &dev)
+            .unwrap()
+            .reshape((2, 3))
+            .unwrap();
+        let b = a.to_dtype(DType::F16).unwrap();
+        let path = dir.join("w.safetensors");
+        candle_core::safetensors::save(
+            &HashMap::from([("a".to_string(), a.clone()), ("b".to_string(), b)]),
+            &path,
+        )
+        .unwrap();
+        let reader = SafetensorsReader::open(&[path]).unwrap();
+        for name in ["a", "b"] {
+            let got = reader
+                .get(
+                    (2, 3).into(),
+                    name,
+                    candle_nn::Init::Const(0.),
+                    DType::F32,
+                    &dev,
+                )
+                .unwrap();
+            assert_eq!(got.to_vec2::<f32>().unwrap(), a.to_vec2::<f32>().unwrap());
+        }
+        let wrong = reader
+            .get(
+                (3, 2).into(),
+                "a",
+                candle_nn::Init::Const(0.),
+                DType::F32,
+                &dev,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("shape mismatch for a"), "{wrong}");
+        let missing = reader.read("c", &dev).unwrap_err().to_string();
+        assert!(missing.contains("cannot find tensor c"), "{missing}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn names_the_file_when_it_is_not_safetensors() {
+        let dir = temp_dir("bad");
+        let huge = write(&dir, "huge.safetensors", &u64::MAX.to_le_bytes());
+        let err = SafetensorsReader::open(std::slice::from_ref(&huge))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("huge.safetensors") && err.contains("not a safetensors"),
+            "{err}"
+        );
+        let header = br#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+        let mut truncated = (header.len() as u64).to_le_bytes().to_vec();
+        truncated.extend_from_slice(header);
+        truncated.extend_from_slice(&[0; 8]);
+        let short = write(&dir, "short.safetensors", &truncated);
+        let err = SafetensorsReader::open(&[short]).unwrap_err().to_string();
+        assert!(
+            err.contains("short.safetensors") && err.contains("tensor a"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
