@@ -21,6 +21,22 @@ pub enum CancelReason {
     Shutdown,
 }
 
+/// A live preview of a job in progress: the latents projected linearly to RGB
+/// (no VAE pass), a few hundred pixels wide, blurry and with muted colours.
+///
+/// Only the stream's newest preview is kept for replay: a client that joins
+/// late or resumes gets the previews of the steps it missed without them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProgressPreview {
+    /// The PNG file as a data URL (`data:image/png;base64,...`), ready for an
+    /// `<img src>`.
+    pub data_url: String,
+    /// Width in pixels (the image's width / 8, enlarged up to 8 times).
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
 /// One event of a job's life.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -43,6 +59,10 @@ pub enum JobEvent {
         total: u32,
         /// `100 * step / total`, rounded to two decimals.
         percent: f32,
+        /// A rough picture of the image so far, on some steps of jobs that
+        /// asked for `preview`; absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preview: Option<ProgressPreview>,
     },
     /// The image is ready.
     Complete(ImageResult),
@@ -117,10 +137,30 @@ mod tests {
             step: 2,
             total: 4,
             percent: 50.0,
+            preview: None,
         };
         assert_eq!(
             serde_json::to_string(&progress).unwrap(),
             r#"{"type":"progress","step":2,"total":4,"percent":50.0}"#
+        );
+        let with_preview = JobEvent::Progress {
+            step: 2,
+            total: 4,
+            percent: 50.0,
+            preview: Some(ProgressPreview {
+                data_url: "data:image/png;base64,AAAA".into(),
+                width: 8,
+                height: 16,
+            }),
+        };
+        let json = serde_json::to_string(&with_preview).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"progress","step":2,"total":4,"percent":50.0,"preview":{"data_url":"data:image/png;base64,AAAA","width":8,"height":16}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<JobEvent>(&json).unwrap(),
+            with_preview
         );
         let error = JobEvent::Error(ErrorDetail::new(ErrorCode::GenerationFailed, "boom"));
         let json = serde_json::to_value(&error).unwrap();

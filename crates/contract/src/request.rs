@@ -87,6 +87,9 @@ pub struct ImageGenerationRequest {
     /// The denoising scheduler; the worker's default when absent.
     #[serde(default)]
     pub scheduler: Option<SchedulerKind>,
+    /// Whether `progress` events carry a live preview of the image (absent or `null`: no).
+    #[serde(default)]
+    pub preview: Option<bool>,
 }
 
 /// Image-to-image parameters (rbee's `ImageTransformRequest`).
@@ -136,6 +139,9 @@ pub struct ImageTransformRequest {
     /// The denoising scheduler.
     #[serde(default)]
     pub scheduler: Option<SchedulerKind>,
+    /// Whether `progress` events carry a live preview of the image (absent or `null`: no).
+    #[serde(default)]
+    pub preview: Option<bool>,
 }
 
 /// Inpainting parameters (rbee's `ImageInpaintRequest`).
@@ -188,6 +194,9 @@ pub struct ImageInpaintRequest {
     /// The denoising scheduler.
     #[serde(default)]
     pub scheduler: Option<SchedulerKind>,
+    /// Whether `progress` events carry a live preview of the image (absent or `null`: no).
+    #[serde(default)]
+    pub preview: Option<bool>,
 }
 
 #[cfg(test)]
@@ -198,7 +207,7 @@ mod tests {
     fn rbee_body_with_nulls_parses() {
         let body = r#"{"operation":"image_generation","hive_id":"localhost","model":"sd-1.5",
             "prompt":"a cat","negative_prompt":null,"steps":20,"guidance_scale":7.5,"seed":null,
-            "width":512,"height":512,"loras":[],"worker_id":null}"#;
+            "width":512,"height":512,"loras":[],"worker_id":null,"preview":null}"#;
         let JobRequest::ImageGeneration(req) = serde_json::from_str(body).unwrap() else {
             panic!("wrong operation");
         };
@@ -206,6 +215,7 @@ mod tests {
         assert_eq!(req.steps, Some(20));
         assert_eq!(req.seed, None);
         assert_eq!(req.loras, Some(vec![]));
+        assert_eq!(req.preview, None);
     }
 
     #[test]
@@ -227,10 +237,14 @@ mod tests {
     #[test]
     fn minimal_body_parses_and_round_trips() {
         let req: JobRequest = serde_json::from_str(
-            r#"{"operation":"image_generation","prompt":"x","scheduler":"euler_a"}"#,
+            r#"{"operation":"image_generation","prompt":"x","scheduler":"euler_a","preview":true}"#,
         )
         .unwrap();
         assert_eq!(req.operation(), "image_generation");
+        let JobRequest::ImageGeneration(params) = &req else {
+            panic!("wrong operation");
+        };
+        assert_eq!(params.preview, Some(true));
         let again: JobRequest =
             serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
         assert_eq!(again, req);

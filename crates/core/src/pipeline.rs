@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::image::{encode_png, to_rgb8, GenerationSettings};
 use crate::image_input::{prepare_image, prepare_mask, DecodedImage};
 use crate::model_files::{read_json, Component, ComponentFiles, ModelIndex, WeightVariant};
+use crate::preview::LatentFormat;
 use crate::prompt::{PromptEmbeds, TextEncoders};
 use crate::rng::TorchRng;
 use crate::schedulers::{build_scheduler, kind_of, Scheduler, SchedulerConfig};
@@ -136,12 +137,24 @@ impl ImageInput {
 }
 
 /// Progress after one denoising step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepProgress {
+#[derive(Debug, Clone, Copy)]
+pub struct StepProgress<'a> {
     /// Steps done so far, from 1.
     pub step: usize,
     /// Steps this generation runs in all.
     pub total: usize,
+    /// The latents after this step `[1, C, H/8, W/8]`, still noisy.
+    pub latents: &'a Tensor,
+    /// The scheduler's prediction of the clean latents at this step, when it
+    /// makes one (every scheduler but PNDM).
+    pub predicted_original: Option<&'a Tensor>,
+}
+
+impl StepProgress<'_> {
+    /// What a live preview should show: the clean prediction, else the latents.
+    pub fn preview_latents(&self) -> &Tensor {
+        self.predicted_original.unwrap_or(self.latents)
+    }
 }
 
 /// Where the time of one generation went.
@@ -231,6 +244,14 @@ pub enum ModelFamily {
 }
 
 impl ModelFamily {
+    /// The latent space of the family's VAE, for live previews.
+    pub fn latent_format(self) -> LatentFormat {
+        match self {
+            ModelFamily::Sd1 | ModelFamily::Sd2 => LatentFormat::Sd15,
+            ModelFamily::Sdxl => LatentFormat::Sdxl,
+        }
+    }
+
     /// The short name the worker reports (`sd1`, `sd2`, `sdxl`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -500,12 +521,13 @@ impl StableDiffusion {
         )?)
     }
 
-    /// Generates one image. `on_step` runs after every denoising step; returning
-    /// `ControlFlow::Break` stops the loop with [`Error::Cancelled`].
+    /// Generates one image. `on_step` runs after every denoising step, with the
+    /// latents for a live preview; returning `ControlFlow::Break` stops the
+    /// loop with [`Error::Cancelled`].
     pub fn generate(
         &mut self,
         params: &GenerateParams,
-        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+        on_step: &mut dyn FnMut(StepProgress<'_>) -> ControlFlow<()>,
     ) -> Result<GeneratedImage> {
         self.validate(params)?;
         let mut timings = Timings::default();
@@ -576,6 +598,8 @@ impl StableDiffusion {
             if on_step(StepProgress {
                 step: index + 1 - start.first_step,
                 total,
+                latents: &latents,
+                predicted_original: scheduler.predicted_original(),
             })
             .is_break()
             {

@@ -6,6 +6,8 @@
 //! instead of a VAE pass. Apply it to the scheduler's current latents or,
 //! better, to its prediction of the clean latents.
 
+use std::time::Duration;
+
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
@@ -88,22 +90,78 @@ pub fn latent_preview(latents: &Tensor, format: LatentFormat, scale: usize) -> R
         .flatten_all()?
         .to_vec1::<f32>()?;
     let (factors, bias) = (format.factors(), format.bias());
-    let (width, height) = (w * scale, h * scale);
-    let mut rgb = vec![0u8; width * height * 3];
-    for y in 0..height {
-        for x in 0..width {
-            let p = (y / scale) * w + x / scale;
-            for (ch, out) in rgb[(y * width + x) * 3..][..3].iter_mut().enumerate() {
+    // One colour per latent cell, then each cell repeated scale×scale times.
+    let cells: Vec<[u8; 3]> = (0..h * w)
+        .map(|p| {
+            std::array::from_fn(|ch| {
                 let v = bias[ch]
                     + (0..4)
                         .map(|k| data[k * h * w + p] * factors[k][ch])
                         .sum::<f32>();
                 // [-1, 1] -> [0, 255]
-                *out = (((v + 1.0) * 127.5).round()).clamp(0.0, 255.0) as u8;
+                (((v + 1.0) * 127.5).round()).clamp(0.0, 255.0) as u8
+            })
+        })
+        .collect();
+    let (width, height) = (w * scale, h * scale);
+    let mut rgb = Vec::with_capacity(width * height * 3);
+    for row in cells.chunks_exact(w) {
+        let start = rgb.len();
+        for cell in row {
+            for _ in 0..scale {
+                rgb.extend_from_slice(cell);
             }
+        }
+        for _ in 1..scale {
+            rgb.extend_from_within(start..start + width * 3);
         }
     }
     Ok(Preview { width, height, rgb })
+}
+
+/// The enlargement (1 to 8) that brings a latent of `width`×`height` cells
+/// closest to, without passing, `longest` pixels on its longer side.
+pub fn preview_scale(width: usize, height: usize, longest: usize) -> usize {
+    (longest / width.max(height).max(1)).clamp(1, 8)
+}
+
+/// Decides after which steps a preview fits a share of the denoising time.
+///
+/// Each step earns `share` of its duration; a preview is due once the time
+/// earned covers what previews have cost so far plus one more at the last
+/// measured cost. The first preview comes after the first step (its cost is
+/// not known before). Previews cost milliseconds and CPU steps seconds, so on
+/// a CPU every step gets one; a fast GPU gets one every few steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PreviewBudget {
+    share: f64,
+    earned: f64,
+    spent: f64,
+    last_cost: f64,
+}
+
+impl PreviewBudget {
+    /// A budget of `share` (e.g. 0.01) of the step time.
+    pub fn new(share: f64) -> Self {
+        Self {
+            share,
+            earned: 0.0,
+            spent: 0.0,
+            last_cost: 0.0,
+        }
+    }
+
+    /// Records a step that took `elapsed` and says whether a preview is due.
+    pub fn step(&mut self, elapsed: Duration) -> bool {
+        self.earned += self.share * elapsed.as_secs_f64();
+        self.spent + self.last_cost <= self.earned
+    }
+
+    /// Records what a preview cost.
+    pub fn spend(&mut self, cost: Duration) {
+        self.last_cost = cost.as_secs_f64();
+        self.spent += self.last_cost;
+    }
 }
 
 #[cfg(test)]
@@ -125,5 +183,60 @@ mod tests {
         let wrong = Tensor::zeros((1, 3, 2, 2), DType::F32, &Device::Cpu)?;
         assert!(latent_preview(&wrong, LatentFormat::Sdxl, 1).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn enlarges_each_cell_to_a_block() -> Result<()> {
+        let latents = Tensor::arange(0f32, 24.0, &Device::Cpu)?
+            .affine(0.05, -0.6)?
+            .reshape((1, 4, 2, 3))?;
+        let small = latent_preview(&latents, LatentFormat::Sdxl, 1)?;
+        let large = latent_preview(&latents, LatentFormat::Sdxl, 3)?;
+        assert_eq!((large.width, large.height), (9, 6));
+        for y in 0..6 {
+            for x in 0..9 {
+                let cell = ((y / 3) * 3 + x / 3) * 3;
+                assert_eq!(
+                    large.rgb[(y * 9 + x) * 3..][..3],
+                    small.rgb[cell..cell + 3],
+                    "({x}, {y})"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn scale_aims_at_the_longer_side() {
+        assert_eq!(preview_scale(64, 64, 256), 4);
+        assert_eq!(preview_scale(128, 96, 256), 2);
+        assert_eq!(preview_scale(8, 8, 256), 8);
+        assert_eq!(preview_scale(400, 300, 256), 1);
+        assert_eq!(preview_scale(0, 0, 256), 8);
+    }
+
+    #[test]
+    fn budget_spaces_previews_to_their_share() {
+        let ms = Duration::from_millis;
+        // Slow steps: every step has room.
+        let mut slow = PreviewBudget::new(0.01);
+        for _ in 0..5 {
+            assert!(slow.step(ms(2000)));
+            slow.spend(ms(3));
+        }
+        // 50 ms steps, 1.9 ms previews: the first at once, then one per 4 steps
+        // once the time earned has caught up.
+        let mut fast = PreviewBudget::new(0.01);
+        let due: Vec<bool> = (0..13)
+            .map(|_| {
+                let due = fast.step(ms(50));
+                if due {
+                    fast.spend(Duration::from_micros(1900));
+                }
+                due
+            })
+            .collect();
+        let steps: Vec<usize> = (1..=13).filter(|s| due[s - 1]).collect();
+        assert_eq!(steps, [1, 8, 12]);
     }
 }

@@ -109,15 +109,34 @@ fn check_traces(traces_dir: &str, variant: WeightVariant) {
             }),
         };
         let mut progress = Vec::new();
+        let mut last_latents = None;
         let image = model
             .generate(&params, &mut |p| {
-                progress.push(p);
+                let predicted = p.predicted_original.map(|x0| x0.dims().to_vec());
+                progress.push((p.step, p.total, predicted));
+                last_latents = Some(p.latents.clone());
                 ControlFlow::Continue(())
             })
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let total = progress.last().map_or(0, |p| p.total);
-        assert!(progress.iter().all(|p| p.total == total));
+        let total = progress.last().map_or(0, |p| p.1);
+        assert!(progress.iter().all(|p| p.1 == total));
         assert_eq!(progress.len(), total, "{}: progress reports", case.name);
+        // Every scheduler but PNDM hands its clean prediction to the step callback.
+        let latent_dims = image.trace.latents_final.dims().to_vec();
+        let expected = (image.scheduler != SchedulerKind::Pndm).then_some(latent_dims);
+        assert!(
+            progress.iter().all(|p| p.2 == expected),
+            "{}: predicted x0 {:?}",
+            case.name,
+            progress.last()
+        );
+        let last_latents = last_latents.expect("at least one step");
+        assert_eq!(
+            max_abs(&(last_latents - &image.trace.latents_final).unwrap()),
+            0.0,
+            "{}: the last step's latents are the final ones",
+            case.name
+        );
         if let Some(steps_run) = case.steps_run {
             assert_eq!(total, steps_run, "{}: steps run", case.name);
         }

@@ -6,6 +6,12 @@
 //! late (even after the end) first replays what it missed. The first terminal
 //! event wins: a job ends exactly once, whoever tries to end it.
 //!
+//! Live previews are the one part of the log that is not kept: a progress
+//! event that brings a preview takes it off the one before, so a log holds at
+//! most one preview (the newest; smaller than the image a finished job keeps)
+//! however many steps ran. Clients following live see every preview; one that
+//! replays sees the newest only.
+//!
 //! [`Jobs`] maps ids to jobs and forgets finished ones once their retention
 //! period is over.
 
@@ -16,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use sd_contract::event::CancelReason;
-use sd_contract::{ErrorDetail, ImageResult, JobEvent, JobState, JobStatus, Timings};
+use sd_contract::{
+    ErrorDetail, ImageResult, JobEvent, JobState, JobStatus, ProgressPreview, Timings,
+};
 use tokio::sync::watch;
 
 use crate::validation::ValidJob;
@@ -39,6 +47,8 @@ pub struct Job {
 struct JobInner {
     state: JobState,
     log: Vec<Arc<JobEvent>>,
+    /// Index of the one logged event that still carries a preview.
+    preview_at: Option<usize>,
     step: Option<u32>,
     total: Option<u32>,
     started: Option<Instant>,
@@ -60,6 +70,7 @@ impl Job {
             inner: Mutex::new(JobInner {
                 state: JobState::Queued,
                 log: Vec::new(),
+                preview_at: None,
                 step: None,
                 total: None,
                 started: None,
@@ -144,8 +155,9 @@ impl Job {
         true
     }
 
-    /// Logs a finished denoising step (1-based).
-    pub fn progress(&self, step: usize, total: usize) {
+    /// Logs a finished denoising step (1-based), with its live preview if it
+    /// has one (which takes the previous preview out of the log).
+    pub fn progress(&self, step: usize, total: usize, preview: Option<ProgressPreview>) {
         let mut inner = self.lock();
         if inner.state != JobState::Running {
             return;
@@ -155,12 +167,17 @@ impl Job {
         inner.step = Some(step);
         inner.total = Some(total);
         let percent = ((10_000.0 * f64::from(step) / f64::from(total)).round() / 100.0) as f32;
+        if preview.is_some() {
+            drop_preview(&mut inner);
+            inner.preview_at = Some(inner.log.len());
+        }
         self.push(
             &mut inner,
             JobEvent::Progress {
                 step,
                 total,
                 percent,
+                preview,
             },
         );
     }
@@ -262,6 +279,28 @@ impl Job {
                 }
             }
         })
+    }
+}
+
+/// Replaces the logged event that carries a preview by the same event without it.
+fn drop_preview(inner: &mut JobInner) {
+    let Some(index) = inner.preview_at.take() else {
+        return;
+    };
+    if let Some(JobEvent::Progress {
+        step,
+        total,
+        percent,
+        preview: Some(_),
+    }) = inner.log.get(index).map(Arc::as_ref)
+    {
+        let stripped = JobEvent::Progress {
+            step: *step,
+            total: *total,
+            percent: *percent,
+            preview: None,
+        };
+        inner.log[index] = Arc::new(stripped);
     }
 }
 
@@ -380,8 +419,8 @@ mod tests {
         job.queued(1);
         let early = tokio::spawn(job.subscribe(0).collect::<Vec<_>>());
         assert!(job.start());
-        job.progress(1, 2);
-        job.progress(2, 2);
+        job.progress(1, 2, None);
+        job.progress(2, 2, None);
         assert!(job.finish_complete(b"png", 64, 64, 7));
         assert!(!job.finish_failed(ErrorDetail::new(ErrorCode::Internal, "late")));
         let early = early.await.unwrap();
@@ -395,6 +434,40 @@ mod tests {
         let status = job.status(None);
         assert_eq!(status.state, JobState::Completed);
         assert_eq!(status.result.unwrap().image, "cG5n");
+    }
+
+    #[test]
+    fn the_log_keeps_only_the_newest_preview() {
+        let preview = |n: u32| ProgressPreview {
+            data_url: format!("data:image/png;base64,{n}"),
+            width: n,
+            height: n,
+        };
+        let previews = |job: &Arc<Job>| -> Vec<Option<u32>> {
+            let inner = job.lock();
+            inner
+                .log
+                .iter()
+                .filter_map(|e| match e.as_ref() {
+                    JobEvent::Progress { preview, .. } => Some(preview.as_ref().map(|p| p.width)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let job = job();
+        assert!(job.start());
+        job.progress(1, 4, Some(preview(1)));
+        assert_eq!(previews(&job), [Some(1)]);
+        job.progress(2, 4, None);
+        job.progress(3, 4, Some(preview(3)));
+        assert_eq!(previews(&job), [None, None, Some(3)]);
+        job.progress(4, 4, None);
+        assert!(job.finish_complete(b"png", 64, 64, 7));
+        assert_eq!(previews(&job), [None, None, Some(3), None]);
+        let JobEvent::Progress { step, percent, .. } = job.lock().log[1].as_ref().clone() else {
+            panic!("not a progress event")
+        };
+        assert_eq!((step, percent), (1, 25.0));
     }
 
     #[test]

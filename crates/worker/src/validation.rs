@@ -20,6 +20,7 @@ use crate::error::ApiError;
 pub struct ValidJob {
     params: JobParams,
     image: Option<ImageInput>,
+    preview: bool,
 }
 
 impl ValidJob {
@@ -31,6 +32,11 @@ impl ValidJob {
     /// The decoded picture (and mask) of an image-to-image or inpainting job.
     pub fn image(&self) -> Option<&ImageInput> {
         self.image.as_ref()
+    }
+
+    /// Whether its progress events should carry live previews.
+    pub fn wants_preview(&self) -> bool {
+        self.preview
     }
 }
 
@@ -81,6 +87,7 @@ struct Common {
     height: Option<u32>,
     loras: Option<Vec<LoraConfig>>,
     scheduler: Option<SchedulerKind>,
+    preview: Option<bool>,
 }
 
 macro_rules! common_from {
@@ -97,6 +104,7 @@ macro_rules! common_from {
                     height: req.height,
                     loras: req.loras,
                     scheduler: req.scheduler,
+                    preview: req.preview,
                 }
             }
         }
@@ -169,6 +177,7 @@ fn validate_job(
             strength: image.as_ref().map(|input| input.strength),
         },
         image,
+        preview: req.preview.unwrap_or(false),
     })
 }
 

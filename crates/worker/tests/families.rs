@@ -197,6 +197,38 @@ fn sdxl_turbo_over_http_gives_diffusers_image() {
 }
 
 #[test]
+fn live_previews_on_the_real_model() {
+    let folder = fixtures().join("tiny-sdxl");
+    let worker = WorkerProcess::spawn(&["--model", folder.to_str().unwrap()], &[]);
+    worker.wait_ready();
+    let run = |preview: &str| {
+        let body = format!(
+            r#"{{"operation":"image_generation","prompt":"a lighthouse","width":96,"height":64,
+                "steps":5,"seed":3,"scheduler":"euler","preview":{preview}}}"#
+        );
+        let created = submit(&worker.url, &body);
+        let events = stream(&worker.url, &created.sse_url, &[]).events();
+        let Some(JobEvent::Complete(result)) = events.last() else {
+            panic!("no image: {events:?}")
+        };
+        (previews(&events), result.image.clone())
+    };
+    let (with, image) = run("true");
+    assert_eq!(with.len(), 5);
+    // Latents 12x8, enlarged 8 times; the first step always has room.
+    let sizes: Vec<_> = with.iter().filter_map(|(_, size)| *size).collect();
+    assert!(!sizes.is_empty(), "{with:?}");
+    assert!(sizes.iter().all(|size| *size == (96, 64)), "{with:?}");
+    assert_eq!(with[4], (5, None));
+    let (without, same_image) = run("false");
+    assert!(
+        without.iter().all(|(_, size)| size.is_none()),
+        "{without:?}"
+    );
+    assert_eq!(image, same_image, "a preview must not change the image");
+}
+
+#[test]
 fn a_running_real_job_is_cancelled_within_a_step() {
     let folder = fixtures().join("tiny-sd15");
     let worker = WorkerProcess::spawn(&["--model", folder.to_str().unwrap()], &[]);

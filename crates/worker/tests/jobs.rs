@@ -43,11 +43,13 @@ fn a_job_streams_its_events_and_ends_with_a_png_of_the_requested_size() {
         step,
         total,
         percent,
+        preview,
     } = &events[3]
     else {
         panic!()
     };
     assert_eq!((*step, *total, *percent), (2, 4, 50.0));
+    assert_eq!(*preview, None);
     let JobEvent::Complete(result) = &events[6] else {
         panic!()
     };
@@ -59,6 +61,31 @@ fn a_job_streams_its_events_and_ends_with_a_png_of_the_requested_size() {
     assert_eq!(status.state, JobState::Completed);
     assert_eq!((status.step, status.total), (Some(4), Some(4)));
     assert_eq!(status.result.unwrap().image, result.image);
+}
+
+#[test]
+fn previews_come_only_when_asked_and_never_on_the_last_step() {
+    let server = TestServer::start(config(), fake("step_ms=40"));
+    server.wait_ready();
+    let body = generation(r#","width":96,"height":64,"steps":4,"seed":7,"preview":true"#);
+    let created = submit(&server.url, &body);
+    let live = previews(&stream(&server.url, &created.sse_url, &[]).events());
+    assert_eq!(live.len(), 4);
+    assert!(
+        live[..3].iter().any(|(_, size)| *size == Some((96, 64))),
+        "{live:?}"
+    );
+    assert_eq!(live[3], (4, None));
+    // Replay keeps only the newest preview.
+    let replayed = previews(&stream(&server.url, &created.sse_url, &[]).events());
+    assert_eq!(
+        replayed,
+        [(1, None), (2, None), (3, Some((96, 64))), (4, None)]
+    );
+
+    let created = submit(&server.url, &generation(r#","steps":3,"preview":null"#));
+    let without = previews(&stream(&server.url, &created.sse_url, &[]).events());
+    assert_eq!(without, [(1, None), (2, None), (3, None)]);
 }
 
 #[test]

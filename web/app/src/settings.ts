@@ -39,6 +39,8 @@ export interface GenerationSettings {
   scheduler: SchedulerKind | "";
   /** Image to image and inpainting: how far to move from the input, 0..1. */
   strength: string;
+  /** Ask for live previews in the progress events. */
+  livePreview: boolean;
 }
 
 /** A named image size. */
@@ -67,6 +69,7 @@ export const EMPTY_SETTINGS: GenerationSettings = {
   seed: "",
   scheduler: "",
   strength: DEFAULT_STRENGTH.image,
+  livePreview: true,
 };
 
 /** The worker's defaults as form values, keeping what the user already typed. */
@@ -114,6 +117,7 @@ export function toRequest(settings: GenerationSettings, pictures: RequestPicture
     if (seed !== undefined) request.seed = seed;
   }
   if (settings.scheduler) request.scheduler = settings.scheduler;
+  if (settings.livePreview) request.preview = true;
   if (settings.mode === "text") return request;
   const strength = number(settings.strength);
   const image = pictures.image?.base64 ?? "";
@@ -146,12 +150,13 @@ export function missingPicture(
 }
 
 /**
- * The form values that reproduce a finished job, keeping `base`'s mode (the
- * input pictures are not part of a job's parameters).
+ * The form values that reproduce a finished job, keeping `base`'s mode and
+ * live preview choice (the input pictures are not part of a job's parameters).
  */
 export function fromParams(params: JobParams, base: GenerationSettings = EMPTY_SETTINGS): GenerationSettings {
   return {
     mode: base.mode,
+    livePreview: base.livePreview,
     strength: params.strength != null ? String(params.strength) : base.strength,
     prompt: params.prompt,
     negativePrompt: params.negative_prompt ?? "",

@@ -3,7 +3,7 @@ import userEvent from "@testing-library/user-event";
 import { describe, expect, it } from "vitest";
 import { App } from "../src/App";
 import { ClientProvider } from "../src/client";
-import { FakeWorker } from "./fakeWorker";
+import { FakeWorker, PNG_1x1 } from "./fakeWorker";
 
 function renderApp(worker = new FakeWorker()) {
   render(
@@ -31,6 +31,29 @@ describe("App", () => {
     await userEvent.click(screen.getByRole("button", { name: "Reuse seed" }));
     expect(screen.getByLabelText("Seed")).toHaveValue("fixed");
     expect(screen.getByLabelText("Seed value")).toHaveValue(31337);
+  });
+
+  it("shows live previews while a job runs, and asks for none when unchecked", async () => {
+    const worker = renderApp();
+    await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));
+    await userEvent.type(screen.getByLabelText("Prompt"), "a lighthouse");
+    await userEvent.click(screen.getByRole("button", { name: "Generate" }));
+    await waitFor(() => expect(worker.submitted).toHaveLength(1));
+    expect(worker.submitted[0]).toMatchObject({ preview: true });
+    const preview = { data_url: `data:image/png;base64,${PNG_1x1}`, width: 64, height: 64 };
+    act(() => {
+      worker.emit("job-1", { type: "progress", step: 1, total: 2, percent: 50, preview });
+    });
+    const img = await screen.findByRole("img", { name: "Live preview after step 1" });
+    expect(img).toHaveAttribute("src", preview.data_url);
+    act(() => worker.run("job-1", 2));
+    await waitFor(() => expect(screen.getByRole("img", { name: "Generated image: a lighthouse" })).toBeInTheDocument());
+    expect(screen.queryByRole("img", { name: /Live preview/ })).toBeNull();
+
+    await userEvent.click(screen.getByRole("checkbox", { name: "Live preview" }));
+    await userEvent.click(screen.getByRole("button", { name: "Generate" }));
+    await waitFor(() => expect(worker.submitted).toHaveLength(2));
+    expect(worker.submitted[1]).not.toHaveProperty("preview");
   });
 
   it("cancels a running job", async () => {

@@ -134,6 +134,16 @@ describe("ParameterControls", () => {
     await userEvent.click(screen.getByRole("button", { name: "New random seed" }));
     expect((seed as HTMLInputElement).value).not.toBe("77");
   });
+
+  it("turns live previews off and on", async () => {
+    const onChange = vi.fn();
+    render(<Harness onChange={onChange} />);
+    const preview = screen.getByRole("checkbox", { name: "Live preview" });
+    expect(preview).toBeChecked();
+    await userEvent.click(preview);
+    expect(onChange).toHaveBeenLastCalledWith(expect.objectContaining({ livePreview: false }));
+    expect(preview).not.toBeChecked();
+  });
 });
 
 describe("GenerationProgress", () => {
@@ -164,6 +174,21 @@ describe("GenerationProgress", () => {
     expect(screen.queryByRole("button", { name: "Cancel" })).toBeNull();
     rerender(<GenerationProgress job={job({ phase: "cancelled", cancelledBy: "client" })} onCancel={() => undefined} cancelling={false} />);
     expect(screen.getByRole("status")).toHaveTextContent("Cancelled");
+  });
+
+  it("shows the live preview while the job runs, not once it is done", () => {
+    const preview = { data_url: `data:image/png;base64,${PNG_1x1}`, width: 96, height: 64 };
+    const { rerender } = render(
+      <GenerationProgress job={job({ phase: "running", step: 2, total: 4, preview })} onCancel={() => undefined} cancelling={false} />,
+    );
+    const img = screen.getByRole("img", { name: "Live preview after step 2" });
+    expect(img).toHaveAttribute("src", preview.data_url);
+    expect(img).toHaveAttribute("width", "96");
+    expect(img).toHaveAttribute("height", "64");
+    rerender(<GenerationProgress job={job({ phase: "running", step: 1, total: 4 })} onCancel={() => undefined} cancelling={false} />);
+    expect(screen.queryByRole("img")).toBeNull();
+    rerender(<GenerationProgress job={job({ phase: "completed", step: 4, total: 4, preview })} onCancel={() => undefined} cancelling={false} />);
+    expect(screen.queryByRole("img")).toBeNull();
   });
 
   it("formats elapsed time", () => {

@@ -28,6 +28,17 @@ describe("jobView", () => {
     expect(failed.phase).toBe("failed");
     expect(failed.error).toEqual({ code: "generation_failed", field: null, message: "boom" });
   });
+
+  it("keeps the newest live preview until another one comes", () => {
+    const preview = (n: number) => ({ data_url: `data:image/png;base64,${n}`, width: n, height: n });
+    expect(CONNECTING.preview).toBeNull();
+    const first = applyEvent(CONNECTING, { type: "progress", step: 1, total: 3, percent: 33.33, preview: preview(1) });
+    expect(first.preview).toEqual(preview(1));
+    const second = applyEvent(first, { type: "progress", step: 2, total: 3, percent: 66.67 });
+    expect(second.preview).toEqual(preview(1));
+    const third = applyEvent(second, { type: "progress", step: 3, total: 3, percent: 100, preview: preview(3) });
+    expect(third).toMatchObject({ step: 3, preview: preview(3) });
+  });
 });
 
 describe("useSSEStream", () => {

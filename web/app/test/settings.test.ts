@@ -46,7 +46,7 @@ describe("settings", () => {
 
   it("builds the request, leaving empty fields to the worker and sending out-of-range values as typed", () => {
     const s = { ...EMPTY_SETTINGS, prompt: "  a cat ", steps: "500", width: "64", seedMode: "random" as const, seed: "9" };
-    expect(toRequest(s)).toEqual({ prompt: "a cat", steps: 500, width: 64 });
+    expect(toRequest(s)).toEqual({ prompt: "a cat", steps: 500, width: 64, preview: true });
     const fixed = { ...s, seedMode: "fixed" as const, negativePrompt: "dog", scheduler: "euler_a" as const };
     expect(toRequest(fixed)).toMatchObject({ seed: 9, negative_prompt: "dog", scheduler: "euler_a" });
   });
@@ -62,7 +62,7 @@ describe("settings", () => {
       seed: 7,
       scheduler: "ddim" as const,
     };
-    const s = fromParams(params);
+    const s = fromParams(params, { ...EMPTY_SETTINGS, livePreview: false });
     expect(s.seedMode).toBe("fixed");
     expect(toRequest(s)).toEqual({ prompt: "p", steps: 3, guidance_scale: 5, width: 64, height: 96, seed: 7, scheduler: "ddim" });
     expect(JSON.parse(settingsText(params))).toEqual({ operation: "image_generation", ...params });
@@ -71,7 +71,7 @@ describe("settings", () => {
   it("builds image-to-image and inpainting requests with plain base64 pictures", () => {
     const image = { base64: "SU1BR0U=", mime: "image/png" as const, width: 132, height: 100, name: "in.png", bytes: 5 };
     const mask = { ...image, base64: "TUFTSw==", painted: true };
-    const base = { ...EMPTY_SETTINGS, prompt: "sea", width: "128", height: "96" };
+    const base = { ...EMPTY_SETTINGS, prompt: "sea", width: "128", height: "96", livePreview: false };
     expect(toRequest({ ...base, mode: "image", strength: "0.8" }, { image })).toEqual({
       operation: "image_transform",
       prompt: "sea",
@@ -92,6 +92,16 @@ describe("settings", () => {
     expect(toRequest({ ...base, mode: "image", strength: "" }, { image })).not.toHaveProperty("strength");
     expect(toRequest({ ...base, mode: "text" }, { image })).toEqual({ prompt: "sea", width: 128, height: 96 });
     expect(DEFAULT_STRENGTH).toEqual({ image: "0.8", inpaint: "1" });
+  });
+
+  it("asks for live previews unless they are turned off", () => {
+    expect(EMPTY_SETTINGS.livePreview).toBe(true);
+    const on = { ...EMPTY_SETTINGS, prompt: "sea" };
+    expect(toRequest(on)).toEqual({ prompt: "sea", preview: true });
+    expect(toRequest({ ...on, livePreview: false })).toEqual({ prompt: "sea" });
+    const image = { base64: "A", mime: "image/png" as const, width: 8, height: 8, name: "a", bytes: 1 };
+    expect(toRequest({ ...on, mode: "image" }, { image })).toMatchObject({ operation: "image_transform", preview: true });
+    expect(fromParams({ prompt: "p", steps: 1, guidance_scale: 0, width: 8, height: 8, seed: 1, scheduler: "ddim" }, on).livePreview).toBe(true);
   });
 
   it("says which picture is missing before sending", () => {

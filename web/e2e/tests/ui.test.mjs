@@ -137,6 +137,9 @@ test("desktop: generate with live progress, cancel a second job, show an API err
   const second = watchProgress(page);
   await page.getByRole("button", { name: "Generate" }).click();
   await page.getByRole("status").filter({ hasText: /Generating: step ([2-9]|\d\d)/ }).waitFor();
+  // "Live preview" is on by default: the progress area shows a decodable preview.
+  await page.getByRole("img", { name: /^Live preview after step/ }).waitFor();
+  await page.waitForFunction(() => (document.querySelector("img.progress-preview")?.naturalWidth ?? 0) > 0);
   if (screenshots) await page.screenshot({ path: join(screenshots, "desktop-progress.png") });
   await page.getByRole("button", { name: "Cancel" }).click();
   assert.equal((await second).status, "Cancelled");

@@ -240,6 +240,8 @@ export interface components {
             model?: string | null;
             /** @description What to steer away from. */
             negative_prompt?: string | null;
+            /** @description Whether `progress` events carry a live preview of the image (absent or `null`: no). */
+            preview?: boolean | null;
             /** @description What to draw; must not be empty. */
             prompt: string;
             scheduler?: null | components["schemas"]["SchedulerKind"];
@@ -288,6 +290,8 @@ export interface components {
             model?: string | null;
             /** @description What to steer away from. */
             negative_prompt?: string | null;
+            /** @description Whether `progress` events carry a live preview of the image (absent or `null`: no). */
+            preview?: boolean | null;
             /** @description What to draw in the masked area. */
             prompt: string;
             scheduler?: null | components["schemas"]["SchedulerKind"];
@@ -362,6 +366,8 @@ export interface components {
             model?: string | null;
             /** @description What to steer away from. */
             negative_prompt?: string | null;
+            /** @description Whether `progress` events carry a live preview of the image (absent or `null`: no). */
+            preview?: boolean | null;
             /** @description What to draw. */
             prompt: string;
             scheduler?: null | components["schemas"]["SchedulerKind"];
@@ -435,6 +441,7 @@ export interface components {
              * @description `100 * step / total`, rounded to two decimals.
              */
             percent: number;
+            preview?: null | components["schemas"]["ProgressPreview"];
             /**
              * Format: int32
              * @description Steps done so far, 1-based.
@@ -594,6 +601,30 @@ export interface components {
              * @description Strength multiplier; 1.0 when absent.
              */
             strength?: number | null;
+        };
+        /**
+         * @description A live preview of a job in progress: the latents projected linearly to RGB
+         *     (no VAE pass), a few hundred pixels wide, blurry and with muted colours.
+         *
+         *     Only the stream's newest preview is kept for replay: a client that joins
+         *     late or resumes gets the previews of the steps it missed without them.
+         */
+        ProgressPreview: {
+            /**
+             * @description The PNG file as a data URL (`data:image/png;base64,...`), ready for an
+             *     `<img src>`.
+             */
+            data_url: string;
+            /**
+             * Format: int32
+             * @description Height in pixels.
+             */
+            height: number;
+            /**
+             * Format: int32
+             * @description Width in pixels (the image's width / 8, enlarged up to 8 times).
+             */
+            width: number;
         };
         /** @description The answer to `GET /ready`: 200 when ready, 503 otherwise. */
         Readiness: {

@@ -29,6 +29,11 @@ export type JobParams = Schemas["JobParams"];
 export type ImageResult = Schemas["ImageResult"];
 /** How long a job took, in milliseconds. */
 export type Timings = Schemas["Timings"];
+/**
+ * A live preview on a `progress` event of a job sent with `preview: true`: a
+ * rough PNG of the image so far as a `data:` URL, usable as an `<img src>`.
+ */
+export type ProgressPreview = Schemas["ProgressPreview"];
 /** One event of a job's stream, discriminated by `type`. */
 export type JobEvent = Schemas["JobEvent"];
 /** Why a job was cancelled: `client` or `shutdown`. */

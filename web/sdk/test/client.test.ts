@@ -9,6 +9,7 @@ import {
   imageBytes,
   imageDataUrl,
   type JobEvent,
+  type ProgressPreview,
 } from "../src/index.js";
 import { json, jobEvents, mockFetch, sse, stream } from "./helpers.js";
 
@@ -230,6 +231,22 @@ describe("generate", () => {
     expect(outcome.jobId).toBe("j");
     expect(outcome.params?.seed).toBe(42);
     expect(outcome.result.width).toBe(64);
+  });
+
+  it("asks for live previews and hands them over with the progress events", async () => {
+    const preview = { data_url: "data:image/png;base64,iVBORw0KGgo=", width: 96, height: 64 };
+    const events: JobEvent[] = jobEvents(2).map((e) => (e.type === "progress" && e.step === 1 ? { ...e, preview } : e));
+    const { fetch, calls } = mockFetch(
+      () => json({ job_id: "j", sse_url: "/v1/jobs/j/stream" }, 202),
+      () => stream(events.map((e, i) => sse(e, i))),
+    );
+    const previews: Array<ProgressPreview | null> = [];
+    await new SdWorkerClient({ fetch }).generate(
+      { prompt: "a cat", preview: true },
+      { onEvent: (e) => e.type === "progress" && previews.push(e.preview ?? null) },
+    );
+    expect(calls[0]?.body).toMatchObject({ operation: "image_generation", prompt: "a cat", preview: true });
+    expect(previews).toEqual([preview, null]);
   });
 
   it("sends an image operation as given", async () => {

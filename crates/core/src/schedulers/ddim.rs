@@ -23,6 +23,8 @@ pub(crate) struct Ddim {
     step_ratio: i64,
     prediction: Prediction,
     clip_range: Option<f32>,
+    /// The clean latents the last step predicted.
+    pred_x0: Option<Tensor>,
 }
 
 impl Ddim {
@@ -45,6 +47,7 @@ impl Ddim {
                 .clip_sample
                 .unwrap_or(true)
                 .then_some(config.clip_sample_range as f32),
+            pred_x0: None,
         })
     }
 
@@ -76,7 +79,13 @@ impl Scheduler for Ddim {
         let pred_eps = vp_predict_noise(self.prediction, model_output, sample, alpha, sigma)?;
         let pred_x0 = clip(pred_x0, self.clip_range)?;
         // With eta 0 the variance term vanishes: x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps.
-        noise_to_alpha_cumprod(&pred_x0, &pred_eps, alpha_prev)
+        let prev = noise_to_alpha_cumprod(&pred_x0, &pred_eps, alpha_prev)?;
+        self.pred_x0 = Some(pred_x0);
+        Ok(prev)
+    }
+
+    fn predicted_original(&self) -> Option<&Tensor> {
+        self.pred_x0.as_ref()
     }
 
     fn add_noise(

@@ -249,6 +249,10 @@ impl Scheduler for DpmSolverMultistep {
         Ok(prev)
     }
 
+    fn predicted_original(&self) -> Option<&Tensor> {
+        self.model_outputs.last()
+    }
+
     fn add_noise(
         &self,
         original: &Tensor,

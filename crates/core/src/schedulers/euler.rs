@@ -157,6 +157,8 @@ pub(crate) fn predict_x0(
 pub(crate) struct EulerDiscrete {
     schedule: SigmaSchedule,
     prediction: Prediction,
+    /// The clean latents the last step predicted.
+    pred_x0: Option<Tensor>,
 }
 
 impl EulerDiscrete {
@@ -216,6 +218,7 @@ impl EulerDiscrete {
         Ok(EulerDiscrete {
             schedule: SigmaSchedule::new(config, CLASS, steps, options)?,
             prediction,
+            pred_x0: None,
         })
     }
 }
@@ -243,8 +246,13 @@ impl Scheduler for EulerDiscrete {
         // Without churn sigma_hat is sigma and no noise is drawn.
         let (sigma, sigma_next) = self.schedule.pair(step_index)?;
         let pred_x0 = predict_x0(self.prediction, model_output, sample, sigma)?;
-        let derivative = div(&(sample - pred_x0)?, sigma)?;
+        let derivative = div(&(sample - &pred_x0)?, sigma)?;
+        self.pred_x0 = Some(pred_x0);
         sample + mul(&derivative, sigma_next - sigma)?
+    }
+
+    fn predicted_original(&self) -> Option<&Tensor> {
+        self.pred_x0.as_ref()
     }
 
     fn add_noise(

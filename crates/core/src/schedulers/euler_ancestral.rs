@@ -16,6 +16,8 @@ pub(crate) const CLASS: &str = "EulerAncestralDiscreteScheduler";
 pub(crate) struct EulerAncestral {
     schedule: SigmaSchedule,
     prediction: Prediction,
+    /// The clean latents the last step predicted.
+    pred_x0: Option<Tensor>,
 }
 
 impl EulerAncestral {
@@ -25,6 +27,7 @@ impl EulerAncestral {
         Ok(EulerAncestral {
             schedule: SigmaSchedule::new(config, CLASS, steps, SigmaOptions::default())?,
             prediction,
+            pred_x0: None,
         })
     }
 }
@@ -54,13 +57,18 @@ impl Scheduler for EulerAncestral {
         let (from2, to2) = (sigma_from * sigma_from, sigma_to * sigma_to);
         let sigma_up = (to2 * (from2 - to2) / from2).sqrt();
         let sigma_down = (to2 - sigma_up * sigma_up).sqrt();
-        let derivative = div(&(sample - pred_x0)?, sigma_from)?;
+        let derivative = div(&(sample - &pred_x0)?, sigma_from)?;
+        self.pred_x0 = Some(pred_x0);
         let prev = (sample + mul(&derivative, sigma_down - sigma_from)?)?;
         // diffusers draws the noise even on the last step, where sigma_up is 0.
         let noise = rng
             .randn_tensor(model_output.dims(), model_output.device())?
             .to_dtype(model_output.dtype())?;
         prev + mul(&noise, sigma_up)?
+    }
+
+    fn predicted_original(&self) -> Option<&Tensor> {
+        self.pred_x0.as_ref()
     }
 
     fn add_noise(

@@ -36,6 +36,8 @@ pub(crate) struct Lcm {
     prediction: Prediction,
     clip_range: Option<f32>,
     timestep_scaling: f32,
+    /// The denoised estimate of the last step.
+    denoised: Option<Tensor>,
 }
 
 /// The `steps` timesteps LCM picks from the `original_steps` schedule
@@ -95,6 +97,7 @@ impl Lcm {
                 .unwrap_or(false)
                 .then_some(config.clip_sample_range as f32),
             timestep_scaling: config.timestep_scaling as f32,
+            denoised: None,
         })
     }
 
@@ -140,6 +143,7 @@ impl Scheduler for Lcm {
         let pred_x0 = clip(pred_x0, self.clip_range)?;
         let (c_skip, c_out) = self.boundary_scalings(t);
         let denoised = (mul(&pred_x0, c_out)? + mul(sample, c_skip)?)?;
+        self.denoised = Some(denoised.clone());
         if step_index + 1 == self.timesteps.len() {
             return Ok(denoised);
         }
@@ -150,6 +154,10 @@ impl Scheduler for Lcm {
             .randn_tensor(model_output.dims(), model_output.device())?
             .to_dtype(denoised.dtype())?;
         noise_to_alpha_cumprod(&denoised, &noise, alpha_prev)
+    }
+
+    fn predicted_original(&self) -> Option<&Tensor> {
+        self.denoised.as_ref()
     }
 
     fn add_noise(

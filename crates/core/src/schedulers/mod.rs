@@ -64,6 +64,12 @@ pub trait Scheduler: Send {
         rng: &mut TorchRng,
     ) -> candle_core::Result<Tensor>;
 
+    /// The clean latents the last [`Scheduler::step`] predicted (its `x0`),
+    /// when the scheduler computes them; live previews show these.
+    fn predicted_original(&self) -> Option<&Tensor> {
+        None
+    }
+
     /// Noises clean latents to the level of `step_index` (for image-to-image).
     fn add_noise(
         &self,
@@ -321,6 +327,38 @@ mod tests {
                 .to_vec1::<f32>()
                 .unwrap()[0];
             assert!((noisy - value).abs() < 1e-6, "{kind}: {noisy} vs {value}");
+        }
+    }
+
+    #[test]
+    fn steps_report_their_clean_prediction() {
+        // Given the true noise as the model's output, x0 is the clean sample.
+        let device = candle_core::Device::Cpu;
+        let clean = Tensor::full(0.5f32, (1, 4, 2, 2), &device).unwrap();
+        let noise = Tensor::full(-1.25f32, (1, 4, 2, 2), &device).unwrap();
+        for kind in SchedulerKind::ALL {
+            let mut s = build_scheduler(Some(kind), &sd15(), 10).unwrap();
+            assert!(s.predicted_original().is_none(), "{kind}");
+            let sample = s.add_noise(&clean, &noise, 0).unwrap();
+            s.step(&noise, 0, &sample, &mut TorchRng::new(0)).unwrap();
+            match (kind, s.predicted_original()) {
+                (SchedulerKind::Pndm, x0) => assert!(x0.is_none()),
+                (_, Some(x0)) => {
+                    assert_eq!(x0.dims(), clean.dims(), "{kind}");
+                    let worst = (x0 - &clean)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .max(0)
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(worst < 1e-4, "{kind}: x0 off by {worst}");
+                }
+                (_, None) => panic!("{kind}: no predicted x0"),
+            }
         }
     }
 

@@ -354,6 +354,11 @@ impl Scheduler for UniPc {
         Ok(prev)
     }
 
+    /// The converted outputs are the data prediction unless the solver runs on noise.
+    fn predicted_original(&self) -> Option<&Tensor> {
+        self.model_outputs.last().filter(|_| self.predict_x0)
+    }
+
     fn add_noise(
         &self,
         original: &Tensor,

@@ -1,5 +1,6 @@
 //! An engine without a model, for tests: it "denoises" by sleeping a while per
-//! step and paints a deterministic PNG of the requested size.
+//! step and paints a deterministic PNG of the requested size (and, for jobs
+//! that ask, a preview on every step but the last).
 //!
 //! The binary selects it with the hidden `--fake-engine` flag (a test aid,
 //! never meant for serving), whose value configures it (see
@@ -9,9 +10,11 @@ use std::ops::ControlFlow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sd_contract::SchedulerKind;
+use candle_core::{Device, Tensor};
+use sd_contract::{ProgressPreview, SchedulerKind};
+use sd_core::preview::LatentFormat;
 
-use super::{Engine, EngineError, EngineLoader, EngineOutput, ModelInfo, StepProgress};
+use super::{preview, Engine, EngineError, EngineLoader, EngineOutput, ModelInfo, StepProgress};
 use crate::validation::ValidJob;
 
 /// How the fake engine behaves.
@@ -109,7 +112,16 @@ impl Engine for FakeEngine {
         let total = p.steps as usize;
         for step in 1..=total {
             std::thread::sleep(self.config.step_delay);
-            if on_step(StepProgress { step, total }).is_break() {
+            let preview = (job.wants_preview() && step < total)
+                .then(|| fake_preview(p.width, p.height, step))
+                .transpose()?;
+            if on_step(StepProgress {
+                step,
+                total,
+                preview,
+            })
+            .is_break()
+            {
                 return Err(EngineError::Cancelled);
             }
         }
@@ -129,6 +141,16 @@ impl Engine for FakeEngine {
             seed: p.seed,
         })
     }
+}
+
+/// A preview of flat latents that brighten with the step, rendered as the
+/// real engine renders its previews (on every step but the last).
+fn fake_preview(width: u32, height: u32, step: usize) -> Result<ProgressPreview, EngineError> {
+    let shape = (1, 4, height as usize / 8, width as usize / 8);
+    Tensor::full(step as f32 * 0.1, shape, &Device::Cpu)
+        .map_err(sd_core::Error::from)
+        .and_then(|latents| preview::render(&latents, LatentFormat::Sd15))
+        .map_err(|e| EngineError::Failed(format!("fake engine: preview: {e}")))
 }
 
 fn job_parameters_text(job: &ValidJob) -> String {

@@ -3,27 +3,31 @@
 //!
 //! The server never touches a model. It hands validated jobs to an [`Engine`]
 //! on the engine thread ([`runner`]), which reports each denoising step through
-//! a callback that can also stop the job. [`stable_diffusion::SdEngine`] is
+//! a callback that can also stop the job, carrying a live preview on some
+//! steps of jobs that asked for one ([`preview`]). [`stable_diffusion::SdEngine`] is
 //! the real engine; [`fake::FakeEngine`] implements the trait without a model,
 //! for tests of everything around generation.
 
 use std::ops::ControlFlow;
 
-use sd_contract::SchedulerKind;
+use sd_contract::{ProgressPreview, SchedulerKind};
 
 use crate::validation::ValidJob;
 
 pub mod fake;
+pub mod preview;
 pub mod runner;
 pub mod stable_diffusion;
 
 /// One finished denoising step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepProgress {
     /// Steps done so far, 1-based.
     pub step: usize,
     /// Steps in all.
     pub total: usize,
+    /// A live preview, on some steps of jobs that asked for one.
+    pub preview: Option<ProgressPreview>,
 }
 
 /// What the loaded model is, for defaults and `/v1/info`.

@@ -76,7 +76,7 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
     }
     tracing::info!(job = job.id(), "job started");
     let mut on_step = |p: StepProgress| {
-        job.progress(p.step, p.total);
+        job.progress(p.step, p.total, p.preview);
         match job.cancel_requested() {
             Some(_) => ControlFlow::Break(()),
             None => ControlFlow::Continue(()),

@@ -4,13 +4,17 @@
 //! repo id), opens the device of the binary's backend and loads the pipeline,
 //! all on the engine thread. Pipeline errors map onto engine errors: an
 //! invalid parameter names its field (a 400-style `invalid_request` error
-//! event), a cancellation ends the job as cancelled.
+//! event), a cancellation ends the job as cancelled. Jobs that ask for a
+//! preview get one on the steps [`LivePreviews`] picks.
+
+use std::time::Instant;
 
 use candle_core::Device;
 use sd_core::model_files::WeightVariant;
 use sd_core::pipeline::{GenerateParams, StableDiffusion};
 use sd_core::source::resolve_model;
 
+use super::preview::LivePreviews;
 use super::{Engine, EngineError, EngineLoader, EngineOutput, ModelInfo, StepProgress};
 use crate::config::{Backend, Dtype, WorkerConfig};
 use crate::validation::ValidJob;
@@ -84,13 +88,21 @@ impl Engine for SdEngine {
             init_latents: None,
             image: job.image().cloned(),
         };
+        let format = self.pipeline.family().latent_format();
+        let mut previews = job.wants_preview().then(|| LivePreviews::new(format));
+        let mut last = Instant::now();
         let image = self
             .pipeline
             .generate(&params, &mut |s| {
-                on_step(StepProgress {
+                let elapsed = last.elapsed();
+                let preview = previews.as_mut().and_then(|p| p.after_step(&s, elapsed));
+                let flow = on_step(StepProgress {
                     step: s.step,
                     total: s.total,
-                })
+                    preview,
+                });
+                last = Instant::now();
+                flow
             })
             .map_err(engine_error)?;
         Ok(EngineOutput {

@@ -44,6 +44,7 @@ use super::{health, info, jobs, stream};
         ImageFormat,
         Timings,
         JobEvent,
+        ProgressPreview,
         CancelReason,
         ErrorBody,
         ErrorDetail,

@@ -4,7 +4,8 @@
 //! client that reconnects with `Last-Event-ID` resumes after the last event
 //! it saw; without it, a subscriber gets the whole log first. After the
 //! terminal event comes one message with a completion marker, then the
-//! stream ends.
+//! stream ends. Replayed progress events carry no live preview, except the
+//! newest (see [`crate::jobs`]).
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;

@@ -329,6 +329,30 @@ pub fn png_size(b64: &str) -> (u32, u32) {
     (reader.info().width, reader.info().height)
 }
 
+/// The `(step, preview size)` of every progress event, each preview checked
+/// to be a PNG data URL of the size it states.
+pub fn previews(events: &[JobEvent]) -> Vec<(u32, Option<(u32, u32)>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Progress { step, preview, .. } => Some((*step, preview.as_ref())),
+            _ => None,
+        })
+        .map(|(step, preview)| {
+            let size = preview.map(|p| {
+                let b64 = p
+                    .data_url
+                    .strip_prefix("data:image/png;base64,")
+                    .expect("a PNG data URL");
+                let size = png_size(b64);
+                assert_eq!(size, (p.width, p.height), "step {step}: stated size");
+                size
+            });
+            (step, size)
+        })
+        .collect()
+}
+
 /// A running worker binary; killed when dropped.
 pub struct WorkerProcess {
     pub child: Child,

@@ -1,4 +1,4 @@
-/** The current job's progress bar, step counter, elapsed time and Cancel button. */
+/** The current job's progress bar, step counter, elapsed time, live preview and Cancel button. */
 import type { JobStatusState } from "../hooks/useJobStatus";
 import { isFinished } from "../hooks/jobView";
 
@@ -81,6 +81,15 @@ export function GenerationProgress({ job, onCancel, cancelling }: GenerationProg
           <dd data-testid="elapsed">{formatElapsed(job.elapsedMs)}</dd>
         </div>
       </dl>
+      {job.preview && !finished && (
+        <img
+          className="progress-preview"
+          src={job.preview.data_url}
+          width={job.preview.width}
+          height={job.preview.height}
+          alt={`Live preview after step ${job.step}`}
+        />
+      )}
       {job.reconnects > 0 && !finished && (
         <p className="hint">Reconnected to the progress stream {job.reconnects} time(s).</p>
       )}

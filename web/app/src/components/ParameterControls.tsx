@@ -1,4 +1,4 @@
-/** Steps, guidance, size, seed and scheduler. */
+/** Steps, guidance, size, seed, scheduler and live preview. */
 import type { SchedulerKind, WorkerInfo } from "@sd-worker/sdk";
 import {
   MAX_SEED,
@@ -168,6 +168,15 @@ export function ParameterControls({ settings, onChange, info, invalidField, disa
           ))}
         </select>
       </div>
+      <label className="check wide" title="A rough picture of the image every few steps, at almost no cost">
+        <input
+          type="checkbox"
+          name="preview"
+          checked={settings.livePreview}
+          onChange={(e) => onChange({ livePreview: e.target.checked })}
+        />{" "}
+        Live preview
+      </label>
     </fieldset>
   );
 }

@@ -1,5 +1,5 @@
 /** A job's events folded into what the progress display needs. */
-import type { ErrorDetail, ImageResult, JobEvent, JobParams } from "@sd-worker/sdk";
+import type { ErrorDetail, ImageResult, JobEvent, JobParams, ProgressPreview } from "@sd-worker/sdk";
 
 /** Where a followed job is, as the page shows it. */
 export type JobPhase = "connecting" | "queued" | "running" | "completed" | "failed" | "cancelled";
@@ -15,6 +15,8 @@ export interface JobView {
   total: number | null;
   /** 0..100. */
   percent: number;
+  /** The newest live preview (jobs sent with `preview: true`), kept until the next one. */
+  preview: ProgressPreview | null;
   /** The parameters the job runs with, once started. */
   params: JobParams | null;
   /** The image, once completed. */
@@ -32,6 +34,7 @@ export const CONNECTING: JobView = {
   step: 0,
   total: null,
   percent: 0,
+  preview: null,
   params: null,
   result: null,
   error: null,
@@ -46,7 +49,14 @@ export function applyEvent(view: JobView, event: JobEvent): JobView {
     case "started":
       return { ...view, phase: "running", queuePosition: null, params: event.params, total: event.params.steps };
     case "progress":
-      return { ...view, phase: "running", step: event.step, total: event.total, percent: event.percent };
+      return {
+        ...view,
+        phase: "running",
+        step: event.step,
+        total: event.total,
+        percent: event.percent,
+        preview: event.preview ?? view.preview,
+      };
     case "complete": {
       const { type: _type, ...result } = event;
       return { ...view, phase: "completed", percent: 100, step: view.total ?? view.step, result };
