@@ -267,6 +267,7 @@ mod tests {
         let dir = std::env::temp_dir().join("sd-core-missing-component");
         std::fs::create_dir_all(&dir).unwrap();
         let err = ComponentFiles::find(&dir, Component::Vae, WeightVariant::Full).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.to_string().contains("vae/config.json"), "{err}");
     }
 }

@@ -74,6 +74,7 @@ fn a_complete_cache_resolves_offline_to_its_snapshot() {
             .join(COMMIT)
     );
     assert!(root.join("unet/config.json").is_file());
+    std::fs::remove_dir_all(cache).unwrap();
 }
 
 #[test]
@@ -83,7 +84,8 @@ fn an_incomplete_cache_offline_names_the_problem() {
         .filter(|f| !f.starts_with("unet/diffusion_pytorch_model"))
         .collect();
     let cache = fake_cache("incomplete", "someone/tiny-sd15", &files);
-    let err = resolve_model_with("someone/tiny-sd15", &options(cache, true)).unwrap_err();
+    let err = resolve_model_with("someone/tiny-sd15", &options(cache.clone(), true)).unwrap_err();
+    std::fs::remove_dir_all(cache).unwrap();
     let message = err.to_string();
     assert!(message.contains("HF_HUB_OFFLINE"), "{message}");
     assert!(
@@ -172,7 +174,8 @@ fn hf_home_and_offline_come_from_the_environment() {
 fn an_unreachable_hub_is_an_error_not_a_hang() {
     let cache = std::env::temp_dir().join(format!("sd-core-hub-empty-{}", std::process::id()));
     std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
-    let err = resolve_model_with("someone/not-cached", &options(cache, false)).unwrap_err();
+    let err = resolve_model_with("someone/not-cached", &options(cache.clone(), false)).unwrap_err();
     std::env::remove_var("HF_ENDPOINT");
+    let _ = std::fs::remove_dir_all(cache);
     assert!(err.to_string().contains("someone/not-cached"), "{err}");
 }

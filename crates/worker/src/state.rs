@@ -211,6 +211,12 @@ impl AppState {
         }
     }
 
+    /// Whether the loaded model only takes inpainting jobs (a 9-channel UNet).
+    pub fn needs_mask(&self) -> bool {
+        let model = self.0.model.read().unwrap_or_else(|e| e.into_inner());
+        model.as_ref().is_some_and(|(info, _)| info.inpainting)
+    }
+
     fn model_defaults(&self) -> Option<GenerationDefaults> {
         let model = self.0.model.read().unwrap_or_else(|e| e.into_inner());
         model.as_ref().map(|(_, defaults)| defaults.clone())

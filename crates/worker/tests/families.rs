@@ -188,12 +188,14 @@ fn sdxl_over_http_gives_diffusers_image() {
 fn sd_turbo_over_http_gives_diffusers_image() {
     let folder = turbo_folder("tiny-sd2", "tiny-sd-turbo");
     check_traces(&folder, "tiny-sd-turbo", "tiny-sd-turbo", "sd2");
+    std::fs::remove_dir_all(folder).unwrap();
 }
 
 #[test]
 fn sdxl_turbo_over_http_gives_diffusers_image() {
     let folder = turbo_folder("tiny-sdxl", "tiny-sdxl-turbo");
     check_traces(&folder, "tiny-sdxl-turbo", "tiny-sdxl-turbo", "sdxl");
+    std::fs::remove_dir_all(folder).unwrap();
 }
 
 #[test]

@@ -20,6 +20,7 @@ fn ready(config: WorkerConfig) -> AppState {
         family: "sd1".into(),
         default_scheduler: SchedulerKind::Pndm,
         default_size: None,
+        inpainting: false,
     });
     state
 }
@@ -331,6 +332,26 @@ async fn every_bad_image_input_is_a_400_naming_its_field() {
 }
 
 #[tokio::test]
+async fn an_inpainting_model_takes_only_inpainting_jobs() {
+    let state = state(config());
+    state.mark_ready(ModelInfo {
+        family: "sd1".into(),
+        default_scheduler: SchedulerKind::Pndm,
+        default_size: None,
+        inpainting: true,
+    });
+    let app = app(state);
+    let photo = png_base64(140, 106);
+    for body in [with_fields(""), transform_body(&photo, "")] {
+        let reply = send(&app, post(body.clone())).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        assert_eq!(reply.error(), ("invalid_request", Some("mask_image")));
+    }
+    let reply = send(&app, post(inpaint_body(&photo, &photo, ""))).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+}
+
+#[tokio::test]
 async fn bodies_over_the_limit_or_not_json_are_refused() {
     let mut config = config();
     config.max_body_bytes = 256;
@@ -509,6 +530,7 @@ async fn readiness_follows_the_model() {
         family: "sdxl".into(),
         default_scheduler: SchedulerKind::EulerA,
         default_size: Some((1024, 1024)),
+        inpainting: false,
     });
     let reply = send(&app, get("/ready")).await;
     assert_eq!(reply.status, StatusCode::OK);

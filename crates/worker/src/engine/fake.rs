@@ -100,6 +100,7 @@ impl Engine for FakeEngine {
             family: self.config.family.clone(),
             default_scheduler: SchedulerKind::Pndm,
             default_size: None,
+            inpainting: false,
         }
     }
 

@@ -39,6 +39,9 @@ pub struct ModelInfo {
     pub default_scheduler: SchedulerKind,
     /// The image size the model was trained at, `(width, height)`, if known.
     pub default_size: Option<(u32, u32)>,
+    /// Whether the UNet is an inpainting one (9 input channels), which needs a
+    /// picture and a mask for every job.
+    pub inpainting: bool,
 }
 
 /// A generated image.

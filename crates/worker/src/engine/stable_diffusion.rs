@@ -67,6 +67,7 @@ impl Engine for SdEngine {
             family: self.pipeline.family().as_str().to_string(),
             default_scheduler: self.pipeline.default_scheduler(),
             default_size: u32::try_from(width).ok().zip(u32::try_from(height).ok()),
+            inpainting: self.pipeline.is_inpainting(),
         }
     }
 
