@@ -58,8 +58,8 @@ fn run() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Generate(args)) => generate::run(args),
-        Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Generate(args)) => generate::run(args, backend()),
+        Some(Command::Bench(args)) => bench::run(args, backend()),
         None => serve(cli.serve),
     }
 }
