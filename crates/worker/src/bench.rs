@@ -23,6 +23,7 @@ use sd_core::rng::TorchRng;
 use sd_core::schedulers::{build_scheduler, SchedulerConfig};
 use sd_core::unet::{AddedCond, UNet2DConditionModel, UNetConfig};
 use sd_core::vae::{AutoencoderKL, VaeConfig};
+use sd_worker::config::Backend;
 use serde::{Deserialize, Serialize};
 
 /// The timestep every UNet figure runs at.
@@ -120,6 +121,9 @@ pub struct BenchArgs {
     /// Leave glibc's allocator at its defaults instead of `sd_core::layers::tune_allocator`.
     #[arg(long)]
     pub default_allocator: bool,
+    /// Device index (the GPU for cuda and metal builds).
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
 }
 
 /// One measured figure.
@@ -157,8 +161,8 @@ pub struct Figure {
     pub steps: Option<usize>,
 }
 
-/// Runs the command.
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+/// Runs the command on the binary's `backend`.
+pub fn run(args: BenchArgs, backend: Backend) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         if threads == 0 {
             bail!("--threads must be at least 1");
@@ -188,7 +192,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if !args.default_allocator {
             sd_core::layers::tune_allocator();
         }
-        let figures = run_figures(&args)?;
+        let device = backend
+            .open_device(args.device)
+            .with_context(|| format!("opening {} device {}", backend.as_str(), args.device))?;
+        let figures = run_figures(&args, &device)?;
         return report(&args, &figures);
     }
     let mut figures = Vec::new();
@@ -257,7 +264,8 @@ fn run_child(args: &BenchArgs, job: &Job) -> anyhow::Result<Vec<String>> {
         .args(["--batches", &job.batch.to_string()])
         .args(["--reps", &args.reps.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
-        .args(["--seed", &args.seed.to_string()]);
+        .args(["--seed", &args.seed.to_string()])
+        .args(["--device", &args.device.to_string()]);
     if let Some(steps) = args.steps {
         cmd.args(["--steps", &steps.to_string()]);
     }
@@ -359,15 +367,14 @@ fn print_table(figures: &[Figure]) {
     }
 }
 
-/// Runs every selected figure in this process.
-fn run_figures(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
-    let device = Device::Cpu;
+/// Runs every selected figure in this process, on `device`.
+fn run_figures(args: &BenchArgs, device: &Device) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for &model in &args.models {
         for &component in &args.components {
             reset_peak_rss();
             let started = Instant::now();
-            let source = WeightSource::new(model, args, &device)?;
+            let source = WeightSource::new(model, args, device)?;
             let loaded = Loaded::load(&source, component)?;
             let load_s = started.elapsed().as_secs_f64();
             let load_peak_mib = peak_rss_mib();
@@ -376,7 +383,7 @@ fn run_figures(args: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
                 .into_iter()
                 .filter(|j| j.model == model && j.component == component)
             {
-                let mut figure = loaded.measure(args, &job, &device)?;
+                let mut figure = loaded.measure(args, &job, device)?;
                 figure.load_s = load_s;
                 figure.load_peak_mib = load_peak_mib;
                 figures.push(figure);
@@ -637,7 +644,8 @@ impl Loaded {
                 let finite = &mut finite;
                 let size = job.size;
                 Box::new(move || {
-                    let (image, times) = self.image(size, steps, guidance, args.seed, dump)?;
+                    let (image, times) =
+                        self.image(size, steps, guidance, args.seed, device, dump)?;
                     *finite &= all_finite(&image)?;
                     stages.push(times);
                     Ok(())
@@ -726,26 +734,27 @@ impl Loaded {
         }
     }
 
-    /// One whole image; returns it (0..1) and the seconds of its three stages.
+    /// One whole image on `device`; returns it (0..1) and the seconds of its
+    /// three stages (each waits for the device to finish, so GPU timings hold).
     fn image(
         &self,
         size: usize,
         steps: usize,
         guidance: f64,
         seed: u64,
+        device: &Device,
         dump: &mut HashMap<String, Tensor>,
     ) -> anyhow::Result<(Tensor, [f64; 3])> {
         let unet = self.unet.as_ref().context("unet not loaded")?;
         let vae = self.vae.as_ref().context("vae not loaded")?;
         let scheduler_cfg = self.scheduler.as_ref().context("scheduler not loaded")?;
-        let device = Device::Cpu;
         let guided = guidance > 1.0;
 
         let started = Instant::now();
-        let prompt = prompt_ids(true, &device)?;
+        let prompt = prompt_ids(true, device)?;
         let (cond, cond_pooled) = self.encode_text(&prompt)?;
         let (context, pooled) = if guided {
-            let (uncond, uncond_pooled) = self.encode_text(&prompt_ids(false, &device)?)?;
+            let (uncond, uncond_pooled) = self.encode_text(&prompt_ids(false, device)?)?;
             let pooled = match (uncond_pooled, cond_pooled) {
                 (Some(u), Some(c)) => Some(Tensor::cat(&[u, c], 0)?),
                 _ => None,
@@ -754,6 +763,7 @@ impl Loaded {
         } else {
             (cond, cond_pooled)
         };
+        device.synchronize()?;
         let text_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
@@ -761,14 +771,14 @@ impl Loaded {
         let added = match pooled {
             Some(text_embeds) if unet.config().needs_added_cond() => Some(AddedCond {
                 text_embeds,
-                time_ids: time_ids(size, batch, &device)?,
+                time_ids: time_ids(size, batch, device)?,
             }),
             _ => None,
         };
         let mut scheduler = build_scheduler(None, scheduler_cfg, steps)?;
         let mut rng = TorchRng::new(seed);
         let latent = size / 8;
-        let noise = rng.randn_tensor(&[1, unet.config().in_channels, latent, latent], &device)?;
+        let noise = rng.randn_tensor(&[1, unet.config().in_channels, latent, latent], device)?;
         let mut latents = (&noise * scheduler.init_noise_sigma())?;
         let timesteps = scheduler.timesteps().to_vec();
         for (index, &timestep) in timesteps.iter().enumerate() {
@@ -788,11 +798,13 @@ impl Loaded {
             };
             latents = scheduler.step(&prediction, index, &latents, &mut rng)?;
         }
+        device.synchronize()?;
         let denoise_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
         let z = (&latents / vae.config().scaling_factor)?;
         let image = ((vae.decode(&z)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
+        device.synchronize()?;
         let decode_s = started.elapsed().as_secs_f64();
 
         dump.insert("noise".into(), noise);

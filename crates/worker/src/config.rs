@@ -128,6 +128,15 @@ impl Backend {
             Backend::Metal => "metal",
         }
     }
+
+    /// Opens device `ordinal` of this backend (the index is ignored on the CPU).
+    pub fn open_device(self, ordinal: usize) -> candle_core::Result<candle_core::Device> {
+        match self {
+            Backend::Cpu => Ok(candle_core::Device::Cpu),
+            Backend::Cuda => candle_core::Device::new_cuda(ordinal),
+            Backend::Metal => candle_core::Device::new_metal(ordinal),
+        }
+    }
 }
 
 /// A configuration that cannot serve.

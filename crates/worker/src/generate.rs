@@ -17,6 +17,7 @@ use sd_core::pipeline::{
     DEFAULT_INPAINT_STRENGTH,
 };
 use sd_core::presets::{self, Preset};
+use sd_worker::config::Backend;
 
 /// The largest init picture or mask the command reads (64 megapixels).
 const MAX_INPUT_PIXELS: usize = 64 << 20;
@@ -80,10 +81,13 @@ pub struct GenerateArgs {
     /// Where to write the PNG.
     #[arg(long)]
     pub output: PathBuf,
+    /// Device index (the GPU for cuda and metal builds).
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
 }
 
-/// Runs the command.
-pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+/// Runs the command on the binary's `backend`.
+pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
     for (name, value) in [("width", args.width), ("height", args.height)] {
         if let Some(value) = value.filter(|v| *v == 0 || v % 8 != 0) {
             bail!("--{name} must be a positive multiple of 8, got {value}");
@@ -96,7 +100,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if image_input.is_some() && args.init_latents.is_some() {
         bail!("--init-latents cannot be combined with --init-image");
     }
-    let device = Device::Cpu;
+    let device = backend
+        .open_device(args.device)
+        .with_context(|| format!("opening {} device {}", backend.as_str(), args.device))?;
     let init_latents = args
         .init_latents
         .as_deref()
@@ -114,6 +120,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         (None, None) => bail!("--model or --sd-version is required"),
     };
     let folder = sd_core::source::resolve_model(&spec, variant)?;
+    tracing::info!(folder = %folder.display(), ?device, "loading the pipeline");
     let mut model = StableDiffusion::load_with(&folder, &device, variant)
         .with_context(|| format!("loading model {spec}"))?;
     model.set_name(&spec);

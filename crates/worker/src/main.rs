@@ -63,8 +63,8 @@ fn run() -> anyhow::Result<()> {
         sd_core::layers::tune_allocator();
     }
     match cli.command {
-        Some(Command::Generate(args)) => generate::run(args),
-        Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Generate(args)) => generate::run(args, backend()),
+        Some(Command::Bench(args)) => bench::run(args, backend()),
         None => serve(cli.serve),
     }
 }

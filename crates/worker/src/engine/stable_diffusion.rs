@@ -47,12 +47,7 @@ impl SdEngine {
 }
 
 fn open_device(backend: Backend, ordinal: usize) -> Result<Device, EngineError> {
-    let device = match backend {
-        Backend::Cpu => Ok(Device::Cpu),
-        Backend::Cuda => Device::new_cuda(ordinal),
-        Backend::Metal => Device::new_metal(ordinal),
-    };
-    device.map_err(|e| {
+    backend.open_device(ordinal).map_err(|e| {
         EngineError::Failed(format!(
             "opening {} device {ordinal}: {e}",
             backend.as_str()
