@@ -101,7 +101,7 @@ pub struct WorkerInfo {
     pub backend: String,
     /// The device index.
     pub device: u32,
-    /// The weights' dtype: `f32` or `f16`.
+    /// The weights' storage dtype: `f32`, `f16` or `bf16` (computation is f32).
     pub dtype: String,
     /// Whether jobs are accepted.
     pub ready: bool,

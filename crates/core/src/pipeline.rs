@@ -262,6 +262,50 @@ impl ModelFamily {
     }
 }
 
+/// How [`StableDiffusion::load_with`] reads a model's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Which stored weight files to read.
+    pub variant: WeightVariant,
+    /// The dtype the UNet's and the text encoders' convolution and projection
+    /// matrices are kept in: f32, or bf16/f16 for half the memory. Every
+    /// computation stays f32 (16-bit weights are widened per layer call); the
+    /// VAE, norms, embeddings and biases are always f32.
+    pub weight_dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            variant: WeightVariant::Full,
+            weight_dtype: DType::F32,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// The dtype `component`'s weights are read in: `weight_dtype` for the UNet
+    /// and the text encoders, f32 for the VAE (small, and its decoder is the most
+    /// precision-sensitive part).
+    pub fn dtype_for(&self, component: Component) -> DType {
+        match component {
+            Component::Unet | Component::TextEncoder | Component::TextEncoder2 => self.weight_dtype,
+            Component::Vae => DType::F32,
+        }
+    }
+
+    /// Rejects a weight dtype other than f32, bf16 or f16.
+    pub fn validate(&self) -> Result<()> {
+        match self.weight_dtype {
+            DType::F32 | DType::BF16 | DType::F16 => Ok(()),
+            other => Err(Error::invalid_request(
+                "dtype",
+                format!("weights can be stored in f32, bf16 or f16, not {other:?}"),
+            )),
+        }
+    }
+}
+
 /// A loaded Stable Diffusion model, ready to generate.
 pub struct StableDiffusion {
     device: Device,
@@ -279,17 +323,19 @@ pub struct StableDiffusion {
 }
 
 impl StableDiffusion {
-    /// Loads every component of a diffusers folder onto `device`, computing in f32.
+    /// Loads every component of a diffusers folder onto `device`, in f32.
     pub fn load(folder: &Path, device: &Device) -> Result<Self> {
-        Self::load_with(folder, device, WeightVariant::Full)
+        Self::load_with(folder, device, LoadOptions::default())
     }
 
-    /// Like [`StableDiffusion::load`], choosing which stored weight precision to read.
-    pub fn load_with(folder: &Path, device: &Device, variant: WeightVariant) -> Result<Self> {
+    /// Like [`StableDiffusion::load`], choosing which stored weight files to read
+    /// and the dtype the large matrices are kept in.
+    pub fn load_with(folder: &Path, device: &Device, options: LoadOptions) -> Result<Self> {
+        options.validate()?;
         let started = Instant::now();
         let index_path = folder.join(crate::model_files::MODEL_INDEX);
         let index: ModelIndex = read_json(&index_path)?;
-        let dtype = DType::F32;
+        let variant = options.variant;
 
         let files = ComponentFiles::find(folder, Component::Unet, variant)?;
         let unet_config = UNetConfig::from_file(&files.config)?;
@@ -307,15 +353,16 @@ impl StableDiffusion {
                 "no text_encoder (refiner-style models are not supported)",
             ));
         }
-        let unet = UNet2DConditionModel::new(files.var_builder(dtype, device)?, &unet_config)
-            .map_err(|e| files.weights_error(e))?;
+        let vb = files.var_builder(options.dtype_for(Component::Unet), device)?;
+        let unet =
+            UNet2DConditionModel::new(vb, &unet_config).map_err(|e| files.weights_error(e))?;
 
-        let text = TextEncoders::load(folder, dual, variant, device)?;
+        let text = TextEncoders::load(folder, dual, options, device)?;
 
         let files = ComponentFiles::find(folder, Component::Vae, variant)?;
         let vae_config = VaeConfig::from_file(&files.config)?;
-        let vae = AutoencoderKL::new(files.var_builder(dtype, device)?, &vae_config)
-            .map_err(|e| files.weights_error(e))?;
+        let vb = files.var_builder(options.dtype_for(Component::Vae), device)?;
+        let vae = AutoencoderKL::new(vb, &vae_config).map_err(|e| files.weights_error(e))?;
 
         let scheduler_config =
             SchedulerConfig::from_file(&folder.join(crate::model_files::SCHEDULER_CONFIG))?;
@@ -343,7 +390,7 @@ impl StableDiffusion {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| folder.display().to_string());
-        tracing::info!(model = %name, family = family.as_str(), elapsed = ?started.elapsed(), "model loaded");
+        tracing::info!(model = %name, family = family.as_str(), weights = ?options.weight_dtype, elapsed = ?started.elapsed(), "model loaded");
         Ok(Self {
             device: device.clone(),
             name,

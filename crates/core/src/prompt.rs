@@ -9,11 +9,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::error::{Error, Result};
-use crate::model_files::{Component, ComponentFiles, WeightVariant};
+use crate::model_files::{Component, ComponentFiles};
+use crate::pipeline::LoadOptions;
 use crate::tokenizer::ClipTokenizer;
 
 /// How many distinct texts keep their embeddings between generations.
@@ -49,14 +50,14 @@ impl Encoder {
         folder: &Path,
         tokenizer_dir: &str,
         component: Component,
-        variant: WeightVariant,
+        options: LoadOptions,
         device: &Device,
     ) -> Result<Self> {
         let tokenizer = ClipTokenizer::from_dir(&folder.join(tokenizer_dir))?;
-        let files = ComponentFiles::find(folder, component, variant)?;
+        let files = ComponentFiles::find(folder, component, options.variant)?;
         let config = ClipTextConfig::from_file(&files.config)?;
-        let model = ClipTextModel::new(files.var_builder(DType::F32, device)?, &config)
-            .map_err(|e| files.weights_error(e))?;
+        let vb = files.var_builder(options.dtype_for(component), device)?;
+        let model = ClipTextModel::new(vb, &config).map_err(|e| files.weights_error(e))?;
         Ok(Self { tokenizer, model })
     }
 
@@ -78,19 +79,14 @@ pub struct TextEncoders {
 
 impl TextEncoders {
     /// Loads `tokenizer/` + `text_encoder/`, and `tokenizer_2/` + `text_encoder_2/` when `dual`.
-    pub fn load(
-        folder: &Path,
-        dual: bool,
-        variant: WeightVariant,
-        device: &Device,
-    ) -> Result<Self> {
-        let first = Encoder::load(folder, "tokenizer", Component::TextEncoder, variant, device)?;
+    pub fn load(folder: &Path, dual: bool, options: LoadOptions, device: &Device) -> Result<Self> {
+        let first = Encoder::load(folder, "tokenizer", Component::TextEncoder, options, device)?;
         let second = if dual {
             let encoder = Encoder::load(
                 folder,
                 "tokenizer_2",
                 Component::TextEncoder2,
-                variant,
+                options,
                 device,
             )?;
             if !encoder.model.has_text_projection() {

@@ -85,8 +85,9 @@ fn tokenizer_reproduces_the_fixture_ids() {
     assert_eq!(tokenizer.encode(PROMPT), expected[0]);
 }
 
+/// The f16 file's values stored in f16 compute (in f32) what they compute widened at load.
 #[test]
-fn fp16_weights_load_and_run_in_f16() {
+fn fp16_weights_stored_as_f32_or_f16_give_the_same_output() {
     let cfg =
         ClipTextConfig::from_file(&fixtures().join("tiny-sd15-fp16/text_encoder/config.json"))
             .unwrap();

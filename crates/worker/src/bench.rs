@@ -19,11 +19,12 @@ use candle_nn::VarBuilder;
 use clap::{Args, ValueEnum};
 use sd_core::clip::{ClipTextConfig, ClipTextModel};
 use sd_core::model_files::{Component, ComponentFiles, WeightVariant};
+use sd_core::pipeline::LoadOptions;
 use sd_core::rng::TorchRng;
 use sd_core::schedulers::{build_scheduler, SchedulerConfig};
 use sd_core::unet::{AddedCond, UNet2DConditionModel, UNetConfig};
 use sd_core::vae::{AutoencoderKL, VaeConfig};
-use sd_worker::config::Backend;
+use sd_worker::config::{Backend, Dtype};
 use serde::{Deserialize, Serialize};
 
 /// The timestep every UNet figure runs at.
@@ -98,6 +99,10 @@ pub struct BenchArgs {
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Storage dtype of the UNet's and text encoders' weight matrices, as the
+    /// pipeline keeps them (random weights are drawn in f32 and rounded).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
     /// Load the weights from this diffusers folder instead of drawing them
     /// (one model only; the folder's configs are used).
     #[arg(long)]
@@ -265,7 +270,8 @@ fn run_child(args: &BenchArgs, job: &Job) -> anyhow::Result<Vec<String>> {
         .args(["--reps", &args.reps.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
         .args(["--seed", &args.seed.to_string()])
-        .args(["--device", &args.device.to_string()]);
+        .args(["--device", &args.device.to_string()])
+        .args(["--dtype", args.dtype.as_str()]);
     if let Some(steps) = args.steps {
         cmd.args(["--steps", &steps.to_string()]);
     }
@@ -398,6 +404,7 @@ struct WeightSource {
     model: BenchModel,
     folder: Option<PathBuf>,
     seed: u64,
+    options: LoadOptions,
     device: Device,
 }
 
@@ -407,6 +414,10 @@ impl WeightSource {
             model,
             folder: args.weights.clone(),
             seed: args.seed,
+            options: LoadOptions {
+                variant: WeightVariant::Full,
+                weight_dtype: args.dtype.storage(),
+            },
             device: device.clone(),
         })
     }
@@ -425,19 +436,21 @@ impl WeightSource {
         }
     }
 
-    /// A var builder over the folder's weights or over fresh random ones.
+    /// A var builder over the folder's weights or over fresh random ones, in
+    /// the dtype the pipeline would read `component` in.
     fn var_builder(&self, component: Component) -> anyhow::Result<VarBuilder<'static>> {
+        let dtype = self.options.dtype_for(component);
         match &self.folder {
             Some(folder) => {
-                let files = ComponentFiles::find(folder, component, WeightVariant::Full)?;
-                Ok(files.var_builder(DType::F32, &self.device)?)
+                let files = ComponentFiles::find(folder, component, self.options.variant)?;
+                Ok(files.var_builder(dtype, &self.device)?)
             }
             None => {
                 let backend =
                     RandomBackend::new(self.seed, component == Component::TextEncoder2, false);
                 Ok(VarBuilder::from_backend(
                     Box::new(backend),
-                    DType::F32,
+                    dtype,
                     self.device.clone(),
                 ))
             }

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use candle_core::DType;
 use clap::{Args, ValueEnum};
 use sd_core::presets::{self, Preset};
 
@@ -37,7 +38,8 @@ pub struct ServeArgs {
     /// Device index (the GPU for cuda and metal builds).
     #[arg(long, env = "SD_WORKER_DEVICE", default_value_t = 0)]
     pub device: u32,
-    /// Weights' dtype.
+    /// Storage dtype of the UNet's and text encoders' weight matrices; bf16 and
+    /// f16 halve their memory, computation stays f32 (the VAE stays f32).
     #[arg(long, env = "SD_WORKER_DTYPE", value_enum, default_value_t = Dtype::F32)]
     pub dtype: Dtype,
     /// Jobs that may wait in the queue besides the running one; more get 503.
@@ -89,13 +91,15 @@ pub fn parse_preset(name: &str) -> Result<&'static Preset, String> {
     })
 }
 
-/// The weights' dtype.
+/// The dtype the large weight matrices are stored in (computation is f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
     /// 32-bit floats.
     F32,
-    /// 16-bit floats.
+    /// IEEE half precision: half the memory, 11-bit significand.
     F16,
+    /// bfloat16: half the memory, f32's range, 8-bit significand.
+    Bf16,
 }
 
 impl Dtype {
@@ -104,6 +108,16 @@ impl Dtype {
         match self {
             Dtype::F32 => "f32",
             Dtype::F16 => "f16",
+            Dtype::Bf16 => "bf16",
+        }
+    }
+
+    /// The candle dtype weights are stored in.
+    pub fn storage(self) -> DType {
+        match self {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::Bf16 => DType::BF16,
         }
     }
 }

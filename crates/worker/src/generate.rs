@@ -13,11 +13,11 @@ use sd_contract::SchedulerKind;
 use sd_core::image_input::DecodedImage;
 use sd_core::model_files::WeightVariant;
 use sd_core::pipeline::{
-    random_seed, GenerateParams, ImageInput, StableDiffusion, Trace, DEFAULT_IMG2IMG_STRENGTH,
-    DEFAULT_INPAINT_STRENGTH,
+    random_seed, GenerateParams, ImageInput, LoadOptions, StableDiffusion, Trace,
+    DEFAULT_IMG2IMG_STRENGTH, DEFAULT_INPAINT_STRENGTH,
 };
 use sd_core::presets::{self, Preset};
-use sd_worker::config::Backend;
+use sd_worker::config::{Backend, Dtype};
 
 /// The largest init picture or mask the command reads (64 megapixels).
 const MAX_INPUT_PIXELS: usize = 64 << 20;
@@ -61,6 +61,11 @@ pub struct GenerateArgs {
     /// Read the `fp16` weight files when the model has both precisions (computation stays f32).
     #[arg(long)]
     pub fp16_weights: bool,
+    /// Storage dtype of the UNet's and text encoders' weight matrices; bf16 and
+    /// f16 halve their memory, computation stays f32 (with --fp16-weights, f16
+    /// keeps the stored values as they are).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
     /// PNG or JPEG to start from (image-to-image; inpainting with --mask-image).
     /// It is resized to the output size when that differs.
     #[arg(long)]
@@ -121,7 +126,11 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
     };
     let folder = sd_core::source::resolve_model(&spec, variant)?;
     tracing::info!(folder = %folder.display(), ?device, "loading the pipeline");
-    let mut model = StableDiffusion::load_with(&folder, &device, variant)
+    let options = LoadOptions {
+        variant,
+        weight_dtype: args.dtype.storage(),
+    };
+    let mut model = StableDiffusion::load_with(&folder, &device, options)
         .with_context(|| format!("loading model {spec}"))?;
     model.set_name(&spec);
     // The named preset, the preset whose repo this is, or the family's base preset.

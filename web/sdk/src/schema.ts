@@ -680,7 +680,7 @@ export interface components {
              * @description The device index.
              */
             device: number;
-            /** @description The weights' dtype: `f32` or `f16`. */
+            /** @description The weights' storage dtype: `f32`, `f16` or `bf16` (computation is f32). */
             dtype: string;
             /** @description The model family, once the model is loaded (`sd1`, `sd2`, `sdxl`, ...). */
             family?: string | null;

@@ -115,11 +115,13 @@ impl EncoderLayer {
     pub(crate) fn new(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
         let d = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
+        // Norms stay f32 whatever the weights' storage dtype.
+        let norms = vb.clone().set_dtype(candle_core::DType::F32);
         Ok(Self {
             self_attn: Attention::new(vb.pp("self_attn"), cfg)?,
-            layer_norm1: layer_norm(d, eps, vb.pp("layer_norm1"))?,
+            layer_norm1: layer_norm(d, eps, norms.pp("layer_norm1"))?,
             mlp: Mlp::new(vb.pp("mlp"), cfg)?,
-            layer_norm2: layer_norm(d, eps, vb.pp("layer_norm2"))?,
+            layer_norm2: layer_norm(d, eps, norms.pp("layer_norm2"))?,
         })
     }
 

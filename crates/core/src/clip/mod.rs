@@ -58,8 +58,11 @@ impl ClipTextModel {
         } else {
             vb.clone()
         };
-        let embeddings = text.pp("embeddings");
         let layers_vb = text.pp("encoder").pp("layers");
+        // Only the encoder layers' projections take the weights' storage dtype;
+        // embeddings, the final norm and the text projection stay f32.
+        let (vb, text) = (vb.set_dtype(DType::F32), text.set_dtype(DType::F32));
+        let embeddings = text.pp("embeddings");
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| EncoderLayer::new(layers_vb.pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;

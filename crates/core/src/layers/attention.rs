@@ -188,7 +188,7 @@ fn linear(
         );
     }
     let bias = if bias {
-        Some(vb.get(out_dim, "bias")?)
+        Some(vb.clone().set_dtype(DType::F32).get(out_dim, "bias")?)
     } else {
         None
     };

@@ -1,10 +1,11 @@
 //! 2-D convolution with a direct f32 CPU kernel.
 //!
-//! On the CPU in f32 the weights are re-laid out once at load as one
-//! `[C_out, C_in]` matrix per kernel tap, and the convolution runs as a sum of
-//! per-tap matrix products over shifted views of a zero-padded copy of the input,
-//! tile by tile, so no im2col matrix is ever materialised. Other devices and
-//! dtypes use candle's `conv2d`.
+//! On the CPU the weights are re-laid out once at load as one `[C_out, C_in]`
+//! matrix per kernel tap, and the convolution runs as a sum of per-tap matrix
+//! products over shifted views of a zero-padded copy of the input, tile by tile,
+//! so no im2col matrix is ever materialised. Weights that arrive in bf16 or f16
+//! stay in that dtype and are widened to an f32 copy for each call; the bias is
+//! f32. Other devices use candle's `conv2d`.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::kernels;
+use super::stored::StoredWeights;
 
 /// Bytes of one output tile kept hot while the taps accumulate into it.
 const TILE_BYTES: usize = 256 * 1024;
@@ -55,9 +57,9 @@ pub struct Conv2d {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    /// f32 on the CPU: `taps[t][co][ci]` and the bias.
+    /// On the CPU: `taps[t][co][ci]` in the stored dtype and the bias in f32.
     Packed {
-        taps: Arc<[f32]>,
+        taps: StoredWeights,
         bias: Option<Arc<[f32]>>,
     },
     /// Anything else: candle's convolution (symmetric padding only).
@@ -68,7 +70,7 @@ enum Kind {
 }
 
 impl Conv2d {
-    /// Loads `weight` `[cout, cin, k, k]` and `bias` `[cout]` under `vb`.
+    /// Loads `weight` `[cout, cin, k, k]` in `vb`'s dtype and `bias` `[cout]` in f32 under `vb`.
     pub fn new(
         vb: VarBuilder,
         in_channels: usize,
@@ -81,7 +83,7 @@ impl Conv2d {
             candle_core::bail!("conv2d {}: kernel and stride must be positive", vb.prefix());
         }
         let weight = vb.get((out_channels, in_channels, kernel, kernel), "weight")?;
-        let bias = vb.get(out_channels, "bias")?;
+        let bias = vb.set_dtype(DType::F32).get(out_channels, "bias")?;
         Self::from_tensors(weight, Some(bias), stride, padding)
     }
 
@@ -96,21 +98,20 @@ impl Conv2d {
         if kernel != kw {
             candle_core::bail!("conv2d: only square kernels are supported, got {kernel}x{kw}");
         }
-        let kind = if weight.dtype() == DType::F32 && matches!(weight.device(), Device::Cpu) {
-            let taps = weight
-                .permute((2, 3, 0, 1))?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            let bias = match bias {
-                Some(b) => Some(Arc::from(b.to_dtype(DType::F32)?.to_vec1::<f32>()?)),
-                None => None,
-            };
-            Kind::Packed {
-                taps: Arc::from(taps),
-                bias,
-            }
+        let taps = if matches!(weight.device(), Device::Cpu) {
+            StoredWeights::from_tensor(&weight.permute((2, 3, 0, 1))?)?
         } else {
-            Kind::Candle { weight, bias }
+            None
+        };
+        let kind = match taps {
+            Some(taps) => {
+                let bias = match bias {
+                    Some(b) => Some(Arc::from(b.to_dtype(DType::F32)?.to_vec1::<f32>()?)),
+                    None => None,
+                };
+                Kind::Packed { taps, bias }
+            }
+            None => Kind::Candle { weight, bias },
         };
         Ok(Self {
             kind,
@@ -136,8 +137,9 @@ impl Conv2d {
             Kind::Packed { taps, bias } => {
                 let dtype = xs.dtype();
                 let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+                let taps = taps.to_f32();
                 let op = DirectConv {
-                    taps,
+                    taps: &taps,
                     bias: bias.as_deref(),
                     cout: self.out_channels,
                     k: self.kernel,
@@ -163,9 +165,9 @@ impl Conv2d {
                         .pad_with_zeros(3, p.left, p.right)?
                 };
                 let pad = if symmetric { p.top } else { 0 };
-                let ys = xs.conv2d(weight, pad, self.stride, 1, 1)?;
+                let ys = xs.conv2d(&weight.to_dtype(xs.dtype())?, pad, self.stride, 1, 1)?;
                 match bias {
-                    Some(b) => ys.broadcast_add(&b.reshape((1, (), 1, 1))?),
+                    Some(b) => ys.broadcast_add(&b.to_dtype(ys.dtype())?.reshape((1, (), 1, 1))?),
                     None => Ok(ys),
                 }
             }
@@ -177,7 +179,7 @@ impl Conv2d {
     /// `conv(act(xs · scale + offset))` with the per-(batch, channel) `affine`
     /// (a group norm's, see [`super::GroupNorm::channel_affine`]) and SiLU when
     /// `silu`, applied while the padded input is built, so the normed map is
-    /// never stored. `None` when this layer has no f32 CPU kernel or no padding
+    /// never stored. `None` when this layer has no CPU kernel or no padding
     /// step (1×1 without padding); the caller then normalises first.
     pub fn forward_affine(
         &self,
@@ -197,8 +199,9 @@ impl Conv2d {
         {
             return Ok(None);
         }
+        let taps = taps.to_f32();
         let op = DirectConv {
-            taps,
+            taps: &taps,
             bias: bias.as_deref(),
             cout: self.out_channels,
             k: self.kernel,
@@ -861,6 +864,63 @@ mod tests {
                 .expect("f32 CPU kernel");
             let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-4, "stride {stride}: {diff}");
+        }
+        Ok(())
+    }
+
+    /// A convolution holding bf16 or f16 weights gives exactly what the f32
+    /// layer built from the same weights widened to f32 gives, on every path
+    /// (1×1, direct 3×3, Winograd, stride 2, upsampled, input affine).
+    #[test]
+    fn half_weights_match_widened_f32() -> Result<()> {
+        let dev = Device::Cpu;
+        // (k, stride, padding, h, w, b, upsample)
+        let cases = [
+            (1, 1, Padding::uniform(0), 9, 7, 2, false),
+            (3, 1, Padding::uniform(1), 5, 7, 2, false),
+            (3, 1, Padding::uniform(1), 64, 66, 1, false),
+            (3, 2, Padding::uniform(1), 9, 6, 2, false),
+            (3, 1, Padding::uniform(1), 32, 33, 1, true),
+        ];
+        let (cin, cout) = (6, 37);
+        for (k, stride, padding, h, w, b, upsample) in cases {
+            let xs = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?;
+            let weight = Tensor::randn(0f32, 1.0, (cout, cin, k, k), &dev)?;
+            let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
+            let scale = Tensor::randn(0f32, 1.0, b * cin, &dev)?;
+            let offset = Tensor::randn(0f32, 1.0, b * cin, &dev)?;
+            let affine = crate::layers::norm::ChannelAffine {
+                scale: scale.to_vec1()?,
+                offset: offset.to_vec1()?,
+            };
+            for dtype in [DType::BF16, DType::F16] {
+                let wh = weight.to_dtype(dtype)?;
+                let half = Conv2d::from_tensors(wh.clone(), Some(bias.clone()), stride, padding)?;
+                let wide = Conv2d::from_tensors(
+                    wh.to_dtype(DType::F32)?,
+                    Some(bias.clone()),
+                    stride,
+                    padding,
+                )?;
+                assert!(matches!(half.kind, Kind::Packed { .. }));
+                let mut pairs = vec![(
+                    half.forward_upsampled(&xs, upsample)?,
+                    wide.forward_upsampled(&xs, upsample)?,
+                )];
+                if let (Some(got), Some(want)) = (
+                    half.forward_affine(&xs, &affine, true)?,
+                    wide.forward_affine(&xs, &affine, true)?,
+                ) {
+                    pairs.push((got, want));
+                }
+                for (got, want) in pairs {
+                    assert_eq!(
+                        got.flatten_all()?.to_vec1::<f32>()?,
+                        want.flatten_all()?.to_vec1::<f32>()?,
+                        "{dtype:?} k {k} stride {stride} upsample {upsample}"
+                    );
+                }
+            }
         }
         Ok(())
     }

@@ -5,17 +5,23 @@
 //! residual, when there is one) and the product is accumulated into it by one
 //! GEMM, so neither costs a pass of its own. The projections between a
 //! `[B, C, H, W]` feature map and `[B, H·W, C]` tokens read and write through
-//! strides, so no permuted copy is made. Other devices and dtypes use candle's
-//! ops.
+//! strides, so no permuted copy is made. A bf16 or f16 weight stays in that
+//! dtype and is widened to an f32 copy for each call (the bias is kept in f32).
+//! Other devices and activation dtypes use candle's ops.
+
+use std::borrow::Cow;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 
+use super::stored;
+
 /// `torch.nn.Linear(in, out, bias)`, or a 1×1 convolution used as one.
 ///
-/// On the f32 CPU path the weight is kept transposed (`[in, out]`, out
-/// contiguous), the layout GEMM reads without repacking when there are few
-/// input rows (text encoders, the UNet's coarsest levels).
+/// On the CPU path the weight is kept transposed (`[in, out]`, out
+/// contiguous) in its own dtype (f32, bf16 or f16), the layout GEMM reads
+/// without repacking when there are few input rows (text encoders, the UNet's
+/// coarsest levels).
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// `[out, in]`, or `[in, out]` when `transposed`.
@@ -38,11 +44,11 @@ enum Mode {
 }
 
 impl Linear {
-    /// Loads `weight` `[out, in]` and, when `bias`, `bias` `[out]`.
+    /// Loads `weight` `[out, in]` in `vb`'s dtype and, when `bias`, `bias` `[out]` in f32.
     pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
         let bias = if bias {
-            Some(vb.get(out_dim, "bias")?)
+            Some(vb.set_dtype(DType::F32).get(out_dim, "bias")?)
         } else {
             None
         };
@@ -52,7 +58,7 @@ impl Linear {
     /// Loads a 1×1 convolution (`weight` `[out, in, 1, 1]`, `bias` `[out]`) as a linear layer.
     pub fn pointwise_conv(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim, 1, 1), "weight")?.flatten_from(1)?;
-        let bias = vb.get(out_dim, "bias")?;
+        let bias = vb.set_dtype(DType::F32).get(out_dim, "bias")?;
         Self::from_tensors(weight, Some(bias))
     }
 
@@ -67,7 +73,8 @@ impl Linear {
                 );
             }
         }
-        let fast = weight.dtype() == DType::F32 && matches!(weight.device(), Device::Cpu);
+        let fast = matches!(weight.dtype(), DType::F32 | DType::BF16 | DType::F16)
+            && matches!(weight.device(), Device::Cpu);
         let bias_f32 = match &bias {
             Some(b) if fast => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             _ => None,
@@ -189,8 +196,8 @@ impl CustomOp3 for LinearOp<'_> {
         rs: &CpuStorage,
         rl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(weight), CpuStorage::F32(r)) = (xs, ws, rs) else {
-            candle_core::bail!("linear: expected f32 tensors");
+        let (CpuStorage::F32(x), CpuStorage::F32(r)) = (xs, rs) else {
+            candle_core::bail!("linear: expected f32 inputs");
         };
         let (Some((x0, x1)), Some((w0, w1)), Some((r0, r1))) = (
             xl.contiguous_offsets(),
@@ -199,7 +206,13 @@ impl CustomOp3 for LinearOp<'_> {
         ) else {
             candle_core::bail!("linear: expected contiguous tensors");
         };
-        let (x, weight, residual) = (&x[x0..x1], &weight[w0..w1], &r[r0..r1]);
+        let (x, residual) = (&x[x0..x1], &r[r0..r1]);
+        let weight: Cow<[f32]> = match ws {
+            CpuStorage::F32(w) => Cow::Borrowed(&w[w0..w1]),
+            CpuStorage::BF16(w) => Cow::Owned(stored::widen_bf16(&w[w0..w1])),
+            CpuStorage::F16(w) => Cow::Owned(stored::widen_f16(&w[w0..w1])),
+            _ => candle_core::bail!("linear: expected an f32, bf16 or f16 weight"),
+        };
         // The weight is transposed: `[k, n]`, n contiguous.
         let (k, n) = wl.shape().dims2()?;
         let dims = xl.shape().dims();
@@ -344,6 +357,51 @@ mod tests {
             &fast.tokens_to_map(&tokens, h, w, Some(&res))?,
             &slow.tokens_to_map(&tokens, h, w, Some(&res))?,
         )?;
+        Ok(())
+    }
+
+    /// A layer holding bf16 or f16 weights gives exactly what the f32 layer built
+    /// from the same weights widened to f32 gives, in every mode.
+    #[test]
+    fn half_weights_match_widened_f32() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, c, h, w, n) = (2, 37, 3, 5, 70);
+        let weight = Tensor::randn(0f32, 1.0, (n, c), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, n, &dev)?;
+        let rows = Tensor::randn(0f32, 1.0, (b, 6, c), &dev)?;
+        let rows_res = Tensor::randn(0f32, 1.0, (b, 6, n), &dev)?;
+        let map = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?;
+        let tokens = Tensor::randn(0f32, 1.0, (b, h * w, c), &dev)?;
+        let map_res = Tensor::randn(0f32, 1.0, (b, n, h, w), &dev)?;
+        for dtype in [DType::BF16, DType::F16] {
+            let (wh, bh) = (weight.to_dtype(dtype)?, bias.to_dtype(dtype)?);
+            let half = Linear::from_tensors(wh.clone(), Some(bh.clone()))?;
+            let wide =
+                Linear::from_tensors(wh.to_dtype(DType::F32)?, Some(bh.to_dtype(DType::F32)?))?;
+            let no_bias = Linear::from_tensors(wh.clone(), None)?;
+            let no_bias_wide = Linear::from_tensors(wh.to_dtype(DType::F32)?, None)?;
+            let pairs = [
+                (
+                    half.forward_residual(&rows, Some(&rows_res))?,
+                    wide.forward_residual(&rows, Some(&rows_res))?,
+                ),
+                (half.forward(&rows)?, wide.forward(&rows)?),
+                (no_bias.forward(&rows)?, no_bias_wide.forward(&rows)?),
+                (half.map_to_tokens(&map)?, wide.map_to_tokens(&map)?),
+                (
+                    half.tokens_to_map(&tokens, h, w, Some(&map_res))?,
+                    wide.tokens_to_map(&tokens, h, w, Some(&map_res))?,
+                ),
+            ];
+            for (i, (got, want)) in pairs.iter().enumerate() {
+                assert_eq!(got.dtype(), DType::F32);
+                assert_eq!(
+                    got.flatten_all()?.to_vec1::<f32>()?,
+                    want.flatten_all()?.to_vec1::<f32>()?,
+                    "{dtype:?} case {i}"
+                );
+            }
+        }
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod linear;
 pub mod norm;
 pub mod resnet;
 pub mod sampling;
+mod stored;
 
 pub use activation::Activation;
 pub use alloc::tune_allocator;

@@ -21,8 +21,9 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
-    /// Loads `weight` and `bias` `[channels]` under `vb`.
+    /// Loads `weight` and `bias` `[channels]` under `vb`, always as f32.
     pub fn new(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        let vb = vb.set_dtype(DType::F32);
         if groups == 0 || !channels.is_multiple_of(groups) {
             candle_core::bail!(
                 "group norm {}: {channels} channels cannot be split into {groups} groups",

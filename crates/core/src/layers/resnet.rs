@@ -72,6 +72,8 @@ impl ResnetBlock2D {
                     TimeEmbeddingNorm::Default => cout,
                     TimeEmbeddingNorm::ScaleShift => 2 * cout,
                 };
+                // Small and run once per step: kept in f32.
+                let vb = vb.clone().set_dtype(DType::F32);
                 Some(candle_nn::linear(t, width, vb.pp("time_emb_proj"))?)
             }
             None => None,

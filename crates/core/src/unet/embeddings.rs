@@ -53,7 +53,7 @@ pub struct TimestepEmbedding {
 }
 
 impl TimestepEmbedding {
-    /// Loads `linear_1` (`in_dim` → `dim`) and `linear_2` (`dim` → `dim`).
+    /// Loads `linear_1` (`in_dim` → `dim`) and `linear_2` (`dim` → `dim`), as f32.
     pub fn new(
         vb: VarBuilder,
         in_dim: usize,
@@ -61,6 +61,7 @@ impl TimestepEmbedding {
         act: Activation,
         post_act: Option<Activation>,
     ) -> Result<Self> {
+        let vb = vb.set_dtype(DType::F32);
         Ok(Self {
             linear_1: candle_nn::linear(in_dim, dim, vb.pp("linear_1"))?,
             linear_2: candle_nn::linear(dim, dim, vb.pp("linear_2"))?,

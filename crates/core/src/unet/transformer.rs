@@ -100,7 +100,9 @@ impl BasicTransformerBlock {
             upcast: cfg.upcast_attention,
         };
         let attn1_context = cfg.only_cross_attention.then_some(cfg.cross_attention_dim);
-        let norm = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        // Norms stay f32 whatever the weights' storage dtype.
+        let norms = vb.clone().set_dtype(candle_core::DType::F32);
+        let norm = |name: &str| candle_nn::layer_norm(dim, 1e-5, norms.pp(name));
         Ok(Self {
             norm1: norm("norm1")?,
             attn1: Attention::new(vb.pp("attn1"), &attention(attn1_context))?,

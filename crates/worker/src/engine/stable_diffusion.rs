@@ -11,12 +11,12 @@ use std::time::Instant;
 
 use candle_core::Device;
 use sd_core::model_files::WeightVariant;
-use sd_core::pipeline::{GenerateParams, StableDiffusion};
+use sd_core::pipeline::{GenerateParams, LoadOptions, StableDiffusion};
 use sd_core::source::resolve_model;
 
 use super::preview::LivePreviews;
 use super::{Engine, EngineError, EngineLoader, EngineOutput, ModelInfo, StepProgress};
-use crate::config::{Backend, Dtype, WorkerConfig};
+use crate::config::{Backend, WorkerConfig};
 use crate::validation::ValidJob;
 
 /// The loaded Stable Diffusion pipeline.
@@ -30,16 +30,15 @@ impl SdEngine {
         let spec = config.model.clone();
         let (backend, ordinal, dtype) = (config.backend, config.device as usize, config.dtype);
         Box::new(move || {
-            if dtype != Dtype::F32 {
-                return Err(EngineError::Failed(format!(
-                    "--dtype {} is not supported by the pipeline yet; use f32",
-                    dtype.as_str()
-                )));
-            }
             let device = open_device(backend, ordinal)?;
             let folder = resolve_model(&spec, WeightVariant::Full).map_err(engine_error)?;
-            tracing::info!(folder = %folder.display(), ?device, "loading the pipeline");
-            let mut pipeline = StableDiffusion::load(&folder, &device).map_err(engine_error)?;
+            tracing::info!(folder = %folder.display(), ?device, dtype = dtype.as_str(), "loading the pipeline");
+            let options = LoadOptions {
+                variant: WeightVariant::Full,
+                weight_dtype: dtype.storage(),
+            };
+            let mut pipeline =
+                StableDiffusion::load_with(&folder, &device, options).map_err(engine_error)?;
             pipeline.set_name(spec.clone());
             Ok(Box::new(SdEngine { pipeline }) as Box<dyn Engine>)
         })
