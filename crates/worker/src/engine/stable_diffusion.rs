@@ -5,7 +5,8 @@
 //! all on the engine thread. Pipeline errors map onto engine errors: an
 //! invalid parameter names its field (a 400-style `invalid_request` error
 //! event), a cancellation ends the job as cancelled. Jobs that ask for a
-//! preview get one on the steps [`LivePreviews`] picks.
+//! preview get one on the steps [`LivePreviews`] picks. On a GPU the loader
+//! also runs one tiny generation before the worker reports ready (see [`warm_up`]).
 
 use std::time::Instant;
 
@@ -40,8 +41,38 @@ impl SdEngine {
             let mut pipeline =
                 StableDiffusion::load_with(&folder, &device, options).map_err(engine_error)?;
             pipeline.set_name(spec.clone());
+            if !device.is_cpu() {
+                warm_up(&mut pipeline);
+            }
             Ok(Box::new(SdEngine { pipeline }) as Box<dyn Engine>)
         })
+    }
+}
+
+/// Runs one 64×64, two-step, guided generation and throws it away. The GPU
+/// driver compiles each of candle's kernels on its first use, which on a fresh
+/// machine takes many seconds (about 16 s on an H200); doing it here moves that
+/// wait before readiness instead of into the first job. A failure is only logged:
+/// jobs would then pay the compilation themselves.
+fn warm_up(pipeline: &mut StableDiffusion) {
+    let started = Instant::now();
+    let params = GenerateParams {
+        prompt: String::new(),
+        negative_prompt: None,
+        steps: 2,
+        guidance_scale: 2.0,
+        width: 64,
+        height: 64,
+        seed: 0,
+        scheduler: None,
+        init_latents: None,
+        image: None,
+    };
+    match pipeline.generate(&params, &mut |_| std::ops::ControlFlow::Continue(())) {
+        Ok(_) => tracing::info!(elapsed = ?started.elapsed(), "GPU kernels warmed up"),
+        Err(e) => {
+            tracing::warn!(error = %e, "warm-up generation failed; the first job will compile the GPU kernels")
+        }
     }
 }
 
