@@ -197,9 +197,7 @@ pub fn run(args: BenchArgs, backend: Backend) -> anyhow::Result<()> {
         if !args.default_allocator {
             sd_core::layers::tune_allocator();
         }
-        let device = backend
-            .open_device(args.device)
-            .with_context(|| format!("opening {} device {}", backend.as_str(), args.device))?;
+        let device = backend.open_device(args.device)?;
         let figures = run_figures(&args, &device)?;
         return report(&args, &figures);
     }

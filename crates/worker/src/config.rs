@@ -144,13 +144,30 @@ impl Backend {
     }
 
     /// Opens device `ordinal` of this backend (the index is ignored on the CPU).
-    pub fn open_device(self, ordinal: usize) -> candle_core::Result<candle_core::Device> {
+    pub fn open_device(self, ordinal: usize) -> Result<candle_core::Device, DeviceError> {
         match self {
             Backend::Cpu => Ok(candle_core::Device::Cpu),
             Backend::Cuda => candle_core::Device::new_cuda(ordinal),
             Backend::Metal => candle_core::Device::new_metal(ordinal),
         }
+        .map_err(|cause| DeviceError {
+            backend: self,
+            ordinal,
+            cause,
+        })
     }
+}
+
+/// A device of the binary's backend that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("opening {} device {ordinal}: {cause}", backend.as_str())]
+pub struct DeviceError {
+    /// The backend asked for.
+    pub backend: Backend,
+    /// The device index asked for.
+    pub ordinal: usize,
+    /// Why candle could not open it (part of the message, not a separate source).
+    cause: candle_core::Error,
 }
 
 /// A configuration that cannot serve.
@@ -296,4 +313,20 @@ impl WorkerConfig {
 
 fn random_worker_id() -> String {
     format!("sd-worker-{:08x}", rand::random::<u32>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_that_cannot_open_is_named_once() {
+        assert!(Backend::Cpu.open_device(3).unwrap().is_cpu());
+        if cfg!(feature = "metal") {
+            return;
+        }
+        let message = Backend::Metal.open_device(1).unwrap_err().to_string();
+        assert!(message.starts_with("opening metal device 1: "), "{message}");
+        assert_eq!(message.matches("opening").count(), 1, "{message}");
+    }
 }

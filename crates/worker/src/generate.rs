@@ -105,9 +105,7 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
     if image_input.is_some() && args.init_latents.is_some() {
         bail!("--init-latents cannot be combined with --init-image");
     }
-    let device = backend
-        .open_device(args.device)
-        .with_context(|| format!("opening {} device {}", backend.as_str(), args.device))?;
+    let device = backend.open_device(args.device)?;
     let init_latents = args
         .init_latents
         .as_deref()

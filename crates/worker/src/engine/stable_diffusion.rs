@@ -10,14 +10,13 @@
 
 use std::time::Instant;
 
-use candle_core::Device;
 use sd_core::model_files::WeightVariant;
 use sd_core::pipeline::{GenerateParams, LoadOptions, StableDiffusion};
 use sd_core::source::resolve_model;
 
 use super::preview::LivePreviews;
 use super::{Engine, EngineError, EngineLoader, EngineOutput, ModelInfo, StepProgress};
-use crate::config::{Backend, WorkerConfig};
+use crate::config::WorkerConfig;
 use crate::validation::ValidJob;
 
 /// The loaded Stable Diffusion pipeline.
@@ -31,7 +30,9 @@ impl SdEngine {
         let spec = config.model.clone();
         let (backend, ordinal, dtype) = (config.backend, config.device as usize, config.dtype);
         Box::new(move || {
-            let device = open_device(backend, ordinal)?;
+            let device = backend
+                .open_device(ordinal)
+                .map_err(|e| EngineError::Failed(e.to_string()))?;
             let folder = resolve_model(&spec, WeightVariant::Full).map_err(engine_error)?;
             tracing::info!(folder = %folder.display(), ?device, dtype = dtype.as_str(), "loading the pipeline");
             let options = LoadOptions {
@@ -74,15 +75,6 @@ fn warm_up(pipeline: &mut StableDiffusion) {
             tracing::warn!(error = %e, "warm-up generation failed; the first job will compile the GPU kernels")
         }
     }
-}
-
-fn open_device(backend: Backend, ordinal: usize) -> Result<Device, EngineError> {
-    backend.open_device(ordinal).map_err(|e| {
-        EngineError::Failed(format!(
-            "opening {} device {ordinal}: {e}",
-            backend.as_str()
-        ))
-    })
 }
 
 impl Engine for SdEngine {
