@@ -40,14 +40,9 @@ pub enum Error {
         cause: candle_core::Error,
     },
 
-    /// A request parameter is out of range or inconsistent.
-    #[error("invalid {field}: {message}")]
-    InvalidRequest {
-        /// The request field at fault, as the user spelled it (`width`, `steps`, ...).
-        field: &'static str,
-        /// Why it was rejected.
-        message: String,
-    },
+    /// A generation parameter is out of range or inconsistent with the model.
+    #[error(transparent)]
+    Param(#[from] ParamError),
 
     /// The caller asked the pipeline to stop.
     #[error("generation cancelled")]
@@ -66,16 +61,85 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
+/// A generation parameter, as [`crate::pipeline::GenerateParams`] and the
+/// load options name it. Callers map it to their own spelling (a request
+/// field, a command-line flag); the core never knows those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Param {
+    /// The prompt.
+    Prompt,
+    /// Denoising steps.
+    Steps,
+    /// Classifier-free guidance scale.
+    GuidanceScale,
+    /// Output width.
+    Width,
+    /// Output height.
+    Height,
+    /// The picture image-to-image and inpainting start from.
+    Image,
+    /// The inpainting mask.
+    Mask,
+    /// How much of the picture changes.
+    Strength,
+    /// Latents given instead of seeded noise.
+    InitLatents,
+    /// The dtype weights are stored in.
+    WeightDtype,
+}
+
+impl Param {
+    /// The parameter's name in [`crate::pipeline::GenerateParams`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Param::Prompt => "prompt",
+            Param::Steps => "steps",
+            Param::GuidanceScale => "guidance_scale",
+            Param::Width => "width",
+            Param::Height => "height",
+            Param::Image => "image",
+            Param::Mask => "mask",
+            Param::Strength => "strength",
+            Param::InitLatents => "init_latents",
+            Param::WeightDtype => "weight_dtype",
+        }
+    }
+}
+
+impl std::fmt::Display for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a parameter was rejected: which one, and a message that reads after
+/// its name ("must be between 0 and 1, got 2").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {param}: {message}")]
+pub struct ParamError {
+    /// The parameter at fault.
+    pub param: Param,
+    /// Why it was rejected, without the parameter's name.
+    pub message: String,
+}
+
+impl ParamError {
+    /// A rejection of `param`.
+    pub fn new(param: Param, message: impl Into<String>) -> Self {
+        Self {
+            param,
+            message: message.into(),
+        }
+    }
+}
+
 /// The core's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// A shorthand for [`Error::InvalidRequest`].
-    pub fn invalid_request(field: &'static str, message: impl Into<String>) -> Self {
-        Error::InvalidRequest {
-            field,
-            message: message.into(),
-        }
+    /// A shorthand for [`Error::Param`].
+    pub fn param(param: Param, message: impl Into<String>) -> Self {
+        Error::Param(ParamError::new(param, message))
     }
 
     /// A shorthand for [`Error::InvalidFile`].

@@ -98,12 +98,12 @@ impl DecodedImage {
     pub fn decode(bytes: &[u8], field: &'static str, max_pixels: usize) -> Result<Self> {
         let check_size = |width: usize, height: usize| {
             if width == 0 || height == 0 {
-                return Err(Error::invalid_request(field, "the picture is empty"));
+                return Err(Error::param(crate::Param::Image, "the picture is empty"));
             }
             let pixels = width.saturating_mul(height);
             if pixels > max_pixels {
-                return Err(Error::invalid_request(
-                    field,
+                return Err(Error::param(
+                    crate::Param::Image,
                     format!("{width}x{height} is {pixels} pixels, over the limit of {max_pixels}"),
                 ));
             }
@@ -114,8 +114,8 @@ impl DecodedImage {
         } else if bytes.starts_with(JPEG_SIGNATURE) {
             decode_jpeg(bytes, check_size).map_err(|e| e.into_error(field, "JPEG"))
         } else {
-            Err(Error::invalid_request(
-                field,
+            Err(Error::param(
+                crate::Param::Image,
                 "not a PNG or JPEG picture (unrecognised signature)",
             ))
         }
@@ -440,11 +440,11 @@ enum DecodeFailure {
 }
 
 impl DecodeFailure {
-    fn into_error(self, field: &'static str, format: &str) -> Error {
+    fn into_error(self, _field: &'static str, format: &str) -> Error {
         match self {
             DecodeFailure::Rejected(error) => error,
             DecodeFailure::Corrupt(message) => {
-                Error::invalid_request(field, format!("cannot decode the {format}: {message}"))
+                Error::param(crate::Param::Image, format!("cannot decode the {format}: {message}"))
             }
         }
     }
@@ -707,7 +707,7 @@ mod tests {
     #[test]
     fn bad_input_names_the_field() {
         let field_of = |e: Error| match e {
-            Error::InvalidRequest { field, message } => (field, message),
+            Error::Param(e) => ("init_image", e.message),
             other => panic!("unexpected {other}"),
         };
         let (field, message) =

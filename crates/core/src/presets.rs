@@ -2,9 +2,8 @@
 //!
 //! Each preset names a public diffusers repository on the Hugging Face Hub and
 //! the generation defaults that suit it. The worker and the `generate` command
-//! apply a preset's defaults to any request that leaves a value out; a model
-//! given without a preset takes the defaults of its family's base preset
-//! ([`for_family`]).
+//! apply a preset's defaults to any request that leaves a value out
+//! ([`crate::pipeline::Defaults`] says in which order).
 //!
 //! | name       | repository                                   | size | steps | guidance | scheduler            |
 //! |------------|----------------------------------------------|------|-------|----------|----------------------|
@@ -14,7 +13,8 @@
 //! | `turbo`    | `stabilityai/sdxl-turbo`                     | 512  | 1     | 0.0      | `euler_a`            |
 //! | `sd-turbo` | `stabilityai/sd-turbo`                       | 512  | 1     | 0.0      | `euler_a`            |
 
-use sd_contract::SchedulerKind;
+use crate::model::ModelFamily;
+use crate::schedulers::SchedulerKind;
 
 /// One named model and its generation defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,8 +23,8 @@ pub struct Preset {
     pub name: &'static str,
     /// The Hugging Face repo id of the diffusers folder.
     pub repo: &'static str,
-    /// The model family, as the pipeline reports it (`sd1`, `sd2`, `sdxl`).
-    pub family: &'static str,
+    /// The model family the repository holds.
+    pub family: ModelFamily,
     /// Whether this is a distilled few-step model rather than its family's base.
     pub distilled: bool,
     /// Default image width in pixels.
@@ -44,7 +44,7 @@ pub const PRESETS: [Preset; 5] = [
     Preset {
         name: "v1-5",
         repo: "stable-diffusion-v1-5/stable-diffusion-v1-5",
-        family: "sd1",
+        family: ModelFamily::Sd1,
         distilled: false,
         width: 512,
         height: 512,
@@ -55,7 +55,7 @@ pub const PRESETS: [Preset; 5] = [
     Preset {
         name: "v2-1",
         repo: "stabilityai/stable-diffusion-2-1",
-        family: "sd2",
+        family: ModelFamily::Sd2,
         distilled: false,
         width: 768,
         height: 768,
@@ -66,7 +66,7 @@ pub const PRESETS: [Preset; 5] = [
     Preset {
         name: "xl",
         repo: "stabilityai/stable-diffusion-xl-base-1.0",
-        family: "sdxl",
+        family: ModelFamily::Sdxl,
         distilled: false,
         width: 1024,
         height: 1024,
@@ -77,7 +77,7 @@ pub const PRESETS: [Preset; 5] = [
     Preset {
         name: "turbo",
         repo: "stabilityai/sdxl-turbo",
-        family: "sdxl",
+        family: ModelFamily::Sdxl,
         distilled: true,
         width: 512,
         height: 512,
@@ -88,7 +88,7 @@ pub const PRESETS: [Preset; 5] = [
     Preset {
         name: "sd-turbo",
         repo: "stabilityai/sd-turbo",
-        family: "sd2",
+        family: ModelFamily::Sd2,
         distilled: true,
         width: 512,
         height: 512,
@@ -110,8 +110,14 @@ pub fn by_repo(repo: &str) -> Option<&'static Preset> {
 
 /// The base (non-distilled) preset of a model family, for a model given
 /// without a preset.
-pub fn for_family(family: &str) -> Option<&'static Preset> {
+pub fn for_family(family: ModelFamily) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.family == family && !p.distilled)
+}
+
+/// The preset in force for `model` (a repo id or a folder): the one named, or
+/// else the one whose repository `model` is.
+pub fn in_force(named: Option<&'static Preset>, model: &str) -> Option<&'static Preset> {
+    named.or_else(|| by_repo(model))
 }
 
 /// Every preset name, comma-separated, for help and error texts.
@@ -152,9 +158,8 @@ mod tests {
 
     #[test]
     fn families_map_to_their_base_preset() {
-        assert_eq!(for_family("sd1").unwrap().name, "v1-5");
-        assert_eq!(for_family("sd2").unwrap().name, "v2-1");
-        assert_eq!(for_family("sdxl").unwrap().name, "xl");
-        assert_eq!(for_family("flux"), None);
+        assert_eq!(for_family(ModelFamily::Sd1).unwrap().name, "v1-5");
+        assert_eq!(for_family(ModelFamily::Sd2).unwrap().name, "v2-1");
+        assert_eq!(for_family(ModelFamily::Sdxl).unwrap().name, "xl");
     }
 }

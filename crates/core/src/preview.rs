@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use candle_core::{DType, Tensor};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image::encode_png;
 
 /// Which latent space the latents live in.
@@ -73,16 +73,12 @@ impl Preview {
 pub fn latent_preview(latents: &Tensor, format: LatentFormat, scale: usize) -> Result<Preview> {
     let (_, c, h, w) = latents.dims4()?;
     if c != 4 {
-        return Err(Error::invalid_request(
-            "latents",
-            format!("a preview needs 4 latent channels, got {c}"),
-        ));
+        let message = format!("a preview needs 4 latent channels, got {c}");
+        return Err(candle_core::Error::Msg(message).into());
     }
     if !(1..=8).contains(&scale) {
-        return Err(Error::invalid_request(
-            "scale",
-            format!("must be between 1 and 8, got {scale}"),
-        ));
+        let message = format!("a preview scale must be between 1 and 8, got {scale}");
+        return Err(candle_core::Error::Msg(message).into());
     }
     let data = latents
         .narrow(0, 0, 1)?

@@ -7,14 +7,12 @@
 //! negative prompt skips the encoders.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::error::{Error, Result};
-use crate::model_files::{Component, ComponentFiles};
-use crate::pipeline::LoadOptions;
+use crate::model::{Component, LoadOptions, ModelSource};
 use crate::tokenizer::ClipTokenizer;
 
 /// How many distinct texts keep their embeddings between generations.
@@ -47,17 +45,16 @@ struct Encoder {
 
 impl Encoder {
     fn load(
-        folder: &Path,
-        tokenizer_dir: &str,
+        source: &dyn ModelSource,
         component: Component,
         options: LoadOptions,
         device: &Device,
     ) -> Result<Self> {
-        let tokenizer = ClipTokenizer::from_dir(&folder.join(tokenizer_dir))?;
-        let files = ComponentFiles::find(folder, component, options.variant)?;
-        let config = ClipTextConfig::from_file(&files.config)?;
-        let vb = files.var_builder(options.dtype_for(component), device)?;
-        let model = ClipTextModel::new(vb, &config).map_err(|e| files.weights_error(e))?;
+        let tokenizer = source.tokenizer(component)?;
+        let config = ClipTextConfig::from_config(&source.config(component)?)?;
+        let model = source
+            .weights(component, options.dtype_for(component), device)?
+            .build(|vb| ClipTextModel::new(vb, &config))?;
         Ok(Self { tokenizer, model })
     }
 
@@ -78,20 +75,19 @@ pub struct TextEncoders {
 }
 
 impl TextEncoders {
-    /// Loads `tokenizer/` + `text_encoder/`, and `tokenizer_2/` + `text_encoder_2/` when `dual`.
-    pub fn load(folder: &Path, dual: bool, options: LoadOptions, device: &Device) -> Result<Self> {
-        let first = Encoder::load(folder, "tokenizer", Component::TextEncoder, options, device)?;
+    /// Loads the first tokenizer and text encoder, and the second ones when `dual`.
+    pub fn load(
+        source: &dyn ModelSource,
+        dual: bool,
+        options: LoadOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        let first = Encoder::load(source, Component::TextEncoder, options, device)?;
         let second = if dual {
-            let encoder = Encoder::load(
-                folder,
-                "tokenizer_2",
-                Component::TextEncoder2,
-                options,
-                device,
-            )?;
+            let encoder = Encoder::load(source, Component::TextEncoder2, options, device)?;
             if !encoder.model.has_text_projection() {
                 return Err(Error::invalid_file(
-                    folder.join(Component::TextEncoder2.folder()),
+                    source.config(Component::TextEncoder2)?.origin,
                     "SDXL's second text encoder needs text_projection.weight",
                 ));
             }
@@ -128,7 +124,7 @@ impl TextEncoders {
                     .forward(&self.first.ids(text, &self.device)?)?;
                 let b = second.model.forward(&second.ids(text, &self.device)?)?;
                 let pooled = b.text_embeds.ok_or_else(|| {
-                    Error::invalid_request("prompt", "second text encoder gave no text_embeds")
+                    candle_core::Error::Msg("the second text encoder gave no text_embeds".into())
                 })?;
                 PromptEmbeds {
                     hidden: Tensor::cat(

@@ -23,7 +23,7 @@ use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{Error, Result};
-use crate::model_files::{read_json, read_text};
+use crate::model::files::{read_json, read_text};
 
 /// Words cached with their BPE ids before the cache is cleared.
 const BPE_CACHE_LIMIT: usize = 16_384;

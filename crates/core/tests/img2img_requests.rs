@@ -1,5 +1,5 @@
 //! Image-to-image and inpainting requests the pipeline must reject, each
-//! naming the field at fault, and the step counts it reports.
+//! naming the parameter at fault, and the step counts it reports.
 
 mod common;
 
@@ -8,8 +8,9 @@ use std::ops::ControlFlow;
 use candle_core::Device;
 use common::fixtures;
 use sd_core::image_input::{ColorMode, DecodedImage};
-use sd_core::pipeline::{GenerateParams, ImageInput, StableDiffusion};
-use sd_core::Error;
+use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion};
+use sd_core::schedulers::SchedulerKind;
+use sd_core::{Error, Param};
 
 fn grey(width: usize, height: usize, value: u8) -> DecodedImage {
     DecodedImage::from_raw(width, height, ColorMode::Luma, vec![value; width * height]).unwrap()
@@ -25,7 +26,6 @@ fn params(image: Option<ImageInput>) -> GenerateParams {
         height: 48,
         seed: 1,
         scheduler: None,
-        init_latents: None,
         image,
     }
 }
@@ -38,9 +38,18 @@ fn input(mask: Option<DecodedImage>, strength: f64) -> Option<ImageInput> {
     })
 }
 
-fn rejected_field(model: &mut StableDiffusion, params: &GenerateParams) -> &'static str {
+fn rejected_param(model: &mut StableDiffusion, params: &GenerateParams) -> Param {
+    assert_eq!(
+        params.check(&model.profile()).map_err(|e| e.param).err(),
+        Some(rejected_by_generate(model, params)),
+        "check and generate reject the same parameter"
+    );
+    rejected_by_generate(model, params)
+}
+
+fn rejected_by_generate(model: &mut StableDiffusion, params: &GenerateParams) -> Param {
     match model.generate(params, &mut |_| ControlFlow::Continue(())) {
-        Err(Error::InvalidRequest { field, .. }) => field,
+        Err(Error::Param(e)) => e.param,
         Err(other) => panic!("expected an invalid request, got {other}"),
         Ok(_) => panic!("expected an invalid request, got an image"),
     }
@@ -52,28 +61,28 @@ fn bad_image_requests_name_their_field() {
     let mut model = StableDiffusion::load(&fixtures().join("tiny-sd15"), &device).unwrap();
     for strength in [-0.1, 1.5, f64::NAN] {
         assert_eq!(
-            rejected_field(&mut model, &params(input(None, strength))),
-            "strength"
+            rejected_param(&mut model, &params(input(None, strength))),
+            Param::Strength
         );
     }
     // 4 steps at 0.2 run floor(0.8) = 0 steps.
     assert_eq!(
-        rejected_field(&mut model, &params(input(None, 0.2))),
-        "strength"
+        rejected_param(&mut model, &params(input(None, 0.2))),
+        Param::Strength
     );
     let wrong_mask = input(Some(grey(64, 48, 255)), 1.0);
     assert_eq!(
-        rejected_field(&mut model, &params(wrong_mask)),
-        "mask_image"
+        rejected_param(&mut model, &params(wrong_mask)),
+        Param::Mask
     );
 
     let mut inpainting =
         StableDiffusion::load(&fixtures().join("tiny-sd15-inpaint"), &device).unwrap();
     assert!(inpainting.is_inpainting());
-    assert_eq!(rejected_field(&mut inpainting, &params(None)), "mask_image");
+    assert_eq!(rejected_param(&mut inpainting, &params(None)), Param::Mask);
     assert_eq!(
-        rejected_field(&mut inpainting, &params(input(None, 0.5))),
-        "mask_image"
+        rejected_param(&mut inpainting, &params(input(None, 0.5))),
+        Param::Mask
     );
 
     let tiny = ImageInput {
@@ -81,10 +90,7 @@ fn bad_image_requests_name_their_field() {
         mask: None,
         strength: 0.5,
     };
-    match tiny.default_size(8) {
-        Err(Error::InvalidRequest { field, .. }) => assert_eq!(field, "init_image"),
-        other => panic!("expected init_image to be rejected, got {other:?}"),
-    }
+    assert_eq!(tiny.default_size(8).map_err(|e| e.param), Err(Param::Image));
 }
 
 #[test]
@@ -92,15 +98,20 @@ fn progress_counts_the_steps_that_run() {
     let device = Device::Cpu;
     let mut model = StableDiffusion::load(&fixtures().join("tiny-sd15"), &device).unwrap();
     let mut request = params(input(Some(grey(70, 53, 255)), 0.5));
-    request.scheduler = Some(sd_contract::SchedulerKind::Ddim);
+    request.scheduler = Some(SchedulerKind::Ddim);
     let mut seen = Vec::new();
+    let debug = DebugOptions {
+        init_latents: None,
+        trace: true,
+    };
     let image = model
-        .generate(&request, &mut |p| {
+        .generate_with(&request, &debug, &mut |p| {
             seen.push((p.step, p.total));
             ControlFlow::Continue(())
         })
         .unwrap();
     assert_eq!(seen, [(1, 2), (2, 2)]);
     assert_eq!((image.width, image.height), (64, 48));
-    assert_eq!(image.trace.timesteps.len(), 2);
+    assert_eq!(image.steps_run, 2);
+    assert_eq!(image.trace.unwrap().timesteps.len(), 2);
 }

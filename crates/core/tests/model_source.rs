@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sd_core::model_files::{ModelIndex, WeightVariant};
-use sd_core::source::{needed_files, resolve_model_with, HubOptions};
+use sd_core::model::files::{ModelIndex, WeightVariant};
+use sd_core::model::hub::{needed_files, resolve_model_with, HubOptions};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 

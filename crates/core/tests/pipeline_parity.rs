@@ -15,11 +15,10 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use common::{fixtures, max_abs, max_abs_diff};
-use sd_contract::SchedulerKind;
 use sd_core::image_input::DecodedImage;
-use sd_core::model_files::WeightVariant;
-use sd_core::pipeline::{GenerateParams, ImageInput, LoadOptions, StableDiffusion};
-use sd_core::schedulers::SchedulerConfig;
+use sd_core::model::{LoadOptions, WeightVariant};
+use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion};
+use sd_core::schedulers::{SchedulerConfig, SchedulerKind};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +137,6 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
                 .scheduler
                 .as_deref()
                 .map(|s| s.parse::<SchedulerKind>().unwrap()),
-            init_latents,
             image: case.init_image.as_deref().map(|name| ImageInput {
                 image: read_picture(&traces, name),
                 mask: case.mask_image.as_deref().map(|m| read_picture(&traces, m)),
@@ -147,8 +145,12 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
         };
         let mut progress = Vec::new();
         let mut last_latents = None;
+        let debug = DebugOptions {
+            init_latents,
+            trace: true,
+        };
         let image = model
-            .generate(&params, &mut |p| {
+            .generate_with(&params, &debug, &mut |p| {
                 let predicted = p.predicted_original.map(|x0| x0.dims().to_vec());
                 progress.push((p.step, p.total, predicted));
                 last_latents = Some(p.latents.clone());
@@ -159,7 +161,8 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
         assert!(progress.iter().all(|p| p.1 == total));
         assert_eq!(progress.len(), total, "{}: progress reports", case.name);
         // Every scheduler but PNDM hands its clean prediction to the step callback.
-        let latent_dims = image.trace.latents_final.dims().to_vec();
+        let trace = image.trace.expect("a trace was asked for");
+        let latent_dims = trace.latents_final.dims().to_vec();
         let expected = (image.scheduler != SchedulerKind::Pndm).then_some(latent_dims);
         assert!(
             progress.iter().all(|p| p.2 == expected),
@@ -169,7 +172,7 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
         );
         let last_latents = last_latents.expect("at least one step");
         assert_eq!(
-            max_abs(&(last_latents - &image.trace.latents_final).unwrap()),
+            max_abs(&(last_latents - &trace.latents_final).unwrap()),
             0.0,
             "{}: the last step's latents are the final ones",
             case.name
@@ -179,7 +182,6 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
         }
         // Without guidance the pipeline skips the negative prompt; encode it the
         // same way to compare with the reference.
-        let trace = image.trace;
         let (negative, negative_pooled) = match trace.negative_prompt_embeds {
             Some(hidden) => (hidden, trace.negative_pooled_prompt_embeds),
             None => {

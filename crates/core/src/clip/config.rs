@@ -4,8 +4,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
-use crate::model_files::read_json;
+use crate::error::Result;
+use crate::model::files::ConfigText;
 
 /// The MLP activation of a CLIP text encoder (`hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -125,11 +125,12 @@ impl Default for ClipTextConfig {
 impl ClipTextConfig {
     /// Reads and checks a `config.json`; errors name the file and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let config: Self = read_json(path)?;
-        config
-            .validate()
-            .map_err(|message| Error::invalid_file(path, message))?;
-        Ok(config)
+        Self::from_config(&ConfigText::read(path)?)
+    }
+
+    /// Parses and checks a config's text; errors name its origin and the field.
+    pub fn from_config(config: &ConfigText) -> Result<Self> {
+        config.parse_checked(Self::validate)
     }
 
     /// Checks that the sizes describe a buildable model.

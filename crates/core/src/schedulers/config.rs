@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model_files::read_text;
+use crate::model::files::ConfigText;
 
 /// The fields of a diffusers `scheduler_config.json` that our schedulers read.
 ///
@@ -196,11 +196,16 @@ impl Default for SchedulerConfig {
 impl SchedulerConfig {
     /// Reads a `scheduler_config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = read_text(path)?;
-        let mut config =
-            Self::from_json_str(&text).map_err(|e| Error::invalid_file(path, e.to_string()))?;
-        config.source = Some(path.to_path_buf());
-        Ok(config)
+        Self::from_config(&ConfigText::read(path)?)
+    }
+
+    /// Parses a config's text, naming its origin in errors and in later ones
+    /// ([`SchedulerConfig::source_path`]).
+    pub fn from_config(config: &ConfigText) -> Result<Self> {
+        let mut parsed = Self::from_json_str(&config.text)
+            .map_err(|e| Error::invalid_file(&config.origin, e.to_string()))?;
+        parsed.source = Some(config.origin.clone());
+        Ok(parsed)
     }
 
     /// Parses the text of a `scheduler_config.json`, accepting the `NaN` and

@@ -10,7 +10,7 @@ use super::schedule::{
     TrainSchedule,
 };
 use super::{timestep_at, Scheduler};
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::rng::TorchRng;
 
 pub(crate) const CLASS: &str = "LCMScheduler";
@@ -67,8 +67,8 @@ impl Lcm {
             ));
         }
         if steps > original_steps {
-            return Err(Error::invalid_request(
-                "steps",
+            return Err(Error::param(
+                Param::Steps,
                 format!(
                     "{steps} is more than the {original_steps} steps ({CLASS} original_inference_steps) \
                      that LCM picks its timesteps from"
@@ -251,7 +251,7 @@ mod tests {
     fn rejects_bad_step_counts_and_options() {
         let err = Lcm::new(&lcm(|_| {}), 51).err().unwrap();
         assert!(
-            matches!(&err, Error::InvalidRequest { field: "steps", message } if message.contains("50 steps")),
+            matches!(&err, Error::Param(e) if e.param == Param::Steps && e.message.contains("50 steps")),
             "{err}"
         );
         let cases: [(SchedulerConfig, usize, &str); 4] = [

@@ -18,17 +18,17 @@ mod ddim;
 mod dpm_solver_multistep;
 mod euler;
 mod euler_ancestral;
+mod kind;
 mod lcm;
 mod pndm;
 mod schedule;
 mod unipc;
 
 use candle_core::Tensor;
-use sd_contract::scheduler::SchedulerKind;
-
 pub use config::{parse_python_json, SchedulerConfig};
+pub use kind::SchedulerKind;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::rng::TorchRng;
 
 /// One denoising scheduler, set up for a fixed number of inference steps.
@@ -120,8 +120,8 @@ pub fn build_scheduler(
     num_inference_steps: usize,
 ) -> Result<Box<dyn Scheduler>> {
     if num_inference_steps == 0 || num_inference_steps > config.num_train_timesteps {
-        return Err(Error::invalid_request(
-            "steps",
+        return Err(Error::param(
+            Param::Steps,
             format!(
                 "{num_inference_steps} is not between 1 and the model's {} training timesteps",
                 config.num_train_timesteps
@@ -159,12 +159,11 @@ pub fn build_scheduler(
         unipc::CLASS => Box::new(unipc::UniPc::new(&config, steps)?),
         lcm::CLASS => Box::new(lcm::Lcm::new(&config, steps)?),
         other => {
-            let known: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.as_str()).collect();
             return Err(Error::invalid_file(
                 config.source_path(),
                 format!(
                     "scheduler class {other} is not supported; pick one of {} instead",
-                    known.join(", ")
+                    SchedulerKind::names()
                 ),
             ));
         }
@@ -270,6 +269,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::sd15;
     use super::*;
+    use crate::error::ParamError;
 
     #[test]
     fn builds_every_kind_from_one_config() {
@@ -292,7 +292,10 @@ mod tests {
         let config = sd15();
         assert!(matches!(
             build_scheduler(None, &config, 0),
-            Err(Error::InvalidRequest { field: "steps", .. })
+            Err(Error::Param(ParamError {
+                param: Param::Steps,
+                ..
+            }))
         ));
         assert!(build_scheduler(None, &config, 1001).is_err());
         let mut lms = config.clone();

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::layers::{Activation, TimeEmbeddingNorm};
-use crate::model_files::read_json;
-use crate::{Error, Result};
+use crate::model::files::ConfigText;
+use crate::Result;
 
 /// A config value given once for every block or as a list with one entry per block.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -295,9 +295,12 @@ pub(crate) struct UNetPlan {
 impl UNetConfig {
     /// Reads and validates `unet/config.json`; errors name the file and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let cfg: Self = read_json(path)?;
-        cfg.plan().map_err(|m| Error::invalid_file(path, m))?;
-        Ok(cfg)
+        Self::from_config(&ConfigText::read(path)?)
+    }
+
+    /// Parses and validates a config's text; errors name its origin and the field.
+    pub fn from_config(config: &ConfigText) -> Result<Self> {
+        config.parse_checked(Self::validate)
     }
 
     /// Checks that every field selects something this implementation supports.

@@ -5,9 +5,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::layers::Activation;
-use crate::model_files::read_json;
+use crate::model::files::ConfigText;
 use crate::unet::SampleSize;
-use crate::{Error, Result};
+use crate::Result;
 
 /// diffusers' `AutoencoderKL` config; missing fields take diffusers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,9 +79,12 @@ impl Default for VaeConfig {
 impl VaeConfig {
     /// Reads and validates `vae/config.json`; errors name the file and the field.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let cfg: Self = read_json(path)?;
-        cfg.validate().map_err(|m| Error::invalid_file(path, m))?;
-        Ok(cfg)
+        Self::from_config(&ConfigText::read(path)?)
+    }
+
+    /// Parses and validates a config's text; errors name its origin and the field.
+    pub fn from_config(config: &ConfigText) -> Result<Self> {
+        config.parse_checked(Self::validate)
     }
 
     /// How many times the encoder halves the resolution (3 for SD: images are 8× the latents).

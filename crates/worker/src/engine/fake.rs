@@ -11,10 +11,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use candle_core::{Device, Tensor};
-use sd_contract::{ProgressPreview, SchedulerKind};
+use sd_contract::ProgressPreview;
+use sd_core::model::{ModelFamily, ModelProfile};
 use sd_core::preview::LatentFormat;
+use sd_core::schedulers::SchedulerKind;
 
-use super::{preview, Engine, EngineError, EngineLoader, EngineOutput, ModelInfo, StepProgress};
+use super::{preview, Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
 use crate::validation::ValidJob;
 
 /// How the fake engine behaves.
@@ -29,7 +31,7 @@ pub struct FakeEngineConfig {
     /// Jobs whose prompt contains this text fail.
     pub fail_prompt: Option<String>,
     /// The family it reports.
-    pub family: String,
+    pub family: ModelFamily,
 }
 
 impl Default for FakeEngineConfig {
@@ -39,7 +41,7 @@ impl Default for FakeEngineConfig {
             load_delay: Duration::ZERO,
             load_error: None,
             fail_prompt: None,
-            family: "sd1".into(),
+            family: ModelFamily::Sd1,
         }
     }
 }
@@ -66,7 +68,7 @@ impl FromStr for FakeEngineConfig {
                 "load_ms" => config.load_delay = millis()?,
                 "load_error" => config.load_error = Some(value.to_string()),
                 "fail_prompt" => config.fail_prompt = Some(value.to_string()),
-                "family" => config.family = value.to_string(),
+                "family" => config.family = value.parse()?,
                 other => return Err(format!("unknown fake engine option `{other}`")),
             }
         }
@@ -95,19 +97,20 @@ impl FakeEngine {
 }
 
 impl Engine for FakeEngine {
-    fn model_info(&self) -> ModelInfo {
-        ModelInfo {
-            family: self.config.family.clone(),
-            default_scheduler: SchedulerKind::Pndm,
-            default_size: None,
+    fn profile(&self) -> ModelProfile {
+        ModelProfile {
+            family: self.config.family,
             inpainting: false,
+            native_size: (512, 512),
+            vae_scale_factor: 8,
+            scheduler: SchedulerKind::Pndm,
         }
     }
 
     fn generate(
         &mut self,
         job: &ValidJob,
-        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+        on_step: &mut dyn FnMut(StepUpdate) -> ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError> {
         let p = job.params();
         let total = p.steps as usize;
@@ -116,7 +119,7 @@ impl Engine for FakeEngine {
             let preview = (job.wants_preview() && step < total)
                 .then(|| fake_preview(p.width, p.height, step))
                 .transpose()?;
-            if on_step(StepProgress {
+            if on_step(StepUpdate {
                 step,
                 total,
                 preview,
@@ -160,7 +163,7 @@ fn job_parameters_text(job: &ValidJob) -> String {
         "{}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: fake",
         p.prompt,
         p.steps,
-        p.scheduler.a1111_name(),
+        crate::convert::scheduler_from_wire(p.scheduler).a1111_name(),
         p.guidance_scale,
         p.seed,
         p.width,

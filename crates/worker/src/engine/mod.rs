@@ -10,7 +10,8 @@
 
 use std::ops::ControlFlow;
 
-use sd_contract::{ProgressPreview, SchedulerKind};
+use sd_contract::ProgressPreview;
+use sd_core::model::ModelProfile;
 
 use crate::validation::ValidJob;
 
@@ -19,29 +20,15 @@ pub mod preview;
 pub mod runner;
 pub mod stable_diffusion;
 
-/// One finished denoising step.
+/// One finished denoising step, as the engine reports it to the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepProgress {
+pub struct StepUpdate {
     /// Steps done so far, 1-based.
     pub step: usize,
     /// Steps in all.
     pub total: usize,
     /// A live preview, on some steps of jobs that asked for one.
     pub preview: Option<ProgressPreview>,
-}
-
-/// What the loaded model is, for defaults and `/v1/info`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelInfo {
-    /// The model family (`sd1`, `sd2`, `sdxl`, ...), as in the presets.
-    pub family: String,
-    /// The scheduler of the model folder.
-    pub default_scheduler: SchedulerKind,
-    /// The image size the model was trained at, `(width, height)`, if known.
-    pub default_size: Option<(u32, u32)>,
-    /// Whether the UNet is an inpainting one (9 input channels), which needs a
-    /// picture and a mask for every job.
-    pub inpainting: bool,
 }
 
 /// A generated image.
@@ -79,15 +66,15 @@ pub enum EngineError {
 /// A loaded model that turns jobs into images. It lives on the engine thread
 /// only, so it need not be `Send`.
 pub trait Engine {
-    /// What the model is.
-    fn model_info(&self) -> ModelInfo;
+    /// What the model is and accepts.
+    fn profile(&self) -> ModelProfile;
 
     /// Generates one image, calling `on_step` after every denoising step;
     /// when it returns `Break`, stops and returns [`EngineError::Cancelled`].
     fn generate(
         &mut self,
         job: &ValidJob,
-        on_step: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+        on_step: &mut dyn FnMut(StepUpdate) -> ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError>;
 }
 

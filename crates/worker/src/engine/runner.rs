@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use sd_contract::event::CancelReason;
 use sd_contract::{ErrorCode, ErrorDetail};
 
-use super::{Engine, EngineError, EngineLoader, StepProgress};
+use super::{Engine, EngineError, EngineLoader, StepUpdate};
 use crate::jobs::Job;
 use crate::state::{AppState, Phase};
 
@@ -37,9 +37,9 @@ fn run(state: AppState, loader: EngineLoader) {
             return;
         }
     };
-    let info = engine.model_info();
-    tracing::info!(family = %info.family, scheduler = %info.default_scheduler, "model loaded; ready");
-    state.mark_ready(info);
+    let profile = engine.profile();
+    tracing::info!(family = %profile.family, scheduler = %profile.scheduler, "model loaded; ready");
+    state.mark_ready(profile);
     while let Some(job) = state.queue().pop() {
         run_job(engine.as_mut(), &state, job);
     }
@@ -75,7 +75,7 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
         return;
     }
     tracing::info!(job = job.id(), "job started");
-    let mut on_step = |p: StepProgress| {
+    let mut on_step = |p: StepUpdate| {
         job.progress(p.step, p.total, p.preview);
         match job.cancel_requested() {
             Some(_) => ControlFlow::Break(()),

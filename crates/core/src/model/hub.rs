@@ -13,7 +13,7 @@ use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{Error, Result};
-use crate::model_files::{
+use super::files::{
     read_json, shard_names, tokenizer_files, Component, ModelIndex, WeightVariant, MODEL_INDEX,
     SCHEDULER_CONFIG,
 };

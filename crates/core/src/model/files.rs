@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::weights::SafetensorsReader;
+use super::safetensors::SafetensorsReader;
 
 /// Which stored precision of the weights to prefer when a repository has both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,6 +82,16 @@ impl Component {
     /// The component's `config.json`, relative to the model folder.
     pub fn config_file(self) -> String {
         format!("{}/config.json", self.folder())
+    }
+
+    /// The folder of a text encoder's tokenizer (`tokenizer`, `tokenizer_2`);
+    /// `None` for the UNet and the VAE.
+    pub fn tokenizer_folder(self) -> Option<&'static str> {
+        match self {
+            Component::TextEncoder => Some("tokenizer"),
+            Component::TextEncoder2 => Some("tokenizer_2"),
+            Component::Unet | Component::Vae => None,
+        }
     }
 }
 
@@ -157,13 +167,8 @@ impl ComponentFiles {
         Ok(Self { config, weights })
     }
 
-    /// Reads the component's config.
-    pub fn read_config<T: DeserializeOwned>(&self) -> Result<T> {
-        read_json(&self.config)
-    }
-
     /// The weights as a [`VarBuilder`] that yields `dtype` whatever the stored
-    /// precision, each tensor read straight into its own buffer (see [`crate::weights`]).
+    /// precision, each tensor read straight into its own buffer (see [`super::safetensors`]).
     pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
         let reader = SafetensorsReader::open(&self.weights)?;
         Ok(VarBuilder::from_backend(
@@ -173,21 +178,22 @@ impl ComponentFiles {
         ))
     }
 
-    /// Names the weight file in a tensor-level error (a missing tensor, a wrong
-    /// shape); other errors already name their file and pass through.
-    pub fn weights_error(&self, error: impl Into<Error>) -> Error {
-        match error.into() {
-            Error::Candle(source) => Error::Weights {
-                path: self.weights[0].clone(),
-                // The message names the tensor; a backtrace (RUST_BACKTRACE) would
-                // bury it in a start-up error meant for a person.
-                cause: match source {
-                    candle_core::Error::WithBacktrace { inner, .. } => *inner,
-                    other => other,
-                },
+}
+
+/// Names the weight file `origin` in a tensor-level error (a missing tensor, a
+/// wrong shape); other errors already name their file and pass through.
+pub fn weights_error(origin: &Path, error: impl Into<Error>) -> Error {
+    match error.into() {
+        Error::Candle(source) => Error::Weights {
+            path: origin.to_path_buf(),
+            // The message names the tensor; a backtrace (RUST_BACKTRACE) would
+            // bury it in a start-up error meant for a person.
+            cause: match source {
+                candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                other => other,
             },
-            other => other,
-        }
+        },
+        other => other,
     }
 }
 
@@ -234,7 +240,42 @@ pub fn read_text(path: &Path) -> Result<String> {
 
 /// Reads and parses a JSON file, naming the file in every error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    serde_json::from_str(&read_text(path)?).map_err(|e| Error::invalid_file(path, e.to_string()))
+    ConfigText::read(path)?.parse()
+}
+
+/// The text of a config file and where it came from, so that parse and
+/// validation errors name it whatever the model's source.
+#[derive(Debug, Clone)]
+pub struct ConfigText {
+    /// The file (or, for built-in configs, a name standing for it) named in errors.
+    pub origin: PathBuf,
+    /// The JSON text.
+    pub text: String,
+}
+
+impl ConfigText {
+    /// Reads a config file.
+    pub fn read(path: &Path) -> Result<Self> {
+        Ok(Self {
+            origin: path.to_path_buf(),
+            text: read_text(path)?,
+        })
+    }
+
+    /// Parses the JSON, naming the origin in the error.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.text).map_err(|e| Error::invalid_file(&self.origin, e.to_string()))
+    }
+
+    /// Parses the JSON, then runs `check` on it; either error names the origin.
+    pub fn parse_checked<T: DeserializeOwned>(
+        &self,
+        check: impl FnOnce(&T) -> std::result::Result<(), String>,
+    ) -> Result<T> {
+        let value = self.parse()?;
+        check(&value).map_err(|message| Error::invalid_file(&self.origin, message))?;
+        Ok(value)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,50 @@
+//! How a model's weights are read and kept.
+
+use candle_core::DType;
+
+use super::files::{Component, WeightVariant};
+use crate::error::{Error, Param, Result};
+
+/// How [`crate::pipeline::StableDiffusion`] reads a model's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Which stored weight files of a diffusers folder to read.
+    pub variant: WeightVariant,
+    /// The dtype the UNet's and the text encoders' convolution and projection
+    /// matrices are kept in: f32, or bf16/f16 for half the memory. Every
+    /// computation stays f32 (16-bit weights are widened per layer call); the
+    /// VAE, norms, embeddings and biases are always f32.
+    pub weight_dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            variant: WeightVariant::Full,
+            weight_dtype: DType::F32,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// The dtype `component`'s weights are read in: `weight_dtype` for the UNet
+    /// and the text encoders, f32 for the VAE (small, and its decoder is the most
+    /// precision-sensitive part).
+    pub fn dtype_for(&self, component: Component) -> DType {
+        match component {
+            Component::Unet | Component::TextEncoder | Component::TextEncoder2 => self.weight_dtype,
+            Component::Vae => DType::F32,
+        }
+    }
+
+    /// Rejects a weight dtype other than f32, bf16 or f16.
+    pub fn validate(&self) -> Result<()> {
+        match self.weight_dtype {
+            DType::F32 | DType::BF16 | DType::F16 => Ok(()),
+            other => Err(Error::param(
+                Param::WeightDtype,
+                format!("weights can be stored in f32, bf16 or f16, not {other:?}"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The pipeline: prompt → embeddings → denoising loop → VAE → image.
+//!
+//! One loop ([`denoise`]) serves text-to-image, image-to-image and inpainting.
+//! It follows diffusers' `StableDiffusionPipeline`, `StableDiffusionImg2ImgPipeline`
+//! and `StableDiffusionInpaintPipeline` (and their SDXL versions) step for step:
+//! same preprocessing, same order of generator draws, same start step ([`start`]),
+//! same guidance arithmetic and VAE scaling, so a seed gives the image diffusers
+//! gives. [`params`] holds what a generation is asked to do and its checks,
+//! [`defaults`] what it takes for what it leaves out, [`output`] what it returns.
+
+mod defaults;
+mod denoise;
+mod output;
+mod params;
+mod start;
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+pub use defaults::Defaults;
+pub use output::{GeneratedImage, ImageTrace, StageTimings, StepProgress, Trace};
+pub use params::{
+    random_seed, DebugOptions, GenerateParams, ImageInput, DEFAULT_IMG2IMG_STRENGTH,
+    DEFAULT_INPAINT_STRENGTH,
+};
+
+use crate::clip::ClipTextConfig;
+use crate::error::{Error, Result};
+use crate::model::{
+    Component, DiffusersFolder, LoadOptions, ModelFamily, ModelProfile, ModelSource,
+};
+use crate::prompt::{PromptEmbeds, TextEncoders};
+use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind};
+use crate::unet::{UNet2DConditionModel, UNetConfig};
+use crate::vae::{AutoencoderKL, VaeConfig};
+
+/// A loaded Stable Diffusion model, ready to generate.
+pub struct StableDiffusion {
+    device: Device,
+    name: String,
+    family: ModelFamily,
+    text: TextEncoders,
+    /// SDXL: an absent negative prompt gives zero embeddings instead of encoding "".
+    force_zeros_for_empty_prompt: bool,
+    unet: UNet2DConditionModel,
+    unet_config: UNetConfig,
+    vae: AutoencoderKL,
+    vae_config: VaeConfig,
+    scheduler_config: SchedulerConfig,
+    default_scheduler: SchedulerKind,
+}
+
+impl StableDiffusion {
+    /// Loads every component of a diffusers folder onto `device`, in f32.
+    pub fn load(folder: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(folder, device, LoadOptions::default())
+    }
+
+    /// Like [`StableDiffusion::load`], choosing which stored weight files to read
+    /// and the dtype the large matrices are kept in.
+    pub fn load_with(folder: &Path, device: &Device, options: LoadOptions) -> Result<Self> {
+        let source = DiffusersFolder::open(folder, options.variant)?;
+        Self::load_from(&source, device, options)
+    }
+
+    /// Loads every component from `source` onto `device` (`options.variant`
+    /// is the source's business; `options.weight_dtype` applies here).
+    pub fn load_from(
+        source: &dyn ModelSource,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        options.validate()?;
+        let started = Instant::now();
+        let unet_config = UNetConfig::from_config(&source.config(Component::Unet)?)?;
+        let dual = source.has(Component::TextEncoder2);
+        if dual != unet_config.needs_added_cond() {
+            return Err(Error::invalid_file(
+                source.index_origin(),
+                "SDXL needs both text_encoder_2 and a UNet with addition_embed_type \"text_time\"; \
+                 this model has only one of them",
+            ));
+        }
+        if !source.has(Component::TextEncoder) {
+            return Err(Error::invalid_file(
+                source.index_origin(),
+                "no text_encoder (refiner-style models are not supported)",
+            ));
+        }
+        let unet = source
+            .weights(Component::Unet, options.dtype_for(Component::Unet), device)?
+            .build(|vb| UNet2DConditionModel::new(vb, &unet_config))?;
+
+        let text = TextEncoders::load(source, dual, options, device)?;
+
+        let vae_config = VaeConfig::from_config(&source.config(Component::Vae)?)?;
+        let vae = source
+            .weights(Component::Vae, options.dtype_for(Component::Vae), device)?
+            .build(|vb| AutoencoderKL::new(vb, &vae_config))?;
+
+        let scheduler_config = SchedulerConfig::from_config(&source.scheduler_config()?)?;
+        let default_scheduler = Self::check_scheduler(&scheduler_config)?;
+
+        let text_config = ClipTextConfig::from_config(&source.config(Component::TextEncoder)?)?;
+        let family = ModelFamily::detect(dual, &text_config, &scheduler_config);
+        let name = source.name();
+        tracing::info!(model = %name, family = family.as_str(), weights = ?options.weight_dtype, elapsed = ?started.elapsed(), "model loaded");
+        Ok(Self {
+            device: device.clone(),
+            name,
+            family,
+            text,
+            force_zeros_for_empty_prompt: dual && source.force_zeros_for_empty_prompt(),
+            unet,
+            unet_config,
+            vae,
+            vae_config,
+            scheduler_config,
+            default_scheduler,
+        })
+    }
+
+    /// Builds a config's own scheduler once, so an unsupported one fails early,
+    /// and returns which kind it is.
+    fn check_scheduler(config: &SchedulerConfig) -> Result<SchedulerKind> {
+        build_scheduler(None, config, 1)?;
+        kind_of(config).ok_or_else(|| {
+            Error::invalid_file(config.source_path(), "the scheduler class is not supported")
+        })
+    }
+
+    /// Replaces the model's scheduler config (the one `scheduler: None` uses and
+    /// other schedulers are built from), e.g. to run a distilled model with its
+    /// recommended spacing.
+    pub fn set_scheduler_config(&mut self, config: SchedulerConfig) -> Result<()> {
+        self.default_scheduler = Self::check_scheduler(&config)?;
+        self.scheduler_config = config;
+        Ok(())
+    }
+
+    /// Sets the model name written into PNG metadata (defaults to the source's name).
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+    }
+
+    /// The model name written into PNG metadata.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The model's family, detected from its configs.
+    pub fn family(&self) -> ModelFamily {
+        self.family
+    }
+
+    /// What the model is and accepts, for request checks and defaults.
+    pub fn profile(&self) -> ModelProfile {
+        ModelProfile {
+            family: self.family,
+            inpainting: self.is_inpainting(),
+            native_size: self.native_size(),
+            vae_scale_factor: self.vae_scale_factor(),
+            scheduler: self.default_scheduler,
+        }
+    }
+
+    /// Whether the UNet is an inpainting one (9 input channels: latents, mask, masked image).
+    pub fn is_inpainting(&self) -> bool {
+        self.unet_config.in_channels == 9
+    }
+
+    /// The image size the model was trained at, `(width, height)` (diffusers' default).
+    fn native_size(&self) -> (usize, usize) {
+        let (height, width) = self
+            .unet_config
+            .sample_size
+            .map_or((64, 64), |size| size.height_width());
+        let factor = self.vae_scale_factor();
+        (width * factor, height * factor)
+    }
+
+    /// How many pixels one latent cell covers (8 for every Stable Diffusion VAE).
+    pub fn vae_scale_factor(&self) -> usize {
+        1 << self.vae_config.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Encodes one prompt, reusing recent results.
+    pub fn encode_prompt(&mut self, text: &str) -> Result<PromptEmbeds> {
+        self.text.encode(text)
+    }
+
+    /// Encodes the negative prompt as diffusers does: an absent one is the empty
+    /// prompt, except for SDXL folders with `force_zeros_for_empty_prompt`, where
+    /// it is zeros shaped like `prompt`.
+    pub fn encode_negative(
+        &mut self,
+        negative: Option<&str>,
+        prompt: &PromptEmbeds,
+    ) -> Result<PromptEmbeds> {
+        match negative {
+            None if self.force_zeros_for_empty_prompt => prompt.zeros_like(),
+            _ => self.text.encode(negative.unwrap_or("")),
+        }
+    }
+
+    /// Decodes final latents into an image `[1, 3, H, W]` in 0..1, undoing the VAE's scaling.
+    pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
+        let mut z = (latents / self.vae_config.scaling_factor)?;
+        if let Some(shift) = self.vae_config.shift_factor {
+            z = (z + shift)?;
+        }
+        let decoded = self.vae.decode(&z)?;
+        Ok(((decoded / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
+    }
+}
