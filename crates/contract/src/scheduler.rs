@@ -53,20 +53,6 @@ impl SchedulerKind {
             SchedulerKind::Lcm => "lcm",
         }
     }
-
-    /// The sampler name AUTOMATIC1111 writes in a PNG's `parameters` chunk.
-    pub fn a1111_name(self) -> &'static str {
-        match self {
-            SchedulerKind::Ddim => "DDIM",
-            SchedulerKind::Pndm => "PLMS",
-            SchedulerKind::Euler => "Euler",
-            SchedulerKind::EulerA => "Euler a",
-            SchedulerKind::Dpmpp2m => "DPM++ 2M",
-            SchedulerKind::Dpmpp2mKarras => "DPM++ 2M Karras",
-            SchedulerKind::Unipc => "UniPC",
-            SchedulerKind::Lcm => "LCM",
-        }
-    }
 }
 
 impl std::fmt::Display for SchedulerKind {
@@ -75,46 +61,16 @@ impl std::fmt::Display for SchedulerKind {
     }
 }
 
-/// The error for a scheduler name nobody knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownScheduler(pub String);
-
-impl std::fmt::Display for UnknownScheduler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let known: Vec<&str> = SchedulerKind::ALL.iter().map(|s| s.as_str()).collect();
-        write!(
-            f,
-            "unknown scheduler '{}' (expected one of: {})",
-            self.0,
-            known.join(", ")
-        )
-    }
-}
-
-impl std::error::Error for UnknownScheduler {}
-
-impl std::str::FromStr for SchedulerKind {
-    type Err = UnknownScheduler;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SchedulerKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownScheduler(s.to_string()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn wire_names_are_the_command_line_names() {
+    fn wire_names_are_the_short_names() {
         for kind in SchedulerKind::ALL {
             let json = serde_json::to_string(&kind).unwrap();
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
             assert_eq!(serde_json::from_str::<SchedulerKind>(&json).unwrap(), kind);
-            assert_eq!(kind.as_str().parse::<SchedulerKind>().unwrap(), kind);
         }
     }
 }

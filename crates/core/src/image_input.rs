@@ -443,9 +443,10 @@ impl DecodeFailure {
     fn into_error(self, _field: &'static str, format: &str) -> Error {
         match self {
             DecodeFailure::Rejected(error) => error,
-            DecodeFailure::Corrupt(message) => {
-                Error::param(crate::Param::Image, format!("cannot decode the {format}: {message}"))
-            }
+            DecodeFailure::Corrupt(message) => Error::param(
+                crate::Param::Image,
+                format!("cannot decode the {format}: {message}"),
+            ),
         }
     }
 }

@@ -71,10 +71,7 @@ fn bad_image_requests_name_their_field() {
         Param::Strength
     );
     let wrong_mask = input(Some(grey(64, 48, 255)), 1.0);
-    assert_eq!(
-        rejected_param(&mut model, &params(wrong_mask)),
-        Param::Mask
-    );
+    assert_eq!(rejected_param(&mut model, &params(wrong_mask)), Param::Mask);
 
     let mut inpainting =
         StableDiffusion::load(&fixtures().join("tiny-sd15-inpaint"), &device).unwrap();

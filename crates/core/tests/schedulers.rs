@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 
 use candle_core::Device;
 use common::{fixtures, max_abs, max_abs_diff};
-use sd_core::schedulers::SchedulerKind;
 use sd_core::rng::TorchRng;
+use sd_core::schedulers::SchedulerKind;
 use sd_core::schedulers::{build_scheduler, SchedulerConfig};
 use serde::Deserialize;
 

@@ -242,7 +242,7 @@ impl WorkerConfig {
         let model = model.into();
         Self {
             worker_id: random_worker_id(),
-            preset: presets::by_repo(&model),
+            preset: presets::in_force(None, &model),
             model,
             host: IpAddr::from([127, 0, 0, 1]),
             port: 0,
@@ -286,7 +286,7 @@ impl WorkerConfig {
             }
         }
         let mut config = WorkerConfig::new(model);
-        config.preset = args.sd_version.or(config.preset);
+        config.preset = presets::in_force(args.sd_version, &config.model);
         if let Some(id) = &args.worker_id {
             config.worker_id = id.clone();
         }

@@ -375,7 +375,7 @@ pub fn new_job_id() -> String {
 #[cfg(test)]
 mod tests {
     use futures_util::StreamExt;
-    use sd_contract::{ErrorCode, GenerationDefaults, ImageGenerationRequest, JobRequest, Limits};
+    use sd_contract::{ErrorCode, ImageGenerationRequest, JobRequest, Limits};
 
     use super::*;
     use crate::validation::validate;
@@ -386,13 +386,14 @@ mod tests {
             steps: Some(2),
             ..Default::default()
         });
-        let defaults = GenerationDefaults {
-            width: 64,
-            height: 64,
-            steps: 2,
-            guidance_scale: 7.5,
-            scheduler: sd_contract::SchedulerKind::Euler,
+        let model = sd_core::model::ModelProfile {
+            family: sd_core::model::ModelFamily::Sd1,
+            inpainting: false,
+            native_size: (64, 64),
+            vae_scale_factor: 8,
+            scheduler: sd_core::schedulers::SchedulerKind::Euler,
         };
+        let defaults = sd_core::pipeline::Defaults::resolve(None, &model);
         let limits = Limits {
             min_size: 64,
             max_size: 512,
@@ -405,7 +406,7 @@ mod tests {
         };
         Arc::new(Job::new(
             new_job_id(),
-            validate(req, &defaults, &limits).unwrap(),
+            validate(req, &model, &defaults, &limits).unwrap(),
         ))
     }
 

@@ -18,7 +18,9 @@
 
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod extract;

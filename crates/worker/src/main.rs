@@ -3,13 +3,11 @@
 //! The GPU binaries (`src/bin/`) include this file as a module, so all three
 //! share one `main`; each knows its backend from its binary name.
 
-mod bench;
-mod generate;
-
 use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sd_worker::cli::{bench, generate};
 use sd_worker::config::Backend;
 use sd_worker::engine::fake::FakeEngine;
 use sd_worker::engine::stable_diffusion::SdEngine;

@@ -8,14 +8,15 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use sd_contract::event::CancelReason;
 use sd_contract::{
-    GenerationDefaults, JobCounts, JobState, JobStatus, Limits, Readiness, ReadinessState,
-    SchedulerKind, WorkerInfo, WorkerStatus,
+    JobCounts, JobState, JobStatus, Limits, Readiness, ReadinessState, SchedulerKind, WorkerInfo,
+    WorkerStatus,
 };
-use sd_core::presets;
+use sd_core::model::ModelProfile;
+use sd_core::pipeline::Defaults;
 use tokio::sync::watch;
 
 use crate::config::WorkerConfig;
-use crate::engine::ModelInfo;
+use crate::convert::defaults_to_wire;
 use crate::error::ApiError;
 use crate::jobs::{new_job_id, Job, Jobs};
 use crate::queue::{JobQueue, PushError};
@@ -34,9 +35,6 @@ pub enum Phase {
     Stopping,
 }
 
-/// Size, steps and guidance when neither a preset nor the model says otherwise.
-const FALLBACK: (u32, u32, f64) = (512, 25, 7.5);
-
 /// The shared state; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Shared>);
@@ -48,7 +46,7 @@ struct Shared {
     jobs: Jobs,
     queue: JobQueue,
     phase: watch::Sender<Phase>,
-    model: RwLock<Option<(ModelInfo, GenerationDefaults)>>,
+    model: RwLock<Option<(ModelProfile, Defaults)>>,
     running: Mutex<Option<Arc<Job>>>,
     busy: watch::Sender<bool>,
     last_generation_ms: AtomicU64,
@@ -112,37 +110,11 @@ impl AppState {
         self.0.phase.subscribe()
     }
 
-    /// Records that the model loaded, and works out the request defaults.
-    /// With a preset (`--sd-version`, or a `--model` that is a preset's repo)
-    /// they are the preset's, its scheduler falling back to the folder's.
-    /// Without one, the size is the model's native size, steps and guidance
-    /// those of its family's base preset (or fallbacks), the scheduler the
-    /// folder's.
-    pub fn mark_ready(&self, info: ModelInfo) {
-        let defaults = match self.0.config.preset {
-            Some(p) => GenerationDefaults {
-                width: p.width,
-                height: p.height,
-                steps: p.steps,
-                guidance_scale: p.guidance_scale,
-                scheduler: p.scheduler.unwrap_or(info.default_scheduler),
-            },
-            None => {
-                let base = presets::for_family(&info.family);
-                let (width, height) = info
-                    .default_size
-                    .or(base.map(|p| (p.width, p.height)))
-                    .unwrap_or((FALLBACK.0, FALLBACK.0));
-                GenerationDefaults {
-                    width,
-                    height,
-                    steps: base.map_or(FALLBACK.1, |p| p.steps),
-                    guidance_scale: base.map_or(FALLBACK.2, |p| p.guidance_scale),
-                    scheduler: info.default_scheduler,
-                }
-            }
-        };
-        *self.0.model.write().unwrap_or_else(|e| e.into_inner()) = Some((info, defaults));
+    /// Records that the model loaded, and works out the request defaults
+    /// (sd-core's [`Defaults::resolve`], under the preset in force).
+    pub fn mark_ready(&self, profile: ModelProfile) {
+        let defaults = Defaults::resolve(self.0.config.preset, &profile);
+        *self.0.model.write().unwrap_or_else(|e| e.into_inner()) = Some((profile, defaults));
         self.0.phase.send_if_modified(|phase| {
             let loading = *phase == Phase::Loading;
             if loading {
@@ -193,12 +165,14 @@ impl AppState {
         )
     }
 
-    /// The defaults for requests, once the model is ready.
-    pub fn defaults(&self) -> Result<GenerationDefaults, ApiError> {
+    /// What requests are validated against, once the model is ready: its
+    /// profile and the defaults.
+    pub fn serving_model(&self) -> Result<(ModelProfile, Defaults), ApiError> {
         match self.phase() {
-            Phase::Ready => self
-                .model_defaults()
-                .ok_or_else(|| ApiError::Internal("ready without model defaults".into())),
+            Phase::Ready => {
+                let model = self.0.model.read().unwrap_or_else(|e| e.into_inner());
+                (*model).ok_or_else(|| ApiError::Internal("ready without a model profile".into()))
+            }
             Phase::Loading => Err(ApiError::NotReady {
                 reason: "the model is still loading".into(),
                 retry: true,
@@ -209,17 +183,6 @@ impl AppState {
             }),
             Phase::Stopping => Err(ApiError::ShuttingDown),
         }
-    }
-
-    /// Whether the loaded model only takes inpainting jobs (a 9-channel UNet).
-    pub fn needs_mask(&self) -> bool {
-        let model = self.0.model.read().unwrap_or_else(|e| e.into_inner());
-        model.as_ref().is_some_and(|(info, _)| info.inpainting)
-    }
-
-    fn model_defaults(&self) -> Option<GenerationDefaults> {
-        let model = self.0.model.read().unwrap_or_else(|e| e.into_inner());
-        model.as_ref().map(|(_, defaults)| defaults.clone())
     }
 
     /// The bounds requests must respect.
@@ -346,12 +309,16 @@ impl AppState {
             version: env!("CARGO_PKG_VERSION").to_string(),
             model: c.model.clone(),
             preset: c.preset.map(|p| p.name.to_string()),
-            family: model.as_ref().map(|(info, _)| info.family.clone()),
+            family: model
+                .as_ref()
+                .map(|(profile, _)| profile.family.as_str().to_string()),
             backend: c.backend.as_str().to_string(),
             device: c.device,
             dtype: c.dtype.as_str().to_string(),
             ready: self.phase() == Phase::Ready,
-            defaults: model.as_ref().map(|(_, defaults)| defaults.clone()),
+            defaults: model
+                .as_ref()
+                .map(|(_, defaults)| defaults_to_wire(defaults)),
             limits: self.limits(),
             schedulers: SchedulerKind::ALL.to_vec(),
             jobs: JobCounts {

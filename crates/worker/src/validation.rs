@@ -1,37 +1,43 @@
-//! Turning a wire request into a [`ValidJob`]: defaults filled in from the
-//! worker's preset or model family, every bound checked, the seed chosen, and
-//! the pictures of image-to-image and inpainting decoded.
+//! Turning a wire request into a [`ValidJob`]: defaults filled in, every
+//! bound checked, the seed chosen, and the pictures of image-to-image and
+//! inpainting decoded. The worker's own limits are checked here; what the
+//! model needs is checked by sd-core's [`GenerateParams::check`] against the
+//! loaded model's profile, its parameters named as this request's fields.
 //!
 //! Only a `ValidJob` reaches the queue and the engine, so nothing past this
-//! module has to re-check a request.
+//! module has to re-check a request. Decoding pictures is CPU work: callers on
+//! the async runtime run [`validate`] on the blocking pool.
 
 use base64::Engine as _;
 use sd_contract::{
-    GenerationDefaults, ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest,
-    JobParams, JobRequest, Limits, LoraConfig, SchedulerKind,
+    ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest, JobParams, JobRequest,
+    Limits, LoraConfig, SchedulerKind,
 };
 use sd_core::image_input::DecodedImage;
-use sd_core::pipeline::{ImageInput, DEFAULT_IMG2IMG_STRENGTH, DEFAULT_INPAINT_STRENGTH};
+use sd_core::model::ModelProfile;
+use sd_core::pipeline::{random_seed, Defaults, GenerateParams, ImageInput};
+use sd_core::ParamError;
 
+use crate::convert::{field_of, scheduler_from_wire, scheduler_to_wire};
 use crate::error::ApiError;
 
 /// A request that passed validation, ready to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidJob {
     params: JobParams,
-    image: Option<ImageInput>,
+    generation: GenerateParams,
     preview: bool,
 }
 
 impl ValidJob {
-    /// The parameters the job runs with.
+    /// The parameters the job runs with, as its status reports them.
     pub fn params(&self) -> &JobParams {
         &self.params
     }
 
-    /// The decoded picture (and mask) of an image-to-image or inpainting job.
-    pub fn image(&self) -> Option<&ImageInput> {
-        self.image.as_ref()
+    /// The same parameters as the pipeline takes them, pictures decoded.
+    pub fn generation(&self) -> &GenerateParams {
+        &self.generation
     }
 
     /// Whether its progress events should carry live previews.
@@ -47,31 +53,34 @@ pub const MAX_GUIDANCE_SCALE: f64 = 30.0;
 /// Width and height must be multiples of this (the VAE's downsampling factor).
 pub const SIZE_MULTIPLE: u32 = 8;
 
-/// Validates a request against the worker's defaults and limits.
+/// Validates a request against the loaded model, the worker's defaults and its limits.
 pub fn validate(
     request: JobRequest,
-    defaults: &GenerationDefaults,
+    model: &ModelProfile,
+    defaults: &Defaults,
     limits: &Limits,
 ) -> Result<ValidJob, ApiError> {
     match request {
-        JobRequest::ImageGeneration(req) => validate_job(Common::from(req), None, defaults, limits),
+        JobRequest::ImageGeneration(req) => {
+            validate_job(Common::from(req), None, model, defaults, limits)
+        }
         JobRequest::ImageTransform(mut req) => {
             let pictures = Pictures {
                 image_field: "input_image",
                 image: std::mem::take(&mut req.input_image),
                 mask: None,
-                strength: req.strength.unwrap_or(DEFAULT_IMG2IMG_STRENGTH),
+                strength: req.strength,
             };
-            validate_job(Common::from(req), Some(pictures), defaults, limits)
+            validate_job(Common::from(req), Some(pictures), model, defaults, limits)
         }
         JobRequest::ImageInpaint(mut req) => {
             let pictures = Pictures {
                 image_field: "init_image",
                 image: std::mem::take(&mut req.init_image),
                 mask: Some(std::mem::take(&mut req.mask_image)),
-                strength: req.strength.unwrap_or(DEFAULT_INPAINT_STRENGTH),
+                strength: req.strength,
             };
-            validate_job(Common::from(req), Some(pictures), defaults, limits)
+            validate_job(Common::from(req), Some(pictures), model, defaults, limits)
         }
     }
 }
@@ -121,13 +130,14 @@ struct Pictures {
     image_field: &'static str,
     image: String,
     mask: Option<String>,
-    strength: f64,
+    strength: Option<f64>,
 }
 
 fn validate_job(
     req: Common,
     pictures: Option<Pictures>,
-    defaults: &GenerationDefaults,
+    model: &ModelProfile,
+    defaults: &Defaults,
     limits: &Limits,
 ) -> Result<ValidJob, ApiError> {
     if req.prompt.trim().is_empty() {
@@ -139,8 +149,8 @@ fn validate_job(
             "LoRA adapters are not supported by this worker; send an empty list or null",
         ));
     }
-    let steps = req.steps.unwrap_or(defaults.steps);
-    if !(1..=MAX_STEPS).contains(&steps) {
+    let steps = req.steps.map_or(defaults.steps, |s| s as usize);
+    if !(1..=MAX_STEPS as usize).contains(&steps) {
         return Err(ApiError::invalid(
             "steps",
             format!("must be between 1 and {MAX_STEPS}, got {steps}"),
@@ -153,61 +163,81 @@ fn validate_job(
             format!("must be between 0 and {MAX_GUIDANCE_SCALE}, got {guidance_scale}"),
         ));
     }
-    let image = pictures
-        .map(|p| decode_pictures(p, steps, limits))
-        .transpose()?;
+    let image_field = pictures.as_ref().map_or("init_image", |p| p.image_field);
+    let in_field = |e: ParamError| ApiError::invalid(field_of(e.param, image_field), e.message);
+    let image = pictures.map(|p| decode_pictures(p, limits)).transpose()?;
     let (width, height) = match &image {
-        Some((input, field)) => picture_size(input, field, req.width, req.height, limits)?,
+        Some(input) => picture_size(input, image_field, req.width, req.height, limits)?,
         None => (
-            check_size("width", req.width.unwrap_or(defaults.width), limits)?,
-            check_size("height", req.height.unwrap_or(defaults.height), limits)?,
+            check_size("width", req.width.map_or(defaults.width, widen), limits)?,
+            check_size("height", req.height.map_or(defaults.height, widen), limits)?,
         ),
     };
-    let image = image.map(|(input, _)| input);
+    let scheduler = req
+        .scheduler
+        .map_or(defaults.scheduler, scheduler_from_wire);
+    let generation = GenerateParams {
+        prompt: req.prompt,
+        negative_prompt: req.negative_prompt,
+        steps,
+        guidance_scale,
+        width,
+        height,
+        seed: req.seed.unwrap_or_else(random_seed),
+        scheduler: Some(scheduler),
+        image,
+    };
+    generation.check(model).map_err(in_field)?;
+    let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     Ok(ValidJob {
         params: JobParams {
-            prompt: req.prompt,
-            negative_prompt: req.negative_prompt,
-            steps,
+            prompt: generation.prompt.clone(),
+            negative_prompt: generation.negative_prompt.clone(),
+            steps: narrow(steps),
             guidance_scale,
-            width,
-            height,
-            seed: req.seed.unwrap_or_else(random_seed),
-            scheduler: req.scheduler.unwrap_or(defaults.scheduler),
-            strength: image.as_ref().map(|input| input.strength),
+            width: narrow(width),
+            height: narrow(height),
+            seed: generation.seed,
+            scheduler: scheduler_to_wire(scheduler),
+            strength: generation.image.as_ref().map(|input| input.strength),
         },
-        image,
+        generation,
         preview: req.preview.unwrap_or(false),
     })
 }
 
-/// Decodes the base64 pictures and checks them with the strength: each
-/// error names the request's field. Returns the input and its field name.
-fn decode_pictures(
-    pictures: Pictures,
-    steps: u32,
-    limits: &Limits,
-) -> Result<(ImageInput, &'static str), ApiError> {
-    let field = pictures.image_field;
+fn widen(n: u32) -> usize {
+    n as usize
+}
+
+/// Decodes the base64 pictures, each error naming its field; the strength
+/// defaults to diffusers' for the operation.
+fn decode_pictures(pictures: Pictures, limits: &Limits) -> Result<ImageInput, ApiError> {
     let max_pixels = usize::try_from(limits.max_input_pixels).unwrap_or(usize::MAX);
     let decode = |field: &'static str, text: &str| {
         let bytes = decode_base64(text).map_err(|message| ApiError::invalid(field, message))?;
-        DecodedImage::decode(&bytes, field, max_pixels).map_err(|e| core_error(e, field))
+        decode_picture(&bytes, max_pixels).map_err(|message| ApiError::invalid(field, message))
     };
-    let input = ImageInput {
-        image: decode(field, &pictures.image)?,
-        mask: pictures
-            .mask
-            .as_deref()
-            .map(|mask| decode("mask_image", mask))
-            .transpose()?,
-        strength: pictures.strength,
-    };
-    input.validate().map_err(|e| core_error(e, field))?;
-    input
-        .steps_run(steps as usize)
-        .map_err(|e| core_error(e, field))?;
-    Ok((input, field))
+    let mask = pictures
+        .mask
+        .as_deref()
+        .map(|mask| decode("mask_image", mask))
+        .transpose()?;
+    Ok(ImageInput {
+        image: decode(pictures.image_field, &pictures.image)?,
+        strength: pictures
+            .strength
+            .unwrap_or(ImageInput::default_strength(mask.is_some())),
+        mask,
+    })
+}
+
+/// PNG or JPEG bytes as a picture, or why not.
+fn decode_picture(bytes: &[u8], max_pixels: usize) -> Result<DecodedImage, String> {
+    DecodedImage::decode(bytes, "init_image", max_pixels).map_err(|e| match e {
+        sd_core::Error::Param(e) => e.message,
+        other => other.to_string(),
+    })
 }
 
 /// The output size of an image job: the given width and height, else the
@@ -219,29 +249,26 @@ fn picture_size(
     width: Option<u32>,
     height: Option<u32>,
     limits: &Limits,
-) -> Result<(u32, u32), ApiError> {
+) -> Result<(usize, usize), ApiError> {
     let (default_width, default_height) = input
         .default_size(limits.size_multiple as usize)
-        .map_err(|e| core_error(e, field))?;
+        .map_err(|e| ApiError::invalid(field, e.message))?;
     let derived = |given: Option<u32>, name: &'static str, value: usize| match given {
-        Some(value) => check_size(name, value, limits),
-        None => {
-            let value = u32::try_from(value).unwrap_or(u32::MAX);
-            check_size(name, value, limits).map_err(|_| {
-                ApiError::invalid(
-                    field,
-                    format!(
-                        "is {}x{}; without {name} the output takes its {name} rounded down to {} \
-                         ({value}), which must be between {} and {}: give width and height",
-                        input.image.width(),
-                        input.image.height(),
-                        limits.size_multiple,
-                        limits.min_size,
-                        limits.max_size
-                    ),
-                )
-            })
-        }
+        Some(value) => check_size(name, widen(value), limits),
+        None => check_size(name, value, limits).map_err(|_| {
+            ApiError::invalid(
+                field,
+                format!(
+                    "is {}x{}; without {name} the output takes its {name} rounded down to {} \
+                     ({value}), which must be between {} and {}: give width and height",
+                    input.image.width(),
+                    input.image.height(),
+                    limits.size_multiple,
+                    limits.min_size,
+                    limits.max_size
+                ),
+            )
+        }),
     };
     Ok((
         derived(width, "width", default_width)?,
@@ -267,33 +294,15 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("is not valid base64: {e}"))
 }
 
-/// A core request error as a 400, its `init_image` renamed to the request's
-/// name for the input picture.
-fn core_error(error: sd_core::Error, image_field: &'static str) -> ApiError {
-    match error {
-        sd_core::Error::InvalidRequest { field, message } => {
-            let field = if field == "init_image" {
-                image_field
-            } else {
-                field
-            };
-            ApiError::invalid(field, message.replace("init_image", image_field))
-        }
-        other => ApiError::Internal(other.to_string()),
-    }
-}
-
-fn check_size(field: &'static str, value: u32, limits: &Limits) -> Result<u32, ApiError> {
-    if !value.is_multiple_of(limits.size_multiple) {
+fn check_size(field: &'static str, value: usize, limits: &Limits) -> Result<usize, ApiError> {
+    let multiple = limits.size_multiple as usize;
+    if !value.is_multiple_of(multiple) {
         return Err(ApiError::invalid(
             field,
-            format!(
-                "must be a multiple of {}, got {value}",
-                limits.size_multiple
-            ),
+            format!("must be a multiple of {multiple}, got {value}"),
         ));
     }
-    if !(limits.min_size..=limits.max_size).contains(&value) {
+    if !(limits.min_size as usize..=limits.max_size as usize).contains(&value) {
         return Err(ApiError::invalid(
             field,
             format!(
@@ -305,25 +314,30 @@ fn check_size(field: &'static str, value: u32, limits: &Limits) -> Result<u32, A
     Ok(value)
 }
 
-/// A seed for a request that gave none. Seeds stay below 2^32, as in
-/// AUTOMATIC1111, so JavaScript clients can read them back exactly.
-fn random_seed() -> u64 {
-    u64::from(rand::random::<u32>())
-}
-
 #[cfg(test)]
 mod tests {
     use sd_contract::{ErrorCode, LoraConfig};
+    use sd_core::model::ModelFamily;
 
     use super::*;
 
-    fn defaults() -> GenerationDefaults {
-        GenerationDefaults {
+    fn defaults() -> Defaults {
+        Defaults {
             width: 512,
             height: 512,
             steps: 25,
             guidance_scale: 7.5,
-            scheduler: SchedulerKind::Pndm,
+            scheduler: sd_core::schedulers::SchedulerKind::Pndm,
+        }
+    }
+
+    fn model() -> ModelProfile {
+        ModelProfile {
+            family: ModelFamily::Sd1,
+            inpainting: false,
+            native_size: (512, 512),
+            vae_scale_factor: 8,
+            scheduler: sd_core::schedulers::SchedulerKind::Pndm,
         }
     }
 
@@ -348,7 +362,13 @@ mod tests {
     }
 
     fn field_of(req: ImageGenerationRequest) -> String {
-        let err = validate(JobRequest::ImageGeneration(req), &defaults(), &limits()).unwrap_err();
+        let err = validate(
+            JobRequest::ImageGeneration(req),
+            &model(),
+            &defaults(),
+            &limits(),
+        )
+        .unwrap_err();
         let detail = err.detail();
         assert_eq!(detail.code, ErrorCode::InvalidRequest, "{detail:?}");
         detail.field.unwrap()
@@ -358,6 +378,7 @@ mod tests {
     fn defaults_fill_missing_values_and_a_seed_is_chosen() {
         let job = validate(
             JobRequest::ImageGeneration(generation("a cat")),
+            &model(),
             &defaults(),
             &limits(),
         )
@@ -381,7 +402,13 @@ mod tests {
             loras: Some(vec![]),
             ..generation("a cat")
         };
-        let job = validate(JobRequest::ImageGeneration(req), &defaults(), &limits()).unwrap();
+        let job = validate(
+            JobRequest::ImageGeneration(req),
+            &model(),
+            &defaults(),
+            &limits(),
+        )
+        .unwrap();
         let p = job.params();
         assert_eq!((p.width, p.height, p.steps, p.seed), (64, 96, 3, 42));
         assert_eq!(p.scheduler, SchedulerKind::EulerA);
@@ -453,7 +480,7 @@ mod tests {
     }
 
     fn job_field(req: JobRequest) -> String {
-        let err = validate(req, &defaults(), &limits()).unwrap_err();
+        let err = validate(req, &model(), &defaults(), &limits()).unwrap_err();
         let detail = err.detail();
         assert_eq!(detail.code, ErrorCode::InvalidRequest, "{detail:?}");
         detail.field.unwrap()
@@ -463,13 +490,14 @@ mod tests {
     fn image_jobs_take_the_picture_size_and_default_strengths() {
         let job = validate(
             JobRequest::ImageTransform(transform(None)),
+            &model(),
             &defaults(),
             &limits(),
         )
         .unwrap();
         let p = job.params();
         assert_eq!((p.width, p.height, p.strength), (136, 104, Some(0.8)));
-        let input = job.image().unwrap();
+        let input = job.generation().image.as_ref().unwrap();
         assert_eq!((input.image.width(), input.mask.is_none()), (140, true));
 
         let data_url = format!("data:image/png;base64,{}", png_base64(140, 106));
@@ -478,10 +506,16 @@ mod tests {
             width: Some(96),
             ..inpaint(140)
         };
-        let job = validate(JobRequest::ImageInpaint(req), &defaults(), &limits()).unwrap();
+        let job = validate(
+            JobRequest::ImageInpaint(req),
+            &model(),
+            &defaults(),
+            &limits(),
+        )
+        .unwrap();
         let p = job.params();
         assert_eq!((p.width, p.height, p.strength), (96, 104, Some(1.0)));
-        assert!(job.image().unwrap().mask.is_some());
+        assert!(job.generation().image.as_ref().unwrap().mask.is_some());
     }
 
     #[test]

@@ -5,7 +5,8 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use sd_contract::{JobState, JobStatus, Readiness, ReadinessState, SchedulerKind};
-use sd_worker::engine::ModelInfo;
+use sd_core::model::{ModelFamily, ModelProfile};
+use sd_core::schedulers::SchedulerKind as CoreScheduler;
 use sd_worker::{app, AppState, WorkerConfig};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -16,11 +17,12 @@ fn state(config: WorkerConfig) -> AppState {
 
 fn ready(config: WorkerConfig) -> AppState {
     let state = state(config);
-    state.mark_ready(ModelInfo {
-        family: "sd1".into(),
-        default_scheduler: SchedulerKind::Pndm,
-        default_size: None,
+    state.mark_ready(ModelProfile {
+        family: ModelFamily::Sd1,
         inpainting: false,
+        native_size: (512, 512),
+        vae_scale_factor: 8,
+        scheduler: CoreScheduler::Pndm,
     });
     state
 }
@@ -334,11 +336,12 @@ async fn every_bad_image_input_is_a_400_naming_its_field() {
 #[tokio::test]
 async fn an_inpainting_model_takes_only_inpainting_jobs() {
     let state = state(config());
-    state.mark_ready(ModelInfo {
-        family: "sd1".into(),
-        default_scheduler: SchedulerKind::Pndm,
-        default_size: None,
+    state.mark_ready(ModelProfile {
+        family: ModelFamily::Sd1,
         inpainting: true,
+        native_size: (512, 512),
+        vae_scale_factor: 8,
+        scheduler: CoreScheduler::Pndm,
     });
     let app = app(state);
     let photo = png_base64(140, 106);
@@ -526,11 +529,12 @@ async fn readiness_follows_the_model() {
         (Value::Bool(false), Value::Null)
     );
 
-    loading.mark_ready(ModelInfo {
-        family: "sdxl".into(),
-        default_scheduler: SchedulerKind::EulerA,
-        default_size: Some((1024, 1024)),
+    loading.mark_ready(ModelProfile {
+        family: ModelFamily::Sdxl,
         inpainting: false,
+        native_size: (1024, 1024),
+        vae_scale_factor: 8,
+        scheduler: CoreScheduler::EulerA,
     });
     let reply = send(&app, get("/ready")).await;
     assert_eq!(reply.status, StatusCode::OK);

@@ -14,8 +14,8 @@ use candle_nn::VarBuilder;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
 use super::safetensors::SafetensorsReader;
+use crate::error::{Error, Result};
 
 /// Which stored precision of the weights to prefer when a repository has both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -177,7 +177,6 @@ impl ComponentFiles {
             device.clone(),
         ))
     }
-
 }
 
 /// Names the weight file `origin` in a tensor-level error (a missing tensor, a
@@ -264,7 +263,8 @@ impl ConfigText {
 
     /// Parses the JSON, naming the origin in the error.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(&self.text).map_err(|e| Error::invalid_file(&self.origin, e.to_string()))
+        serde_json::from_str(&self.text)
+            .map_err(|e| Error::invalid_file(&self.origin, e.to_string()))
     }
 
     /// Parses the JSON, then runs `check` on it; either error names the origin.

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
-use crate::error::{Error, Result};
 use super::files::{
     read_json, shard_names, tokenizer_files, Component, ModelIndex, WeightVariant, MODEL_INDEX,
     SCHEDULER_CONFIG,
 };
+use crate::error::{Error, Result};
 
 /// How to resolve a Hugging Face repo id.
 #[derive(Debug, Clone)]

@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(d.scheduler, SchedulerKind::EulerA);
         assert_eq!((d.width, d.height), (1024, 1024));
         let xl = presets::find("xl").unwrap();
-        assert_eq!((d.steps, d.guidance_scale), (xl.steps as usize, xl.guidance_scale));
+        assert_eq!(
+            (d.steps, d.guidance_scale),
+            (xl.steps as usize, xl.guidance_scale)
+        );
     }
 
     #[test]
@@ -85,6 +88,9 @@ mod tests {
         assert_eq!(d.scheduler, SchedulerKind::EulerA);
         assert_eq!((d.width, d.steps, d.guidance_scale), (512, 1, 0.0));
         let v15 = presets::find("v1-5").unwrap();
-        assert_eq!(Defaults::resolve(Some(v15), &model).scheduler, SchedulerKind::Ddim);
+        assert_eq!(
+            Defaults::resolve(Some(v15), &model).scheduler,
+            SchedulerKind::Ddim
+        );
     }
 }

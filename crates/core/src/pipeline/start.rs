@@ -166,4 +166,3 @@ fn nearest_downsample(mask: &Tensor, factor: usize) -> Result<Tensor> {
         .narrow(5, 0, 1)?
         .reshape((b, c, h, w))?)
 }
-

@@ -82,7 +82,12 @@ impl std::str::FromStr for SchedulerKind {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown scheduler `{s}` (expected one of: {})", Self::names()))
+            .ok_or_else(|| {
+                format!(
+                    "unknown scheduler `{s}` (expected one of: {})",
+                    Self::names()
+                )
+            })
     }
 }
 

@@ -10,12 +10,12 @@
 
 use std::time::Instant;
 
-use sd_core::model_files::WeightVariant;
-use sd_core::pipeline::{GenerateParams, LoadOptions, StableDiffusion};
-use sd_core::source::resolve_model;
+use sd_core::model::hub::resolve_model;
+use sd_core::model::{LoadOptions, ModelProfile, WeightVariant};
+use sd_core::pipeline::{GenerateParams, StableDiffusion};
 
 use super::preview::LivePreviews;
-use super::{Engine, EngineError, EngineLoader, EngineOutput, ModelInfo, StepProgress};
+use super::{Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
 use crate::config::WorkerConfig;
 use crate::validation::ValidJob;
 
@@ -66,7 +66,6 @@ fn warm_up(pipeline: &mut StableDiffusion) {
         height: 64,
         seed: 0,
         scheduler: None,
-        init_latents: None,
         image: None,
     };
     match pipeline.generate(&params, &mut |_| std::ops::ControlFlow::Continue(())) {
@@ -78,43 +77,25 @@ fn warm_up(pipeline: &mut StableDiffusion) {
 }
 
 impl Engine for SdEngine {
-    fn model_info(&self) -> ModelInfo {
-        let (width, height) = self.pipeline.default_size();
-        ModelInfo {
-            family: self.pipeline.family().as_str().to_string(),
-            default_scheduler: self.pipeline.default_scheduler(),
-            default_size: u32::try_from(width).ok().zip(u32::try_from(height).ok()),
-            inpainting: self.pipeline.is_inpainting(),
-        }
+    fn profile(&self) -> ModelProfile {
+        self.pipeline.profile()
     }
 
     fn generate(
         &mut self,
         job: &ValidJob,
-        on_step: &mut dyn FnMut(StepProgress) -> std::ops::ControlFlow<()>,
+        on_step: &mut dyn FnMut(StepUpdate) -> std::ops::ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError> {
-        let p = job.params();
-        let params = GenerateParams {
-            prompt: p.prompt.clone(),
-            negative_prompt: p.negative_prompt.clone(),
-            steps: p.steps as usize,
-            guidance_scale: p.guidance_scale,
-            width: p.width as usize,
-            height: p.height as usize,
-            seed: p.seed,
-            scheduler: Some(p.scheduler),
-            init_latents: None,
-            image: job.image().cloned(),
-        };
+        let params = job.generation();
         let format = self.pipeline.family().latent_format();
         let mut previews = job.wants_preview().then(|| LivePreviews::new(format));
         let mut last = Instant::now();
         let image = self
             .pipeline
-            .generate(&params, &mut |s| {
+            .generate(params, &mut |s| {
                 let elapsed = last.elapsed();
                 let preview = previews.as_mut().and_then(|p| p.after_step(&s, elapsed));
-                let flow = on_step(StepProgress {
+                let flow = on_step(StepUpdate {
                     step: s.step,
                     total: s.total,
                     preview,
@@ -132,11 +113,13 @@ impl Engine for SdEngine {
     }
 }
 
+/// An engine error; a parameter the pipeline rejects (the scheduler's own
+/// step limits) names its request field.
 fn engine_error(err: sd_core::Error) -> EngineError {
     match err {
-        sd_core::Error::InvalidRequest { field, message } => EngineError::InvalidRequest {
-            field: field.to_string(),
-            message,
+        sd_core::Error::Param(e) => EngineError::InvalidRequest {
+            field: crate::convert::field_of(e.param, "init_image").to_string(),
+            message: e.message,
         },
         sd_core::Error::Cancelled => EngineError::Cancelled,
         other => EngineError::Failed(other.to_string()),

@@ -32,13 +32,12 @@ pub async fn create_job(
     State(state): State<AppState>,
     JobBody(request): JobBody,
 ) -> Result<(StatusCode, Json<JobCreated>), ApiError> {
-    let job = validate(request, &state.defaults()?, &state.limits())?;
-    if state.needs_mask() && job.image().is_none_or(|image| image.mask.is_none()) {
-        return Err(ApiError::InvalidField {
-            field: "mask_image".into(),
-            message: "this model has an inpainting UNet (9 input channels): send an image_inpaint job with init_image and mask_image".into(),
-        });
-    }
+    let (model, defaults) = state.serving_model()?;
+    let limits = state.limits();
+    // Decoding pictures is CPU work: keep it off the threads that serve streams.
+    let job = tokio::task::spawn_blocking(move || validate(request, &model, &defaults, &limits))
+        .await
+        .map_err(|e| ApiError::Internal(format!("validating the request: {e}")))??;
     let job = state.submit(job)?;
     Ok((StatusCode::ACCEPTED, Json(JobCreated::new(job.id()))))
 }

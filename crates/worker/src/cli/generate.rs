@@ -9,15 +9,18 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use sd_contract::SchedulerKind;
 use sd_core::image_input::DecodedImage;
-use sd_core::model_files::WeightVariant;
+use sd_core::model::hub::resolve_model;
+use sd_core::model::{LoadOptions, WeightVariant};
 use sd_core::pipeline::{
-    random_seed, GenerateParams, ImageInput, LoadOptions, StableDiffusion, Trace,
-    DEFAULT_IMG2IMG_STRENGTH, DEFAULT_INPAINT_STRENGTH,
+    random_seed, DebugOptions, Defaults, GenerateParams, ImageInput, StableDiffusion, StepProgress,
+    Trace,
 };
 use sd_core::presets::{self, Preset};
-use sd_worker::config::{Backend, Dtype};
+use sd_core::schedulers::SchedulerKind;
+use sd_core::{Param, ParamError};
+
+use crate::config::{Backend, Dtype};
 
 /// The largest init picture or mask the command reads (64 megapixels).
 const MAX_INPUT_PIXELS: usize = 64 << 20;
@@ -30,7 +33,7 @@ pub struct GenerateArgs {
     pub model: Option<String>,
     /// A preset (v1-5, v2-1, xl, turbo, sd-turbo): its repo and its defaults for
     /// everything left out below.
-    #[arg(long, value_parser = sd_worker::config::parse_preset)]
+    #[arg(long, value_parser = crate::config::parse_preset)]
     pub sd_version: Option<&'static Preset>,
     /// What to draw.
     #[arg(long)]
@@ -93,18 +96,7 @@ pub struct GenerateArgs {
 
 /// Runs the command on the binary's `backend`.
 pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
-    for (name, value) in [("width", args.width), ("height", args.height)] {
-        if let Some(value) = value.filter(|v| *v == 0 || v % 8 != 0) {
-            bail!("--{name} must be a positive multiple of 8, got {value}");
-        }
-    }
-    if args.steps == Some(0) {
-        bail!("--steps must be at least 1");
-    }
     let image_input = read_image_input(&args)?;
-    if image_input.is_some() && args.init_latents.is_some() {
-        bail!("--init-latents cannot be combined with --init-image");
-    }
     let device = backend.open_device(args.device)?;
     let init_latents = args
         .init_latents
@@ -122,7 +114,7 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
         (None, Some(preset)) => preset.repo.to_string(),
         (None, None) => bail!("--model or --sd-version is required"),
     };
-    let folder = sd_core::source::resolve_model(&spec, variant)?;
+    let folder = resolve_model(&spec, variant)?;
     tracing::info!(folder = %folder.display(), ?device, "loading the pipeline");
     let options = LoadOptions {
         variant,
@@ -131,49 +123,37 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
     let mut model = StableDiffusion::load_with(&folder, &device, options)
         .with_context(|| format!("loading model {spec}"))?;
     model.set_name(&spec);
-    // The named preset, the preset whose repo this is, or the family's base preset.
-    let preset = args
-        .sd_version
-        .or_else(|| presets::by_repo(&spec))
-        .or_else(|| presets::for_family(model.family().as_str()));
+    let profile = model.profile();
+    let defaults = Defaults::resolve(presets::in_force(args.sd_version, &spec), &profile);
     let (width, height) = match &image_input {
         Some(input) => input
-            .default_size(model.vae_scale_factor())
-            .map_err(|e| flag_error("--init-image", &path_of(&args.init_image), e))?,
-        None => preset.map_or(model.default_size(), |p| {
-            (p.width as usize, p.height as usize)
-        }),
+            .default_size(profile.vae_scale_factor)
+            .map_err(|e| flag_error(&args, e))?,
+        None => (defaults.width, defaults.height),
     };
-
     let seed = args.seed.unwrap_or_else(|| {
         let seed = random_seed();
         eprintln!("seed: {seed}");
         seed
     });
     let params = GenerateParams {
-        prompt: args.prompt,
-        negative_prompt: args.negative_prompt,
-        steps: args
-            .steps
-            .unwrap_or(preset.map_or(25, |p| p.steps as usize)),
-        guidance_scale: args
-            .guidance_scale
-            .unwrap_or(preset.map_or(7.5, |p| p.guidance_scale)),
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        steps: args.steps.unwrap_or(defaults.steps),
+        guidance_scale: args.guidance_scale.unwrap_or(defaults.guidance_scale),
         width: args.width.unwrap_or(width),
         height: args.height.unwrap_or(height),
         seed,
-        scheduler: args.scheduler.or(preset.and_then(|p| p.scheduler)),
-        init_latents,
+        scheduler: Some(args.scheduler.unwrap_or(defaults.scheduler)),
         image: image_input,
     };
-
-    if let Some(input) = &params.image {
-        input.steps_run(params.steps).map_err(|e| match e {
-            sd_core::Error::InvalidRequest { message, .. } => {
-                anyhow::anyhow!("--strength {message}")
-            }
-            other => other.into(),
-        })?;
+    params.check(&profile).map_err(|e| flag_error(&args, e))?;
+    let debug = DebugOptions {
+        init_latents,
+        trace: args.trace.is_some(),
+    };
+    if debug.init_latents.is_some() && params.image.is_some() {
+        bail!("--init-latents cannot be combined with --init-image");
     }
 
     let bar = ProgressBar::new(0).with_style(
@@ -181,20 +161,18 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
             .expect("static progress template")
             .progress_chars("=> "),
     );
-    let mut steps_run = 0;
-    let mut on_step = |progress: sd_core::pipeline::StepProgress| {
-        steps_run = progress.total;
+    let mut on_step = |progress: StepProgress| {
         bar.set_length(progress.total as u64);
         bar.set_position(progress.step as u64);
         ControlFlow::Continue(())
     };
-    let image = model.generate(&params, &mut on_step)?;
+    let image = model.generate_with(&params, &debug, &mut on_step)?;
     bar.finish_and_clear();
 
     std::fs::write(&args.output, &image.png)
         .with_context(|| format!("writing {}", args.output.display()))?;
-    if let Some(path) = &args.trace {
-        write_trace(&mut model, &params, image.trace.clone(), path)?;
+    if let (Some(path), Some(trace)) = (&args.trace, image.trace.clone()) {
+        write_trace(&mut model, &params, trace, path)?;
     }
     let t = image.timings;
     eprintln!(
@@ -204,12 +182,26 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
         image.height,
         image.seed,
         image.scheduler,
-        steps_run,
+        image.steps_run,
         t.text_encoding.as_secs_f64(),
         t.denoising.as_secs_f64(),
         t.decoding.as_secs_f64(),
     );
     Ok(())
+}
+
+/// A rejected parameter, named by the flag that set it (and the file, for pictures).
+fn flag_error(args: &GenerateArgs, error: ParamError) -> anyhow::Error {
+    let file = |path: &Option<PathBuf>| {
+        path.as_deref()
+            .map_or_else(String::new, |p| format!(" {}", p.display()))
+    };
+    let flag = match error.param {
+        Param::Image => format!("--init-image{}", file(&args.init_image)),
+        Param::Mask => format!("--mask-image{}", file(&args.mask_image)),
+        other => format!("--{}", other.as_str().replace('_', "-")),
+    };
+    anyhow::anyhow!("{flag}: {}", error.message)
 }
 
 /// Writes the intermediate tensors of a generation as f32 safetensors.
@@ -278,56 +270,32 @@ fn read_init_latents(path: &Path, device: &Device) -> anyhow::Result<Tensor> {
 }
 
 /// Reads `--init-image`, `--mask-image` and `--strength` into the pipeline's
-/// image input, checking what needs no model (strength range, mask size).
+/// image input (checked with the other parameters once the model is loaded).
 fn read_image_input(args: &GenerateArgs) -> anyhow::Result<Option<ImageInput>> {
     let Some(path) = &args.init_image else {
         return Ok(None);
     };
-    let image = read_picture(path, "--init-image", "init_image")?;
+    let image = read_picture(path, "--init-image")?;
     let mask = args
         .mask_image
         .as_deref()
-        .map(|path| read_picture(path, "--mask-image", "mask_image"))
+        .map(|path| read_picture(path, "--mask-image"))
         .transpose()?;
-    let default_strength = if mask.is_some() {
-        DEFAULT_INPAINT_STRENGTH
-    } else {
-        DEFAULT_IMG2IMG_STRENGTH
-    };
-    let input = ImageInput {
+    Ok(Some(ImageInput {
+        strength: args
+            .strength
+            .unwrap_or(ImageInput::default_strength(mask.is_some())),
         image,
         mask,
-        strength: args.strength.unwrap_or(default_strength),
-    };
-    input.validate().map_err(|e| match e {
-        sd_core::Error::InvalidRequest {
-            field: "strength",
-            message,
-        } => anyhow::anyhow!("--strength {message}"),
-        other => flag_error("--mask-image", &path_of(&args.mask_image), other),
-    })?;
-    Ok(Some(input))
+    }))
 }
 
 /// Reads and decodes one picture, naming the flag and the file in errors.
-fn read_picture(path: &Path, flag: &str, field: &'static str) -> anyhow::Result<DecodedImage> {
+fn read_picture(path: &Path, flag: &str) -> anyhow::Result<DecodedImage> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))?;
-    DecodedImage::decode(&bytes, field, MAX_INPUT_PIXELS)
-        .map_err(|e| flag_error(flag, &path.display().to_string(), e))
-}
-
-/// `FLAG FILE: what is wrong`, without the core's field prefix.
-fn flag_error(flag: &str, path: &str, error: sd_core::Error) -> anyhow::Error {
-    match error {
-        sd_core::Error::InvalidRequest { message, .. } => {
-            anyhow::anyhow!("{flag} {path}: {message}")
-        }
-        other => anyhow::anyhow!("{flag} {path}: {other}"),
-    }
-}
-
-fn path_of(path: &Option<PathBuf>) -> String {
-    path.as_deref()
-        .map_or_else(String::new, |p| p.display().to_string())
+    DecodedImage::decode(&bytes, "init_image", MAX_INPUT_PIXELS).map_err(|e| match e {
+        sd_core::Error::Param(e) => anyhow::anyhow!("{flag} {}: {}", path.display(), e.message),
+        other => anyhow::anyhow!("{flag} {}: {other}", path.display()),
+    })
 }

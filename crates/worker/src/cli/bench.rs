@@ -12,19 +12,19 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::config::{Backend, Dtype};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use clap::{Args, ValueEnum};
 use sd_core::clip::{ClipTextConfig, ClipTextModel};
-use sd_core::model_files::{Component, ComponentFiles, WeightVariant};
-use sd_core::pipeline::LoadOptions;
+use sd_core::model::files::ComponentFiles;
+use sd_core::model::{Component, LoadOptions, WeightVariant};
 use sd_core::rng::TorchRng;
 use sd_core::schedulers::{build_scheduler, SchedulerConfig};
 use sd_core::unet::{AddedCond, UNet2DConditionModel, UNetConfig};
 use sd_core::vae::{AutoencoderKL, VaeConfig};
-use sd_worker::config::{Backend, Dtype};
 use serde::{Deserialize, Serialize};
 
 /// The timestep every UNet figure runs at.
@@ -459,29 +459,29 @@ impl WeightSource {
 /// The public `config.json` of a component, as bundled in `bench-configs/`.
 fn bundled_config(model: BenchModel, component: &str) -> Option<&'static str> {
     Some(match (model, component) {
-        (BenchModel::Sd15, "unet") => include_str!("../bench-configs/sd15/unet.json"),
-        (BenchModel::Sd15, "vae") => include_str!("../bench-configs/sd15/vae.json"),
+        (BenchModel::Sd15, "unet") => include_str!("../../bench-configs/sd15/unet.json"),
+        (BenchModel::Sd15, "vae") => include_str!("../../bench-configs/sd15/vae.json"),
         (BenchModel::Sd15, "text_encoder") => {
-            include_str!("../bench-configs/sd15/text_encoder.json")
+            include_str!("../../bench-configs/sd15/text_encoder.json")
         }
-        (BenchModel::Sd15, "scheduler") => include_str!("../bench-configs/sd15/scheduler.json"),
-        (BenchModel::SdTurbo, "unet") => include_str!("../bench-configs/sd-turbo/unet.json"),
-        (BenchModel::SdTurbo, "vae") => include_str!("../bench-configs/sd-turbo/vae.json"),
+        (BenchModel::Sd15, "scheduler") => include_str!("../../bench-configs/sd15/scheduler.json"),
+        (BenchModel::SdTurbo, "unet") => include_str!("../../bench-configs/sd-turbo/unet.json"),
+        (BenchModel::SdTurbo, "vae") => include_str!("../../bench-configs/sd-turbo/vae.json"),
         (BenchModel::SdTurbo, "text_encoder") => {
-            include_str!("../bench-configs/sd-turbo/text_encoder.json")
+            include_str!("../../bench-configs/sd-turbo/text_encoder.json")
         }
         (BenchModel::SdTurbo, "scheduler") => {
-            include_str!("../bench-configs/sd-turbo/scheduler.json")
+            include_str!("../../bench-configs/sd-turbo/scheduler.json")
         }
-        (BenchModel::Sdxl, "unet") => include_str!("../bench-configs/sdxl/unet.json"),
-        (BenchModel::Sdxl, "vae") => include_str!("../bench-configs/sdxl/vae.json"),
+        (BenchModel::Sdxl, "unet") => include_str!("../../bench-configs/sdxl/unet.json"),
+        (BenchModel::Sdxl, "vae") => include_str!("../../bench-configs/sdxl/vae.json"),
         (BenchModel::Sdxl, "text_encoder") => {
-            include_str!("../bench-configs/sdxl/text_encoder.json")
+            include_str!("../../bench-configs/sdxl/text_encoder.json")
         }
         (BenchModel::Sdxl, "text_encoder_2") => {
-            include_str!("../bench-configs/sdxl/text_encoder_2.json")
+            include_str!("../../bench-configs/sdxl/text_encoder_2.json")
         }
-        (BenchModel::Sdxl, "scheduler") => include_str!("../bench-configs/sdxl/scheduler.json"),
+        (BenchModel::Sdxl, "scheduler") => include_str!("../../bench-configs/sdxl/scheduler.json"),
         _ => return None,
     })
 }
