@@ -131,11 +131,7 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
             .map_err(|e| flag_error(&args, e))?,
         None => (defaults.width, defaults.height),
     };
-    let seed = args.seed.unwrap_or_else(|| {
-        let seed = random_seed();
-        eprintln!("seed: {seed}");
-        seed
-    });
+    let seed = args.seed.unwrap_or_else(random_seed);
     let params = GenerateParams {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
@@ -148,13 +144,13 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
         image: image_input,
     };
     params.check(&profile).map_err(|e| flag_error(&args, e))?;
+    if args.seed.is_none() {
+        eprintln!("seed: {seed}");
+    }
     let debug = DebugOptions {
         init_latents,
         trace: args.trace.is_some(),
     };
-    if debug.init_latents.is_some() && params.image.is_some() {
-        bail!("--init-latents cannot be combined with --init-image");
-    }
 
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed} (eta {eta})")
