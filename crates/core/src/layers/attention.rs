@@ -5,6 +5,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Module, Result, 
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use super::out_ptr::OutPtr;
 use super::{kernels, GroupNorm, Linear};
 
 /// Bytes of the score block one thread keeps (rows of queries × all keys) in
@@ -290,20 +291,6 @@ struct BlockedAttention {
     scale: f32,
 }
 
-/// A raw output pointer shared by the workers, each writing disjoint rows.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every work item writes a disjoint block of the output.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so closures capture the `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// The contiguous f32 data of one operand.
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, name: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -348,7 +335,7 @@ impl CustomOp3 for BlockedAttention {
         let rows = (BLOCK_BYTES / 4 / m.max(1)).clamp(8, 1024).min(n.max(1));
         let blocks = n.div_ceil(rows);
         let mut out = vec![0f32; b * n * width];
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = OutPtr::new(&mut out);
         (0..b * h * blocks).into_par_iter().for_each_init(
             || (vec![0f32; rows * m], vec![0f32; rows]),
             |(scores, inv_sums), item| {

@@ -10,6 +10,7 @@ pub mod conv;
 pub mod kernels;
 pub mod linear;
 pub mod norm;
+mod out_ptr;
 pub mod resnet;
 pub mod sampling;
 mod stored;

@@ -84,11 +84,7 @@ impl GroupNorm {
                     None => None,
                 };
                 let op = GroupNormOp {
-                    weight,
-                    bias,
-                    shift: shift.as_deref(),
-                    groups: self.groups,
-                    eps: self.eps,
+                    params: self.params(weight, bias, shift.as_deref()),
                     silu,
                 };
                 xs.contiguous()?.apply_op1_no_bwd(&op)
@@ -157,32 +153,61 @@ impl GroupNorm {
             return Ok(None);
         };
         let spatial: usize = dims[2..].iter().product();
+        let params = self.params(weight, bias, shift.as_deref());
         Ok(Some(affine_of(
+            params,
             &data[start..end],
             self.channels,
             spatial,
-            self.groups,
-            self.eps,
+        )))
+    }
+
+    /// The f32 kernels' parameters: this layer's packed `weight` and `bias`,
+    /// groups and epsilon, with the call's `shift`.
+    fn params<'a>(
+        &self,
+        weight: &'a [f32],
+        bias: &'a [f32],
+        shift: Option<&'a [f32]>,
+    ) -> GroupNormParams<'a> {
+        GroupNormParams {
             weight,
             bias,
-            shift.as_deref(),
-        )))
+            shift,
+            groups: self.groups,
+            eps: self.eps,
+        }
     }
 }
 
-/// The per-(batch, channel) affine of a group norm over `input` `[B, c, spatial]`
-/// (plus the per-(batch, channel) `shift`), with statistics in f64.
-#[allow(clippy::too_many_arguments)]
-fn affine_of(
-    input: &[f32],
-    c: usize,
-    spatial: usize,
+/// A group norm's parameters as the f32 kernels read them, borrowed from the
+/// layer and the call, so that [`affine_of`] takes only them, the input and
+/// its sizes.
+#[derive(Clone, Copy)]
+struct GroupNormParams<'a> {
+    /// `[C]` γ.
+    weight: &'a [f32],
+    /// `[C]` β.
+    bias: &'a [f32],
+    /// `[B·C]` values added to every position of their channel first.
+    shift: Option<&'a [f32]>,
+    /// Groups the channels are split into.
     groups: usize,
+    /// Added to the variance.
     eps: f64,
-    weight: &[f32],
-    bias: &[f32],
-    shift: Option<&[f32]>,
-) -> ChannelAffine {
+}
+
+/// The per-(batch, channel) affine of the group norm `params` over `input`
+/// `[B, c, spatial]` (plus the per-(batch, channel) shift), with statistics in
+/// f64.
+fn affine_of(params: GroupNormParams, input: &[f32], c: usize, spatial: usize) -> ChannelAffine {
+    let GroupNormParams {
+        weight,
+        bias,
+        shift,
+        groups,
+        eps,
+    } = params;
     let per_group = c / groups;
     let group_len = per_group * spatial;
     let pairs: Vec<(f32, f32)> = input
@@ -224,12 +249,9 @@ impl Module for GroupNorm {
     }
 }
 
+/// The f32 CPU group norm (then SiLU when `silu`) as a candle op.
 struct GroupNormOp<'a> {
-    weight: &'a [f32],
-    bias: &'a [f32],
-    shift: Option<&'a [f32]>,
-    groups: usize,
-    eps: f64,
+    params: GroupNormParams<'a>,
     silu: bool,
 }
 
@@ -249,16 +271,7 @@ impl CustomOp1 for GroupNormOp<'_> {
         let dims = layout.shape().dims();
         let c = dims[1];
         let spatial: usize = dims[2..].iter().product();
-        let affine = affine_of(
-            input,
-            c,
-            spatial,
-            self.groups,
-            self.eps,
-            self.weight,
-            self.bias,
-            self.shift,
-        );
+        let affine = affine_of(self.params, input, c, spatial);
         let mut out = vec![0f32; input.len()];
         out.par_chunks_mut(spatial)
             .zip(input.par_chunks(spatial))

@@ -1,0 +1,151 @@
+//! The CPU kernels against candle's convolution, and half-precision weights
+//! against their f32 widening.
+
+use super::*;
+
+fn reference(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    p: Padding,
+) -> Result<Tensor> {
+    let xs = xs
+        .pad_with_zeros(2, p.top, p.bottom)?
+        .pad_with_zeros(3, p.left, p.right)?;
+    xs.conv2d(weight, 0, stride, 1, 1)?
+        .broadcast_add(&bias.reshape((1, (), 1, 1))?)
+}
+
+/// The direct kernel matches candle's convolution for the shapes the models use.
+#[test]
+fn matches_candle_conv() -> Result<()> {
+    let dev = Device::Cpu;
+    let cases = [
+        (3, 1, Padding::uniform(1), 5, 7, 2, false),
+        (3, 2, Padding::uniform(1), 9, 6, 1, false),
+        (
+            3,
+            2,
+            Padding {
+                top: 0,
+                bottom: 1,
+                left: 0,
+                right: 1,
+            },
+            8,
+            10,
+            2,
+            false,
+        ),
+        (1, 1, Padding::uniform(0), 4, 5, 2, false),
+        (3, 1, Padding::uniform(1), 3, 4, 2, true),
+        (1, 1, Padding::uniform(0), 70, 3, 1, false),
+        // Enough tiles for the Winograd path, even and odd sizes, upsampled.
+        (3, 1, Padding::uniform(1), 64, 66, 1, false),
+        (3, 1, Padding::uniform(1), 63, 70, 1, false),
+        (3, 1, Padding::uniform(1), 32, 33, 1, true),
+    ];
+    for (k, stride, padding, h, w, b, upsample) in cases {
+        let (cin, cout) = (6, 37);
+        let xs = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?;
+        let weight = Tensor::randn(0f32, 1.0, (cout, cin, k, k), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
+        let conv = Conv2d::from_tensors(weight.clone(), Some(bias.clone()), stride, padding)?;
+        let got = conv.forward_upsampled(&xs, upsample)?;
+        let input = if upsample {
+            xs.upsample_nearest2d(2 * h, 2 * w)?
+        } else {
+            xs
+        };
+        let want = reference(&input, &weight, &bias, stride, padding)?;
+        assert_eq!(got.dims(), want.dims());
+        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "k {k} stride {stride} {padding:?}: {diff}");
+    }
+    Ok(())
+}
+
+/// The on-the-fly input affine + SiLU equals normalising first.
+#[test]
+fn input_affine_matches_materialised() -> Result<()> {
+    let dev = Device::Cpu;
+    let (b, cin, cout, h, w) = (2, 5, 19, 40, 38);
+    let xs = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?;
+    let scale = Tensor::randn(0f32, 1.0, (b, cin, 1, 1), &dev)?;
+    let offset = Tensor::randn(0f32, 1.0, (b, cin, 1, 1), &dev)?;
+    let affine = crate::layers::norm::ChannelAffine {
+        scale: scale.flatten_all()?.to_vec1()?,
+        offset: offset.flatten_all()?.to_vec1()?,
+    };
+    let normed = xs.broadcast_mul(&scale)?.broadcast_add(&offset)?.silu()?;
+    for (stride, padding) in [(1, Padding::uniform(1)), (2, Padding::uniform(1))] {
+        let weight = Tensor::randn(0f32, 1.0, (cout, cin, 3, 3), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
+        let conv = Conv2d::from_tensors(weight, Some(bias), stride, padding)?;
+        let want = conv.forward(&normed)?;
+        let got = conv
+            .forward_affine(&xs, &affine, true)?
+            .expect("f32 CPU kernel");
+        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "stride {stride}: {diff}");
+    }
+    Ok(())
+}
+
+/// A convolution holding bf16 or f16 weights gives exactly what the f32
+/// layer built from the same weights widened to f32 gives, on every path
+/// (1×1, direct 3×3, Winograd, stride 2, upsampled, input affine).
+#[test]
+fn half_weights_match_widened_f32() -> Result<()> {
+    let dev = Device::Cpu;
+    // (k, stride, padding, h, w, b, upsample)
+    let cases = [
+        (1, 1, Padding::uniform(0), 9, 7, 2, false),
+        (3, 1, Padding::uniform(1), 5, 7, 2, false),
+        (3, 1, Padding::uniform(1), 64, 66, 1, false),
+        (3, 2, Padding::uniform(1), 9, 6, 2, false),
+        (3, 1, Padding::uniform(1), 32, 33, 1, true),
+    ];
+    let (cin, cout) = (6, 37);
+    for (k, stride, padding, h, w, b, upsample) in cases {
+        let xs = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?;
+        let weight = Tensor::randn(0f32, 1.0, (cout, cin, k, k), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
+        let scale = Tensor::randn(0f32, 1.0, b * cin, &dev)?;
+        let offset = Tensor::randn(0f32, 1.0, b * cin, &dev)?;
+        let affine = crate::layers::norm::ChannelAffine {
+            scale: scale.to_vec1()?,
+            offset: offset.to_vec1()?,
+        };
+        for dtype in [DType::BF16, DType::F16] {
+            let wh = weight.to_dtype(dtype)?;
+            let half = Conv2d::from_tensors(wh.clone(), Some(bias.clone()), stride, padding)?;
+            let wide = Conv2d::from_tensors(
+                wh.to_dtype(DType::F32)?,
+                Some(bias.clone()),
+                stride,
+                padding,
+            )?;
+            assert!(matches!(half.kind, Kind::Packed { .. }));
+            let mut pairs = vec![(
+                half.forward_upsampled(&xs, upsample)?,
+                wide.forward_upsampled(&xs, upsample)?,
+            )];
+            if let (Some(got), Some(want)) = (
+                half.forward_affine(&xs, &affine, true)?,
+                wide.forward_affine(&xs, &affine, true)?,
+            ) {
+                pairs.push((got, want));
+            }
+            for (got, want) in pairs {
+                assert_eq!(
+                    got.flatten_all()?.to_vec1::<f32>()?,
+                    want.flatten_all()?.to_vec1::<f32>()?,
+                    "{dtype:?} k {k} stride {stride} upsample {upsample}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
