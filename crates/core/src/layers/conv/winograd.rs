@@ -26,14 +26,9 @@ pub(crate) fn applies(g: &Geometry) -> bool {
 }
 
 /// Whether the output has enough 2×2 tiles (over the batch) to amortise the
-/// weights' transform, which runs per call: at least [`WINOGRAD_MIN_TILES`],
-/// or the number the `SDW` environment variable holds.
+/// weights' transform, which runs per call: at least [`WINOGRAD_MIN_TILES`].
 fn pays_off(g: &Geometry) -> bool {
-    let min = std::env::var("SDW")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(WINOGRAD_MIN_TILES);
-    g.batch * g.out_height.div_ceil(2) * g.out_width.div_ceil(2) >= min
+    g.batch * g.out_height.div_ceil(2) * g.out_width.div_ceil(2) >= WINOGRAD_MIN_TILES
 }
 
 /// `G g Gᵀ` for every (co, ci) of the per-tap weights `taps[t][co][ci]`:
