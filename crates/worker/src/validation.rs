@@ -6,10 +6,8 @@
 //! module has to re-check a request.
 
 use base64::Engine as _;
-use sd_contract::{
-    GenerationDefaults, ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest,
-    JobParams, JobRequest, Limits, LoraConfig, SchedulerKind,
-};
+use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_STEPS, MIN_GUIDANCE_SCALE, MIN_STEPS};
+use sd_contract::{GenerationDefaults, GenerationFields, JobParams, JobRequest, Limits};
 use sd_core::image_input::DecodedImage;
 use sd_core::pipeline::{ImageInput, DEFAULT_IMG2IMG_STRENGTH, DEFAULT_INPAINT_STRENGTH};
 
@@ -40,13 +38,6 @@ impl ValidJob {
     }
 }
 
-/// The bounds of [`validate`] that are not per-worker.
-pub const MAX_STEPS: u32 = 150;
-/// The largest guidance scale a job may ask for.
-pub const MAX_GUIDANCE_SCALE: f64 = 30.0;
-/// Width and height must be multiples of this (the VAE's downsampling factor).
-pub const SIZE_MULTIPLE: u32 = 8;
-
 /// Validates a request against the worker's defaults and limits.
 pub fn validate(
     request: JobRequest,
@@ -54,66 +45,27 @@ pub fn validate(
     limits: &Limits,
 ) -> Result<ValidJob, ApiError> {
     match request {
-        JobRequest::ImageGeneration(req) => validate_job(Common::from(req), None, defaults, limits),
-        JobRequest::ImageTransform(mut req) => {
+        JobRequest::ImageGeneration(req) => validate_job(req.generation, None, defaults, limits),
+        JobRequest::ImageTransform(req) => {
             let pictures = Pictures {
                 image_field: "input_image",
-                image: std::mem::take(&mut req.input_image),
+                image: req.input_image,
                 mask: None,
                 strength: req.strength.unwrap_or(DEFAULT_IMG2IMG_STRENGTH),
             };
-            validate_job(Common::from(req), Some(pictures), defaults, limits)
+            validate_job(req.generation, Some(pictures), defaults, limits)
         }
-        JobRequest::ImageInpaint(mut req) => {
+        JobRequest::ImageInpaint(req) => {
             let pictures = Pictures {
                 image_field: "init_image",
-                image: std::mem::take(&mut req.init_image),
-                mask: Some(std::mem::take(&mut req.mask_image)),
+                image: req.init_image,
+                mask: Some(req.mask_image),
                 strength: req.strength.unwrap_or(DEFAULT_INPAINT_STRENGTH),
             };
-            validate_job(Common::from(req), Some(pictures), defaults, limits)
+            validate_job(req.generation, Some(pictures), defaults, limits)
         }
     }
 }
-
-/// The fields every operation shares.
-struct Common {
-    prompt: String,
-    negative_prompt: Option<String>,
-    steps: Option<u32>,
-    guidance_scale: Option<f64>,
-    seed: Option<u64>,
-    width: Option<u32>,
-    height: Option<u32>,
-    loras: Option<Vec<LoraConfig>>,
-    scheduler: Option<SchedulerKind>,
-    preview: Option<bool>,
-}
-
-macro_rules! common_from {
-    ($request:ty) => {
-        impl From<$request> for Common {
-            fn from(req: $request) -> Self {
-                Common {
-                    prompt: req.prompt,
-                    negative_prompt: req.negative_prompt,
-                    steps: req.steps,
-                    guidance_scale: req.guidance_scale,
-                    seed: req.seed,
-                    width: req.width,
-                    height: req.height,
-                    loras: req.loras,
-                    scheduler: req.scheduler,
-                    preview: req.preview,
-                }
-            }
-        }
-    };
-}
-
-common_from!(ImageGenerationRequest);
-common_from!(ImageTransformRequest);
-common_from!(ImageInpaintRequest);
 
 /// The still-encoded pictures of an image-to-image or inpainting request.
 struct Pictures {
@@ -125,7 +77,7 @@ struct Pictures {
 }
 
 fn validate_job(
-    req: Common,
+    req: GenerationFields,
     pictures: Option<Pictures>,
     defaults: &GenerationDefaults,
     limits: &Limits,
@@ -140,17 +92,19 @@ fn validate_job(
         ));
     }
     let steps = req.steps.unwrap_or(defaults.steps);
-    if !(1..=MAX_STEPS).contains(&steps) {
+    if !(MIN_STEPS..=MAX_STEPS).contains(&steps) {
         return Err(ApiError::invalid(
             "steps",
-            format!("must be between 1 and {MAX_STEPS}, got {steps}"),
+            format!("must be between {MIN_STEPS} and {MAX_STEPS}, got {steps}"),
         ));
     }
     let guidance_scale = req.guidance_scale.unwrap_or(defaults.guidance_scale);
-    if !(0.0..=MAX_GUIDANCE_SCALE).contains(&guidance_scale) {
+    if !(MIN_GUIDANCE_SCALE..=MAX_GUIDANCE_SCALE).contains(&guidance_scale) {
         return Err(ApiError::invalid(
             "guidance_scale",
-            format!("must be between 0 and {MAX_GUIDANCE_SCALE}, got {guidance_scale}"),
+            format!(
+                "must be between {MIN_GUIDANCE_SCALE} and {MAX_GUIDANCE_SCALE}, got {guidance_scale}"
+            ),
         ));
     }
     let image = pictures
@@ -313,7 +267,10 @@ fn random_seed() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use sd_contract::{ErrorCode, LoraConfig};
+    use sd_contract::{
+        ErrorCode, ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest, LoraConfig,
+        SchedulerKind,
+    };
 
     use super::*;
 
@@ -340,15 +297,19 @@ mod tests {
         }
     }
 
-    fn generation(prompt: &str) -> ImageGenerationRequest {
-        ImageGenerationRequest {
+    fn generation(prompt: &str) -> GenerationFields {
+        GenerationFields {
             prompt: prompt.into(),
             ..Default::default()
         }
     }
 
-    fn field_of(req: ImageGenerationRequest) -> String {
-        let err = validate(JobRequest::ImageGeneration(req), &defaults(), &limits()).unwrap_err();
+    fn text_job(generation: GenerationFields) -> JobRequest {
+        JobRequest::ImageGeneration(ImageGenerationRequest { generation })
+    }
+
+    fn field_of(req: GenerationFields) -> String {
+        let err = validate(text_job(req), &defaults(), &limits()).unwrap_err();
         let detail = err.detail();
         assert_eq!(detail.code, ErrorCode::InvalidRequest, "{detail:?}");
         detail.field.unwrap()
@@ -356,12 +317,7 @@ mod tests {
 
     #[test]
     fn defaults_fill_missing_values_and_a_seed_is_chosen() {
-        let job = validate(
-            JobRequest::ImageGeneration(generation("a cat")),
-            &defaults(),
-            &limits(),
-        )
-        .unwrap();
+        let job = validate(text_job(generation("a cat")), &defaults(), &limits()).unwrap();
         let p = job.params();
         assert_eq!((p.width, p.height, p.steps), (512, 512, 25));
         assert_eq!(p.guidance_scale, 7.5);
@@ -371,7 +327,7 @@ mod tests {
 
     #[test]
     fn given_values_win() {
-        let req = ImageGenerationRequest {
+        let req = GenerationFields {
             steps: Some(3),
             guidance_scale: Some(0.0),
             width: Some(64),
@@ -381,7 +337,7 @@ mod tests {
             loras: Some(vec![]),
             ..generation("a cat")
         };
-        let job = validate(JobRequest::ImageGeneration(req), &defaults(), &limits()).unwrap();
+        let job = validate(text_job(req), &defaults(), &limits()).unwrap();
         let p = job.params();
         assert_eq!((p.width, p.height, p.steps, p.seed), (64, 96, 3, 42));
         assert_eq!(p.scheduler, SchedulerKind::EulerA);
@@ -391,32 +347,32 @@ mod tests {
     fn each_bad_value_names_its_field() {
         assert_eq!(field_of(generation("  ")), "prompt");
         for steps in [0, 151] {
-            let req = ImageGenerationRequest {
+            let req = GenerationFields {
                 steps: Some(steps),
                 ..generation("x")
             };
             assert_eq!(field_of(req), "steps");
         }
         for g in [-0.5, 30.5, f64::NAN] {
-            let req = ImageGenerationRequest {
+            let req = GenerationFields {
                 guidance_scale: Some(g),
                 ..generation("x")
             };
             assert_eq!(field_of(req), "guidance_scale");
         }
         for w in [100, 56, 2048] {
-            let req = ImageGenerationRequest {
+            let req = GenerationFields {
                 width: Some(w),
                 ..generation("x")
             };
             assert_eq!(field_of(req), "width");
         }
-        let req = ImageGenerationRequest {
+        let req = GenerationFields {
             height: Some(513),
             ..generation("x")
         };
         assert_eq!(field_of(req), "height");
-        let req = ImageGenerationRequest {
+        let req = GenerationFields {
             loras: Some(vec![LoraConfig {
                 path: "a.safetensors".into(),
                 strength: None,
@@ -436,19 +392,18 @@ mod tests {
 
     fn transform(strength: Option<f64>) -> ImageTransformRequest {
         ImageTransformRequest {
-            prompt: "x".into(),
+            generation: generation("x"),
             input_image: png_base64(140, 106),
             strength,
-            ..Default::default()
         }
     }
 
     fn inpaint(mask_width: usize) -> ImageInpaintRequest {
         ImageInpaintRequest {
-            prompt: "x".into(),
+            generation: generation("x"),
             init_image: png_base64(140, 106),
             mask_image: png_base64(mask_width, 106),
-            ..Default::default()
+            strength: None,
         }
     }
 
@@ -474,8 +429,11 @@ mod tests {
 
         let data_url = format!("data:image/png;base64,{}", png_base64(140, 106));
         let req = ImageInpaintRequest {
+            generation: GenerationFields {
+                width: Some(96),
+                ..generation("x")
+            },
             init_image: data_url,
-            width: Some(96),
             ..inpaint(140)
         };
         let job = validate(JobRequest::ImageInpaint(req), &defaults(), &limits()).unwrap();
@@ -509,7 +467,10 @@ mod tests {
             assert_eq!(job_field(req), "strength", "{strength}");
         }
         let req = ImageTransformRequest {
-            width: Some(60),
+            generation: GenerationFields {
+                width: Some(60),
+                ..generation("x")
+            },
             ..transform(None)
         };
         assert_eq!(job_field(JobRequest::ImageTransform(req)), "width");
