@@ -5,6 +5,7 @@
 //! source of truth. This crate holds no tensors and no HTTP code.
 //!
 //! - [`request`]: the rbee operation body of `POST /v1/jobs`, tagged by `operation`.
+//! - [`limits`]: the bounds on a request's fields that hold for every worker.
 //! - [`job`]: the answer to a submission, a job's status and its finished image.
 //! - [`event`]: the events of a job's server-sent event stream and its end markers.
 //! - [`error`]: the one error body every failing route answers with.
@@ -17,6 +18,7 @@ pub mod event;
 pub mod hive;
 pub mod info;
 pub mod job;
+pub mod limits;
 pub mod request;
 pub mod scheduler;
 
@@ -28,6 +30,7 @@ pub use info::{
 };
 pub use job::{ImageFormat, ImageResult, JobCreated, JobParams, JobState, JobStatus, Timings};
 pub use request::{
-    ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest, JobRequest, LoraConfig,
+    GenerationFields, ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest,
+    JobRequest, LoraConfig,
 };
 pub use scheduler::SchedulerKind;

@@ -46,17 +46,18 @@ pub struct LoraConfig {
     pub strength: Option<f32>,
 }
 
-/// Text-to-image parameters. Absent or `null` values take the worker's defaults
-/// (its preset's, or its model family's), which `GET /v1/info` lists.
+/// The fields every operation shares, flattened into each operation's body.
+/// Absent or `null` values take the worker's defaults (its preset's, or its
+/// model family's), which `GET /v1/info` lists.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ImageGenerationRequest {
+pub struct GenerationFields {
     /// The hive that routed the job (informational).
     #[serde(default)]
     pub hive_id: Option<String>,
     /// The model the caller expects (informational: a worker serves one model).
     #[serde(default)]
     pub model: Option<String>,
-    /// What to draw; must not be empty.
+    /// What to draw (in the masked area, for inpainting); must not be empty.
     pub prompt: String,
     /// What to steer away from.
     #[serde(default)]
@@ -72,11 +73,16 @@ pub struct ImageGenerationRequest {
     /// Seed of the initial noise; drawn at random when absent and always reported back.
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Image width in pixels, a multiple of 8 within the worker's limits.
+    /// Image width in pixels, a multiple of 8 within the worker's limits. For
+    /// image-to-image and inpainting, the input's width rounded down to 8 when
+    /// absent; the input (and mask) are resized when the size differs.
     #[serde(default)]
+    #[schema(multiple_of = 8)]
     pub width: Option<u32>,
-    /// Image height in pixels, a multiple of 8 within the worker's limits.
+    /// Image height in pixels, a multiple of 8 within the worker's limits. For
+    /// image-to-image and inpainting, the input's height rounded down to 8 when absent.
     #[serde(default)]
+    #[schema(multiple_of = 8)]
     pub height: Option<u32>,
     /// LoRA adapters; this worker accepts only an empty list.
     #[serde(default)]
@@ -92,111 +98,47 @@ pub struct ImageGenerationRequest {
     pub preview: Option<bool>,
 }
 
+/// Text-to-image parameters (rbee's `ImageGenerationRequest`): the shared fields only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImageGenerationRequest {
+    /// The fields every operation shares.
+    #[serde(flatten)]
+    pub generation: GenerationFields,
+}
+
 /// Image-to-image parameters (rbee's `ImageTransformRequest`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImageTransformRequest {
-    /// The hive that routed the job (informational).
+    /// The fields every operation shares.
+    #[serde(flatten)]
+    pub generation: GenerationFields,
+    /// How far to move away from the input image, above 0 up to 1 (0.8 when
+    /// absent): the share of the denoising steps that run, at least one.
     #[serde(default)]
-    pub hive_id: Option<String>,
-    /// The model the caller expects (informational).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// What to draw.
-    pub prompt: String,
-    /// What to steer away from.
-    #[serde(default)]
-    pub negative_prompt: Option<String>,
-    /// Denoising steps.
-    #[serde(default)]
-    pub steps: Option<u32>,
-    /// Classifier-free guidance scale.
-    #[serde(default)]
-    pub guidance_scale: Option<f64>,
-    /// Seed of the noise.
-    #[serde(default)]
-    pub seed: Option<u64>,
-    /// How far to move away from the input image, 0 to 1 (0.8 when absent): the
-    /// share of the denoising steps that run.
-    #[serde(default)]
-    #[schema(minimum = 0, maximum = 1)]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub strength: Option<f64>,
     /// The input image, a base64-encoded PNG or JPEG (`init_image` is accepted too).
     #[serde(alias = "init_image")]
     pub input_image: String,
-    /// Output width, a multiple of 8; the input's width rounded down to 8 when
-    /// absent. The input is resized when the size differs.
-    #[serde(default)]
-    pub width: Option<u32>,
-    /// Output height, a multiple of 8; the input's height rounded down to 8 when absent.
-    #[serde(default)]
-    pub height: Option<u32>,
-    /// LoRA adapters.
-    #[serde(default)]
-    pub loras: Option<Vec<LoraConfig>>,
-    /// The worker the job was routed to (informational).
-    #[serde(default)]
-    pub worker_id: Option<String>,
-    /// The denoising scheduler.
-    #[serde(default)]
-    pub scheduler: Option<SchedulerKind>,
-    /// Whether `progress` events carry a live preview of the image (absent or `null`: no).
-    #[serde(default)]
-    pub preview: Option<bool>,
 }
 
 /// Inpainting parameters (rbee's `ImageInpaintRequest`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImageInpaintRequest {
-    /// The hive that routed the job (informational).
-    #[serde(default)]
-    pub hive_id: Option<String>,
-    /// The model the caller expects (informational).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// What to draw in the masked area.
-    pub prompt: String,
-    /// What to steer away from.
-    #[serde(default)]
-    pub negative_prompt: Option<String>,
+    /// The fields every operation shares.
+    #[serde(flatten)]
+    pub generation: GenerationFields,
     /// The input image, a base64-encoded PNG or JPEG (`input_image` is accepted too).
     #[serde(alias = "input_image")]
     pub init_image: String,
     /// The mask, a base64-encoded PNG or JPEG of the input's size (white =
     /// repaint, black = keep; grey levels are thresholded at 50%).
     pub mask_image: String,
-    /// How far to move away from the input image inside the mask, 0 to 1 (1
-    /// when absent: the masked area starts from pure noise).
+    /// How far to move away from the input image inside the mask, above 0 up
+    /// to 1 (1 when absent: the masked area starts from pure noise).
     #[serde(default)]
-    #[schema(minimum = 0, maximum = 1)]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub strength: Option<f64>,
-    /// Output width, a multiple of 8; the input's width rounded down to 8 when
-    /// absent. The input and mask are resized when the size differs.
-    #[serde(default)]
-    pub width: Option<u32>,
-    /// Output height, a multiple of 8; the input's height rounded down to 8 when absent.
-    #[serde(default)]
-    pub height: Option<u32>,
-    /// Denoising steps.
-    #[serde(default)]
-    pub steps: Option<u32>,
-    /// Classifier-free guidance scale.
-    #[serde(default)]
-    pub guidance_scale: Option<f64>,
-    /// Seed of the noise.
-    #[serde(default)]
-    pub seed: Option<u64>,
-    /// LoRA adapters.
-    #[serde(default)]
-    pub loras: Option<Vec<LoraConfig>>,
-    /// The worker the job was routed to (informational).
-    #[serde(default)]
-    pub worker_id: Option<String>,
-    /// The denoising scheduler.
-    #[serde(default)]
-    pub scheduler: Option<SchedulerKind>,
-    /// Whether `progress` events carry a live preview of the image (absent or `null`: no).
-    #[serde(default)]
-    pub preview: Option<bool>,
 }
 
 #[cfg(test)]
@@ -211,11 +153,12 @@ mod tests {
         let JobRequest::ImageGeneration(req) = serde_json::from_str(body).unwrap() else {
             panic!("wrong operation");
         };
-        assert_eq!(req.prompt, "a cat");
-        assert_eq!(req.steps, Some(20));
-        assert_eq!(req.seed, None);
-        assert_eq!(req.loras, Some(vec![]));
-        assert_eq!(req.preview, None);
+        let fields = req.generation;
+        assert_eq!(fields.prompt, "a cat");
+        assert_eq!(fields.steps, Some(20));
+        assert_eq!(fields.seed, None);
+        assert_eq!(fields.loras, Some(vec![]));
+        assert_eq!(fields.preview, None);
     }
 
     #[test]
@@ -231,22 +174,29 @@ mod tests {
             panic!("wrong operation");
         };
         assert_eq!((req.init_image.as_str(), req.strength), ("AAAA", Some(0.5)));
-        assert_eq!((req.width, req.height), (Some(64), None));
+        assert_eq!(
+            (req.generation.width, req.generation.height),
+            (Some(64), None)
+        );
     }
 
     #[test]
-    fn minimal_body_parses_and_round_trips() {
-        let req: JobRequest = serde_json::from_str(
+    fn minimal_bodies_parse_and_round_trip() {
+        let bodies = [
             r#"{"operation":"image_generation","prompt":"x","scheduler":"euler_a","preview":true}"#,
-        )
-        .unwrap();
-        assert_eq!(req.operation(), "image_generation");
-        let JobRequest::ImageGeneration(params) = &req else {
+            r#"{"operation":"image_transform","prompt":"x","steps":null,"input_image":"AAAA","strength":0.5}"#,
+            r#"{"operation":"image_inpaint","prompt":"x","seed":7,"init_image":"AAAA","mask_image":"BBBB"}"#,
+        ];
+        for body in bodies {
+            let req: JobRequest = serde_json::from_str(body).unwrap();
+            let json = serde_json::to_value(&req).unwrap();
+            assert_eq!(json["operation"], req.operation(), "{json}");
+            assert_eq!(json["prompt"], "x", "{json}");
+            assert_eq!(serde_json::from_value::<JobRequest>(json).unwrap(), req);
+        }
+        let JobRequest::ImageGeneration(params) = serde_json::from_str(bodies[0]).unwrap() else {
             panic!("wrong operation");
         };
-        assert_eq!(params.preview, Some(true));
-        let again: JobRequest =
-            serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
-        assert_eq!(again, req);
+        assert_eq!(params.generation.preview, Some(true));
     }
 }

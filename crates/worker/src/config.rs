@@ -1,7 +1,7 @@
 //! The serve command line (every flag also read from an environment variable)
 //! and the validated configuration it becomes.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use candle_core::DType;
@@ -24,10 +24,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SD_WORKER_MODEL")]
     pub model: Option<String>,
     /// Address to listen on.
-    #[arg(long, env = "SD_WORKER_HOST", default_value = "127.0.0.1")]
+    #[arg(long, env = "SD_WORKER_HOST", default_value_t = DEFAULT_HOST)]
     pub host: IpAddr,
     /// Port to listen on (0 picks a free one and logs it).
-    #[arg(long, env = "SD_WORKER_PORT", default_value_t = 8080)]
+    #[arg(long, env = "SD_WORKER_PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
     /// The URL clients and the hive reach this worker at; `http://HOST:PORT` when absent.
     #[arg(long, env = "SD_WORKER_PUBLIC_URL")]
@@ -36,35 +36,35 @@ pub struct ServeArgs {
     #[arg(long, visible_alias = "queen-url", env = "SD_WORKER_CALLBACK_URL")]
     pub callback_url: Option<String>,
     /// Device index (the GPU for cuda and metal builds).
-    #[arg(long, env = "SD_WORKER_DEVICE", default_value_t = 0)]
+    #[arg(long, env = "SD_WORKER_DEVICE", default_value_t = DEFAULT_DEVICE)]
     pub device: u32,
     /// Storage dtype of the UNet's and text encoders' weight matrices; bf16 and
     /// f16 halve their memory, computation stays f32 (the VAE stays f32).
-    #[arg(long, env = "SD_WORKER_DTYPE", value_enum, default_value_t = Dtype::F32)]
+    #[arg(long, env = "SD_WORKER_DTYPE", value_enum, default_value_t = DEFAULT_DTYPE)]
     pub dtype: Dtype,
     /// Jobs that may wait in the queue besides the running one; more get 503.
-    #[arg(long, env = "SD_WORKER_MAX_QUEUE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "SD_WORKER_MAX_QUEUE", default_value_t = DEFAULT_MAX_QUEUE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_queue: u32,
     /// When set, every route but /health and /ready needs `Authorization: Bearer <key>`.
     #[arg(long, env = "SD_WORKER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// How long finished jobs (and their images) are kept for status and late streams.
-    #[arg(long, env = "SD_WORKER_JOB_RETENTION", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub job_retention: Duration,
+    #[arg(long, env = "SD_WORKER_JOB_RETENTION", default_value_t = DEFAULT_JOB_RETENTION.into())]
+    pub job_retention: humantime::Duration,
     /// Most finished jobs kept at once; beyond it the oldest go before their retention ends.
-    #[arg(long, env = "SD_WORKER_MAX_FINISHED_JOBS", default_value_t = 256)]
+    #[arg(long, env = "SD_WORKER_MAX_FINISHED_JOBS", default_value_t = DEFAULT_MAX_FINISHED_JOBS)]
     pub max_finished_jobs: usize,
     /// Interval of the heartbeats sent to the callback URL.
-    #[arg(long, env = "SD_WORKER_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub heartbeat_interval: Duration,
+    #[arg(long, env = "SD_WORKER_HEARTBEAT_INTERVAL", default_value_t = DEFAULT_HEARTBEAT_INTERVAL.into())]
+    pub heartbeat_interval: humantime::Duration,
     /// Interval of keep-alive comments on idle event streams.
-    #[arg(long, env = "SD_WORKER_SSE_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
-    pub sse_keep_alive: Duration,
+    #[arg(long, env = "SD_WORKER_SSE_KEEP_ALIVE", default_value_t = DEFAULT_SSE_KEEP_ALIVE.into())]
+    pub sse_keep_alive: humantime::Duration,
     /// Largest request body in bytes.
-    #[arg(long, env = "SD_WORKER_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    #[arg(long, env = "SD_WORKER_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: u64,
     /// Largest image width or height in pixels.
-    #[arg(long, env = "SD_WORKER_MAX_SIZE", default_value_t = 2048)]
+    #[arg(long, env = "SD_WORKER_MAX_SIZE", default_value_t = DEFAULT_MAX_SIZE)]
     pub max_size: u32,
     /// Largest input picture or mask (image-to-image, inpainting) in pixels.
     #[arg(long, env = "SD_WORKER_MAX_INPUT_PIXELS", default_value_t = DEFAULT_MAX_INPUT_PIXELS)]
@@ -78,6 +78,30 @@ pub struct ServeArgs {
     pub fake_engine: Option<FakeEngineConfig>,
 }
 
+/// Default of `--host`: the loopback interface only.
+pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Default of `--port` ([`WorkerConfig::new`] takes port 0 instead).
+pub const DEFAULT_PORT: u16 = 8080;
+/// Default of `--device`: the first one.
+pub const DEFAULT_DEVICE: u32 = 0;
+/// Default of `--dtype`: weights kept in f32.
+pub const DEFAULT_DTYPE: Dtype = Dtype::F32;
+/// Default of `--max-queue`.
+pub const DEFAULT_MAX_QUEUE: u32 = 16;
+/// Default of `--job-retention`: ten minutes.
+pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(10 * 60);
+/// Default of `--max-finished-jobs`.
+pub const DEFAULT_MAX_FINISHED_JOBS: usize = 256;
+/// Default of `--heartbeat-interval`.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default of `--sse-keep-alive`.
+pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Default of `--max-body-bytes`: 8 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 << 20;
+/// Smallest image width or height in pixels (no flag sets it).
+pub const DEFAULT_MIN_SIZE: u32 = 64;
+/// Default of `--max-size`.
+pub const DEFAULT_MAX_SIZE: u32 = 2048;
 /// Default of `--max-input-pixels`: 16 megapixels (4096 × 4096).
 pub const DEFAULT_MAX_INPUT_PIXELS: u64 = 4096 * 4096;
 
@@ -244,22 +268,22 @@ impl WorkerConfig {
             worker_id: random_worker_id(),
             preset: presets::in_force(None, &model),
             model,
-            host: IpAddr::from([127, 0, 0, 1]),
+            host: DEFAULT_HOST,
             port: 0,
             public_url: None,
             callback_url: None,
             backend: Backend::Cpu,
-            device: 0,
-            dtype: Dtype::F32,
-            max_queue: 16,
+            device: DEFAULT_DEVICE,
+            dtype: DEFAULT_DTYPE,
+            max_queue: DEFAULT_MAX_QUEUE as usize,
             api_key: None,
-            job_retention: Duration::from_secs(600),
-            max_finished_jobs: 256,
-            heartbeat_interval: Duration::from_secs(30),
-            sse_keep_alive: Duration::from_secs(15),
-            max_body_bytes: 8 << 20,
-            min_size: 64,
-            max_size: 2048,
+            job_retention: DEFAULT_JOB_RETENTION,
+            max_finished_jobs: DEFAULT_MAX_FINISHED_JOBS,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            min_size: DEFAULT_MIN_SIZE,
+            max_size: DEFAULT_MAX_SIZE,
             max_input_pixels: DEFAULT_MAX_INPUT_PIXELS,
             drain_on_shutdown: false,
         }
@@ -299,10 +323,11 @@ impl WorkerConfig {
         config.dtype = args.dtype;
         config.max_queue = args.max_queue as usize;
         config.api_key = args.api_key.clone().filter(|k| !k.is_empty());
-        config.job_retention = args.job_retention;
+        config.job_retention = args.job_retention.into();
         config.max_finished_jobs = args.max_finished_jobs;
-        config.heartbeat_interval = args.heartbeat_interval.max(Duration::from_millis(10));
-        config.sse_keep_alive = args.sse_keep_alive.max(Duration::from_millis(10));
+        config.heartbeat_interval =
+            Duration::from(args.heartbeat_interval).max(Duration::from_millis(10));
+        config.sse_keep_alive = Duration::from(args.sse_keep_alive).max(Duration::from_millis(10));
         config.max_body_bytes = args.max_body_bytes;
         config.max_size = args.max_size.max(config.min_size);
         config.max_input_pixels = args.max_input_pixels;
@@ -318,6 +343,22 @@ fn random_worker_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flags_default_to_the_configuration_defaults() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let args = <Command as clap::Parser>::parse_from(["sd-worker", "--model", "m"]).serve;
+        assert_eq!(args.port, DEFAULT_PORT);
+        let mut from_flags = WorkerConfig::from_args(&args, Backend::Cpu).unwrap();
+        let defaults = WorkerConfig::new("m");
+        from_flags.worker_id.clone_from(&defaults.worker_id);
+        from_flags.port = defaults.port;
+        assert_eq!(format!("{from_flags:?}"), format!("{defaults:?}"));
+    }
 
     #[test]
     fn a_device_that_cannot_open_is_named_once() {

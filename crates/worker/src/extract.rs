@@ -4,12 +4,15 @@
 //! The body is parsed in two steps: first only its `operation` tag, then the
 //! request type that tag selects, with the path of any bad field tracked, so a
 //! client learns both which operation was understood and which field is wrong.
+//! Serde buffers the fields every operation shares (flattened
+//! [`GenerationFields`]) and loses the path of an error among them, so a body
+//! that fails is read again as those fields alone to name the one at fault.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
-use sd_contract::JobRequest;
+use sd_contract::{GenerationFields, JobRequest};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -84,9 +87,9 @@ pub fn parse_job_request(bytes: &[u8]) -> Result<JobRequest, ApiError> {
         ),
     })?;
     match operation.as_str() {
-        "image_generation" => parse(bytes).map(JobRequest::ImageGeneration),
-        "image_transform" => parse(bytes).map(JobRequest::ImageTransform),
-        "image_inpaint" => parse(bytes).map(JobRequest::ImageInpaint),
+        "image_generation" => parse_operation(bytes).map(JobRequest::ImageGeneration),
+        "image_transform" => parse_operation(bytes).map(JobRequest::ImageTransform),
+        "image_inpaint" => parse_operation(bytes).map(JobRequest::ImageInpaint),
         other => Err(ApiError::UnknownOperation {
             message: format!(
                 "unknown operation `{other}` (expected one of: {})",
@@ -94,6 +97,15 @@ pub fn parse_job_request(bytes: &[u8]) -> Result<JobRequest, ApiError> {
             ),
         }),
     }
+}
+
+/// Parses an operation's body; when that fails, the shared fields' own error,
+/// if they have one, since it names its field.
+fn parse_operation<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse(bytes).map_err(|error| match parse::<GenerationFields>(bytes) {
+        Err(shared) => shared,
+        Ok(_) => error,
+    })
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -171,6 +183,62 @@ mod tests {
             error_of(r#"{"operation":"image_generation"}"#),
             (ErrorCode::InvalidRequest, Some("prompt".into()))
         );
+    }
+
+    #[test]
+    fn every_operation_names_its_bad_field() {
+        for (operation, images) in [
+            ("image_generation", ""),
+            ("image_transform", r#","input_image":"AAAA""#),
+            (
+                "image_inpaint",
+                r#","init_image":"AAAA","mask_image":"AAAA""#,
+            ),
+        ] {
+            for (field, value, path) in [
+                ("steps", r#""ten""#, "steps"),
+                ("guidance_scale", "[]", "guidance_scale"),
+                ("seed", "-1", "seed"),
+                ("width", "2.5", "width"),
+                ("preview", "1", "preview"),
+                ("loras", r#"[{"path":7}]"#, "loras[0].path"),
+            ] {
+                let body = format!(
+                    r#"{{"operation":"{operation}","prompt":"x"{images},"{field}":{value}}}"#
+                );
+                let detail = parse_job_request(body.as_bytes()).unwrap_err().detail();
+                assert_eq!(
+                    (detail.code, detail.field.as_deref()),
+                    (ErrorCode::InvalidRequest, Some(path)),
+                    "{body}"
+                );
+                assert!(detail.message.contains("line 1"), "{}", detail.message);
+            }
+        }
+        for (body, field) in [
+            (
+                r#"{"operation":"image_transform","prompt":"x","input_image":"AAAA","strength":"high"}"#,
+                "strength",
+            ),
+            (
+                r#"{"operation":"image_inpaint","prompt":"x","init_image":"AAAA","mask_image":5}"#,
+                "mask_image",
+            ),
+            (
+                r#"{"operation":"image_inpaint","prompt":"x","init_image":"AAAA"}"#,
+                "mask_image",
+            ),
+            (
+                r#"{"operation":"image_transform","input_image":"AAAA"}"#,
+                "prompt",
+            ),
+        ] {
+            assert_eq!(
+                error_of(body),
+                (ErrorCode::InvalidRequest, Some(field.into())),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -375,16 +375,18 @@ pub fn new_job_id() -> String {
 #[cfg(test)]
 mod tests {
     use futures_util::StreamExt;
-    use sd_contract::{ErrorCode, ImageGenerationRequest, JobRequest, Limits};
+    use sd_contract::{ErrorCode, GenerationFields, ImageGenerationRequest, JobRequest, Limits};
 
     use super::*;
     use crate::validation::validate;
 
     fn job() -> Arc<Job> {
         let req = JobRequest::ImageGeneration(ImageGenerationRequest {
-            prompt: "x".into(),
-            steps: Some(2),
-            ..Default::default()
+            generation: GenerationFields {
+                prompt: "x".into(),
+                steps: Some(2),
+                ..Default::default()
+            },
         });
         let model = sd_core::model::ModelProfile {
             family: sd_core::model::ModelFamily::Sd1,

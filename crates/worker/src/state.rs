@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use sd_contract::event::CancelReason;
+use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_STEPS, SIZE_MULTIPLE};
 use sd_contract::{
     JobCounts, JobState, JobStatus, Limits, Readiness, ReadinessState, SchedulerKind, WorkerInfo,
     WorkerStatus,
@@ -20,7 +21,7 @@ use crate::convert::defaults_to_wire;
 use crate::error::ApiError;
 use crate::jobs::{new_job_id, Job, Jobs};
 use crate::queue::{JobQueue, PushError};
-use crate::validation::{ValidJob, MAX_GUIDANCE_SCALE, MAX_STEPS, SIZE_MULTIPLE};
+use crate::validation::ValidJob;
 
 /// Where the worker is in its life.
 #[derive(Debug, Clone, PartialEq)]

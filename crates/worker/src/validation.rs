@@ -9,10 +9,8 @@
 //! the async runtime run [`validate`] on the blocking pool.
 
 use base64::Engine as _;
-use sd_contract::{
-    ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest, JobParams, JobRequest,
-    Limits, LoraConfig, SchedulerKind,
-};
+use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_STEPS, MIN_GUIDANCE_SCALE, MIN_STEPS};
+use sd_contract::{GenerationFields, JobParams, JobRequest, Limits};
 use sd_core::image_input::DecodedImage;
 use sd_core::model::ModelProfile;
 use sd_core::pipeline::{random_seed, Defaults, GenerateParams, ImageInput};
@@ -46,13 +44,6 @@ impl ValidJob {
     }
 }
 
-/// The bounds of [`validate`] that are not per-worker.
-pub const MAX_STEPS: u32 = 150;
-/// The largest guidance scale a job may ask for.
-pub const MAX_GUIDANCE_SCALE: f64 = 30.0;
-/// Width and height must be multiples of this (the VAE's downsampling factor).
-pub const SIZE_MULTIPLE: u32 = 8;
-
 /// Validates a request against the loaded model, the worker's defaults and its limits.
 pub fn validate(
     request: JobRequest,
@@ -62,67 +53,28 @@ pub fn validate(
 ) -> Result<ValidJob, ApiError> {
     match request {
         JobRequest::ImageGeneration(req) => {
-            validate_job(Common::from(req), None, model, defaults, limits)
+            validate_job(req.generation, None, model, defaults, limits)
         }
-        JobRequest::ImageTransform(mut req) => {
+        JobRequest::ImageTransform(req) => {
             let pictures = Pictures {
                 image_field: "input_image",
-                image: std::mem::take(&mut req.input_image),
+                image: req.input_image,
                 mask: None,
                 strength: req.strength,
             };
-            validate_job(Common::from(req), Some(pictures), model, defaults, limits)
+            validate_job(req.generation, Some(pictures), model, defaults, limits)
         }
-        JobRequest::ImageInpaint(mut req) => {
+        JobRequest::ImageInpaint(req) => {
             let pictures = Pictures {
                 image_field: "init_image",
-                image: std::mem::take(&mut req.init_image),
-                mask: Some(std::mem::take(&mut req.mask_image)),
+                image: req.init_image,
+                mask: Some(req.mask_image),
                 strength: req.strength,
             };
-            validate_job(Common::from(req), Some(pictures), model, defaults, limits)
+            validate_job(req.generation, Some(pictures), model, defaults, limits)
         }
     }
 }
-
-/// The fields every operation shares.
-struct Common {
-    prompt: String,
-    negative_prompt: Option<String>,
-    steps: Option<u32>,
-    guidance_scale: Option<f64>,
-    seed: Option<u64>,
-    width: Option<u32>,
-    height: Option<u32>,
-    loras: Option<Vec<LoraConfig>>,
-    scheduler: Option<SchedulerKind>,
-    preview: Option<bool>,
-}
-
-macro_rules! common_from {
-    ($request:ty) => {
-        impl From<$request> for Common {
-            fn from(req: $request) -> Self {
-                Common {
-                    prompt: req.prompt,
-                    negative_prompt: req.negative_prompt,
-                    steps: req.steps,
-                    guidance_scale: req.guidance_scale,
-                    seed: req.seed,
-                    width: req.width,
-                    height: req.height,
-                    loras: req.loras,
-                    scheduler: req.scheduler,
-                    preview: req.preview,
-                }
-            }
-        }
-    };
-}
-
-common_from!(ImageGenerationRequest);
-common_from!(ImageTransformRequest);
-common_from!(ImageInpaintRequest);
 
 /// The still-encoded pictures of an image-to-image or inpainting request.
 struct Pictures {
@@ -134,7 +86,7 @@ struct Pictures {
 }
 
 fn validate_job(
-    req: Common,
+    req: GenerationFields,
     pictures: Option<Pictures>,
     model: &ModelProfile,
     defaults: &Defaults,
@@ -149,18 +101,20 @@ fn validate_job(
             "LoRA adapters are not supported by this worker; send an empty list or null",
         ));
     }
-    let steps = req.steps.map_or(defaults.steps, |s| s as usize);
-    if !(1..=MAX_STEPS as usize).contains(&steps) {
+    let steps = req.steps.map_or(defaults.steps, widen);
+    if !(MIN_STEPS as usize..=MAX_STEPS as usize).contains(&steps) {
         return Err(ApiError::invalid(
             "steps",
-            format!("must be between 1 and {MAX_STEPS}, got {steps}"),
+            format!("must be between {MIN_STEPS} and {MAX_STEPS}, got {steps}"),
         ));
     }
     let guidance_scale = req.guidance_scale.unwrap_or(defaults.guidance_scale);
-    if !(0.0..=MAX_GUIDANCE_SCALE).contains(&guidance_scale) {
+    if !(MIN_GUIDANCE_SCALE..=MAX_GUIDANCE_SCALE).contains(&guidance_scale) {
         return Err(ApiError::invalid(
             "guidance_scale",
-            format!("must be between 0 and {MAX_GUIDANCE_SCALE}, got {guidance_scale}"),
+            format!(
+                "must be between {MIN_GUIDANCE_SCALE} and {MAX_GUIDANCE_SCALE}, got {guidance_scale}"
+            ),
         ));
     }
     let image_field = pictures.as_ref().map_or("init_image", |p| p.image_field);
@@ -316,8 +270,10 @@ fn check_size(field: &'static str, value: usize, limits: &Limits) -> Result<usiz
 
 #[cfg(test)]
 mod tests {
-    use sd_contract::{ErrorCode, LoraConfig};
-    use sd_core::model::ModelFamily;
+    use sd_contract::{
+        ErrorCode, ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest, LoraConfig,
+        SchedulerKind,
+    };
 
     use super::*;
 
@@ -333,7 +289,7 @@ mod tests {
 
     fn model() -> ModelProfile {
         ModelProfile {
-            family: ModelFamily::Sd1,
+            family: sd_core::model::ModelFamily::Sd1,
             inpainting: false,
             native_size: (512, 512),
             vae_scale_factor: 8,
@@ -354,21 +310,19 @@ mod tests {
         }
     }
 
-    fn generation(prompt: &str) -> ImageGenerationRequest {
-        ImageGenerationRequest {
+    fn generation(prompt: &str) -> GenerationFields {
+        GenerationFields {
             prompt: prompt.into(),
             ..Default::default()
         }
     }
 
-    fn field_of(req: ImageGenerationRequest) -> String {
-        let err = validate(
-            JobRequest::ImageGeneration(req),
-            &model(),
-            &defaults(),
-            &limits(),
-        )
-        .unwrap_err();
+    fn text_job(generation: GenerationFields) -> JobRequest {
+        JobRequest::ImageGeneration(ImageGenerationRequest { generation })
+    }
+
+    fn field_of(req: GenerationFields) -> String {
+        let err = validate(text_job(req), &model(), &defaults(), &limits()).unwrap_err();
         let detail = err.detail();
         assert_eq!(detail.code, ErrorCode::InvalidRequest, "{detail:?}");
         detail.field.unwrap()
@@ -377,7 +331,7 @@ mod tests {
     #[test]
     fn defaults_fill_missing_values_and_a_seed_is_chosen() {
         let job = validate(
-            JobRequest::ImageGeneration(generation("a cat")),
+            text_job(generation("a cat")),
             &model(),
             &defaults(),
             &limits(),
@@ -392,7 +346,7 @@ mod tests {
 
     #[test]
     fn given_values_win() {
-        let req = ImageGenerationRequest {
+        let req = GenerationFields {
             steps: Some(3),
             guidance_scale: Some(0.0),
             width: Some(64),
@@ -402,13 +356,7 @@ mod tests {
             loras: Some(vec![]),
             ..generation("a cat")
         };
-        let job = validate(
-            JobRequest::ImageGeneration(req),
-            &model(),
-            &defaults(),
-            &limits(),
-        )
-        .unwrap();
+        let job = validate(text_job(req), &model(), &defaults(), &limits()).unwrap();
         let p = job.params();
         assert_eq!((p.width, p.height, p.steps, p.seed), (64, 96, 3, 42));
         assert_eq!(p.scheduler, SchedulerKind::EulerA);
@@ -418,32 +366,32 @@ mod tests {
     fn each_bad_value_names_its_field() {
         assert_eq!(field_of(generation("  ")), "prompt");
         for steps in [0, 151] {
-            let req = ImageGenerationRequest {
+            let req = GenerationFields {
                 steps: Some(steps),
                 ..generation("x")
             };
             assert_eq!(field_of(req), "steps");
         }
         for g in [-0.5, 30.5, f64::NAN] {
-            let req = ImageGenerationRequest {
+            let req = GenerationFields {
                 guidance_scale: Some(g),
                 ..generation("x")
             };
             assert_eq!(field_of(req), "guidance_scale");
         }
         for w in [100, 56, 2048] {
-            let req = ImageGenerationRequest {
+            let req = GenerationFields {
                 width: Some(w),
                 ..generation("x")
             };
             assert_eq!(field_of(req), "width");
         }
-        let req = ImageGenerationRequest {
+        let req = GenerationFields {
             height: Some(513),
             ..generation("x")
         };
         assert_eq!(field_of(req), "height");
-        let req = ImageGenerationRequest {
+        let req = GenerationFields {
             loras: Some(vec![LoraConfig {
                 path: "a.safetensors".into(),
                 strength: None,
@@ -463,19 +411,18 @@ mod tests {
 
     fn transform(strength: Option<f64>) -> ImageTransformRequest {
         ImageTransformRequest {
-            prompt: "x".into(),
+            generation: generation("x"),
             input_image: png_base64(140, 106),
             strength,
-            ..Default::default()
         }
     }
 
     fn inpaint(mask_width: usize) -> ImageInpaintRequest {
         ImageInpaintRequest {
-            prompt: "x".into(),
+            generation: generation("x"),
             init_image: png_base64(140, 106),
             mask_image: png_base64(mask_width, 106),
-            ..Default::default()
+            strength: None,
         }
     }
 
@@ -502,8 +449,11 @@ mod tests {
 
         let data_url = format!("data:image/png;base64,{}", png_base64(140, 106));
         let req = ImageInpaintRequest {
+            generation: GenerationFields {
+                width: Some(96),
+                ..generation("x")
+            },
             init_image: data_url,
-            width: Some(96),
             ..inpaint(140)
         };
         let job = validate(
@@ -543,7 +493,10 @@ mod tests {
             assert_eq!(job_field(req), "strength", "{strength}");
         }
         let req = ImageTransformRequest {
-            width: Some(60),
+            generation: GenerationFields {
+                width: Some(60),
+                ..generation("x")
+            },
             ..transform(None)
         };
         assert_eq!(job_field(JobRequest::ImageTransform(req)), "width");

@@ -3,14 +3,22 @@
 //!
 //! After changing the API, refresh the committed copy with
 //! `UPDATE_OPENAPI=1 cargo test -p sd-worker --test openapi`.
+//!
+//! The bounds the document publishes for each operation are checked against
+//! what the worker's validator accepts, so neither can change alone.
 
 use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::http::Request;
+use base64::Engine as _;
+use sd_contract::ErrorCode;
+use sd_core::model::{ModelFamily, ModelProfile};
+use sd_worker::extract::parse_job_request;
 use sd_worker::routes::openapi::ApiDoc;
+use sd_worker::validation::validate;
 use sd_worker::{app, AppState, WorkerConfig};
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 use utoipa::OpenApi;
 
@@ -81,4 +89,168 @@ async fn the_served_document_is_the_generated_one() {
         .unwrap();
     let served: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(served, serde_json::to_value(ApiDoc::openapi()).unwrap());
+}
+
+/// The properties of a schema, through its `$ref` and `allOf` parts.
+fn properties(doc: &Value, schema: &Value) -> Map<String, Value> {
+    let mut found = Map::new();
+    if let Some(name) = schema["$ref"].as_str() {
+        let name = name.strip_prefix("#/components/schemas/").unwrap();
+        found.extend(properties(doc, &doc["components"]["schemas"][name]));
+    }
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        found.extend(properties(doc, part));
+    }
+    if let Some(own) = schema["properties"].as_object() {
+        found.extend(own.clone());
+    }
+    found
+}
+
+/// The smallest body of `operation` the validator accepts.
+fn valid_body(operation: &str) -> Map<String, Value> {
+    let rgb = vec![128; 64 * 64 * 3];
+    let png = sd_core::image::encode_png(&rgb, 64, 64, None).unwrap();
+    let picture = base64::engine::general_purpose::STANDARD.encode(png);
+    let body = match operation {
+        "image_generation" => json!({}),
+        "image_transform" => json!({ "input_image": picture }),
+        "image_inpaint" => json!({ "init_image": picture, "mask_image": picture }),
+        other => panic!("no valid body for operation `{other}`: add one"),
+    };
+    let mut body = body.as_object().unwrap().clone();
+    body.insert("operation".into(), operation.into());
+    body.insert("prompt".into(), "a cat".into());
+    body
+}
+
+/// Runs a body through the worker's parser and validator, as `POST /v1/jobs`
+/// does: `None` when accepted, else the field at fault.
+fn verdict(state: &AppState, body: &Map<String, Value>) -> Option<String> {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let checked = parse_job_request(&bytes)
+        .and_then(|request| {
+            let (model, defaults) = state.serving_model()?;
+            validate(request, &model, &defaults, &state.limits())
+        });
+    let error = checked.err()?.detail();
+    assert_eq!(error.code, ErrorCode::InvalidRequest, "{error:?}");
+    error.field
+}
+
+fn is_integer(property: &Value) -> bool {
+    property["type"][0] == "integer"
+}
+
+/// How far past a bound a value is one step: 1 for integers; for numbers,
+/// the resolution this test checks their bounds to.
+fn step(property: &Value) -> f64 {
+    if is_integer(property) {
+        1.0
+    } else {
+        0.01
+    }
+}
+
+/// `value` as the property's JSON type.
+fn json_value(property: &Value, value: f64) -> Value {
+    if is_integer(property) {
+        json!(value as i64)
+    } else {
+        json!(value)
+    }
+}
+
+#[test]
+fn every_operation_publishes_the_bounds_the_validator_enforces() {
+    let doc: Value = serde_json::from_str(&generated()).unwrap();
+    let state = AppState::new(
+        WorkerConfig::new("fake/model"),
+        "127.0.0.1:9".parse().unwrap(),
+    );
+    state.mark_ready(ModelProfile {
+        family: ModelFamily::Sd1,
+        inpainting: false,
+        native_size: (512, 512),
+        vae_scale_factor: 8,
+        scheduler: sd_core::schedulers::SchedulerKind::Pndm,
+    });
+    let operations = doc["components"]["schemas"]["JobRequest"]["oneOf"]
+        .as_array()
+        .unwrap();
+    for schema in operations {
+        let fields = properties(&doc, schema);
+        let operation = fields["operation"]["enum"][0].as_str().unwrap();
+        let bound = |field: &str, key: &str| fields.get(field).and_then(|p| p[key].as_f64());
+        let mut base = valid_body(operation);
+        let with = |base: &Map<String, Value>, field: &str, value: f64| {
+            let mut body = base.clone();
+            body.insert(field.into(), json_value(&fields[field], value));
+            body
+        };
+        // The most steps at full strength, so that every value tried runs a step.
+        for field in ["steps", "strength"] {
+            if let Some(max) = bound(field, "maximum") {
+                base = with(&base, field, max);
+            }
+        }
+        assert_eq!(verdict(&state, &base), None, "{operation}: {base:?}");
+        let try_value = |field: &str, value: f64| verdict(&state, &with(&base, field, value));
+        for field in ["steps", "guidance_scale", "strength"] {
+            let Some(property) = fields.get(field) else {
+                assert_eq!(field, "strength", "{operation} has no `{field}`");
+                continue;
+            };
+            let step = step(property);
+            let named = Some(field.to_string());
+            let context = format!("{operation}.{field} ({property})");
+            match (bound(field, "minimum"), bound(field, "exclusiveMinimum")) {
+                (Some(min), None) => {
+                    assert_eq!(try_value(field, min), None, "{context}: minimum refused");
+                    assert_eq!(
+                        try_value(field, min - step),
+                        named,
+                        "{context}: below accepted"
+                    );
+                }
+                (None, Some(min)) => {
+                    assert_eq!(try_value(field, min), named, "{context}: bound accepted");
+                    assert_eq!(
+                        try_value(field, min + step),
+                        None,
+                        "{context}: above refused"
+                    );
+                }
+                _ => panic!("{context}: one lower bound expected"),
+            }
+            let max = bound(field, "maximum").unwrap_or_else(|| panic!("{context}: no maximum"));
+            assert_eq!(try_value(field, max), None, "{context}: maximum refused");
+            assert_eq!(
+                try_value(field, max + step),
+                named,
+                "{context}: above accepted"
+            );
+        }
+        for field in ["width", "height"] {
+            let context = format!("{operation}.{field}");
+            let multiple =
+                bound(field, "multipleOf").unwrap_or_else(|| panic!("{context}: no multipleOf"));
+            let size = 64.0 * multiple;
+            assert_eq!(try_value(field, size), None, "{context}: {size} refused");
+            assert_eq!(
+                try_value(field, size + multiple),
+                None,
+                "{context}: next refused"
+            );
+            for offset in 1..multiple as u32 {
+                let value = size + f64::from(offset);
+                let named = Some(field.to_string());
+                assert_eq!(
+                    try_value(field, value),
+                    named,
+                    "{context}: {value} accepted"
+                );
+            }
+        }
+    }
 }

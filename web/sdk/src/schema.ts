@@ -184,6 +184,56 @@ export interface components {
              */
             width: number;
         };
+        /**
+         * @description The fields every operation shares, flattened into each operation's body.
+         *     Absent or `null` values take the worker's defaults (its preset's, or its
+         *     model family's), which `GET /v1/info` lists.
+         */
+        GenerationFields: {
+            /**
+             * Format: double
+             * @description Classifier-free guidance scale, 0 to 30; 1 or less runs the conditional pass only.
+             */
+            guidance_scale?: number | null;
+            /**
+             * Format: int32
+             * @description Image height in pixels, a multiple of 8 within the worker's limits. For
+             *     image-to-image and inpainting, the input's height rounded down to 8 when absent.
+             */
+            height?: number | null;
+            /** @description The hive that routed the job (informational). */
+            hive_id?: string | null;
+            /** @description LoRA adapters; this worker accepts only an empty list. */
+            loras?: components["schemas"]["LoraConfig"][] | null;
+            /** @description The model the caller expects (informational: a worker serves one model). */
+            model?: string | null;
+            /** @description What to steer away from. */
+            negative_prompt?: string | null;
+            /** @description Whether `progress` events carry a live preview of the image (absent or `null`: no). */
+            preview?: boolean | null;
+            /** @description What to draw (in the masked area, for inpainting); must not be empty. */
+            prompt: string;
+            scheduler?: null | components["schemas"]["SchedulerKind"];
+            /**
+             * Format: int64
+             * @description Seed of the initial noise; drawn at random when absent and always reported back.
+             */
+            seed?: number | null;
+            /**
+             * Format: int32
+             * @description Denoising steps, 1 to 150.
+             */
+            steps?: number | null;
+            /**
+             * Format: int32
+             * @description Image width in pixels, a multiple of 8 within the worker's limits. For
+             *     image-to-image and inpainting, the input's width rounded down to 8 when
+             *     absent; the input (and mask) are resized when the size differs.
+             */
+            width?: number | null;
+            /** @description The worker the job was routed to (informational). */
+            worker_id?: string | null;
+        };
         /** @description The answer to `GET /health`: the process is up and serving HTTP. */
         Health: {
             /** @description Always `"ok"`. */
@@ -217,108 +267,23 @@ export interface components {
          * @enum {string}
          */
         ImageFormat: "png";
-        /**
-         * @description Text-to-image parameters. Absent or `null` values take the worker's defaults
-         *     (its preset's, or its model family's), which `GET /v1/info` lists.
-         */
-        ImageGenerationRequest: {
-            /**
-             * Format: double
-             * @description Classifier-free guidance scale, 0 to 30; 1 or less runs the conditional pass only.
-             */
-            guidance_scale?: number | null;
-            /**
-             * Format: int32
-             * @description Image height in pixels, a multiple of 8 within the worker's limits.
-             */
-            height?: number | null;
-            /** @description The hive that routed the job (informational). */
-            hive_id?: string | null;
-            /** @description LoRA adapters; this worker accepts only an empty list. */
-            loras?: components["schemas"]["LoraConfig"][] | null;
-            /** @description The model the caller expects (informational: a worker serves one model). */
-            model?: string | null;
-            /** @description What to steer away from. */
-            negative_prompt?: string | null;
-            /** @description Whether `progress` events carry a live preview of the image (absent or `null`: no). */
-            preview?: boolean | null;
-            /** @description What to draw; must not be empty. */
-            prompt: string;
-            scheduler?: null | components["schemas"]["SchedulerKind"];
-            /**
-             * Format: int64
-             * @description Seed of the initial noise; drawn at random when absent and always reported back.
-             */
-            seed?: number | null;
-            /**
-             * Format: int32
-             * @description Denoising steps, 1 to 150.
-             */
-            steps?: number | null;
-            /**
-             * Format: int32
-             * @description Image width in pixels, a multiple of 8 within the worker's limits.
-             */
-            width?: number | null;
-            /** @description The worker the job was routed to (informational). */
-            worker_id?: string | null;
-        };
+        /** @description Text-to-image parameters (rbee's `ImageGenerationRequest`): the shared fields only. */
+        ImageGenerationRequest: components["schemas"]["GenerationFields"];
         /** @description Inpainting parameters (rbee's `ImageInpaintRequest`). */
-        ImageInpaintRequest: {
-            /**
-             * Format: double
-             * @description Classifier-free guidance scale.
-             */
-            guidance_scale?: number | null;
-            /**
-             * Format: int32
-             * @description Output height, a multiple of 8; the input's height rounded down to 8 when absent.
-             */
-            height?: number | null;
-            /** @description The hive that routed the job (informational). */
-            hive_id?: string | null;
+        ImageInpaintRequest: components["schemas"]["GenerationFields"] & {
             /** @description The input image, a base64-encoded PNG or JPEG (`input_image` is accepted too). */
             init_image: string;
-            /** @description LoRA adapters. */
-            loras?: components["schemas"]["LoraConfig"][] | null;
             /**
              * @description The mask, a base64-encoded PNG or JPEG of the input's size (white =
              *     repaint, black = keep; grey levels are thresholded at 50%).
              */
             mask_image: string;
-            /** @description The model the caller expects (informational). */
-            model?: string | null;
-            /** @description What to steer away from. */
-            negative_prompt?: string | null;
-            /** @description Whether `progress` events carry a live preview of the image (absent or `null`: no). */
-            preview?: boolean | null;
-            /** @description What to draw in the masked area. */
-            prompt: string;
-            scheduler?: null | components["schemas"]["SchedulerKind"];
-            /**
-             * Format: int64
-             * @description Seed of the noise.
-             */
-            seed?: number | null;
-            /**
-             * Format: int32
-             * @description Denoising steps.
-             */
-            steps?: number | null;
             /**
              * Format: double
-             * @description How far to move away from the input image inside the mask, 0 to 1 (1
-             *     when absent: the masked area starts from pure noise).
+             * @description How far to move away from the input image inside the mask, above 0 up
+             *     to 1 (1 when absent: the masked area starts from pure noise).
              */
             strength?: number | null;
-            /**
-             * Format: int32
-             * @description Output width, a multiple of 8; the input's width rounded down to 8 when
-             *     absent. The input and mask are resized when the size differs.
-             */
-            width?: number | null;
-            /** @description The worker the job was routed to (informational). */
-            worker_id?: string | null;
         };
         /** @description A finished image. */
         ImageResult: {
@@ -345,56 +310,15 @@ export interface components {
             width: number;
         };
         /** @description Image-to-image parameters (rbee's `ImageTransformRequest`). */
-        ImageTransformRequest: {
-            /**
-             * Format: double
-             * @description Classifier-free guidance scale.
-             */
-            guidance_scale?: number | null;
-            /**
-             * Format: int32
-             * @description Output height, a multiple of 8; the input's height rounded down to 8 when absent.
-             */
-            height?: number | null;
-            /** @description The hive that routed the job (informational). */
-            hive_id?: string | null;
+        ImageTransformRequest: components["schemas"]["GenerationFields"] & {
             /** @description The input image, a base64-encoded PNG or JPEG (`init_image` is accepted too). */
             input_image: string;
-            /** @description LoRA adapters. */
-            loras?: components["schemas"]["LoraConfig"][] | null;
-            /** @description The model the caller expects (informational). */
-            model?: string | null;
-            /** @description What to steer away from. */
-            negative_prompt?: string | null;
-            /** @description Whether `progress` events carry a live preview of the image (absent or `null`: no). */
-            preview?: boolean | null;
-            /** @description What to draw. */
-            prompt: string;
-            scheduler?: null | components["schemas"]["SchedulerKind"];
-            /**
-             * Format: int64
-             * @description Seed of the noise.
-             */
-            seed?: number | null;
-            /**
-             * Format: int32
-             * @description Denoising steps.
-             */
-            steps?: number | null;
             /**
              * Format: double
-             * @description How far to move away from the input image, 0 to 1 (0.8 when absent): the
-             *     share of the denoising steps that run.
+             * @description How far to move away from the input image, above 0 up to 1 (0.8 when
+             *     absent): the share of the denoising steps that run, at least one.
              */
             strength?: number | null;
-            /**
-             * Format: int32
-             * @description Output width, a multiple of 8; the input's width rounded down to 8 when
-             *     absent. The input is resized when the size differs.
-             */
-            width?: number | null;
-            /** @description The worker the job was routed to (informational). */
-            worker_id?: string | null;
         };
         /** @description How many jobs the worker holds. */
         JobCounts: {

@@ -9,7 +9,12 @@ type Schemas = components["schemas"];
 
 /** The body of `POST /v1/jobs`, tagged by `operation`. */
 export type JobRequest = Schemas["JobRequest"];
-/** Text-to-image parameters; absent or `null` values take the worker's defaults. */
+/**
+ * The fields every operation shares (prompt, steps, guidance, size, seed,
+ * scheduler, preview, ...); absent or `null` values take the worker's defaults.
+ */
+export type GenerationFields = Schemas["GenerationFields"];
+/** Text-to-image parameters: the shared fields only. */
 export type ImageGenerationRequest = Schemas["ImageGenerationRequest"];
 /** Image-to-image parameters: `input_image` (base64 PNG or JPEG) and `strength`. */
 export type ImageTransformRequest = Schemas["ImageTransformRequest"];

@@ -31,6 +31,7 @@ use super::{health, info, jobs, stream};
     ),
     components(schemas(
         JobRequest,
+        GenerationFields,
         ImageGenerationRequest,
         ImageTransformRequest,
         ImageInpaintRequest,
