@@ -15,8 +15,9 @@ use sd_contract::SchedulerKind;
 
 use crate::clip::{ClipActivation, ClipTextConfig};
 use crate::error::{Error, Result};
-use crate::image::{encode_png, to_rgb8, GenerationSettings};
-use crate::image_input::{prepare_image, prepare_mask, DecodedImage};
+use crate::image::{
+    encode_png, prepare_image, prepare_mask, to_rgb8, DecodedImage, GenerationSettings,
+};
 use crate::model_files::{read_json, Component, ComponentFiles, ModelIndex, WeightVariant};
 use crate::preview::LatentFormat;
 use crate::prompt::{PromptEmbeds, TextEncoders};

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sd_contract::SchedulerKind;
-use sd_core::image_input::DecodedImage;
+use sd_core::image::DecodedImage;
 use sd_core::model_files::WeightVariant;
 use sd_core::pipeline::{
     random_seed, GenerateParams, ImageInput, LoadOptions, StableDiffusion, Trace,
@@ -283,11 +283,11 @@ fn read_image_input(args: &GenerateArgs) -> anyhow::Result<Option<ImageInput>> {
     let Some(path) = &args.init_image else {
         return Ok(None);
     };
-    let image = read_picture(path, "--init-image", "init_image")?;
+    let image = read_picture(path, "--init-image")?;
     let mask = args
         .mask_image
         .as_deref()
-        .map(|path| read_picture(path, "--mask-image", "mask_image"))
+        .map(|path| read_picture(path, "--mask-image"))
         .transpose()?;
     let default_strength = if mask.is_some() {
         DEFAULT_INPAINT_STRENGTH
@@ -310,11 +310,11 @@ fn read_image_input(args: &GenerateArgs) -> anyhow::Result<Option<ImageInput>> {
 }
 
 /// Reads and decodes one picture, naming the flag and the file in errors.
-fn read_picture(path: &Path, flag: &str, field: &'static str) -> anyhow::Result<DecodedImage> {
+fn read_picture(path: &Path, flag: &str) -> anyhow::Result<DecodedImage> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))?;
-    DecodedImage::decode(&bytes, field, MAX_INPUT_PIXELS)
-        .map_err(|e| flag_error(flag, &path.display().to_string(), e))
+    DecodedImage::decode(&bytes, MAX_INPUT_PIXELS)
+        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
 }
 
 /// `FLAG FILE: what is wrong`, without the core's field prefix.

@@ -10,7 +10,7 @@ use sd_contract::{
     GenerationDefaults, ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest,
     JobParams, JobRequest, Limits, LoraConfig, SchedulerKind,
 };
-use sd_core::image_input::DecodedImage;
+use sd_core::image::DecodedImage;
 use sd_core::pipeline::{ImageInput, DEFAULT_IMG2IMG_STRENGTH, DEFAULT_INPAINT_STRENGTH};
 
 use crate::error::ApiError;
@@ -192,7 +192,8 @@ fn decode_pictures(
     let max_pixels = usize::try_from(limits.max_input_pixels).unwrap_or(usize::MAX);
     let decode = |field: &'static str, text: &str| {
         let bytes = decode_base64(text).map_err(|message| ApiError::invalid(field, message))?;
-        DecodedImage::decode(&bytes, field, max_pixels).map_err(|e| core_error(e, field))
+        DecodedImage::decode(&bytes, max_pixels)
+            .map_err(|e| ApiError::invalid(field, e.to_string()))
     };
     let input = ImageInput {
         image: decode(field, &pictures.image)?,
