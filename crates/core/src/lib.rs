@@ -8,7 +8,6 @@
 pub mod clip;
 pub mod error;
 pub mod image;
-pub mod image_input;
 pub mod layers;
 pub mod model;
 pub mod pipeline;

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use candle_core::Device;
 use common::fixtures;
-use sd_core::image_input::{ColorMode, DecodedImage};
+use sd_core::image::{ColorMode, DecodedImage};
 use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion};
 use sd_core::schedulers::SchedulerKind;
 use sd_core::{Error, Param};

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use common::{fixtures, max_abs, max_abs_diff};
-use sd_core::image_input::DecodedImage;
+use sd_core::image::DecodedImage;
 use sd_core::model::{LoadOptions, WeightVariant};
 use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion};
 use sd_core::schedulers::{SchedulerConfig, SchedulerKind};
@@ -56,7 +56,7 @@ fn read_cases(dir: &Path) -> Vec<Case> {
 
 fn read_picture(dir: &Path, name: &str) -> DecodedImage {
     let bytes = std::fs::read(dir.join(name)).unwrap();
-    DecodedImage::decode(&bytes, "init_image", usize::MAX).unwrap()
+    DecodedImage::decode(&bytes, usize::MAX).unwrap()
 }
 
 /// How a traces folder is loaded and how close it must come to diffusers.

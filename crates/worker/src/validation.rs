@@ -11,7 +11,7 @@
 use base64::Engine as _;
 use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_STEPS, MIN_GUIDANCE_SCALE, MIN_STEPS};
 use sd_contract::{GenerationFields, JobParams, JobRequest, Limits};
-use sd_core::image_input::DecodedImage;
+use sd_core::image::DecodedImage;
 use sd_core::model::ModelProfile;
 use sd_core::pipeline::{random_seed, Defaults, GenerateParams, ImageInput};
 use sd_core::ParamError;
@@ -170,7 +170,8 @@ fn decode_pictures(pictures: Pictures, limits: &Limits) -> Result<ImageInput, Ap
     let max_pixels = usize::try_from(limits.max_input_pixels).unwrap_or(usize::MAX);
     let decode = |field: &'static str, text: &str| {
         let bytes = decode_base64(text).map_err(|message| ApiError::invalid(field, message))?;
-        decode_picture(&bytes, max_pixels).map_err(|message| ApiError::invalid(field, message))
+        DecodedImage::decode(&bytes, max_pixels)
+            .map_err(|e| ApiError::invalid(field, e.to_string()))
     };
     let mask = pictures
         .mask
@@ -183,14 +184,6 @@ fn decode_pictures(pictures: Pictures, limits: &Limits) -> Result<ImageInput, Ap
             .strength
             .unwrap_or(ImageInput::default_strength(mask.is_some())),
         mask,
-    })
-}
-
-/// PNG or JPEG bytes as a picture, or why not.
-fn decode_picture(bytes: &[u8], max_pixels: usize) -> Result<DecodedImage, String> {
-    DecodedImage::decode(bytes, "init_image", max_pixels).map_err(|e| match e {
-        sd_core::Error::Param(e) => e.message,
-        other => other.to_string(),
     })
 }
 

@@ -128,11 +128,10 @@ fn valid_body(operation: &str) -> Map<String, Value> {
 /// does: `None` when accepted, else the field at fault.
 fn verdict(state: &AppState, body: &Map<String, Value>) -> Option<String> {
     let bytes = serde_json::to_vec(body).unwrap();
-    let checked = parse_job_request(&bytes)
-        .and_then(|request| {
-            let (model, defaults) = state.serving_model()?;
-            validate(request, &model, &defaults, &state.limits())
-        });
+    let checked = parse_job_request(&bytes).and_then(|request| {
+        let (model, defaults) = state.serving_model()?;
+        validate(request, &model, &defaults, &state.limits())
+    });
     let error = checked.err()?.detail();
     assert_eq!(error.code, ErrorCode::InvalidRequest, "{error:?}");
     error.field

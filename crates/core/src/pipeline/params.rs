@@ -9,7 +9,7 @@
 use candle_core::Tensor;
 
 use crate::error::{Param, ParamError};
-use crate::image_input::DecodedImage;
+use crate::image::DecodedImage;
 use crate::model::ModelProfile;
 use crate::schedulers::SchedulerKind;
 

@@ -8,7 +8,7 @@ use super::output::ImageTrace;
 use super::params::{DebugOptions, GenerateParams};
 use super::StableDiffusion;
 use crate::error::Result;
-use crate::image_input::{prepare_image, prepare_mask};
+use crate::image::{prepare_image, prepare_mask};
 use crate::rng::TorchRng;
 use crate::schedulers::Scheduler;
 

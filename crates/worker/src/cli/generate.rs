@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use sd_core::image_input::DecodedImage;
+use sd_core::image::DecodedImage;
 use sd_core::model::hub::resolve_model;
 use sd_core::model::{LoadOptions, WeightVariant};
 use sd_core::pipeline::{
@@ -290,8 +290,6 @@ fn read_image_input(args: &GenerateArgs) -> anyhow::Result<Option<ImageInput>> {
 fn read_picture(path: &Path, flag: &str) -> anyhow::Result<DecodedImage> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))?;
-    DecodedImage::decode(&bytes, "init_image", MAX_INPUT_PIXELS).map_err(|e| match e {
-        sd_core::Error::Param(e) => anyhow::anyhow!("{flag} {}: {}", path.display(), e.message),
-        other => anyhow::anyhow!("{flag} {}: {other}", path.display()),
-    })
+    DecodedImage::decode(&bytes, MAX_INPUT_PIXELS)
+        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
 }

@@ -1,6 +1,5 @@
-//! Turning the decoded image into 8-bit RGB and PNG bytes.
-
-use candle_core::{DType, Tensor};
+//! PNG encoding, with the generation settings in AUTOMATIC1111's `parameters`
+//! text chunk.
 
 use crate::error::{Error, Result};
 
@@ -53,26 +52,6 @@ impl GenerationSettings {
         }
         text
     }
-}
-
-/// Converts an image tensor `[1, 3, H, W]` with values in 0..1 into interleaved 8-bit RGB.
-///
-/// Values are scaled by 255 and rounded, as diffusers' `numpy_to_pil` does.
-pub fn to_rgb8(image: &Tensor) -> Result<Vec<u8>> {
-    let (_, channels, _, _) = image.dims4()?;
-    if channels != 3 {
-        return Err(candle_core::Error::Msg(format!("expected 3 channels, got {channels}")).into());
-    }
-    let hwc = image
-        .squeeze(0)?
-        .permute((1, 2, 0))?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    Ok(hwc
-        .into_iter()
-        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect())
 }
 
 /// Encodes interleaved 8-bit RGB as a PNG, with an AUTOMATIC1111 `parameters`
@@ -181,16 +160,5 @@ mod tests {
     #[test]
     fn wrong_buffer_size_is_an_error() {
         assert!(encode_png(&[0; 5], 2, 2, None).is_err());
-    }
-
-    #[test]
-    fn rgb8_rounds_and_clamps() {
-        let image = Tensor::from_vec(
-            vec![0.0f32, 1.0, 0.5, 2.0, -1.0, 0.25],
-            (1, 3, 1, 2),
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
-        assert_eq!(to_rgb8(&image).unwrap(), vec![0, 128, 0, 255, 255, 64]);
     }
 }
