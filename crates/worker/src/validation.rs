@@ -14,7 +14,7 @@ use sd_contract::{GenerationFields, JobParams, JobRequest, Limits};
 use sd_core::image::DecodedImage;
 use sd_core::model::ModelProfile;
 use sd_core::pipeline::{random_seed, Defaults, GenerateParams, ImageInput};
-use sd_core::ParamError;
+use sd_core::{Param, ParamError};
 
 use crate::convert::{field_of, scheduler_from_wire, scheduler_to_wire};
 use crate::error::ApiError;
@@ -25,6 +25,8 @@ pub struct ValidJob {
     params: JobParams,
     generation: GenerateParams,
     preview: bool,
+    /// The operation's name for its input picture.
+    image_field: &'static str,
 }
 
 impl ValidJob {
@@ -41,6 +43,11 @@ impl ValidJob {
     /// Whether its progress events should carry live previews.
     pub fn wants_preview(&self) -> bool {
         self.preview
+    }
+
+    /// The request field a pipeline parameter of this job came from.
+    pub fn field_of(&self, param: Param) -> &'static str {
+        field_of(param, self.image_field)
     }
 }
 
@@ -157,6 +164,7 @@ fn validate_job(
         },
         generation,
         preview: req.preview.unwrap_or(false),
+        image_field,
     })
 }
 

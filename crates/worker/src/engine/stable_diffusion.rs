@@ -33,14 +33,14 @@ impl SdEngine {
             let device = backend
                 .open_device(ordinal)
                 .map_err(|e| EngineError::Failed(e.to_string()))?;
-            let folder = resolve_model(&spec, WeightVariant::Full).map_err(engine_error)?;
+            let folder = resolve_model(&spec, WeightVariant::Full).map_err(load_error)?;
             tracing::info!(folder = %folder.display(), ?device, dtype = dtype.as_str(), "loading the pipeline");
             let options = LoadOptions {
                 variant: WeightVariant::Full,
                 weight_dtype: dtype.storage(),
             };
             let mut pipeline =
-                StableDiffusion::load_with(&folder, &device, options).map_err(engine_error)?;
+                StableDiffusion::load_with(&folder, &device, options).map_err(load_error)?;
             pipeline.set_name(spec.clone());
             if !device.is_cpu() {
                 warm_up(&mut pipeline);
@@ -103,7 +103,7 @@ impl Engine for SdEngine {
                 last = Instant::now();
                 flow
             })
-            .map_err(engine_error)?;
+            .map_err(|e| engine_error(e, job))?;
         Ok(EngineOutput {
             png: image.png,
             width: image.width as u32,
@@ -113,12 +113,17 @@ impl Engine for SdEngine {
     }
 }
 
+/// A model that cannot be resolved or loaded; the message names the file or tensor.
+fn load_error(err: sd_core::Error) -> EngineError {
+    EngineError::Failed(err.to_string())
+}
+
 /// An engine error; a parameter the pipeline rejects (the scheduler's own
-/// step limits) names its request field.
-fn engine_error(err: sd_core::Error) -> EngineError {
+/// step limits) names the job's request field.
+fn engine_error(err: sd_core::Error, job: &ValidJob) -> EngineError {
     match err {
         sd_core::Error::Param(e) => EngineError::InvalidRequest {
-            field: crate::convert::field_of(e.param, "init_image").to_string(),
+            field: job.field_of(e.param).to_string(),
             message: e.message,
         },
         sd_core::Error::Cancelled => EngineError::Cancelled,
