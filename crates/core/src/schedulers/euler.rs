@@ -1,5 +1,5 @@
 //! Euler (Karras et al. 2022, algorithm 2, without churn), and the sigma
-//! schedule it shares with Euler Ancestral.
+//! schedule and stepper it shares with Euler Ancestral.
 
 use candle_core::Tensor;
 
@@ -157,11 +157,24 @@ pub(crate) fn predict_x0(
 pub(crate) struct EulerDiscrete {
     schedule: SigmaSchedule,
     prediction: Prediction,
+    /// Euler Ancestral: step down below the next sigma, then add fresh noise
+    /// back up to it ([`super::euler_ancestral`]).
+    ancestral: bool,
     /// The clean latents the last step predicted.
     pred_x0: Option<Tensor>,
 }
 
 impl EulerDiscrete {
+    /// The Euler Ancestral stepper over `schedule`.
+    pub(crate) fn ancestral(schedule: SigmaSchedule, prediction: Prediction) -> Self {
+        Self {
+            schedule,
+            prediction,
+            ancestral: true,
+            pred_x0: None,
+        }
+    }
+
     pub(crate) fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         let prediction = Prediction::from_config(config, CLASS, Prediction::ALL)?;
         for (set, name) in [
@@ -218,6 +231,7 @@ impl EulerDiscrete {
         Ok(EulerDiscrete {
             schedule: SigmaSchedule::new(config, CLASS, steps, options)?,
             prediction,
+            ancestral: false,
             pred_x0: None,
         })
     }
@@ -241,13 +255,16 @@ impl Scheduler for EulerDiscrete {
         model_output: &Tensor,
         step_index: usize,
         sample: &Tensor,
-        _rng: &mut TorchRng,
+        rng: &mut TorchRng,
     ) -> candle_core::Result<Tensor> {
-        // Without churn sigma_hat is sigma and no noise is drawn.
         let (sigma, sigma_next) = self.schedule.pair(step_index)?;
         let pred_x0 = predict_x0(self.prediction, model_output, sample, sigma)?;
         let derivative = div(&(sample - &pred_x0)?, sigma)?;
         self.pred_x0 = Some(pred_x0);
+        if self.ancestral {
+            return super::euler_ancestral::step(sample, &derivative, sigma, sigma_next, rng);
+        }
+        // Without churn sigma_hat is sigma and no noise is drawn.
         sample + mul(&derivative, sigma_next - sigma)?
     }
 

@@ -152,7 +152,7 @@ pub fn build_scheduler(
         ddim::CLASS => Box::new(ddim::Ddim::new(&config, steps)?),
         pndm::CLASS => Box::new(pndm::Pndm::new(&config, steps)?),
         euler::CLASS => Box::new(euler::EulerDiscrete::new(&config, steps)?),
-        euler_ancestral::CLASS => Box::new(euler_ancestral::EulerAncestral::new(&config, steps)?),
+        euler_ancestral::CLASS => Box::new(euler_ancestral::new(&config, steps)?),
         dpm_solver_multistep::CLASS => Box::new(dpm_solver_multistep::DpmSolverMultistep::new(
             &config, steps,
         )?),
