@@ -7,7 +7,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::config::{BlockPlan, MidPlan};
+use super::plan::{BlockPlan, MidPlan};
 use super::transformer::{Transformer2DConfig, Transformer2DModel};
 use crate::layers::{
     Activation, Downsample2D, ResnetBlock2D, ResnetBlock2DConfig, TimeEmbeddingNorm, Upsample2D,

@@ -8,6 +8,7 @@
 mod blocks;
 mod config;
 mod embeddings;
+mod plan;
 mod transformer;
 
 pub use config::{PerBlock, SampleSize, UNetConfig};
@@ -20,7 +21,7 @@ use candle_nn::VarBuilder;
 use crate::layers::{conv2d, Activation, Conv2d, GroupNorm};
 use crate::{Error, Result};
 use blocks::{DownBlock, MidBlock, Shared, UpBlock};
-use config::UNetPlan;
+use plan::UNetPlan;
 
 /// SDXL's added conditioning (`added_cond_kwargs` in diffusers).
 #[derive(Debug, Clone)]

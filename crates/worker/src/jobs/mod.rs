@@ -1,0 +1,56 @@
+//! Jobs and their registry.
+//!
+//! - [`Job`] (`job.rs`): one job's state and its replayable, append-only event
+//!   log, which any number of subscribers follow.
+//! - [`Jobs`] (`registry.rs`): the jobs by id, expiring finished ones, and
+//!   [`new_job_id`].
+
+mod job;
+mod registry;
+
+pub use job::{Job, LoggedEvent};
+pub use registry::{new_job_id, Jobs};
+
+/// Shared by the jobs' unit tests.
+#[cfg(test)]
+mod testing {
+    use std::sync::Arc;
+
+    use sd_contract::{GenerationFields, ImageGenerationRequest, JobRequest, Limits};
+
+    use super::{new_job_id, Job};
+    use crate::validation::validate;
+
+    /// A fresh queued two-step SD 1 job.
+    pub(super) fn job() -> Arc<Job> {
+        let req = JobRequest::ImageGeneration(ImageGenerationRequest {
+            generation: GenerationFields {
+                prompt: "x".into(),
+                steps: Some(2),
+                ..Default::default()
+            },
+        });
+        let model = sd_core::model::ModelProfile {
+            family: sd_core::model::ModelFamily::Sd1,
+            inpainting: false,
+            native_size: (64, 64),
+            vae_scale_factor: 8,
+            scheduler: sd_core::schedulers::SchedulerKind::Euler,
+        };
+        let defaults = sd_core::pipeline::Defaults::resolve(None, &model);
+        let limits = Limits {
+            min_size: 64,
+            max_size: 512,
+            size_multiple: 8,
+            max_steps: 150,
+            max_guidance_scale: 30.0,
+            max_queue: 4,
+            max_body_bytes: 1024,
+            max_input_pixels: 1 << 20,
+        };
+        Arc::new(Job::new(
+            new_job_id(),
+            validate(req, &model, &defaults, &limits).unwrap(),
+        ))
+    }
+}
