@@ -10,7 +10,7 @@
 //!   jobs from it, checking for cancellation after every step.
 //! - [`jobs`] keeps each job's event log, which any number of SSE subscribers
 //!   replay and follow, and expires finished jobs.
-//! - [`app`] is the router; [`routes`] the handlers; [`error`] the one error
+//! - [`mod@app`] is the router; [`routes`] the handlers; [`error`] the one error
 //!   type; [`extract`] the JSON extractor that names bad fields.
 //! - [`hive`] sends the ready callback and heartbeats; [`server`] binds, serves
 //!   and shuts down.

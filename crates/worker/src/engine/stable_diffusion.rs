@@ -6,7 +6,7 @@
 //! invalid parameter names its field (a 400-style `invalid_request` error
 //! event), a cancellation ends the job as cancelled. Jobs that ask for a
 //! preview get one on the steps [`LivePreviews`] picks. On a GPU the loader
-//! also runs one tiny generation before the worker reports ready (see [`warm_up`]).
+//! also runs one tiny generation before the worker reports ready (`warm_up`).
 
 use std::time::Instant;
 
