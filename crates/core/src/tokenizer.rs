@@ -56,7 +56,8 @@ type Vocab = HashMap<String, u32>;
 /// BPE merges in priority order.
 type Merges = Vec<(String, String)>;
 
-/// A CLIP tokenizer loaded from a tokenizer folder.
+/// A CLIP tokenizer, loaded from a tokenizer folder or built from the bundled
+/// vocabulary ([`ClipTokenizer::bundled`]).
 ///
 /// Safe to share between threads; BPE results are cached per word.
 pub struct ClipTokenizer {

@@ -18,11 +18,14 @@ use super::workloads::{image_runs, text_runs, unet_runs, vae_decode_runs, vae_en
 
 /// The outputs of one run, and an image's stage seconds.
 pub struct RunOutput {
+    /// Named outputs, checked to be finite and kept for `--dump`.
     pub tensors: Vec<(&'static str, Tensor)>,
+    /// Seconds of text encoding, denoising and decoding, for an image.
     pub stages: Option<[f64; 3]>,
 }
 
 impl RunOutput {
+    /// Outputs without stages.
     pub fn of(tensors: Vec<(&'static str, Tensor)>) -> Self {
         Self {
             tensors,
