@@ -16,7 +16,10 @@ that folder and the inputs the Rust side dumped, so the outputs are comparable.
         --figures unet:256:2,unet:512:2,vae-decode:256,vae-decode:512 --reps 3
 
 Figures are `component:size[:batch]` with component one of unet, vae-decode,
-vae-encode, text (size ignored) and image.
+vae-encode, text (size ignored) and image. The image figure runs both sides'
+pipelines (sd-core's `StableDiffusion`, diffusers' `DiffusionPipeline`) on the
+same prompt and seed; the diffusers side's stages are the time in
+`encode_prompt` and in `vae.decode`, and the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TIMESTEP = 500.0
+# The benchmark's prompt (`sd_worker::cli::bench::PROMPT`).
+PROMPT = "a photograph of an astronaut riding a horse"
 
 
 def parse_figure(text: str) -> tuple[str, int, int]:
@@ -64,6 +69,7 @@ def run_rust(args, component, size, batch, dump_dir) -> dict:
         "--weights", str(args.weights_dir),
         "--dump", str(dump_dir),
         "--threads", str(args.threads),
+        "--seed", str(args.seed),
     ]
     if args.steps is not None:
         cmd += ["--steps", str(args.steps)]
@@ -84,6 +90,7 @@ def run_torch(args, component, size, batch, dump_dir) -> dict:
         "--warmup", str(args.warmup),
         "--threads", str(args.threads),
         "--dump-dir", str(dump_dir),
+        "--seed", str(args.seed),
     ]
     if args.steps is not None:
         cmd += ["--steps", str(args.steps)]
@@ -99,7 +106,8 @@ def driver(args) -> None:
     if not (args.weights_dir / "unet" / "diffusion_pytorch_model.safetensors").exists():
         print(f"writing random {args.model} weights to {args.weights_dir}", file=sys.stderr)
         subprocess.run(
-            [str(args.bin), "bench", "--models", args.model, "--save-weights", str(args.weights_dir)],
+            [str(args.bin), "bench", "--models", args.model, "--save-weights", str(args.weights_dir),
+             "--seed", str(args.seed)],
             check=True,
         )
     dump_dir = args.weights_dir / "dumps"
@@ -239,50 +247,49 @@ def child(args) -> None:
 
 
 def load_models(model: str, component: str, root: Path, dtype) -> dict:
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     models = {}
-    if component in ("unet", "image"):
+    if component == "image":
+        models["pipe"] = DiffusionPipeline.from_pretrained(root, torch_dtype=dtype)
+        models["pipe"].set_progress_bar_config(disable=True)
+    if component == "unet":
         models["unet"] = UNet2DConditionModel.from_pretrained(root / "unet", torch_dtype=dtype).eval()
-    if component in ("vae-decode", "vae-encode", "image"):
+    if component in ("vae-decode", "vae-encode"):
         models["vae"] = AutoencoderKL.from_pretrained(root / "vae", torch_dtype=dtype).eval()
-    if component in ("text", "image"):
+    if component == "text":
         models["text"] = [CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=dtype).eval()]
         if model == "sdxl":
             models["text"].append(
                 CLIPTextModelWithProjection.from_pretrained(root / "text_encoder_2", torch_dtype=dtype).eval()
             )
-    if component == "image":
-        models["scheduler"] = EulerDiscreteScheduler.from_pretrained(root / "scheduler")
     return models
 
 
-def prompt_ids(cond: bool):
-    import torch
-
-    ids = [49406]
-    if cond:
-        ids += [320, 1125, 539, 320, 2368, 530, 320, 6765, 1900, 2867]
-    ids += [49407] * (77 - len(ids))
-    return torch.tensor([ids], dtype=torch.long)
-
-
-def encode_text(encoders, ids):
+def encode_text(encoders, ids, ids_2):
     import torch
 
     if len(encoders) == 1:
         return encoders[0](ids).last_hidden_state, None
     a = encoders[0](ids, output_hidden_states=True)
-    b = encoders[1](ids, output_hidden_states=True)
+    b = encoders[1](ids_2, output_hidden_states=True)
     context = torch.cat([a.hidden_states[-2], b.hidden_states[-2]], dim=2)
     return context, b.text_embeds
 
 
-def time_ids(size: int, batch: int):
-    import torch
+def timed(obj, name: str, seconds: dict) -> None:
+    """Adds the seconds every call of `obj.name` takes to `seconds[name]`."""
+    inner = getattr(obj, name)
 
-    return torch.tensor([[size, size, 0, 0, size, size]] * batch, dtype=torch.float32)
+    def wrapper(*a, **kw):
+        started = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            seconds[name] += time.perf_counter() - started
+
+    setattr(obj, name, wrapper)
 
 
 def make_run(args, component, size, models, dump, outputs, stages):
@@ -316,9 +323,10 @@ def make_run(args, component, size, models, dump, outputs, stages):
         return run
     if component == "text":
         encoders, ids = models["text"], dump["input_ids"]
+        ids_2 = dump.get("input_ids_2", ids)
 
         def run():
-            context, pooled = encode_text(encoders, ids)
+            context, pooled = encode_text(encoders, ids, ids_2)
             outputs["out"] = context
             if pooled is not None:
                 outputs["pooled"] = pooled
@@ -328,43 +336,32 @@ def make_run(args, component, size, models, dump, outputs, stages):
         turbo = args.model == "sd-turbo"
         steps = args.steps if args.steps is not None else (1 if turbo else 4)
         guidance = args.guidance_scale if args.guidance_scale is not None else (0.0 if turbo else 7.5)
-        guided = guidance > 1.0
-        unet, vae, encoders, scheduler = models["unet"], models["vae"], models["text"], models["scheduler"]
-        noise = dump["noise"]
+        pipe = models["pipe"]
+        seconds = {"encode_prompt": 0.0, "decode": 0.0}
+        timed(pipe, "encode_prompt", seconds)
+        timed(pipe.vae, "decode", seconds)
+
+        def keep_latents(_pipe, _index, _timestep, kwargs):
+            outputs["latents_final"] = kwargs["latents"]
+            return kwargs
 
         def run():
+            seconds.update(encode_prompt=0.0, decode=0.0)
             started = time.perf_counter()
-            cond, cond_pooled = encode_text(encoders, prompt_ids(True))
-            if guided:
-                uncond, uncond_pooled = encode_text(encoders, prompt_ids(False))
-                context = torch.cat([uncond, cond])
-                pooled = None if cond_pooled is None else torch.cat([uncond_pooled, cond_pooled])
-            else:
-                context, pooled = cond, cond_pooled
-            text_s = time.perf_counter() - started
-
-            started = time.perf_counter()
-            added = None
-            if pooled is not None:
-                added = {"text_embeds": pooled, "time_ids": time_ids(size, context.shape[0])}
-            scheduler.set_timesteps(steps)
-            latents = noise * scheduler.init_noise_sigma
-            for t in scheduler.timesteps:
-                model_input = torch.cat([latents] * 2) if guided else latents
-                model_input = scheduler.scale_model_input(model_input, t)
-                pred = unet(model_input, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
-                if guided:
-                    uncond_pred, cond_pred = pred.chunk(2)
-                    pred = uncond_pred + guidance * (cond_pred - uncond_pred)
-                latents = scheduler.step(pred, t, latents).prev_sample
-            denoise_s = time.perf_counter() - started
-
-            started = time.perf_counter()
-            image = vae.decode(latents / vae.config.scaling_factor).sample
-            image = (image / 2 + 0.5).clamp(0, 1)
-            decode_s = time.perf_counter() - started
-            outputs["latents_final"], outputs["image"] = latents, image
-            stages.append((text_s, denoise_s, decode_s))
+            image = pipe(
+                PROMPT,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                height=size,
+                width=size,
+                generator=torch.Generator("cpu").manual_seed(args.seed),
+                output_type="pt",
+                callback_on_step_end=keep_latents,
+            ).images
+            total = time.perf_counter() - started
+            outputs["image"] = image
+            text_s, decode_s = seconds["encode_prompt"], seconds["decode"]
+            stages.append((text_s, total - text_s - decode_s, decode_s))
 
         return run
     raise SystemExit(f"unknown component {component}")
@@ -380,6 +377,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads and RAYON_NUM_THREADS")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance-scale", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0, help="of the random weights and the image's noise")
     p.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "sd-worker-cpu")
     p.add_argument("--weights-dir", type=Path, default=None, help="default: /tmp/sd-bench-weights/<model>")
     p.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON here")

@@ -40,13 +40,24 @@ const END_OF_TEXT: &str = "<|endoftext|>";
 /// CLIP's word pattern, as in `tokenization_clip.py` (compiled case-insensitive there too).
 const WORD_PATTERN: &str = r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
+/// Where the bundled vocabulary comes from, as errors would name it.
+const BUNDLED_ORIGIN: &str = "sd-core/assets/clip-vocab";
+
+/// The CLIP vocabulary (`vocab.json`, 49408 ids) every Stable Diffusion text
+/// encoder uses, bundled into the crate.
+pub static BUNDLED_VOCAB_JSON: &str = include_str!("../assets/clip-vocab/vocab.json");
+
+/// The BPE merges (`merges.txt`) of [`BUNDLED_VOCAB_JSON`].
+pub static BUNDLED_MERGES_TXT: &str = include_str!("../assets/clip-vocab/merges.txt");
+
 /// Token → id, as in `vocab.json`.
 type Vocab = HashMap<String, u32>;
 
 /// BPE merges in priority order.
 type Merges = Vec<(String, String)>;
 
-/// A CLIP tokenizer loaded from a tokenizer folder.
+/// A CLIP tokenizer, loaded from a tokenizer folder or built from the bundled
+/// vocabulary ([`ClipTokenizer::bundled`]).
 ///
 /// Safe to share between threads; BPE results are cached per word.
 pub struct ClipTokenizer {
@@ -131,6 +142,28 @@ impl ClipTokenizer {
             read_special_tokens(&map, &read_json(&map)?, &mut special)?;
         }
         Ok(Self::new(vocab, merges, special))
+    }
+
+    /// The bundled CLIP tokenizer ([`BUNDLED_VOCAB_JSON`]) with the special
+    /// tokens SD 1.x ships: `<|startoftext|>` to begin, `<|endoftext|>` to end,
+    /// for unknown words and for padding, 77 ids in all.
+    pub fn bundled() -> Self {
+        Self::bundled_padded_with(END_OF_TEXT)
+    }
+
+    /// The bundled tokenizer padding with `pad` instead: SD 2.x and SDXL's
+    /// second tokenizer pad with `!`.
+    pub fn bundled_padded_with(pad: &str) -> Self {
+        let origin = Path::new(BUNDLED_ORIGIN);
+        let vocab = parse_vocab(BUNDLED_VOCAB_JSON, &origin.join("vocab.json"))
+            .expect("the bundled vocab.json is valid");
+        let merges = parse_merges(BUNDLED_MERGES_TXT, &origin.join("merges.txt"))
+            .expect("the bundled merges.txt is valid");
+        let special = SpecialTokens {
+            pad: Some(pad.to_string()),
+            ..SpecialTokens::default()
+        };
+        Self::new(vocab, merges, special)
     }
 
     fn new(mut vocab: Vocab, merges: Merges, special: SpecialTokens) -> Self {
@@ -403,13 +436,21 @@ fn is_cjk_ideograph(c: char) -> bool {
 }
 
 fn read_vocab(path: &Path) -> Result<Vocab> {
-    serde_json::from_str(&read_text(path)?).map_err(|e| Error::invalid_file(path, e.to_string()))
+    parse_vocab(&read_text(path)?, path)
+}
+
+/// Parses the text of `vocab.json`; errors name `origin`.
+fn parse_vocab(text: &str, origin: &Path) -> Result<Vocab> {
+    serde_json::from_str(text).map_err(|e| Error::invalid_file(origin, e.to_string()))
+}
+
+fn read_merges(path: &Path) -> Result<Merges> {
+    parse_merges(&read_text(path)?, path)
 }
 
 /// `merges.txt` as transformers reads it: the first line is a header, then at
-/// most [`MAX_MERGES`] lines of two space-separated symbols.
-fn read_merges(path: &Path) -> Result<Merges> {
-    let text = read_text(path)?;
+/// most [`MAX_MERGES`] lines of two space-separated symbols; errors name `origin`.
+fn parse_merges(text: &str, origin: &Path) -> Result<Merges> {
     text.trim()
         .split('\n')
         .enumerate()
@@ -418,7 +459,7 @@ fn read_merges(path: &Path) -> Result<Merges> {
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(n, line)| {
             parse_merge(line).ok_or_else(|| {
-                Error::invalid_file(path, format!("line {}: expected two symbols", n + 1))
+                Error::invalid_file(origin, format!("line {}: expected two symbols", n + 1))
             })
         })
         .collect()

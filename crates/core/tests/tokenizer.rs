@@ -3,7 +3,8 @@
 //! fixtures/tokenizer-cases.json holds, for every prompt,
 //! `tok(prompt, padding="max_length", max_length=77, truncation=True).input_ids`
 //! with `pad_token="<|endoftext|>"` (sd1) and `pad_token="!"` (sd2), both on
-//! fixtures/clip-vocab (see tools/fixtures/make_fixtures.py, group `tokenizer`).
+//! the CLIP vocabulary sd-core bundles, crates/core/assets/clip-vocab (see
+//! tools/fixtures/make_fixtures.py, group `tokenizer`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,11 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
+/// The bundled CLIP vocabulary as a tokenizer folder.
+fn vocab_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/clip-vocab")
+}
+
 /// A fresh scratch folder for one test.
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tokenizer-{name}"));
@@ -38,11 +44,11 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// fixtures/clip-vocab with an SD 2 style special_tokens_map.json (`pad_token: "!"`).
+/// The bundled vocabulary with an SD 2 style special_tokens_map.json (`pad_token: "!"`).
 fn sd2_tokenizer_dir() -> PathBuf {
     let dir = scratch_dir("sd2");
     for file in ["vocab.json", "merges.txt"] {
-        fs::copy(fixtures().join("clip-vocab").join(file), dir.join(file)).unwrap();
+        fs::copy(vocab_dir().join(file), dir.join(file)).unwrap();
     }
     fs::write(
         dir.join("special_tokens_map.json"),
@@ -85,12 +91,26 @@ fn check(tokenizer: &ClipTokenizer, expected: impl Fn(&Case) -> &[u32]) {
 
 #[test]
 fn sd1_ids_match_transformers() {
-    let tokenizer = ClipTokenizer::from_dir(&fixtures().join("clip-vocab")).unwrap();
+    let tokenizer = ClipTokenizer::from_dir(&vocab_dir()).unwrap();
     assert_eq!(tokenizer.max_length(), 77);
     assert_eq!(tokenizer.bos_id(), 49406);
     assert_eq!(tokenizer.eos_id(), 49407);
     assert_eq!(tokenizer.pad_id(), 49407);
     check(&tokenizer, |case| &case.sd1);
+}
+
+#[test]
+fn the_bundled_tokenizers_match_transformers() {
+    let sd1 = ClipTokenizer::bundled();
+    assert_eq!(
+        (sd1.max_length(), sd1.bos_id(), sd1.eos_id()),
+        (77, 49406, 49407)
+    );
+    assert_eq!(sd1.pad_id(), 49407);
+    check(&sd1, |case| &case.sd1);
+    let sd2 = ClipTokenizer::bundled_padded_with("!");
+    assert_eq!((sd2.pad_id(), sd2.eos_id()), (0, 49407));
+    check(&sd2, |case| &case.sd2);
 }
 
 #[test]
@@ -103,10 +123,10 @@ fn sd2_ids_match_transformers() {
 
 #[test]
 fn tokenizer_json_gives_the_same_ids() {
-    let vocab_dir = fixtures().join("clip-vocab");
+    let assets = vocab_dir();
     let vocab: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(vocab_dir.join("vocab.json")).unwrap()).unwrap();
-    let merges = fs::read_to_string(vocab_dir.join("merges.txt")).unwrap();
+        serde_json::from_str(&fs::read_to_string(assets.join("vocab.json")).unwrap()).unwrap();
+    let merges = fs::read_to_string(assets.join("merges.txt")).unwrap();
     // Alternate the two spellings of a merge that tokenizers has used.
     let merges: Vec<serde_json::Value> = merges
         .lines()
@@ -139,7 +159,7 @@ fn tokenizer_json_gives_the_same_ids() {
     .unwrap();
 
     let tokenizer = ClipTokenizer::from_dir(&dir).unwrap();
-    let reference = ClipTokenizer::from_dir(&vocab_dir).unwrap();
+    let reference = ClipTokenizer::from_dir(&vocab_dir()).unwrap();
     for case in cases() {
         assert_eq!(
             tokenizer.encode(&case.prompt),
@@ -153,7 +173,7 @@ fn tokenizer_json_gives_the_same_ids() {
 
 #[test]
 fn long_prompts_are_truncated_to_max_length() {
-    let tokenizer = ClipTokenizer::from_dir(&fixtures().join("clip-vocab")).unwrap();
+    let tokenizer = ClipTokenizer::from_dir(&vocab_dir()).unwrap();
     let ids = tokenizer.encode(&"cat ".repeat(200));
     assert_eq!(ids.len(), 77);
     assert_eq!(ids[0], tokenizer.bos_id());

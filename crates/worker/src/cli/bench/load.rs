@@ -1,0 +1,101 @@
+//! What a figure runs, built from the figure's source: one component, the
+//! text encoders, or the whole production pipeline.
+
+use candle_core::{Device, Tensor};
+use sd_core::model::{Component, LoadOptions, ModelSource};
+use sd_core::pipeline::StableDiffusion;
+use sd_core::prompt::TextEncoders;
+use sd_core::unet::{UNet2DConditionModel, UNetConfig};
+use sd_core::vae::{AutoencoderKL, VaeConfig};
+
+use super::args::BenchComponent;
+
+/// The prompt of the `text` and `image` figures.
+pub const PROMPT: &str = "a photograph of an astronaut riding a horse";
+
+/// What a figure runs, built from its source.
+pub enum Loaded {
+    /// The UNet alone.
+    Unet(Box<UNet2DConditionModel>),
+    /// The VAE alone.
+    Vae(Box<AutoencoderKL>),
+    /// The text encoders with their tokenizers, and the prompt's ids for `--dump`.
+    Text(Box<TextEncoders>, Vec<(&'static str, Tensor)>),
+    /// The whole pipeline.
+    Image(Box<StableDiffusion>),
+}
+
+impl Loaded {
+    /// Builds what `component`'s figures run, from `source`.
+    pub fn load(
+        source: &dyn ModelSource,
+        component: BenchComponent,
+        options: LoadOptions,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        Ok(match component {
+            BenchComponent::Unet => Loaded::Unet(Box::new(load_unet(source, options, device)?)),
+            BenchComponent::VaeDecode | BenchComponent::VaeEncode => {
+                Loaded::Vae(Box::new(load_vae(source, options, device)?))
+            }
+            BenchComponent::Text => {
+                let dual = source.has(Component::TextEncoder2);
+                let encoders = TextEncoders::load(source, dual, options, device)?;
+                Loaded::Text(Box::new(encoders), prompt_ids(source, device)?)
+            }
+            BenchComponent::Image => Loaded::Image(Box::new(StableDiffusion::load_from(
+                source, device, options,
+            )?)),
+        })
+    }
+}
+
+/// The UNet, as the pipeline loads it.
+pub fn load_unet(
+    source: &dyn ModelSource,
+    options: LoadOptions,
+    device: &Device,
+) -> anyhow::Result<UNet2DConditionModel> {
+    let config = UNetConfig::from_config(&source.config(Component::Unet)?)?;
+    let dtype = options.dtype_for(Component::Unet);
+    Ok(source
+        .weights(Component::Unet, dtype, device)?
+        .build(|vb| UNet2DConditionModel::new(vb, &config))?)
+}
+
+/// The VAE, as the pipeline loads it.
+pub fn load_vae(
+    source: &dyn ModelSource,
+    options: LoadOptions,
+    device: &Device,
+) -> anyhow::Result<AutoencoderKL> {
+    let config = VaeConfig::from_config(&source.config(Component::Vae)?)?;
+    let dtype = options.dtype_for(Component::Vae);
+    Ok(source
+        .weights(Component::Vae, dtype, device)?
+        .build(|vb| AutoencoderKL::new(vb, &config))?)
+}
+
+/// The ids of [`PROMPT`] from each tokenizer, `[1, 77]` i64, for `--dump`.
+fn prompt_ids(
+    source: &dyn ModelSource,
+    device: &Device,
+) -> anyhow::Result<Vec<(&'static str, Tensor)>> {
+    let mut ids = Vec::new();
+    for (key, encoder) in [
+        ("input_ids", Component::TextEncoder),
+        ("input_ids_2", Component::TextEncoder2),
+    ] {
+        if source.has(encoder) {
+            let tokens: Vec<i64> = source
+                .tokenizer(encoder)?
+                .encode(PROMPT)
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            let len = tokens.len();
+            ids.push((key, Tensor::from_vec(tokens, (1, len), device)?));
+        }
+    }
+    Ok(ids)
+}
