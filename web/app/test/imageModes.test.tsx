@@ -224,11 +224,11 @@ describe("ImageInputs", () => {
 
   it("shows the worker's mask error at the mask, and a refused file at its picker", async () => {
     fakeCanvas();
-    const error = describeError(new ApiError(400, "invalid_request", "is 64x64 but init_image is 132x100; they must be the same size", "mask_image"));
+    const error = describeError(new ApiError(400, "invalid_request", "is 64x64 but the picture is 132x100; they must be the same size", "mask_image"));
     render(<Harness mode="inpaint" error={error} />);
     await userEvent.click(screen.getByRole("button", { name: "set picture" }));
     expect(screen.getByTestId("mask-canvas")).toHaveAttribute("aria-invalid", "true");
-    expect(screen.getByRole("alert")).toHaveTextContent("Mask: is 64x64 but init_image is 132x100");
+    expect(screen.getByRole("alert")).toHaveTextContent("Mask: is 64x64 but the picture is 132x100");
     await userEvent.upload(screen.getByLabelText("Mask file (optional)"), pngFile("small.png", 64, 64));
     expect(await screen.findByText(/The worker needs a mask of the image's size, 132×100/)).toBeInTheDocument();
     expect(screen.getByText("small.png · 64×64 px · 70 B")).toBeInTheDocument();
@@ -310,12 +310,12 @@ describe("App in the image modes", () => {
 
     worker.submitAnswers.push({
       status: 400,
-      body: { error: { code: "invalid_request", field: "mask_image", message: "is 64x64 but init_image is 512x512; they must be the same size" } },
+      body: { error: { code: "invalid_request", field: "mask_image", message: "is 64x64 but the picture is 512x512; they must be the same size" } },
     });
     await userEvent.upload(screen.getByLabelText("Mask file (optional)"), pngFile("small.png", 64, 64));
     await waitFor(() => expect(screen.queryByRole("alert")).toBeNull());
     await userEvent.click(screen.getByRole("button", { name: "Generate" }));
-    expect(await within(section).findByRole("alert")).toHaveTextContent("Mask: is 64x64 but init_image is 512x512");
+    expect(await within(section).findByRole("alert")).toHaveTextContent("Mask: is 64x64 but the picture is 512x512");
     expect(worker.submitted.at(-1)).toMatchObject({ operation: "image_inpaint", strength: 1, width: 512, height: 512 });
 
     const canvas = screen.getByTestId("mask-canvas");

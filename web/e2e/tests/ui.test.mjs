@@ -239,7 +239,7 @@ test("desktop: image to image from a file, then inpainting with a painted mask",
   await page.getByRole("button", { name: "Generate" }).click();
   const refused = page.getByRole("alert").filter({ hasText: "Mask:" });
   await refused.waitFor();
-  assert.match(await refused.textContent(), /Invalid setting.*Mask: is 64x64 but init_image is 128x96; they must be the same size.*HTTP 400 · invalid_request/);
+  assert.match(await refused.textContent(), /Invalid setting.*Mask: is 64x64 but the picture is 128x96; they must be the same size.*HTTP 400 · invalid_request/);
   assert.equal(await page.getByTestId("mask-canvas").getAttribute("aria-invalid"), "true");
   assert.ok(await page.locator("#image-inputs").getByRole("alert").count(), "the error shows in the picture section");
 

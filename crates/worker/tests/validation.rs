@@ -1,0 +1,274 @@
+//! Request validation against a loaded model's profile, the worker's defaults
+//! and its limits: defaults filled in, every bad value named by its field.
+
+use base64::Engine as _;
+use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_STEPS};
+use sd_contract::{
+    ErrorCode, GenerationFields, ImageGenerationRequest, ImageInpaintRequest,
+    ImageTransformRequest, JobRequest, Limits, LoraConfig, SchedulerKind,
+};
+use sd_core::model::{ModelFamily, ModelProfile};
+use sd_core::pipeline::Defaults;
+use sd_worker::validation::validate;
+
+fn defaults() -> Defaults {
+    Defaults {
+        width: 512,
+        height: 512,
+        steps: 25,
+        guidance_scale: 7.5,
+        scheduler: sd_core::schedulers::SchedulerKind::Pndm,
+    }
+}
+
+fn model() -> ModelProfile {
+    ModelProfile {
+        family: ModelFamily::Sd1,
+        inpainting: false,
+        native_size: (512, 512),
+        vae_scale_factor: 8,
+        scheduler: sd_core::schedulers::SchedulerKind::Pndm,
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        min_size: 64,
+        max_size: 1024,
+        size_multiple: 8,
+        max_steps: MAX_STEPS,
+        max_guidance_scale: MAX_GUIDANCE_SCALE,
+        max_queue: 4,
+        max_body_bytes: 1 << 20,
+        max_input_pixels: 200 * 200,
+    }
+}
+
+fn generation(prompt: &str) -> GenerationFields {
+    GenerationFields {
+        prompt: prompt.into(),
+        ..Default::default()
+    }
+}
+
+fn text_job(generation: GenerationFields) -> JobRequest {
+    JobRequest::ImageGeneration(ImageGenerationRequest { generation })
+}
+
+fn field_of(req: GenerationFields) -> String {
+    let err = validate(text_job(req), &model(), &defaults(), &limits()).unwrap_err();
+    let detail = err.detail();
+    assert_eq!(detail.code, ErrorCode::InvalidRequest, "{detail:?}");
+    detail.field.unwrap()
+}
+
+#[test]
+fn defaults_fill_missing_values_and_a_seed_is_chosen() {
+    let job = validate(
+        text_job(generation("a cat")),
+        &model(),
+        &defaults(),
+        &limits(),
+    )
+    .unwrap();
+    let p = job.params();
+    assert_eq!((p.width, p.height, p.steps), (512, 512, 25));
+    assert_eq!(p.guidance_scale, 7.5);
+    assert_eq!(p.scheduler, SchedulerKind::Pndm);
+    assert!(p.seed < 1 << 32);
+}
+
+#[test]
+fn given_values_win() {
+    let req = GenerationFields {
+        steps: Some(3),
+        guidance_scale: Some(0.0),
+        width: Some(64),
+        height: Some(96),
+        seed: Some(42),
+        scheduler: Some(SchedulerKind::EulerA),
+        loras: Some(vec![]),
+        ..generation("a cat")
+    };
+    let job = validate(text_job(req), &model(), &defaults(), &limits()).unwrap();
+    let p = job.params();
+    assert_eq!((p.width, p.height, p.steps, p.seed), (64, 96, 3, 42));
+    assert_eq!(p.scheduler, SchedulerKind::EulerA);
+}
+
+#[test]
+fn each_bad_value_names_its_field() {
+    assert_eq!(field_of(generation("  ")), "prompt");
+    for steps in [0, 151] {
+        let req = GenerationFields {
+            steps: Some(steps),
+            ..generation("x")
+        };
+        assert_eq!(field_of(req), "steps");
+    }
+    for g in [-0.5, 30.5, f64::NAN] {
+        let req = GenerationFields {
+            guidance_scale: Some(g),
+            ..generation("x")
+        };
+        assert_eq!(field_of(req), "guidance_scale");
+    }
+    for w in [100, 56, 2048] {
+        let req = GenerationFields {
+            width: Some(w),
+            ..generation("x")
+        };
+        assert_eq!(field_of(req), "width");
+    }
+    let req = GenerationFields {
+        height: Some(513),
+        ..generation("x")
+    };
+    assert_eq!(field_of(req), "height");
+    let req = GenerationFields {
+        loras: Some(vec![LoraConfig {
+            path: "a.safetensors".into(),
+            strength: None,
+        }]),
+        ..generation("x")
+    };
+    assert_eq!(field_of(req), "loras");
+}
+
+fn png_base64(width: usize, height: usize) -> String {
+    let rgb: Vec<u8> = (0..width * height * 3)
+        .map(|i| (i * 7 % 256) as u8)
+        .collect();
+    let png = sd_core::image::encode_png(&rgb, width, height, None).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
+fn transform(strength: Option<f64>) -> ImageTransformRequest {
+    ImageTransformRequest {
+        generation: generation("x"),
+        input_image: png_base64(140, 106),
+        strength,
+    }
+}
+
+fn inpaint(mask_width: usize) -> ImageInpaintRequest {
+    ImageInpaintRequest {
+        generation: generation("x"),
+        init_image: png_base64(140, 106),
+        mask_image: png_base64(mask_width, 106),
+        strength: None,
+    }
+}
+
+fn job_field(req: JobRequest) -> String {
+    let err = validate(req, &model(), &defaults(), &limits()).unwrap_err();
+    let detail = err.detail();
+    assert_eq!(detail.code, ErrorCode::InvalidRequest, "{detail:?}");
+    detail.field.unwrap()
+}
+
+#[test]
+fn image_jobs_take_the_picture_size_and_default_strengths() {
+    let job = validate(
+        JobRequest::ImageTransform(transform(None)),
+        &model(),
+        &defaults(),
+        &limits(),
+    )
+    .unwrap();
+    let p = job.params();
+    assert_eq!((p.width, p.height, p.strength), (136, 104, Some(0.8)));
+    let input = job.generation().image.as_ref().unwrap();
+    assert_eq!((input.image.width(), input.mask.is_none()), (140, true));
+
+    let data_url = format!("data:image/png;base64,{}", png_base64(140, 106));
+    let req = ImageInpaintRequest {
+        generation: GenerationFields {
+            width: Some(96),
+            ..generation("x")
+        },
+        init_image: data_url,
+        ..inpaint(140)
+    };
+    let job = validate(
+        JobRequest::ImageInpaint(req),
+        &model(),
+        &defaults(),
+        &limits(),
+    )
+    .unwrap();
+    let p = job.params();
+    assert_eq!((p.width, p.height, p.strength), (96, 104, Some(1.0)));
+    assert!(job.generation().image.as_ref().unwrap().mask.is_some());
+}
+
+#[test]
+fn each_bad_picture_names_its_field() {
+    let transform_with = |input_image: String| {
+        JobRequest::ImageTransform(ImageTransformRequest {
+            input_image,
+            ..transform(None)
+        })
+    };
+    for bad in ["", "not base64!", "AAAA", "data:image/png,AAAA"] {
+        assert_eq!(
+            job_field(transform_with(bad.into())),
+            "input_image",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        job_field(transform_with(png_base64(201, 200))),
+        "input_image"
+    );
+    assert_eq!(job_field(transform_with(png_base64(7, 50))), "input_image");
+    for strength in [-0.1, 1.5, f64::NAN, 0.01] {
+        let req = JobRequest::ImageTransform(transform(Some(strength)));
+        assert_eq!(job_field(req), "strength", "{strength}");
+    }
+    let req = ImageTransformRequest {
+        generation: GenerationFields {
+            width: Some(60),
+            ..generation("x")
+        },
+        ..transform(None)
+    };
+    assert_eq!(job_field(JobRequest::ImageTransform(req)), "width");
+
+    assert_eq!(
+        job_field(JobRequest::ImageInpaint(inpaint(128))),
+        "mask_image"
+    );
+    let req = ImageInpaintRequest {
+        mask_image: "AAAA".into(),
+        ..inpaint(140)
+    };
+    assert_eq!(job_field(JobRequest::ImageInpaint(req)), "mask_image");
+    let req = ImageInpaintRequest {
+        init_image: "AAAA".into(),
+        ..inpaint(140)
+    };
+    assert_eq!(job_field(JobRequest::ImageInpaint(req)), "init_image");
+    let req = ImageInpaintRequest {
+        strength: Some(2.0),
+        ..inpaint(140)
+    };
+    assert_eq!(job_field(JobRequest::ImageInpaint(req)), "strength");
+}
+
+#[test]
+fn an_inpainting_model_needs_a_picture_and_a_mask() {
+    let inpainting = ModelProfile {
+        inpainting: true,
+        ..model()
+    };
+    let check = |req: JobRequest| validate(req, &inpainting, &defaults(), &limits());
+    let field = |req: JobRequest| check(req).unwrap_err().detail().field.unwrap();
+    assert_eq!(field(text_job(generation("x"))), "mask_image");
+    assert_eq!(
+        field(JobRequest::ImageTransform(transform(None))),
+        "mask_image"
+    );
+    let job = check(JobRequest::ImageInpaint(inpaint(140))).unwrap();
+    assert!(job.generation().image.as_ref().unwrap().mask.is_some());
+}
