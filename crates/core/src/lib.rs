@@ -1,8 +1,11 @@
 //! Stable Diffusion model core.
 //!
 //! Our own CLIP text encoder, UNet, VAE and schedulers on `candle-core` and
-//! `candle-nn`, configured entirely from a diffusers-layout model folder, plus the
-//! text-to-image pipeline that ties them together. No HTTP lives here.
+//! `candle-nn`, configured entirely from a model's `config.json` files, plus the
+//! pipeline that ties them together. [`model`] loads a model and tells what it
+//! is; [`pipeline`] holds the parameters, their one check, the defaults and the
+//! one denoising loop; [`image`] reads and writes pictures. No HTTP and no wire
+//! field names live here: errors name a [`Param`], and callers spell it.
 #![deny(missing_docs)]
 
 pub mod clip;
