@@ -98,59 +98,16 @@ pub struct GenerateArgs {
 pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
     let image_input = read_image_input(&args)?;
     let device = backend.open_device(args.device)?;
-    let init_latents = args
-        .init_latents
-        .as_deref()
-        .map(|path| read_init_latents(path, &device))
-        .transpose()?;
-
-    let variant = if args.fp16_weights {
-        WeightVariant::Fp16
-    } else {
-        WeightVariant::Full
-    };
-    let spec = match (&args.model, args.sd_version) {
-        (Some(model), _) => model.clone(),
-        (None, Some(preset)) => preset.repo.to_string(),
-        (None, None) => bail!("--model or --sd-version is required"),
-    };
-    let folder = resolve_model(&spec, variant)?;
-    tracing::info!(folder = %folder.display(), ?device, "loading the pipeline");
-    let options = LoadOptions {
-        variant,
-        weight_dtype: args.dtype.storage(),
-    };
-    let mut model = StableDiffusion::load_with(&folder, &device, options)
-        .with_context(|| format!("loading model {spec}"))?;
-    model.set_name(&spec);
-    let profile = model.profile();
-    let defaults = Defaults::resolve(presets::in_force(args.sd_version, &spec), &profile);
-    let (width, height) = match &image_input {
-        Some(input) => input
-            .default_size(profile.vae_scale_factor)
-            .map_err(|e| flag_error(&args, e))?,
-        None => (defaults.width, defaults.height),
-    };
-    let seed = args.seed.unwrap_or_else(random_seed);
-    let params = GenerateParams {
-        prompt: args.prompt.clone(),
-        negative_prompt: args.negative_prompt.clone(),
-        steps: args.steps.unwrap_or(defaults.steps),
-        guidance_scale: args.guidance_scale.unwrap_or(defaults.guidance_scale),
-        width: args.width.unwrap_or(width),
-        height: args.height.unwrap_or(height),
-        seed,
-        scheduler: Some(args.scheduler.unwrap_or(defaults.scheduler)),
-        image: image_input,
-    };
-    params.check(&profile).map_err(|e| flag_error(&args, e))?;
-    if args.seed.is_none() {
-        eprintln!("seed: {seed}");
-    }
     let debug = DebugOptions {
-        init_latents,
+        init_latents: args
+            .init_latents
+            .as_deref()
+            .map(|path| read_init_latents(path, &device))
+            .transpose()?,
         trace: args.trace.is_some(),
     };
+    let (mut model, spec) = load_model(&args, &device)?;
+    let params = resolve_params(&args, &model, &spec, image_input)?;
 
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed} (eta {eta})")
@@ -184,6 +141,66 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
         t.decoding.as_secs_f64(),
     );
     Ok(())
+}
+
+/// Resolves `--model` or the preset's repository and loads it onto `device`;
+/// returns the pipeline and the model's name as given.
+fn load_model(args: &GenerateArgs, device: &Device) -> anyhow::Result<(StableDiffusion, String)> {
+    let variant = if args.fp16_weights {
+        WeightVariant::Fp16
+    } else {
+        WeightVariant::Full
+    };
+    let spec = match (&args.model, args.sd_version) {
+        (Some(model), _) => model.clone(),
+        (None, Some(preset)) => preset.repo.to_string(),
+        (None, None) => bail!("--model or --sd-version is required"),
+    };
+    let folder = resolve_model(&spec, variant)?;
+    tracing::info!(folder = %folder.display(), ?device, "loading the pipeline");
+    let options = LoadOptions {
+        variant,
+        weight_dtype: args.dtype.storage(),
+    };
+    let mut model = StableDiffusion::load_with(&folder, device, options)
+        .with_context(|| format!("loading model {spec}"))?;
+    model.set_name(&spec);
+    Ok((model, spec))
+}
+
+/// The parameters of the image: the flags, then the defaults sd-core resolves
+/// for this model (the same the worker uses), checked against the model.
+fn resolve_params(
+    args: &GenerateArgs,
+    model: &StableDiffusion,
+    spec: &str,
+    image_input: Option<ImageInput>,
+) -> anyhow::Result<GenerateParams> {
+    let profile = model.profile();
+    let defaults = Defaults::resolve(presets::in_force(args.sd_version, spec), &profile);
+    let (width, height) = match &image_input {
+        Some(input) => input
+            .default_size(profile.vae_scale_factor)
+            .map_err(|e| flag_error(args, e))?,
+        None => (defaults.width, defaults.height),
+    };
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let params = GenerateParams {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        steps: args.steps.unwrap_or(defaults.steps),
+        guidance_scale: args.guidance_scale.unwrap_or(defaults.guidance_scale),
+        width: args.width.unwrap_or(width),
+        height: args.height.unwrap_or(height),
+        seed,
+        scheduler: Some(args.scheduler.unwrap_or(defaults.scheduler)),
+        image: image_input,
+    };
+    params.check(&profile).map_err(|e| flag_error(args, e))?;
+    if args.seed.is_none() {
+        eprintln!("seed: {seed}");
+    }
+    Ok(params)
 }
 
 /// A rejected parameter, named by the flag that set it (and the file, for pictures).
