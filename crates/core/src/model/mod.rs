@@ -2,6 +2,7 @@
 //!
 //! - [`source`]: the [`ModelSource`] a pipeline loads from, and
 //!   [`DiffusersFolder`], the diffusers layout public repositories ship;
+//! - [`components`]: the UNet and the VAE built from a source;
 //! - [`files`]: that layout's file names, config texts and weight files;
 //! - [`safetensors`]: weights read straight into their buffers;
 //! - [`hub`]: a Hugging Face repo id resolved through the local cache;
@@ -9,6 +10,7 @@
 //!   configs, which requests are checked against;
 //! - [`options`]: how weights are stored once loaded.
 
+pub mod components;
 pub mod files;
 pub mod hub;
 pub mod options;
@@ -16,6 +18,7 @@ pub mod profile;
 pub mod safetensors;
 pub mod source;
 
+pub use components::{load_unet, load_vae};
 pub use files::{Component, ConfigText, WeightVariant};
 pub use options::LoadOptions;
 pub use profile::{ModelFamily, ModelProfile};

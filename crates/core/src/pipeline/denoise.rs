@@ -187,7 +187,7 @@ impl StableDiffusion {
         let factor = self.vae_scale_factor();
         [
             1,
-            self.vae_config.latent_channels,
+            self.vae.config().latent_channels,
             params.height / factor,
             params.width / factor,
         ]

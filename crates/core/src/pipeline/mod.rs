@@ -29,12 +29,13 @@ pub use params::{
 use crate::clip::ClipTextConfig;
 use crate::error::{Error, Result};
 use crate::model::{
-    Component, DiffusersFolder, LoadOptions, ModelFamily, ModelProfile, ModelSource,
+    load_unet, load_vae, Component, DiffusersFolder, LoadOptions, ModelFamily, ModelProfile,
+    ModelSource,
 };
 use crate::prompt::{PromptEmbeds, TextEncoders};
 use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind};
 use crate::unet::{UNet2DConditionModel, UNetConfig};
-use crate::vae::{AutoencoderKL, VaeConfig};
+use crate::vae::AutoencoderKL;
 
 /// A loaded Stable Diffusion model, ready to generate.
 pub struct StableDiffusion {
@@ -45,9 +46,7 @@ pub struct StableDiffusion {
     /// SDXL: an absent negative prompt gives zero embeddings instead of encoding "".
     force_zeros_for_empty_prompt: bool,
     unet: UNet2DConditionModel,
-    unet_config: UNetConfig,
     vae: AutoencoderKL,
-    vae_config: VaeConfig,
     scheduler_config: SchedulerConfig,
     default_scheduler: SchedulerKind,
 }
@@ -89,16 +88,9 @@ impl StableDiffusion {
                 "no text_encoder (refiner-style models are not supported)",
             ));
         }
-        let unet = source
-            .weights(Component::Unet, options.dtype_for(Component::Unet), device)?
-            .build(|vb| UNet2DConditionModel::new(vb, &unet_config))?;
-
+        let unet = load_unet(source, &unet_config, options, device)?;
         let text = TextEncoders::load(source, dual, options, device)?;
-
-        let vae_config = VaeConfig::from_config(&source.config(Component::Vae)?)?;
-        let vae = source
-            .weights(Component::Vae, options.dtype_for(Component::Vae), device)?
-            .build(|vb| AutoencoderKL::new(vb, &vae_config))?;
+        let vae = load_vae(source, options, device)?;
 
         let scheduler_config = SchedulerConfig::from_config(&source.scheduler_config()?)?;
         let default_scheduler = Self::check_scheduler(&scheduler_config)?;
@@ -114,9 +106,7 @@ impl StableDiffusion {
             text,
             force_zeros_for_empty_prompt: dual && source.force_zeros_for_empty_prompt(),
             unet,
-            unet_config,
             vae,
-            vae_config,
             scheduler_config,
             default_scheduler,
         })
@@ -168,13 +158,14 @@ impl StableDiffusion {
 
     /// Whether the UNet is an inpainting one (9 input channels: latents, mask, masked image).
     pub fn is_inpainting(&self) -> bool {
-        self.unet_config.in_channels == 9
+        self.unet.config().in_channels == 9
     }
 
     /// The image size the model was trained at, `(width, height)` (diffusers' default).
     fn native_size(&self) -> (usize, usize) {
         let (height, width) = self
-            .unet_config
+            .unet
+            .config()
             .sample_size
             .map_or((64, 64), |size| size.height_width());
         let factor = self.vae_scale_factor();
@@ -183,7 +174,7 @@ impl StableDiffusion {
 
     /// How many pixels one latent cell covers (8 for every Stable Diffusion VAE).
     pub fn vae_scale_factor(&self) -> usize {
-        1 << self.vae_config.block_out_channels.len().saturating_sub(1)
+        1 << self.vae.config().block_out_channels.len().saturating_sub(1)
     }
 
     /// The device the model runs on.
@@ -212,8 +203,9 @@ impl StableDiffusion {
 
     /// Decodes final latents into an image `[1, 3, H, W]` in 0..1, undoing the VAE's scaling.
     pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
-        let mut z = (latents / self.vae_config.scaling_factor)?;
-        if let Some(shift) = self.vae_config.shift_factor {
+        let config = self.vae.config();
+        let mut z = (latents / config.scaling_factor)?;
+        if let Some(shift) = config.shift_factor {
             z = (z + shift)?;
         }
         let decoded = self.vae.decode(&z)?;

@@ -105,10 +105,11 @@ impl StableDiffusion {
         let posterior = self.vae.encode(image)?;
         let eps = rng.randn_tensor(posterior.mean.dims(), &self.device)?;
         let mut z = posterior.sample_with_noise(&eps)?;
-        if let Some(shift) = self.vae_config.shift_factor {
+        let config = self.vae.config();
+        if let Some(shift) = config.shift_factor {
             z = (z - shift)?;
         }
-        Ok((z * self.vae_config.scaling_factor)?)
+        Ok((z * config.scaling_factor)?)
     }
 }
 

@@ -2,11 +2,11 @@
 //! text encoders, or the whole production pipeline.
 
 use candle_core::{Device, Tensor};
-use sd_core::model::{Component, LoadOptions, ModelSource};
+use sd_core::model::{self, Component, LoadOptions, ModelSource};
 use sd_core::pipeline::StableDiffusion;
 use sd_core::prompt::TextEncoders;
 use sd_core::unet::{UNet2DConditionModel, UNetConfig};
-use sd_core::vae::{AutoencoderKL, VaeConfig};
+use sd_core::vae::AutoencoderKL;
 
 use super::args::BenchComponent;
 
@@ -36,7 +36,7 @@ impl Loaded {
         Ok(match component {
             BenchComponent::Unet => Loaded::Unet(Box::new(load_unet(source, options, device)?)),
             BenchComponent::VaeDecode | BenchComponent::VaeEncode => {
-                Loaded::Vae(Box::new(load_vae(source, options, device)?))
+                Loaded::Vae(Box::new(model::load_vae(source, options, device)?))
             }
             BenchComponent::Text => {
                 let dual = source.has(Component::TextEncoder2);
@@ -57,23 +57,7 @@ pub fn load_unet(
     device: &Device,
 ) -> anyhow::Result<UNet2DConditionModel> {
     let config = UNetConfig::from_config(&source.config(Component::Unet)?)?;
-    let dtype = options.dtype_for(Component::Unet);
-    Ok(source
-        .weights(Component::Unet, dtype, device)?
-        .build(|vb| UNet2DConditionModel::new(vb, &config))?)
-}
-
-/// The VAE, as the pipeline loads it.
-pub fn load_vae(
-    source: &dyn ModelSource,
-    options: LoadOptions,
-    device: &Device,
-) -> anyhow::Result<AutoencoderKL> {
-    let config = VaeConfig::from_config(&source.config(Component::Vae)?)?;
-    let dtype = options.dtype_for(Component::Vae);
-    Ok(source
-        .weights(Component::Vae, dtype, device)?
-        .build(|vb| AutoencoderKL::new(vb, &config))?)
+    Ok(model::load_unet(source, &config, options, device)?)
 }
 
 /// The ids of [`PROMPT`] from each tokenizer, `[1, 77]` i64, for `--dump`.

@@ -15,7 +15,7 @@ use sd_core::prompt::TextEncoders;
 use sd_core::tokenizer::{BUNDLED_MERGES_TXT, BUNDLED_VOCAB_JSON};
 use serde_json::json;
 
-use super::load::{load_unet, load_vae};
+use super::load::load_unet;
 use super::source::RandomSource;
 
 /// Every tensor the random backends of one source handed out, by component folder.
@@ -146,7 +146,7 @@ pub fn save_weights(source: RandomSource, dir: &Path) -> anyhow::Result<()> {
     write_file(dir, SCHEDULER_CONFIG, &source.scheduler_config()?.text)?;
     load_unet(&source, options, &device)?;
     save_component(&source, Component::Unet, dir)?;
-    load_vae(&source, options, &device)?;
+    sd_core::model::load_vae(&source, options, &device)?;
     save_component(&source, Component::Vae, dir)?;
     let dual = source.has(Component::TextEncoder2);
     TextEncoders::load(&source, dual, options, &device)?;
