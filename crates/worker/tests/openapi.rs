@@ -7,11 +7,13 @@
 //! The bounds the document publishes for each operation are checked against
 //! what the worker's validator accepts, so neither can change alone.
 
+mod common;
+
 use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::http::Request;
-use base64::Engine as _;
+use common::png_base64;
 use sd_contract::ErrorCode;
 use sd_core::model::{ModelFamily, ModelProfile};
 use sd_worker::extract::parse_job_request;
@@ -109,9 +111,7 @@ fn properties(doc: &Value, schema: &Value) -> Map<String, Value> {
 
 /// The smallest body of `operation` the validator accepts.
 fn valid_body(operation: &str) -> Map<String, Value> {
-    let rgb = vec![128; 64 * 64 * 3];
-    let png = sd_core::image::encode_png(&rgb, 64, 64, None).unwrap();
-    let picture = base64::engine::general_purpose::STANDARD.encode(png);
+    let picture = png_base64(64, 64);
     let body = match operation {
         "image_generation" => json!({}),
         "image_transform" => json!({ "input_image": picture }),

@@ -1,9 +1,12 @@
 //! Route tests with `oneshot`, no server and no engine thread: validation,
 //! error bodies, auth, readiness, the queue bound and shutdown refusals.
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
+use common::png_base64;
 use sd_contract::{JobState, JobStatus, Readiness, ReadinessState, SchedulerKind};
 use sd_core::model::{ModelFamily, ModelProfile};
 use sd_core::schedulers::SchedulerKind as CoreScheduler;
@@ -230,16 +233,6 @@ async fn rbee_bodies_with_nulls_are_accepted() {
     assert_eq!(status.queue_position, Some(1));
     assert_eq!((status.params.width, status.params.steps), (512, 25));
     assert_eq!(status.params.scheduler, SchedulerKind::Pndm);
-}
-
-/// A base64 PNG of `width`x`height` (RGB noise).
-fn png_base64(width: usize, height: usize) -> String {
-    use base64::Engine as _;
-    let rgb: Vec<u8> = (0..width * height * 3)
-        .map(|i| (i * 7 % 256) as u8)
-        .collect();
-    let png = sd_core::image::encode_png(&rgb, width, height, None).unwrap();
-    base64::engine::general_purpose::STANDARD.encode(png)
 }
 
 fn transform_body(image: &str, fields: &str) -> String {

@@ -1,7 +1,9 @@
 //! Request validation against a loaded model's profile, the worker's defaults
 //! and its limits: defaults filled in, every bad value named by its field.
 
-use base64::Engine as _;
+mod common;
+
+use common::png_base64;
 use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_STEPS};
 use sd_contract::{
     ErrorCode, GenerationFields, ImageGenerationRequest, ImageInpaintRequest,
@@ -133,14 +135,6 @@ fn each_bad_value_names_its_field() {
         ..generation("x")
     };
     assert_eq!(field_of(req), "loras");
-}
-
-fn png_base64(width: usize, height: usize) -> String {
-    let rgb: Vec<u8> = (0..width * height * 3)
-        .map(|i| (i * 7 % 256) as u8)
-        .collect();
-    let png = sd_core::image::encode_png(&rgb, width, height, None).unwrap();
-    base64::engine::general_purpose::STANDARD.encode(png)
 }
 
 fn transform(strength: Option<f64>) -> ImageTransformRequest {

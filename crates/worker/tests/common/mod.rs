@@ -317,6 +317,16 @@ pub fn read_sse(reader: impl Read) -> Transcript {
     transcript
 }
 
+/// A base64 PNG of `width`x`height` (RGB noise), as a request's picture.
+pub fn png_base64(width: usize, height: usize) -> String {
+    use base64::Engine as _;
+    let rgb: Vec<u8> = (0..width * height * 3)
+        .map(|i| (i * 7 % 256) as u8)
+        .collect();
+    let png = sd_core::image::encode_png(&rgb, width, height, None).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
 /// Decodes a base64 PNG and returns its size.
 pub fn png_size(b64: &str) -> (u32, u32) {
     use base64::Engine as _;
