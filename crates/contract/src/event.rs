@@ -126,6 +126,65 @@ pub mod completion_markers {
     }
 }
 
+/// One server-sent message of a job's stream, as the OpenAPI document
+/// describes it (the stream itself is written by the SSE encoder, not by serde).
+///
+/// A message is an event, named after its JSON data's `type` and numbered by
+/// its `id` (the value `Last-Event-ID` takes), or, after the terminal event,
+/// one unnamed message whose data is a completion marker.
+pub struct StreamMessage;
+
+impl utoipa::PartialSchema for StreamMessage {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+
+        let mut event_data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A job event as JSON"))
+            .content_media_type("application/json")
+            .build();
+        // `contentSchema` (JSON Schema 2020-12) has no builder in utoipa.
+        event_data
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert(
+                "contentSchema".into(),
+                serde_json::json!({ "$ref": "#/components/schemas/JobEvent" }),
+            );
+        let marker = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "The completion marker after the terminal event: `[DONE]`, `[CANCELLED]` \
+                 or `[ERROR] <message>`",
+            ))
+            .pattern(Some(r"^\[(DONE|CANCELLED)\]$|^\[ERROR\]"))
+            .build();
+        ObjectBuilder::new()
+            .description(Some(
+                "One server-sent message: `event` and `id` name and number a job event, \
+                 whose JSON is `data`; the last message has only `data`, a completion marker",
+            ))
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("The event's `type`")),
+            )
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9]+$"))
+                    .description(Some("The event's index in the job's log")),
+            )
+            .property("data", OneOfBuilder::new().item(event_data).item(marker))
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StreamMessage {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ pub mod request;
 pub mod scheduler;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use event::{completion_markers, JobEvent, ProgressPreview};
+pub use event::{completion_markers, JobEvent, ProgressPreview, StreamMessage};
 pub use hive::{HeartbeatWorker, WorkerHeartbeat, WorkerReady, WorkerStatus};
 pub use info::{
     GenerationDefaults, Health, JobCounts, Limits, Readiness, ReadinessState, WorkerInfo,

@@ -569,6 +569,14 @@ export interface components {
          * @enum {string}
          */
         SchedulerKind: "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m" | "dpmpp_2m_karras" | "unipc" | "lcm";
+        /** @description One server-sent message: `event` and `id` name and number a job event, whose JSON is `data`; the last message has only `data`, a completion marker */
+        StreamMessage: {
+            data: string;
+            /** @description The event's `type` */
+            event?: string;
+            /** @description The event's index in the job's log */
+            id?: string;
+        };
         /** @description How long a job took, in milliseconds. */
         Timings: {
             /**
@@ -945,7 +953,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": components["schemas"]["JobEvent"];
+                    "text/event-stream": components["schemas"]["StreamMessage"];
                 };
             };
             /** @description Missing or wrong API key */

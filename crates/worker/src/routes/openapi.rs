@@ -6,7 +6,9 @@
 use axum::Json;
 use sd_contract::event::CancelReason;
 use sd_contract::*;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
 use super::{health, info, jobs, stream};
@@ -45,6 +47,7 @@ use super::{health, info, jobs, stream};
         ImageFormat,
         Timings,
         JobEvent,
+        StreamMessage,
         ProgressPreview,
         CancelReason,
         ErrorBody,
@@ -62,7 +65,7 @@ use super::{health, info, jobs, stream};
         HeartbeatWorker,
         WorkerStatus,
     )),
-    modifiers(&ApiKeyScheme),
+    modifiers(&ApiKeyScheme, &JobLinks),
     tags(
         (name = "jobs", description = "Submit, follow, inspect and cancel image jobs"),
         (name = "worker", description = "What the worker serves"),
@@ -87,6 +90,43 @@ impl Modify for ApiKeyScheme {
                     .build(),
             ),
         );
+    }
+}
+
+/// Links from a submission's `job_id` to the operations on that job, so
+/// clients and test generators can follow a job from the document alone.
+struct JobLinks;
+
+impl Modify for JobLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(accepted) = openapi
+            .paths
+            .paths
+            .get_mut("/v1/jobs")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|post| post.responses.responses.get_mut("202"))
+        else {
+            return;
+        };
+        let RefOr::T(accepted) = accepted else {
+            return;
+        };
+        for (name, operation_id, description) in [
+            ("GetJob", "get_job", "The job's status"),
+            ("StreamJob", "stream_job", "The job's events"),
+            ("CancelJob", "cancel_job", "Cancel the job"),
+        ] {
+            let mut link = LinkBuilder::new()
+                .parameter("id", "$response.body#/job_id")
+                .description(description)
+                .build();
+            // utoipa writes its `operation_id` field in snake case, which is not
+            // OpenAPI's `operationId`; the key is set as written in the spec.
+            link.extensions
+                .get_or_insert_with(Default::default)
+                .insert("operationId".into(), operation_id.into());
+            accepted.links.insert(name.into(), RefOr::T(link));
+        }
     }
 }
 

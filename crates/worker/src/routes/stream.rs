@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{stream, Stream, StreamExt};
-use sd_contract::{ErrorBody, JobEvent};
+use sd_contract::{ErrorBody, StreamMessage};
 
 use crate::error::ApiError;
 use crate::jobs::LoggedEvent;
@@ -29,7 +29,7 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "Server-sent events: each `event:` is the JSON data's `type`; \
             after the terminal event a last `data:` line holds `[DONE]`, `[ERROR] <message>` or `[CANCELLED]`",
-            content_type = "text/event-stream", body = JobEvent),
+            content_type = "text/event-stream", body = StreamMessage),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "Unknown or expired job", body = ErrorBody),
     ),
