@@ -6,6 +6,8 @@
 //! conditioning vector. Results are cached per text, so a repeated prompt or
 //! negative prompt skips the encoders.
 
+pub mod a1111;
+
 use std::collections::{HashMap, VecDeque};
 
 use candle_core::{Device, Tensor};
