@@ -7,6 +7,7 @@
 //! negative prompt skips the encoders.
 
 pub mod a1111;
+pub mod chunks;
 
 use std::collections::{HashMap, VecDeque};
 
