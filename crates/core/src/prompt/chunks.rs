@@ -176,8 +176,8 @@ mod tests {
         // 4 after the comma, so those move on.
         let prompt = format!(
             "{}, {}",
-            vec!["cat"; 70].join(" "),
-            vec!["dog"; 10].join(" ")
+            ["cat"; 70].join(" "),
+            ["dog"; 10].join(" ")
         );
         let got = chunks(&prompt);
         let lengths: Vec<usize> = got.iter().map(|c| text_ids(c).len()).collect();
@@ -185,8 +185,8 @@ mod tests {
         // A comma too far back (more than 20 tokens) does not.
         let prompt = format!(
             "{}, {}",
-            vec!["cat"; 40].join(" "),
-            vec!["dog"; 40].join(" ")
+            ["cat"; 40].join(" "),
+            ["dog"; 40].join(" ")
         );
         let lengths: Vec<usize> = chunks(&prompt).iter().map(|c| text_ids(c).len()).collect();
         assert_eq!(lengths, [75, 6]);
