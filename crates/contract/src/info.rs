@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::SchedulerKind;
+use crate::{PromptSyntax, SchedulerKind};
 
 /// The answer to `GET /health`: the process is up and serving HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -50,6 +50,8 @@ pub struct GenerationDefaults {
     pub guidance_scale: f64,
     /// Denoising scheduler.
     pub scheduler: SchedulerKind,
+    /// How prompts are read when a job does not say.
+    pub prompt_syntax: PromptSyntax,
 }
 
 /// The bounds the worker enforces on requests.

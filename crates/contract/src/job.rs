@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{ErrorDetail, SchedulerKind};
+use crate::{ErrorDetail, PromptSyntax, SchedulerKind};
 
 /// The answer to `POST /v1/jobs` (rbee's `JobResponse`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -57,6 +57,8 @@ pub struct JobParams {
     pub prompt: String,
     /// What to steer away from.
     pub negative_prompt: Option<String>,
+    /// How the prompts were read.
+    pub prompt_syntax: PromptSyntax,
     /// Denoising steps.
     pub steps: u32,
     /// Classifier-free guidance scale.

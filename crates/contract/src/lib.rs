@@ -31,6 +31,6 @@ pub use info::{
 pub use job::{ImageFormat, ImageResult, JobCreated, JobParams, JobState, JobStatus, Timings};
 pub use request::{
     GenerationFields, ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest,
-    JobRequest, LoraConfig,
+    JobRequest, LoraConfig, PromptSyntax,
 };
 pub use scheduler::SchedulerKind;

@@ -36,6 +36,18 @@ impl JobRequest {
     }
 }
 
+/// How a job's prompts are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptSyntax {
+    /// AUTOMATIC1111's: `(word)` ×1.1, `[word]` ÷1.1, `(word:1.3)`, nesting
+    /// multiplies, `\(` escapes, `BREAK` starts a new 75-token chunk, and
+    /// prompts longer than 75 tokens are encoded chunk by chunk.
+    A1111,
+    /// diffusers': the text as written, cut at 77 tokens.
+    Plain,
+}
+
 /// A LoRA adapter to apply (rbee's `LoRAConfig`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LoraConfig {
@@ -62,6 +74,10 @@ pub struct GenerationFields {
     /// What to steer away from.
     #[serde(default)]
     pub negative_prompt: Option<String>,
+    /// How `prompt` and `negative_prompt` are read; the worker's default
+    /// (`--prompt-syntax`, `a1111` unless set) when absent.
+    #[serde(default)]
+    pub prompt_syntax: Option<PromptSyntax>,
     /// Denoising steps, 1 to 150.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 150)]

@@ -5,6 +5,12 @@
 //! and adds the second encoder's projected, pooled embedding as a global
 //! conditioning vector. Results are cached per text, so a repeated prompt or
 //! negative prompt skips the encoders.
+//!
+//! A prompt is read in one of two [`PromptSyntax`]es: `Plain`, diffusers' way
+//! (the text as written, cut at 77 tokens), or `A1111`, AUTOMATIC1111's
+//! (emphasis brackets and `BREAK` parsed by [`a1111`], the tokens cut into
+//! 75-token [`chunks`] that are encoded one by one and concatenated, each
+//! token's hidden state multiplied by its weight).
 
 pub mod a1111;
 pub mod chunks;
@@ -13,10 +19,57 @@ use std::collections::{HashMap, VecDeque};
 
 use candle_core::{Device, Tensor};
 
-use crate::clip::{ClipTextConfig, ClipTextModel};
+use self::a1111::Segment;
+use self::chunks::{chunk_prompt, PromptChunk};
+use crate::clip::{ClipTextConfig, ClipTextModel, ClipTextOutput};
 use crate::error::{Error, Result};
 use crate::model::{Component, LoadOptions, ModelSource};
 use crate::tokenizer::ClipTokenizer;
+
+/// How a prompt's text is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PromptSyntax {
+    /// AUTOMATIC1111's: `(emphasis)`, `[less]`, `(text:1.3)`, `BREAK`, and
+    /// prompts longer than one CLIP window encoded chunk by chunk.
+    #[default]
+    A1111,
+    /// diffusers': the text as written, truncated to one CLIP window.
+    Plain,
+}
+
+impl PromptSyntax {
+    /// Every syntax's name, for messages.
+    pub const NAMES: &'static str = "a1111, plain";
+
+    /// The syntax's name (`a1111` or `plain`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptSyntax::A1111 => "a1111",
+            PromptSyntax::Plain => "plain",
+        }
+    }
+}
+
+impl std::fmt::Display for PromptSyntax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PromptSyntax {
+    type Err = String;
+
+    fn from_str(name: &str) -> std::result::Result<Self, String> {
+        match name.to_ascii_lowercase().as_str() {
+            "a1111" => Ok(PromptSyntax::A1111),
+            "plain" => Ok(PromptSyntax::Plain),
+            _ => Err(format!(
+                "unknown prompt syntax `{name}` (expected one of: {})",
+                Self::NAMES
+            )),
+        }
+    }
+}
 
 /// How many distinct texts keep their embeddings between generations.
 const EMBEDDING_CACHE_SIZE: usize = 32;
@@ -24,7 +77,8 @@ const EMBEDDING_CACHE_SIZE: usize = 32;
 /// The conditioning one text produces.
 #[derive(Debug, Clone)]
 pub struct PromptEmbeds {
-    /// Per-token embeddings `[1, 77, D]` for the UNet's cross-attention.
+    /// Per-token embeddings `[1, 77 × chunks, D]` for the UNet's cross-attention
+    /// (one chunk unless an A1111-syntax prompt is longer than one CLIP window).
     pub hidden: Tensor,
     /// SDXL's pooled, projected embedding `[1, P]`; `None` for one-encoder models.
     pub pooled: Option<Tensor>,
@@ -36,6 +90,33 @@ impl PromptEmbeds {
         Ok(Self {
             hidden: self.hidden.zeros_like()?,
             pooled: self.pooled.as_ref().map(Tensor::zeros_like).transpose()?,
+        })
+    }
+
+    /// The sequence length of [`hidden`](Self::hidden).
+    pub fn len(&self) -> usize {
+        self.hidden.dim(1).unwrap_or(0)
+    }
+
+    /// Whether [`hidden`](Self::hidden) has no position at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// These embeddings followed by copies of `empty` (one chunk, the empty
+    /// prompt's) up to `len` positions, as A1111 evens out a prompt and its
+    /// negative prompt of different chunk counts.
+    pub fn padded_to(&self, len: usize, empty: &PromptEmbeds) -> Result<Self> {
+        let chunk = empty.len().max(1);
+        if self.len() >= len {
+            return Ok(self.clone());
+        }
+        let copies = (len - self.len()).div_ceil(chunk);
+        let mut parts = vec![self.hidden.clone()];
+        parts.extend(std::iter::repeat_n(empty.hidden.clone(), copies));
+        Ok(Self {
+            hidden: Tensor::cat(&parts, 1)?,
+            pooled: self.pooled.clone(),
         })
     }
 }
@@ -61,11 +142,71 @@ impl Encoder {
         Ok(Self { tokenizer, model })
     }
 
-    fn ids(&self, text: &str, device: &Device) -> Result<Tensor> {
-        let ids = self.tokenizer.encode(text);
+    fn ids(&self, ids: Vec<u32>, device: &Device) -> Result<Tensor> {
         let len = ids.len();
         Ok(Tensor::from_vec(ids, (1, len), device)?)
     }
+
+    /// One pass over `text` as written (diffusers' encoding).
+    fn plain(&self, text: &str, device: &Device) -> Result<ClipTextOutput> {
+        Ok(self
+            .model
+            .forward(&self.ids(self.tokenizer.encode(text), device)?)?)
+    }
+
+    /// A1111's encoding: each chunk on its own, weighted, then concatenated.
+    /// Returns the chosen hidden states `[1, 77 × chunks, D]` and the first
+    /// chunk's projected pooled embedding, if the encoder has a projection.
+    fn weighted(
+        &self,
+        segments: &[Segment],
+        layer: HiddenLayer,
+        device: &Device,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let mut hidden = Vec::new();
+        let mut pooled = None;
+        for PromptChunk { ids, weights } in chunk_prompt(segments, &self.tokenizer) {
+            let out = self.model.forward(&self.ids(ids, device)?)?;
+            hidden.push(emphasise(&layer.of(&out)?, &weights)?);
+            if pooled.is_none() {
+                pooled = out.text_embeds;
+            }
+        }
+        Ok((Tensor::cat(&hidden, 1)?, pooled))
+    }
+}
+
+/// Which hidden state of an encoder conditions the UNet.
+#[derive(Debug, Clone, Copy)]
+enum HiddenLayer {
+    /// After the final layer norm (SD 1.x and 2.x).
+    Last,
+    /// The layer before the last, without the final norm (SDXL).
+    Penultimate,
+}
+
+impl HiddenLayer {
+    fn of(self, out: &ClipTextOutput) -> Result<Tensor> {
+        match self {
+            HiddenLayer::Last => Ok(out.last_hidden_state.clone()),
+            HiddenLayer::Penultimate => penultimate(&out.hidden_states),
+        }
+    }
+}
+
+/// A1111's "Original" emphasis: every position's hidden state multiplied by
+/// its weight, then the whole chunk rescaled so its mean is what it was.
+fn emphasise(hidden: &Tensor, weights: &[f32]) -> Result<Tensor> {
+    // All ones leave the chunk exactly as it is (the rescale factor is 1).
+    if weights.iter().all(|&w| w == 1.0) {
+        return Ok(hidden.clone());
+    }
+    let before = hidden.mean_all()?.to_scalar::<f32>()?;
+    let weights = Tensor::from_slice(weights, (1, weights.len(), 1), hidden.device())?
+        .to_dtype(hidden.dtype())?;
+    let weighted = hidden.broadcast_mul(&weights)?;
+    let after = weighted.mean_all()?.to_scalar::<f32>()?;
+    Ok(weighted.affine(f64::from(before / after), 0.0)?)
 }
 
 /// The text side of a Stable Diffusion model.
@@ -106,29 +247,29 @@ impl TextEncoders {
         })
     }
 
-    /// Encodes one text, reusing a recent result for the same text.
-    pub fn encode(&mut self, text: &str) -> Result<PromptEmbeds> {
-        if let Some(hit) = self.cache.get(text) {
+    /// Encodes one text read in `syntax`, reusing a recent result for the same text.
+    pub fn encode(&mut self, text: &str, syntax: PromptSyntax) -> Result<PromptEmbeds> {
+        if let Some(hit) = self.cache.get(text, syntax) {
             return Ok(hit);
         }
-        let embeds = match &self.second {
+        let embeds = match syntax {
+            PromptSyntax::Plain => self.encode_plain(text)?,
+            PromptSyntax::A1111 => self.encode_a1111(text)?,
+        };
+        self.cache.insert(text, syntax, embeds.clone());
+        Ok(embeds)
+    }
+
+    fn encode_plain(&self, text: &str) -> Result<PromptEmbeds> {
+        Ok(match &self.second {
             None => PromptEmbeds {
-                hidden: self
-                    .first
-                    .model
-                    .forward(&self.first.ids(text, &self.device)?)?
-                    .last_hidden_state,
+                hidden: self.first.plain(text, &self.device)?.last_hidden_state,
                 pooled: None,
             },
             Some(second) => {
-                let a = self
-                    .first
-                    .model
-                    .forward(&self.first.ids(text, &self.device)?)?;
-                let b = second.model.forward(&second.ids(text, &self.device)?)?;
-                let pooled = b.text_embeds.ok_or_else(|| {
-                    candle_core::Error::Msg("the second text encoder gave no text_embeds".into())
-                })?;
+                let a = self.first.plain(text, &self.device)?;
+                let b = second.plain(text, &self.device)?;
+                let pooled = b.text_embeds.ok_or_else(no_text_embeds)?;
                 PromptEmbeds {
                     hidden: Tensor::cat(
                         &[
@@ -140,10 +281,36 @@ impl TextEncoders {
                     pooled: Some(pooled),
                 }
             }
-        };
-        self.cache.insert(text, embeds.clone());
-        Ok(embeds)
+        })
     }
+
+    fn encode_a1111(&self, text: &str) -> Result<PromptEmbeds> {
+        let segments = a1111::parse(text);
+        Ok(match &self.second {
+            None => PromptEmbeds {
+                hidden: self
+                    .first
+                    .weighted(&segments, HiddenLayer::Last, &self.device)?
+                    .0,
+                pooled: None,
+            },
+            Some(second) => {
+                let (a, _) =
+                    self.first
+                        .weighted(&segments, HiddenLayer::Penultimate, &self.device)?;
+                let (b, pooled) =
+                    second.weighted(&segments, HiddenLayer::Penultimate, &self.device)?;
+                PromptEmbeds {
+                    hidden: Tensor::cat(&[a, b], 2)?,
+                    pooled: Some(pooled.ok_or_else(no_text_embeds)?),
+                }
+            }
+        })
+    }
+}
+
+fn no_text_embeds() -> Error {
+    candle_core::Error::Msg("the second text encoder gave no text_embeds".into()).into()
 }
 
 /// The hidden state before the last layer (SDXL's conditioning layer).
@@ -158,18 +325,19 @@ fn penultimate(hidden_states: &[Tensor]) -> Result<Tensor> {
 /// Recently used text embeddings, oldest evicted first.
 #[derive(Default)]
 struct EmbeddingCache {
-    entries: HashMap<String, PromptEmbeds>,
-    order: VecDeque<String>,
+    entries: HashMap<(String, PromptSyntax), PromptEmbeds>,
+    order: VecDeque<(String, PromptSyntax)>,
 }
 
 impl EmbeddingCache {
-    fn get(&self, text: &str) -> Option<PromptEmbeds> {
-        self.entries.get(text).cloned()
+    fn get(&self, text: &str, syntax: PromptSyntax) -> Option<PromptEmbeds> {
+        self.entries.get(&(text.to_string(), syntax)).cloned()
     }
 
-    fn insert(&mut self, text: &str, embeds: PromptEmbeds) {
-        if self.entries.insert(text.to_string(), embeds).is_none() {
-            self.order.push_back(text.to_string());
+    fn insert(&mut self, text: &str, syntax: PromptSyntax, embeds: PromptEmbeds) {
+        let key = (text.to_string(), syntax);
+        if self.entries.insert(key.clone(), embeds).is_none() {
+            self.order.push_back(key);
         }
         while self.order.len() > EMBEDDING_CACHE_SIZE {
             if let Some(oldest) = self.order.pop_front() {

@@ -9,6 +9,7 @@ use candle_core::Device;
 use common::fixtures;
 use sd_core::image::{ColorMode, DecodedImage};
 use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion};
+use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::SchedulerKind;
 use sd_core::{Error, Param};
 
@@ -20,6 +21,7 @@ fn params(image: Option<ImageInput>) -> GenerateParams {
     GenerateParams {
         prompt: "a lighthouse".into(),
         negative_prompt: None,
+        prompt_syntax: PromptSyntax::Plain,
         steps: 4,
         guidance_scale: 1.0,
         width: 64,

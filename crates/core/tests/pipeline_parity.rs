@@ -18,6 +18,7 @@ use common::{fixtures, max_abs, max_abs_diff};
 use sd_core::image::DecodedImage;
 use sd_core::model::{LoadOptions, WeightVariant};
 use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion};
+use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::{SchedulerConfig, SchedulerKind};
 use serde::Deserialize;
 
@@ -128,6 +129,7 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
         let params = GenerateParams {
             prompt: case.prompt.clone(),
             negative_prompt: case.negative_prompt.clone(),
+            prompt_syntax: PromptSyntax::Plain,
             steps: case.steps,
             guidance_scale: case.guidance_scale,
             width: case.width,
@@ -185,9 +187,11 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
         let (negative, negative_pooled) = match trace.negative_prompt_embeds {
             Some(hidden) => (hidden, trace.negative_pooled_prompt_embeds),
             None => {
-                let prompt = model.encode_prompt(&case.prompt).unwrap();
-                let negative = model
-                    .encode_negative(case.negative_prompt.as_deref(), &prompt)
+                let prompt = model
+                    .encode_prompt(&case.prompt, PromptSyntax::Plain)
+                    .unwrap();
+                let (negative, _) = model
+                    .encode_negative(case.negative_prompt.as_deref(), prompt, PromptSyntax::Plain)
                     .unwrap();
                 (negative.hidden, negative.pooled)
             }

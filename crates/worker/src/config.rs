@@ -7,6 +7,7 @@ use std::time::Duration;
 use candle_core::DType;
 use clap::{Args, ValueEnum};
 use sd_core::presets::{self, Preset};
+use sd_core::prompt::PromptSyntax;
 
 use crate::engine::fake::FakeEngineConfig;
 
@@ -72,6 +73,10 @@ pub struct ServeArgs {
     /// On SIGTERM, let the running job finish instead of cancelling it.
     #[arg(long, env = "SD_WORKER_DRAIN_ON_SHUTDOWN")]
     pub drain_on_shutdown: bool,
+    /// How prompts are read when a job does not say: a1111 (`(emphasis)`,
+    /// `[less]`, `(word:1.3)`, BREAK, no 75-token limit) or plain (diffusers').
+    #[arg(long, env = "SD_WORKER_PROMPT_SYNTAX", default_value_t = DEFAULT_PROMPT_SYNTAX)]
+    pub prompt_syntax: PromptSyntax,
     /// Test aid: serve a fake engine that paints gradients instead of loading a model.
     /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...`).
     #[arg(long, env = "SD_WORKER_FAKE_ENGINE", hide = true, num_args = 0..=1, default_missing_value = "")]
@@ -102,6 +107,8 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 << 20;
 pub const DEFAULT_MIN_SIZE: u32 = 64;
 /// Default of `--max-size`.
 pub const DEFAULT_MAX_SIZE: u32 = 2048;
+/// Default of `--prompt-syntax`: AUTOMATIC1111's, which most prompts are written in.
+pub const DEFAULT_PROMPT_SYNTAX: PromptSyntax = PromptSyntax::A1111;
 /// Default of `--max-input-pixels`: 16 megapixels (4096 × 4096).
 pub const DEFAULT_MAX_INPUT_PIXELS: u64 = 4096 * 4096;
 
@@ -258,6 +265,8 @@ pub struct WorkerConfig {
     pub max_input_pixels: u64,
     /// Whether SIGTERM lets the running job finish.
     pub drain_on_shutdown: bool,
+    /// How prompts are read when a job does not say.
+    pub prompt_syntax: PromptSyntax,
 }
 
 impl WorkerConfig {
@@ -286,6 +295,7 @@ impl WorkerConfig {
             max_size: DEFAULT_MAX_SIZE,
             max_input_pixels: DEFAULT_MAX_INPUT_PIXELS,
             drain_on_shutdown: false,
+            prompt_syntax: DEFAULT_PROMPT_SYNTAX,
         }
     }
 
@@ -332,6 +342,7 @@ impl WorkerConfig {
         config.max_size = args.max_size.max(config.min_size);
         config.max_input_pixels = args.max_input_pixels;
         config.drain_on_shutdown = args.drain_on_shutdown;
+        config.prompt_syntax = args.prompt_syntax;
         Ok(config)
     }
 }

@@ -1,8 +1,9 @@
 //! The one place wire types and model-core types meet: scheduler names, the
 //! request field a core parameter stands for, and the defaults `/v1/info` shows.
 
-use sd_contract::{GenerationDefaults, SchedulerKind as WireScheduler};
+use sd_contract::{GenerationDefaults, PromptSyntax as WireSyntax, SchedulerKind as WireScheduler};
 use sd_core::pipeline::Defaults;
+use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::SchedulerKind;
 use sd_core::Param;
 
@@ -34,6 +35,22 @@ pub fn scheduler_to_wire(kind: SchedulerKind) -> WireScheduler {
     }
 }
 
+/// The core prompt syntax a wire name asks for.
+pub fn syntax_from_wire(syntax: WireSyntax) -> PromptSyntax {
+    match syntax {
+        WireSyntax::A1111 => PromptSyntax::A1111,
+        WireSyntax::Plain => PromptSyntax::Plain,
+    }
+}
+
+/// The wire name of a core prompt syntax.
+pub fn syntax_to_wire(syntax: PromptSyntax) -> WireSyntax {
+    match syntax {
+        PromptSyntax::A1111 => WireSyntax::A1111,
+        PromptSyntax::Plain => WireSyntax::Plain,
+    }
+}
+
 /// The request field a core parameter stands for; `image_field` is the
 /// operation's name for its input picture (`input_image` or `init_image`).
 pub fn field_of(param: Param, image_field: &'static str) -> &'static str {
@@ -53,6 +70,7 @@ pub fn defaults_to_wire(defaults: &Defaults) -> GenerationDefaults {
         steps: wide(defaults.steps),
         guidance_scale: defaults.guidance_scale,
         scheduler: scheduler_to_wire(defaults.scheduler),
+        prompt_syntax: syntax_to_wire(defaults.prompt_syntax),
     }
 }
 

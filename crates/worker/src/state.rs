@@ -112,9 +112,13 @@ impl AppState {
     }
 
     /// Records that the model loaded, and works out the request defaults
-    /// (sd-core's [`Defaults::resolve`], under the preset in force).
+    /// (sd-core's [`Defaults::resolve`], under the preset in force, with the
+    /// configured prompt syntax).
     pub fn mark_ready(&self, profile: ModelProfile) {
-        let defaults = Defaults::resolve(self.0.config.preset, &profile);
+        let defaults = Defaults {
+            prompt_syntax: self.0.config.prompt_syntax,
+            ..Defaults::resolve(self.0.config.preset, &profile)
+        };
         *self.0.model.write().unwrap_or_else(|e| e.into_inner()) = Some((profile, defaults));
         self.0.phase.send_if_modified(|phase| {
             let loading = *phase == Phase::Loading;

@@ -16,7 +16,9 @@ use sd_core::model::ModelProfile;
 use sd_core::pipeline::{random_seed, Defaults, GenerateParams, ImageInput};
 use sd_core::{Param, ParamError};
 
-use crate::convert::{field_of, scheduler_from_wire, scheduler_to_wire};
+use crate::convert::{
+    field_of, scheduler_from_wire, scheduler_to_wire, syntax_from_wire, syntax_to_wire,
+};
 use crate::error::ApiError;
 
 /// A request that passed validation, ready to run.
@@ -140,6 +142,9 @@ fn validate_job(
     let generation = GenerateParams {
         prompt: req.prompt,
         negative_prompt: req.negative_prompt,
+        prompt_syntax: req
+            .prompt_syntax
+            .map_or(defaults.prompt_syntax, syntax_from_wire),
         steps,
         guidance_scale,
         width,
@@ -154,6 +159,7 @@ fn validate_job(
         params: JobParams {
             prompt: generation.prompt.clone(),
             negative_prompt: generation.negative_prompt.clone(),
+            prompt_syntax: syntax_to_wire(generation.prompt_syntax),
             steps: narrow(steps),
             guidance_scale,
             width: narrow(width),

@@ -225,6 +225,7 @@ fn generate_and_the_worker_take_the_same_defaults_from_a_folder() {
     let defaults = get(&worker.url, "/v1/info").value()["defaults"].clone();
     let expected = serde_json::json!({
         "width": 128, "height": 128, "steps": 30, "guidance_scale": 5.0, "scheduler": "euler_a",
+        "prompt_syntax": "a1111",
     });
     assert_eq!(defaults, expected);
     let body = serde_json::json!({"operation": "image_generation", "prompt": prompt, "seed": 3});

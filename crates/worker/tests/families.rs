@@ -144,6 +144,7 @@ fn check_traces_with(
         "model": model,
         "prompt": case.prompt,
         "negative_prompt": case.negative_prompt,
+        "prompt_syntax": "plain",
         "steps": case.steps,
         "guidance_scale": case.guidance_scale,
         "width": case.width,
@@ -221,6 +222,54 @@ fn sdxl_turbo_over_http_gives_diffusers_image() {
     let folder = turbo_folder("tiny-sdxl", "tiny-sdxl-turbo");
     check_traces(&folder, "tiny-sdxl-turbo", "tiny-sdxl-turbo", "sdxl");
     std::fs::remove_dir_all(folder).unwrap();
+}
+
+/// A1111's syntax is the default: emphasis changes the image, a prompt longer
+/// than one CLIP window is kept whole (on SD 1.5 and on SDXL's two encoders),
+/// and `plain` reads the brackets as text.
+#[test]
+fn a1111_prompts_run_end_to_end() {
+    for model in ["tiny-sd15", "tiny-sdxl"] {
+        let folder = fixtures().join(model);
+        let worker = WorkerProcess::spawn(&["--model", folder.to_str().unwrap()], &[]);
+        worker.wait_ready();
+        let run = |prompt: &str, syntax: Option<&str>| {
+            let body = serde_json::json!({
+                "operation": "image_generation", "prompt": prompt, "prompt_syntax": syntax,
+                "negative_prompt": "blurry", "width": 64, "height": 64, "steps": 2, "seed": 5,
+            });
+            let created = submit(&worker.url, &body.to_string());
+            let events = stream(&worker.url, &created.sse_url, &[]).events();
+            let Some(JobEvent::Complete(result)) = events.last() else {
+                panic!("{model}: no image: {events:?}")
+            };
+            let status: JobStatus =
+                get(&worker.url, &format!("/v1/jobs/{}", created.job_id)).json();
+            (result.image.clone(), status.params.prompt_syntax)
+        };
+        let (plain_words, syntax) = run("a red lighthouse", None);
+        assert_eq!(syntax, sd_contract::PromptSyntax::A1111);
+        let (weighted, _) = run("a (red:1.6) lighthouse", None);
+        let (as_text, syntax) = run("a (red:1.6) lighthouse", Some("plain"));
+        assert_eq!(syntax, sd_contract::PromptSyntax::Plain);
+        assert_ne!(
+            weighted, plain_words,
+            "{model}: emphasis must change the image"
+        );
+        assert_ne!(
+            weighted, as_text,
+            "{model}: plain reads the brackets as text"
+        );
+        let words = ["a lighthouse on a cliff", "stormy sea", "gulls"];
+        let long: Vec<&str> = words.iter().cycle().take(60).copied().collect();
+        let long = long.join(", ");
+        let (full, _) = run(&long, None);
+        let (cut, _) = run(&long, Some("plain"));
+        assert_ne!(
+            full, cut,
+            "{model}: the tokens after the first window must count"
+        );
+    }
 }
 
 #[test]
@@ -411,6 +460,7 @@ fn check_image_case(traces: &str, case_name: &str) {
         "operation": if case.operation == "inpaint" { "image_inpaint" } else { "image_transform" },
         "prompt": case.prompt,
         "negative_prompt": case.negative_prompt,
+        "prompt_syntax": "plain",
         "steps": case.steps,
         "guidance_scale": case.guidance_scale,
         "strength": case.strength,

@@ -20,6 +20,7 @@ fn defaults() -> Defaults {
         steps: 25,
         guidance_scale: 7.5,
         scheduler: sd_core::schedulers::SchedulerKind::Pndm,
+        prompt_syntax: sd_core::prompt::PromptSyntax::A1111,
     }
 }
 

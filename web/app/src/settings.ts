@@ -180,6 +180,7 @@ export function settingsText(params: JobParams, operation: JobRequest["operation
     operation,
     prompt: params.prompt,
     negative_prompt: params.negative_prompt ?? null,
+    prompt_syntax: params.prompt_syntax,
     steps: params.steps,
     guidance_scale: params.guidance_scale,
     width: params.width,

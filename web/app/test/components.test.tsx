@@ -19,7 +19,7 @@ import { INFO, PNG_1x1 } from "./fakeWorker";
 
 const entry: GalleryEntry = {
   jobId: "job-0123456789abcdef",
-  params: { prompt: "a red fox", negative_prompt: "blur", steps: 3, guidance_scale: 7.5, width: 64, height: 96, seed: 1234, scheduler: "euler_a" },
+  params: { prompt: "a red fox", negative_prompt: "blur", prompt_syntax: "a1111", steps: 3, guidance_scale: 7.5, width: 64, height: 96, seed: 1234, scheduler: "euler_a" },
   result: { image: PNG_1x1, format: "png", seed: 1234, width: 64, height: 96, timings: { queued_ms: 1, generation_ms: 2500, total_ms: 2501 } },
   finishedAt: 0,
 };

@@ -38,7 +38,7 @@ export const INFO: WorkerInfo = {
   device: 0,
   dtype: "f32",
   ready: true,
-  defaults: { width: 512, height: 512, steps: 25, guidance_scale: 7.5, scheduler: "pndm" },
+  defaults: { width: 512, height: 512, steps: 25, guidance_scale: 7.5, scheduler: "pndm", prompt_syntax: "a1111" },
   limits: {
     min_size: 64,
     max_size: 2048,
@@ -97,6 +97,7 @@ export class FakeWorker {
       params: {
         prompt: body.prompt,
         negative_prompt: body.negative_prompt ?? null,
+        prompt_syntax: body.prompt_syntax ?? "a1111",
         steps,
         guidance_scale: body.guidance_scale ?? 7.5,
         width: body.width ?? 64,

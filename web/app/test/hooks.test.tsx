@@ -76,7 +76,7 @@ describe("useJobStatus", () => {
     await waitFor(() => expect(result.current.phase).toBe("queued"));
     expect(result.current.elapsedMs).toBeGreaterThanOrEqual(1500);
     act(() => {
-      worker.emit(job_id, { type: "started", params: { prompt: "a", negative_prompt: null, steps: 4, guidance_scale: 7.5, width: 64, height: 64, seed: 1, scheduler: "pndm" } });
+      worker.emit(job_id, { type: "started", params: { prompt: "a", negative_prompt: null, prompt_syntax: "a1111", steps: 4, guidance_scale: 7.5, width: 64, height: 64, seed: 1, scheduler: "pndm" } });
       worker.emit(job_id, { type: "progress", step: 1, total: 4, percent: 25 });
     });
     await waitFor(() => expect(result.current).toMatchObject({ phase: "running", step: 1, total: 4, percent: 25 }));
@@ -171,7 +171,7 @@ describe("useGallery", () => {
     const { result } = renderHook(() => useGallery());
     const entry = (n: number) => ({
       jobId: `job-${n}`,
-      params: { prompt: `p${n}`, negative_prompt: null, steps: 1, guidance_scale: 1, width: 8, height: 8, seed: n, scheduler: "ddim" as const },
+      params: { prompt: `p${n}`, negative_prompt: null, prompt_syntax: "a1111" as const, steps: 1, guidance_scale: 1, width: 8, height: 8, seed: n, scheduler: "ddim" as const },
       result: { image: PNG_1x1, format: "png" as const, seed: n, width: 8, height: 8, timings: { queued_ms: 0, generation_ms: 0, total_ms: 0 } },
       finishedAt: n,
     });

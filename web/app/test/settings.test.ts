@@ -55,6 +55,7 @@ describe("settings", () => {
     const params = {
       prompt: "p",
       negative_prompt: null,
+      prompt_syntax: "a1111" as const,
       steps: 3,
       guidance_scale: 5,
       width: 64,
@@ -101,7 +102,7 @@ describe("settings", () => {
     expect(toRequest({ ...on, livePreview: false })).toEqual({ prompt: "sea" });
     const image = { base64: "A", mime: "image/png" as const, width: 8, height: 8, name: "a", bytes: 1 };
     expect(toRequest({ ...on, mode: "image" }, { image })).toMatchObject({ operation: "image_transform", preview: true });
-    expect(fromParams({ prompt: "p", steps: 1, guidance_scale: 0, width: 8, height: 8, seed: 1, scheduler: "ddim" }, on).livePreview).toBe(true);
+    expect(fromParams({ prompt: "p", prompt_syntax: "a1111", steps: 1, guidance_scale: 0, width: 8, height: 8, seed: 1, scheduler: "ddim" }, on).livePreview).toBe(true);
   });
 
   it("says which picture is missing before sending", () => {
@@ -113,7 +114,7 @@ describe("settings", () => {
   });
 
   it("reuses an image job's strength, keeping the form's mode, and copies its operation", () => {
-    const params = { prompt: "p", steps: 3, guidance_scale: 5, width: 64, height: 96, seed: 7, scheduler: "ddim" as const, strength: 0.45 };
+    const params = { prompt: "p", prompt_syntax: "a1111" as const, steps: 3, guidance_scale: 5, width: 64, height: 96, seed: 7, scheduler: "ddim" as const, strength: 0.45 };
     const s = fromParams(params, { ...EMPTY_SETTINGS, mode: "inpaint" });
     expect(s).toMatchObject({ mode: "inpaint", strength: "0.45", seed: "7" });
     expect(fromParams({ ...params, strength: null }, { ...EMPTY_SETTINGS, strength: "0.3" }).strength).toBe("0.3");

@@ -171,6 +171,8 @@ export interface components {
              * @description Image height in pixels.
              */
             height: number;
+            /** @description How prompts are read when a job does not say. */
+            prompt_syntax: components["schemas"]["PromptSyntax"];
             /** @description Denoising scheduler. */
             scheduler: components["schemas"]["SchedulerKind"];
             /**
@@ -213,6 +215,7 @@ export interface components {
             preview?: boolean | null;
             /** @description What to draw (in the masked area, for inpainting); must not be empty. */
             prompt: string;
+            prompt_syntax?: null | components["schemas"]["PromptSyntax"];
             scheduler?: null | components["schemas"]["SchedulerKind"];
             /**
              * Format: int64
@@ -406,6 +409,8 @@ export interface components {
             negative_prompt?: string | null;
             /** @description What to draw. */
             prompt: string;
+            /** @description How the prompts were read. */
+            prompt_syntax: components["schemas"]["PromptSyntax"];
             /** @description Denoising scheduler. */
             scheduler: components["schemas"]["SchedulerKind"];
             /**
@@ -550,6 +555,11 @@ export interface components {
              */
             width: number;
         };
+        /**
+         * @description How a job's prompts are read.
+         * @enum {string}
+         */
+        PromptSyntax: "a1111" | "plain";
         /** @description The answer to `GET /ready`: 200 when ready, 503 otherwise. */
         Readiness: {
             /** @description Whether jobs are accepted. */

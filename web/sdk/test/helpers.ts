@@ -73,6 +73,7 @@ export function jobEvents(steps = 3): JobEvent[] {
   const params = {
     prompt: "a cat",
     negative_prompt: null,
+    prompt_syntax: "a1111" as const,
     steps,
     guidance_scale: 7.5,
     width: 64,

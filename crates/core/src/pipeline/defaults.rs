@@ -8,6 +8,7 @@
 
 use crate::model::ModelProfile;
 use crate::presets::{self, Preset};
+use crate::prompt::PromptSyntax;
 use crate::schedulers::SchedulerKind;
 
 /// Steps when neither a preset nor the family has any.
@@ -28,6 +29,8 @@ pub struct Defaults {
     pub guidance_scale: f64,
     /// The scheduler.
     pub scheduler: SchedulerKind,
+    /// How prompts are read (A1111's syntax unless the caller says otherwise).
+    pub prompt_syntax: PromptSyntax,
 }
 
 impl Defaults {
@@ -48,6 +51,7 @@ impl Defaults {
             steps,
             guidance_scale,
             scheduler: preset.and_then(|p| p.scheduler).unwrap_or(model.scheduler),
+            prompt_syntax: PromptSyntax::default(),
         }
     }
 }

@@ -42,9 +42,15 @@ impl StableDiffusion {
         let guided = params.guidance_scale > 1.0;
 
         let started = Instant::now();
-        let prompt = self.encode_prompt(&params.prompt)?;
+        let mut prompt = self.encode_prompt(&params.prompt, params.prompt_syntax)?;
         let negative = if guided {
-            Some(self.encode_negative(params.negative_prompt.as_deref(), &prompt)?)
+            let (negative, padded) = self.encode_negative(
+                params.negative_prompt.as_deref(),
+                prompt,
+                params.prompt_syntax,
+            )?;
+            prompt = padded;
+            Some(negative)
         } else {
             None
         };

@@ -32,7 +32,7 @@ use crate::model::{
     load_unet, load_vae, Component, DiffusersFolder, LoadOptions, ModelFamily, ModelProfile,
     ModelSource,
 };
-use crate::prompt::{PromptEmbeds, TextEncoders};
+use crate::prompt::{PromptEmbeds, PromptSyntax, TextEncoders};
 use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind};
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::AutoencoderKL;
@@ -182,23 +182,36 @@ impl StableDiffusion {
         &self.device
     }
 
-    /// Encodes one prompt, reusing recent results.
-    pub fn encode_prompt(&mut self, text: &str) -> Result<PromptEmbeds> {
-        self.text.encode(text)
+    /// Encodes one prompt read in `syntax`, reusing recent results.
+    pub fn encode_prompt(&mut self, text: &str, syntax: PromptSyntax) -> Result<PromptEmbeds> {
+        self.text.encode(text, syntax)
     }
 
     /// Encodes the negative prompt as diffusers does: an absent one is the empty
     /// prompt, except for SDXL folders with `force_zeros_for_empty_prompt`, where
-    /// it is zeros shaped like `prompt`.
+    /// it is zeros shaped like `prompt`. The shorter of the two is then padded
+    /// with the empty prompt's chunk to the other's length (only A1111-syntax
+    /// prompts longer than one CLIP window differ in length); the prompt may
+    /// grow, so it is returned too.
     pub fn encode_negative(
         &mut self,
         negative: Option<&str>,
-        prompt: &PromptEmbeds,
-    ) -> Result<PromptEmbeds> {
-        match negative {
-            None if self.force_zeros_for_empty_prompt => prompt.zeros_like(),
-            _ => self.text.encode(negative.unwrap_or("")),
+        prompt: PromptEmbeds,
+        syntax: PromptSyntax,
+    ) -> Result<(PromptEmbeds, PromptEmbeds)> {
+        let negative = match negative {
+            None if self.force_zeros_for_empty_prompt => return Ok((prompt.zeros_like()?, prompt)),
+            _ => self.text.encode(negative.unwrap_or(""), syntax)?,
+        };
+        if negative.len() == prompt.len() {
+            return Ok((negative, prompt));
         }
+        let empty = self.text.encode("", syntax)?;
+        let len = negative.len().max(prompt.len());
+        Ok((
+            negative.padded_to(len, &empty)?,
+            prompt.padded_to(len, &empty)?,
+        ))
     }
 
     /// Decodes final latents into an image `[1, 3, H, W]` in 0..1, undoing the VAE's scaling.

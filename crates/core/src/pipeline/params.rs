@@ -11,6 +11,7 @@ use candle_core::Tensor;
 use crate::error::{Param, ParamError};
 use crate::image::DecodedImage;
 use crate::model::ModelProfile;
+use crate::prompt::PromptSyntax;
 use crate::schedulers::SchedulerKind;
 
 /// Strength diffusers' image-to-image pipeline uses by default.
@@ -25,6 +26,8 @@ pub struct GenerateParams {
     pub prompt: String,
     /// What to steer away from; `None` behaves like diffusers' default (an empty prompt).
     pub negative_prompt: Option<String>,
+    /// How both prompts are read.
+    pub prompt_syntax: PromptSyntax,
     /// Denoising steps asked for (PNDM runs one UNet pass more).
     pub steps: usize,
     /// Classifier-free guidance scale; at 1 or below only the conditional pass runs.

@@ -174,20 +174,12 @@ mod tests {
     fn a_full_chunk_moves_the_words_after_a_late_comma_on() {
         // 70 words, a comma, then 10 more: the chunk fills at the 75th token,
         // 4 after the comma, so those move on.
-        let prompt = format!(
-            "{}, {}",
-            ["cat"; 70].join(" "),
-            ["dog"; 10].join(" ")
-        );
+        let prompt = format!("{}, {}", ["cat"; 70].join(" "), ["dog"; 10].join(" "));
         let got = chunks(&prompt);
         let lengths: Vec<usize> = got.iter().map(|c| text_ids(c).len()).collect();
         assert_eq!(lengths, [71, 10]);
         // A comma too far back (more than 20 tokens) does not.
-        let prompt = format!(
-            "{}, {}",
-            ["cat"; 40].join(" "),
-            ["dog"; 40].join(" ")
-        );
+        let prompt = format!("{}, {}", ["cat"; 40].join(" "), ["dog"; 40].join(" "));
         let lengths: Vec<usize> = chunks(&prompt).iter().map(|c| text_ids(c).len()).collect();
         assert_eq!(lengths, [75, 6]);
     }

@@ -17,6 +17,7 @@ use sd_core::pipeline::{
     Trace,
 };
 use sd_core::presets::{self, Preset};
+use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::SchedulerKind;
 use sd_core::{Param, ParamError};
 
@@ -41,6 +42,10 @@ pub struct GenerateArgs {
     /// What to steer away from.
     #[arg(long)]
     pub negative_prompt: Option<String>,
+    /// How both prompts are read: a1111 (`(emphasis)`, `[less]`, `(word:1.3)`,
+    /// BREAK, no 75-token limit) or plain (diffusers': as written, cut at 77 tokens).
+    #[arg(long, env = "SD_WORKER_PROMPT_SYNTAX", default_value = "a1111")]
+    pub prompt_syntax: PromptSyntax,
     /// Denoising steps [default: the preset's].
     #[arg(long)]
     pub steps: Option<usize>,
@@ -188,6 +193,7 @@ fn resolve_params(
     let params = GenerateParams {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
+        prompt_syntax: args.prompt_syntax,
         steps: args.steps.unwrap_or(defaults.steps),
         guidance_scale: args.guidance_scale.unwrap_or(defaults.guidance_scale),
         width: args.width.unwrap_or(width),
@@ -230,8 +236,10 @@ fn write_trace(
     let (negative, negative_pooled) = match trace.negative_prompt_embeds {
         Some(hidden) => (hidden, trace.negative_pooled_prompt_embeds),
         None => {
-            let prompt = model.encode_prompt(&params.prompt)?;
-            let negative = model.encode_negative(params.negative_prompt.as_deref(), &prompt)?;
+            let syntax = params.prompt_syntax;
+            let prompt = model.encode_prompt(&params.prompt, syntax)?;
+            let (negative, _) =
+                model.encode_negative(params.negative_prompt.as_deref(), prompt, syntax)?;
             (negative.hidden, negative.pooled)
         }
     };

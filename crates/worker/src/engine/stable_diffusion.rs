@@ -60,6 +60,7 @@ fn warm_up(pipeline: &mut StableDiffusion) {
     let params = GenerateParams {
         prompt: String::new(),
         negative_prompt: None,
+        prompt_syntax: sd_core::prompt::PromptSyntax::Plain,
         steps: 2,
         guidance_scale: 2.0,
         width: 64,

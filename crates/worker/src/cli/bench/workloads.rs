@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use sd_core::pipeline::{DebugOptions, GenerateParams, StableDiffusion};
-use sd_core::prompt::TextEncoders;
+use sd_core::prompt::{PromptSyntax, TextEncoders};
 use sd_core::rng::TorchRng;
 use sd_core::unet::{AddedCond, PerBlock, UNet2DConditionModel, UNetConfig};
 use sd_core::vae::AutoencoderKL;
@@ -130,7 +130,7 @@ pub fn text_runs(
     args: &BenchArgs,
 ) -> anyhow::Result<Runs> {
     repeat(args, ids.to_vec(), |run| {
-        let embeds = encoders.encode(&run_prompt(run))?;
+        let embeds = encoders.encode(&run_prompt(run), PromptSyntax::Plain)?;
         let mut tensors = vec![("out", embeds.hidden)];
         tensors.extend(embeds.pooled.map(|pooled| ("pooled", pooled)));
         Ok(RunOutput::of(tensors))
@@ -154,6 +154,7 @@ pub fn image_runs(
         let params = GenerateParams {
             prompt: run_prompt(run),
             negative_prompt: None,
+            prompt_syntax: PromptSyntax::Plain,
             steps,
             guidance_scale,
             width: spec.size,
