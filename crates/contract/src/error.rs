@@ -20,6 +20,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The body is sent with a content type other than JSON.
     UnsupportedMediaType,
+    /// The request body did not arrive within the body timeout.
+    RequestTimeout,
     /// The route needs `Authorization: Bearer <api key>`.
     Unauthorized,
     /// No such route or job.
@@ -30,6 +32,9 @@ pub enum ErrorCode {
     JobFinished,
     /// The queue is full; retry after the `Retry-After` header's seconds.
     QueueFull,
+    /// As many event streams are open as the worker serves; retry after the
+    /// `Retry-After` header's seconds.
+    TooManyStreams,
     /// The model is not loaded (yet, or it failed to load).
     NotReady,
     /// The worker is shutting down and takes no new jobs.
@@ -50,11 +55,13 @@ impl ErrorCode {
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::JobFinished => "job_finished",
             ErrorCode::QueueFull => "queue_full",
+            ErrorCode::TooManyStreams => "too_many_streams",
             ErrorCode::NotReady => "not_ready",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::GenerationFailed => "generation_failed",
@@ -117,6 +124,8 @@ mod tests {
         for code in [
             ErrorCode::InvalidJson,
             ErrorCode::QueueFull,
+            ErrorCode::TooManyStreams,
+            ErrorCode::RequestTimeout,
             ErrorCode::GenerationFailed,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

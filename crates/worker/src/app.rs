@@ -1,4 +1,4 @@
-//! The router: every route, its auth and body limit, in one place.
+//! The router: every route, its auth and body limits, in one place.
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -6,6 +6,7 @@ use axum::{middleware, Router};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::require_api_key;
+use crate::body::guard_body;
 use crate::routes::{self, health, info, jobs, openapi, stream};
 use crate::state::AppState;
 
@@ -29,6 +30,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(routes::ui::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard_body))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

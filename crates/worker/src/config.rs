@@ -77,6 +77,25 @@ pub struct ServeArgs {
     /// `[less]`, `(word:1.3)`, BREAK, no 75-token limit) or plain (diffusers').
     #[arg(long, env = "SD_WORKER_PROMPT_SYNTAX", default_value_t = DEFAULT_PROMPT_SYNTAX)]
     pub prompt_syntax: PromptSyntax,
+    /// After SIGTERM, how long jobs may take to end; then the unfinished ones
+    /// are cancelled and the worker exits, even if a step is still computing.
+    #[arg(long, env = "SD_WORKER_SHUTDOWN_TIMEOUT", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT.into())]
+    pub shutdown_timeout: humantime::Duration,
+    /// How long a request head may take from its first byte; then the connection is closed.
+    #[arg(long, env = "SD_WORKER_HEADER_TIMEOUT", default_value_t = DEFAULT_HEADER_TIMEOUT.into())]
+    pub header_timeout: humantime::Duration,
+    /// How long a request body may take to arrive; then the request gets 408.
+    #[arg(long, env = "SD_WORKER_BODY_TIMEOUT", default_value_t = DEFAULT_BODY_TIMEOUT.into())]
+    pub body_timeout: humantime::Duration,
+    /// How long a connection may wait for its next request; then it is closed.
+    #[arg(long, env = "SD_WORKER_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT.into())]
+    pub idle_timeout: humantime::Duration,
+    /// Most connections served at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "SD_WORKER_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Most event streams open at once; more get 503.
+    #[arg(long, env = "SD_WORKER_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
     /// Test aid: serve a fake engine that paints gradients instead of loading a model.
     /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...`).
     #[arg(long, env = "SD_WORKER_FAKE_ENGINE", hide = true, num_args = 0..=1, default_missing_value = "")]
@@ -111,6 +130,25 @@ pub const DEFAULT_MAX_SIZE: u32 = 2048;
 pub const DEFAULT_PROMPT_SYNTAX: PromptSyntax = PromptSyntax::A1111;
 /// Default of `--max-input-pixels`: 16 megapixels (4096 × 4096).
 pub const DEFAULT_MAX_INPUT_PIXELS: u64 = 4096 * 4096;
+
+/// Default of `--shutdown-timeout`: under the 30 s Kubernetes and Docker give
+/// a process between SIGTERM and SIGKILL, so the worker ends its jobs itself.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Default of `--header-timeout`: a request head is a few hundred bytes that
+/// any client sends in one go; ten seconds allow for a slow link.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `--body-timeout`: the largest body (8 MiB) at 2.2 Mbit/s, a
+/// prompt-only request at any speed.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `--idle-timeout`: as long as the usual load balancer's, so the
+/// proxy in front closes an idle connection before the worker does.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of `--max-connections`: well under the usual limit of 1,024 open
+/// files, so accepting never fails for lack of descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+/// Default of `--max-streams`: a quarter of the connections, so streams never
+/// starve status requests and health checks.
+pub const DEFAULT_MAX_STREAMS: u32 = 128;
 
 /// Parses a `--sd-version` value, listing the known presets when it is unknown.
 pub fn parse_preset(name: &str) -> Result<&'static Preset, String> {
@@ -267,6 +305,37 @@ pub struct WorkerConfig {
     pub drain_on_shutdown: bool,
     /// How prompts are read when a job does not say.
     pub prompt_syntax: PromptSyntax,
+    /// How long jobs may take to end after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// The connections' deadlines and caps.
+    pub connections: ConnectionLimits,
+}
+
+/// Deadlines and caps on connections and streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a request head may take from its first byte.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// How long a connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Most event streams open at once.
+    pub max_streams: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            max_streams: DEFAULT_MAX_STREAMS as usize,
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -296,6 +365,8 @@ impl WorkerConfig {
             max_input_pixels: DEFAULT_MAX_INPUT_PIXELS,
             drain_on_shutdown: false,
             prompt_syntax: DEFAULT_PROMPT_SYNTAX,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            connections: ConnectionLimits::default(),
         }
     }
 
@@ -343,6 +414,15 @@ impl WorkerConfig {
         config.max_input_pixels = args.max_input_pixels;
         config.drain_on_shutdown = args.drain_on_shutdown;
         config.prompt_syntax = args.prompt_syntax;
+        config.shutdown_timeout = args.shutdown_timeout.into();
+        let at_least = |d: humantime::Duration| Duration::from(d).max(Duration::from_millis(10));
+        config.connections = ConnectionLimits {
+            header_timeout: at_least(args.header_timeout),
+            body_timeout: at_least(args.body_timeout),
+            idle_timeout: at_least(args.idle_timeout),
+            max_connections: args.max_connections as usize,
+            max_streams: args.max_streams as usize,
+        };
         Ok(config)
     }
 }

@@ -37,6 +37,12 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout {
+        /// The body timeout in seconds.
+        secs: f64,
+    },
     /// The body's content type is not JSON.
     #[error("expected a JSON body (content-type application/json), got {0}")]
     UnsupportedMediaType(String),
@@ -73,6 +79,14 @@ pub enum ApiError {
         /// Seconds to wait before retrying.
         retry_after_secs: u64,
     },
+    /// Every event stream the worker serves is taken.
+    #[error("{limit} event streams are open, the most this worker serves; retry in {retry_after_secs} s")]
+    TooManyStreams {
+        /// The most streams open at once.
+        limit: usize,
+        /// Seconds to wait before retrying.
+        retry_after_secs: u64,
+    },
     /// The model is not loaded.
     #[error("the model is not ready: {reason}")]
     NotReady {
@@ -105,14 +119,16 @@ impl ApiError {
             | ApiError::InvalidField { .. }
             | ApiError::UnknownOperation { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::JobNotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::JobFinished { .. } => StatusCode::CONFLICT,
-            ApiError::QueueFull { .. } | ApiError::NotReady { .. } | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::QueueFull { .. }
+            | ApiError::TooManyStreams { .. }
+            | ApiError::NotReady { .. }
+            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -135,6 +151,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => {
                 ErrorDetail::new(ErrorCode::PayloadTooLarge, message)
             }
+            ApiError::BodyTimeout { .. } => ErrorDetail::new(ErrorCode::RequestTimeout, message),
             ApiError::UnsupportedMediaType(_) => {
                 ErrorDetail::new(ErrorCode::UnsupportedMediaType, message)
             }
@@ -145,6 +162,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => ErrorDetail::new(ErrorCode::MethodNotAllowed, message),
             ApiError::JobFinished { .. } => ErrorDetail::new(ErrorCode::JobFinished, message),
             ApiError::QueueFull { .. } => ErrorDetail::new(ErrorCode::QueueFull, message),
+            ApiError::TooManyStreams { .. } => ErrorDetail::new(ErrorCode::TooManyStreams, message),
             ApiError::NotReady { .. } => ErrorDetail::new(ErrorCode::NotReady, message),
             ApiError::ShuttingDown => ErrorDetail::new(ErrorCode::ShuttingDown, message),
             ApiError::Internal(_) => ErrorDetail::new(ErrorCode::Internal, message),
@@ -154,6 +172,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::QueueFull {
+                retry_after_secs, ..
+            }
+            | ApiError::TooManyStreams {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             ApiError::NotReady { retry: true, .. } => Some(5),
@@ -180,6 +201,13 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(
+            self,
+            ApiError::BodyTimeout { .. } | ApiError::PayloadTooLarge { .. }
+        ) {
+            // The rest of the body is not read: the connection cannot carry another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -16,6 +16,7 @@ use sd_contract::{GenerationFields, JobRequest};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::body::BodyTimedOut;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -59,7 +60,11 @@ fn check_content_type(req: &Request) -> Result<(), ApiError> {
 }
 
 fn body_rejection(rejection: BytesRejection, limit: u64) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if let Some(BodyTimedOut(timeout)) = BodyTimedOut::find(&rejection) {
+        ApiError::BodyTimeout {
+            secs: timeout.as_secs_f64(),
+        }
+    } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge { limit }
     } else {
         ApiError::InvalidJson {

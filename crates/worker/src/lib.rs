@@ -13,13 +13,16 @@
 //! - [`mod@app`] is the router; [`routes`] the handlers; [`error`] the one error
 //!   type; [`extract`] the JSON extractor that names bad fields.
 //! - [`hive`] sends the ready callback and heartbeats; [`server`] binds, serves
-//!   and shuts down.
+//!   and shuts down; [`connections`] is the accept loop with its deadlines and
+//!   caps, [`body`] the guards on request bodies.
 #![deny(missing_docs)]
 
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod convert;
 pub mod engine;
 pub mod error;

@@ -4,6 +4,7 @@
 //! share one `main`; each knows its backend from its binary name.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -85,7 +86,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let worker = Worker::bind(config.clone())
             .await
             .with_context(|| format!("binding {}:{}", config.host, config.port))?;
@@ -93,7 +94,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .run(loader, shutdown_signal())
             .await
             .context("serving")
-    })
+    });
+    // The engine thread is not the runtime's: a job still computing when the
+    // shutdown deadline passed ends with the process.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 /// The fake engine when `--fake-engine` is given (a test aid), else the pipeline.

@@ -5,9 +5,11 @@
 //! the waiting ones and the running one (or lets it finish with
 //! `--drain-on-shutdown`), so every open stream receives its terminal event
 //! and ends; then the server closes its connections and the hive hears a last
-//! `stopping` heartbeat.
+//! `stopping` heartbeat. Jobs get `--shutdown-timeout` to end; then those left
+//! are cancelled and the worker exits even if the engine is still computing a
+//! step. [`crate::connections`] serves the connections.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,13 +17,11 @@ use tokio::net::TcpListener;
 
 use crate::app::app;
 use crate::config::WorkerConfig;
+use crate::connections;
 use crate::engine::runner::spawn_engine;
 use crate::engine::EngineLoader;
 use crate::hive::HiveClient;
 use crate::state::AppState;
-
-/// How long connections may stay open once every job has ended.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A worker whose port is bound.
 pub struct Worker {
@@ -61,37 +61,36 @@ impl Worker {
         spawn_engine(state.clone(), loader)?;
         spawn_reaper(state.clone());
         let hive = HiveClient::start(&state)?;
-        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-        let graceful = {
+        let jobs_ended = {
             let state = state.clone();
             async move {
                 shutdown.await;
                 state.begin_shutdown();
-                state.wait_idle().await;
-                let _ = drained_tx.send(());
+                end_jobs(&state).await;
             }
         };
-        let server = axum::serve(listener, app(state.clone()))
-            .with_graceful_shutdown(graceful)
-            .into_future();
-        let result = tokio::select! {
-            result = server => result,
-            _ = async {
-                if drained_rx.await.is_ok() {
-                    tokio::time::sleep(SHUTDOWN_GRACE).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            } => {
-                tracing::warn!("closing connections still open {SHUTDOWN_GRACE:?} after shutdown");
-                Ok(())
-            }
-        };
+        let limits = state.config().connections;
+        connections::serve(listener, app(state.clone()), limits, jobs_ended).await;
         if let Some(hive) = hive {
             hive.stop().await;
         }
         tracing::info!("stopped");
-        result
+        Ok(())
+    }
+}
+
+/// Waits for the jobs to end, up to `--shutdown-timeout`; then cancels those
+/// that have not, without waiting for the engine to notice.
+async fn end_jobs(state: &AppState) {
+    let deadline = state.config().shutdown_timeout;
+    let idle = tokio::time::timeout(deadline, state.wait_idle()).await;
+    let cancelled = state.cancel_unfinished();
+    if idle.is_err() {
+        tracing::warn!(
+            cancelled,
+            "jobs still running {deadline:?} after the shutdown signal were cancelled; \
+             exiting without waiting for the engine"
+        );
     }
 }
 

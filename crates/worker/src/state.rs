@@ -14,7 +14,7 @@ use sd_contract::{
 };
 use sd_core::model::ModelProfile;
 use sd_core::pipeline::Defaults;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::WorkerConfig;
 use crate::convert::defaults_to_wire;
@@ -51,12 +51,14 @@ struct Shared {
     running: Mutex<Option<Arc<Job>>>,
     busy: watch::Sender<bool>,
     last_generation_ms: AtomicU64,
+    streams: Arc<Semaphore>,
 }
 
 impl AppState {
     /// The state of a worker serving on `addr`, its model still loading.
     pub fn new(config: WorkerConfig, addr: SocketAddr) -> Self {
         let queue = JobQueue::new(config.max_queue);
+        let streams = Arc::new(Semaphore::new(config.connections.max_streams));
         Self(Arc::new(Shared {
             config,
             addr,
@@ -67,6 +69,7 @@ impl AppState {
             running: Mutex::new(None),
             busy: watch::channel(false).0,
             last_generation_ms: AtomicU64::new(0),
+            streams,
         }))
     }
 
@@ -234,6 +237,17 @@ impl AppState {
         }
     }
 
+    /// Takes one of the `--max-streams` slots for an event stream; it is
+    /// free again when the permit drops.
+    pub fn open_stream(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.0.streams)
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyStreams {
+                limit: self.0.config.connections.max_streams,
+                retry_after_secs: self.retry_after_secs(),
+            })
+    }
+
     /// The status of a job.
     pub fn status(&self, id: &str) -> Result<JobStatus, ApiError> {
         let job = self.job(id)?;
@@ -361,6 +375,21 @@ impl AppState {
                 job.request_cancel(CancelReason::Shutdown);
             }
         }
+    }
+
+    /// Ends every job that has not ended as cancelled by the shutdown (the
+    /// engine, if it is still computing one, stops at its next check);
+    /// returns how many.
+    pub fn cancel_unfinished(&self) -> usize {
+        let mut ended = 0;
+        for job in self.0.jobs.unfinished() {
+            job.request_cancel(CancelReason::Shutdown);
+            if job.finish_cancelled(CancelReason::Shutdown) {
+                tracing::info!(job = job.id(), "job cancelled by the shutdown");
+                ended += 1;
+            }
+        }
+        ended
     }
 
     /// Waits until no job runs.

@@ -98,6 +98,45 @@ fn sigterm_cancels_the_running_job_tells_its_stream_and_exits_cleanly() {
 }
 
 #[test]
+fn sigterm_past_the_shutdown_timeout_cancels_a_job_stuck_in_a_step_and_exits() {
+    let mut worker = WorkerProcess::spawn(
+        &[
+            "--fake-engine",
+            "step_ms=60000",
+            "--model",
+            "m",
+            "--drain-on-shutdown",
+        ],
+        &[("SD_WORKER_SHUTDOWN_TIMEOUT", "1s")],
+    );
+    worker.wait_ready();
+    let created = submit(
+        &worker.url,
+        &generation(r#","width":64,"height":64,"steps":2"#),
+    );
+    let follower = {
+        let (url, path) = (worker.url.clone(), created.sse_url.clone());
+        std::thread::spawn(move || stream(&url, &path, &[]))
+    };
+    let status_path = format!("/v1/jobs/{}", created.job_id);
+    wait_until(Duration::from_secs(10), || {
+        get(&worker.url, &status_path).value()["state"] == "running"
+    });
+    let start = std::time::Instant::now();
+    worker.terminate();
+    worker.wait_for_line("shutdown signal were cancelled");
+    let transcript = follower.join().unwrap();
+    assert_cancelled(&transcript, CancelReason::Shutdown);
+    assert_eq!(transcript.terminal_count(), 1);
+    assert_eq!(worker.wait_exit(Duration::from_secs(8)), 0);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "exited {took:?} after SIGTERM"
+    );
+}
+
+#[test]
 fn the_binary_accepts_the_hive_flags() {
     let hive = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let queen = format!("http://{}", hive.local_addr().unwrap());

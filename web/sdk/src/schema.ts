@@ -146,7 +146,7 @@ export interface components {
          * @description What kind of failure an error reports; stable, for programs to match on.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_request" | "unknown_operation" | "not_implemented" | "payload_too_large" | "unsupported_media_type" | "unauthorized" | "not_found" | "method_not_allowed" | "job_finished" | "queue_full" | "not_ready" | "shutting_down" | "generation_failed" | "internal";
+        ErrorCode: "invalid_json" | "invalid_request" | "unknown_operation" | "not_implemented" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "unauthorized" | "not_found" | "method_not_allowed" | "job_finished" | "queue_full" | "too_many_streams" | "not_ready" | "shutting_down" | "generation_failed" | "internal";
         /**
          * @description One error: what kind, which request field (when one is at fault), and a
          *     message for people.
@@ -811,6 +811,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Body not received within the body timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Body over the size limit */
             413: {
                 headers: {
@@ -978,6 +987,17 @@ export interface operations {
             /** @description Unknown or expired job */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description As many streams are open as the worker serves (`--max-streams`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -34,6 +34,15 @@ impl Jobs {
         self.lock().get(id).cloned()
     }
 
+    /// The jobs that have not ended yet.
+    pub fn unfinished(&self) -> Vec<Arc<Job>> {
+        self.lock()
+            .values()
+            .filter(|job| !job.state().is_terminal())
+            .cloned()
+            .collect()
+    }
+
     /// How many jobs are held.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -20,6 +20,7 @@ use crate::validation::validate;
         (status = 202, description = "Queued; follow `sse_url`", body = JobCreated),
         (status = 400, description = "Malformed JSON, unknown operation or a bad field", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 408, description = "Body not received within the body timeout", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Body not sent as JSON", body = ErrorBody),
         (status = 503, description = "Queue full, model not ready, or shutting down",

@@ -5,7 +5,8 @@
 //! it saw; without it, a subscriber gets the whole log first. After the
 //! terminal event comes one message with a completion marker, then the
 //! stream ends. Replayed progress events carry no live preview, except the
-//! newest (see [`crate::jobs`]).
+//! newest (see [`crate::jobs`]). At most `--max-streams` streams are open at
+//! once; past that a request gets 503 with `Retry-After`.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -32,6 +33,9 @@ use crate::state::AppState;
             content_type = "text/event-stream", body = StreamMessage),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "Unknown or expired job", body = ErrorBody),
+        (status = 503, description = "As many streams are open as the worker serves (`--max-streams`)",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying")),
+            body = ErrorBody),
     ),
     security((), ("api_key" = []))
 )]
@@ -41,10 +45,12 @@ pub async fn stream_job(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
     let job = state.job(&id)?;
+    let slot = state.open_stream()?;
     let from = last_event_id(&headers).map_or(0, |id| id + 1);
-    let events = job
-        .subscribe(from)
-        .flat_map(|logged| stream::iter(to_sse(logged)));
+    let events = job.subscribe(from).flat_map(move |logged| {
+        let _held_until_the_stream_ends = &slot;
+        stream::iter(to_sse(logged))
+    });
     let keep_alive = KeepAlive::new()
         .interval(state.config().sse_keep_alive)
         .text("keep-alive");
