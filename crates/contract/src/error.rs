@@ -22,6 +22,9 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The route needs `Authorization: Bearer <api key>`.
     Unauthorized,
+    /// The request names a host this worker does not serve (`Host`), or comes
+    /// from a web page of an origin not allowed to call it (`Origin`).
+    Forbidden,
     /// No such route or job.
     NotFound,
     /// The route exists but not for this method.
@@ -51,6 +54,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::JobFinished => "job_finished",
@@ -117,6 +121,7 @@ mod tests {
         for code in [
             ErrorCode::InvalidJson,
             ErrorCode::QueueFull,
+            ErrorCode::Forbidden,
             ErrorCode::GenerationFailed,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
