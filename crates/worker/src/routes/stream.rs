@@ -7,13 +7,14 @@
 //! stream ends. Replayed progress events carry no live preview, except the
 //! newest (see [`crate::jobs`]).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{stream, Stream, StreamExt};
 use sd_contract::{ErrorBody, JobEvent};
 
 use crate::error::ApiError;
+use crate::extract::JobId;
 use crate::jobs::LoggedEvent;
 use crate::state::AppState;
 
@@ -31,13 +32,14 @@ use crate::state::AppState;
             after the terminal event a last `data:` line holds `[DONE]`, `[ERROR] <message>` or `[CANCELLED]`",
             content_type = "text/event-stream", body = JobEvent),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 400, description = "An id that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "Unknown or expired job", body = ErrorBody),
     ),
     security((), ("api_key" = []))
 )]
 pub async fn stream_job(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
     let job = state.job(&id)?;
