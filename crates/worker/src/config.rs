@@ -419,6 +419,40 @@ mod tests {
     }
 
     #[test]
+    fn host_and_origin_lists_are_normalised_and_bad_origins_refused() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |line: &[&str]| {
+            let args = <Command as clap::Parser>::parse_from(line).serve;
+            WorkerConfig::from_args(&args, Backend::Cpu)
+        };
+        let config = parse(&[
+            "sd-worker",
+            "--model",
+            "m",
+            "--allowed-hosts",
+            "GPU-7.lan, .corp",
+            "--allowed-origins",
+            "https://App.example.com/,http://127.0.0.1:5173",
+            "--strict",
+        ])
+        .unwrap();
+        assert_eq!(config.allowed_hosts, ["gpu-7.lan", ".corp"]);
+        assert_eq!(
+            config.allowed_origins,
+            ["https://app.example.com", "http://127.0.0.1:5173"]
+        );
+        assert!(config.strict);
+        for bad in ["app.example.com", "https://app.example.com/path", "ftp://x"] {
+            let error = parse(&["sd-worker", "--model", "m", "--allowed-origins", bad]);
+            assert!(matches!(error, Err(ConfigError::BadOrigin(_))), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_device_that_cannot_open_is_named_once() {
         assert!(Backend::Cpu.open_device(3).unwrap().is_cpu());
         if cfg!(feature = "metal") {
