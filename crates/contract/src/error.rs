@@ -24,6 +24,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The route needs `Authorization: Bearer <api key>`.
     Unauthorized,
+    /// The request names a host this worker does not serve (`Host`), or comes
+    /// from a web page of an origin not allowed to call it (`Origin`).
+    Forbidden,
     /// No such route or job.
     NotFound,
     /// The route exists but not for this method.
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::JobFinished => "job_finished",
@@ -126,6 +130,7 @@ mod tests {
             ErrorCode::QueueFull,
             ErrorCode::TooManyStreams,
             ErrorCode::RequestTimeout,
+            ErrorCode::Forbidden,
             ErrorCode::GenerationFailed,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

@@ -26,6 +26,40 @@ impl JobRequest {
     pub const OPERATIONS: [&'static str; 3] =
         ["image_generation", "image_transform", "image_inpaint"];
 
+    /// The top-level fields a body of `operation` may have, the tag and the
+    /// image fields' aliases included; `None` for an unknown operation.
+    /// Anything else in a body is an unknown field.
+    pub fn fields(operation: &str) -> Option<&'static [&'static str]> {
+        const SHARED: [&str; 15] = [
+            "operation",
+            "hive_id",
+            "model",
+            "prompt",
+            "negative_prompt",
+            "prompt_syntax",
+            "steps",
+            "guidance_scale",
+            "seed",
+            "width",
+            "height",
+            "loras",
+            "worker_id",
+            "scheduler",
+            "preview",
+        ];
+        const TRANSFORM: [&str; 18] = concat(SHARED, ["strength", "input_image", "init_image"]);
+        const INPAINT: [&str; 19] = concat(
+            SHARED,
+            ["strength", "input_image", "init_image", "mask_image"],
+        );
+        match operation {
+            "image_generation" => Some(&SHARED),
+            "image_transform" => Some(&TRANSFORM),
+            "image_inpaint" => Some(&INPAINT),
+            _ => None,
+        }
+    }
+
     /// The `operation` tag of this request.
     pub fn operation(&self) -> &'static str {
         match self {
@@ -48,6 +82,20 @@ pub enum PromptSyntax {
     Plain,
 }
 
+/// `shared` followed by `extra`, at compile time (`M` must be `N + K`).
+const fn concat<const N: usize, const K: usize, const M: usize>(
+    shared: [&'static str; N],
+    extra: [&'static str; K],
+) -> [&'static str; M] {
+    let mut all = [""; M];
+    let mut i = 0;
+    while i < M {
+        all[i] = if i < N { shared[i] } else { extra[i - N] };
+        i += 1;
+    }
+    all
+}
+
 /// A LoRA adapter to apply (rbee's `LoRAConfig`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LoraConfig {
@@ -56,6 +104,11 @@ pub struct LoraConfig {
     /// Strength multiplier; 1.0 when absent.
     #[serde(default)]
     pub strength: Option<f32>,
+}
+
+impl LoraConfig {
+    /// The fields an adapter's object may have.
+    pub const FIELDS: [&'static str; 2] = ["path", "strength"];
 }
 
 /// The fields every operation shares, flattened into each operation's body.
@@ -194,6 +247,47 @@ mod tests {
             (req.generation.width, req.generation.height),
             (Some(64), None)
         );
+    }
+
+    #[test]
+    fn the_field_lists_are_the_serialized_fields_and_the_aliases() {
+        let keys = |request: JobRequest| -> Vec<String> {
+            let json = serde_json::to_value(request).unwrap();
+            json.as_object().unwrap().keys().cloned().collect()
+        };
+        let cases = [
+            (JobRequest::ImageGeneration(Default::default()), None),
+            (
+                JobRequest::ImageTransform(Default::default()),
+                Some("init_image"),
+            ),
+            (
+                JobRequest::ImageInpaint(Default::default()),
+                Some("input_image"),
+            ),
+        ];
+        for (request, alias) in cases {
+            let fields = JobRequest::fields(request.operation()).unwrap();
+            let mut expected = keys(request);
+            expected.extend(alias.map(str::to_string));
+            expected.sort();
+            let mut listed: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            listed.sort();
+            assert_eq!(listed, expected);
+        }
+        assert_eq!(JobRequest::fields("image_upscale"), None);
+        let lora = serde_json::to_value(LoraConfig {
+            path: "x".into(),
+            strength: None,
+        })
+        .unwrap();
+        let lora_keys: Vec<&str> = lora
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(lora_keys, LoraConfig::FIELDS);
     }
 
     #[test]

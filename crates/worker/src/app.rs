@@ -1,4 +1,5 @@
-//! The router: every route, its auth and body limits, in one place.
+//! The router: every route, its auth, body limits, host and origin checks
+//! and CORS, in one place.
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -7,6 +8,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::require_api_key;
 use crate::body::guard_body;
+use crate::guard::{check_host_and_origin, cors_layer};
 use crate::routes::{self, health, info, jobs, openapi, stream};
 use crate::state::AppState;
 
@@ -23,7 +25,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             require_api_key,
         ));
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .merge(protected)
@@ -31,6 +33,13 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard_body))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            check_host_and_origin,
+        ));
+    let router = match cors_layer(state.config()) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(TraceLayer::new_for_http()).with_state(state)
 }

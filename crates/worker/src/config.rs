@@ -49,6 +49,19 @@ pub struct ServeArgs {
     /// When set, every route but /health and /ready needs `Authorization: Bearer <key>`.
     #[arg(long, env = "SD_WORKER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Host names, besides IP literals, `localhost` and the `--public-url` host,
+    /// that requests may name in `Host` (a leading dot also allows subdomains);
+    /// `*` allows any. Comma-separated.
+    #[arg(long, env = "SD_WORKER_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example.com`) whose pages may call the API from a
+    /// browser (CORS); `*` allows any. Comma-separated; none by default.
+    #[arg(long, env = "SD_WORKER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Refuse job requests with fields the API does not know (400) instead of
+    /// ignoring them with a `Warning` header.
+    #[arg(long, env = "SD_WORKER_STRICT")]
+    pub strict: bool,
     /// How long finished jobs (and their images) are kept for status and late streams.
     #[arg(long, env = "SD_WORKER_JOB_RETENTION", default_value_t = DEFAULT_JOB_RETENTION.into())]
     pub job_retention: humantime::Duration,
@@ -248,6 +261,11 @@ pub enum ConfigError {
         presets::names()
     )]
     NoModel,
+    /// A bad `--allowed-origins` entry.
+    #[error(
+        "--allowed-origins takes `*` or origins like `https://host[:port]` (no path), got `{0}`"
+    )]
+    BadOrigin(String),
     /// A bad callback or public URL.
     #[error("--{flag} must start with http:// or https://, got `{value}`")]
     BadUrl {
@@ -285,6 +303,12 @@ pub struct WorkerConfig {
     pub max_queue: usize,
     /// The API key, when auth is on.
     pub api_key: Option<String>,
+    /// Extra host names requests may name (see [`crate::guard`]), lowercase.
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed to call the API from a browser, lowercase, no trailing slash.
+    pub allowed_origins: Vec<String>,
+    /// Whether unknown request fields are refused.
+    pub strict: bool,
     /// How long finished jobs are kept.
     pub job_retention: Duration,
     /// Most finished jobs kept at once.
@@ -355,6 +379,9 @@ impl WorkerConfig {
             dtype: DEFAULT_DTYPE,
             max_queue: DEFAULT_MAX_QUEUE as usize,
             api_key: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            strict: false,
             job_retention: DEFAULT_JOB_RETENTION,
             max_finished_jobs: DEFAULT_MAX_FINISHED_JOBS,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -404,6 +431,19 @@ impl WorkerConfig {
         config.dtype = args.dtype;
         config.max_queue = args.max_queue as usize;
         config.api_key = args.api_key.clone().filter(|k| !k.is_empty());
+        config.allowed_hosts = args
+            .allowed_hosts
+            .iter()
+            .map(|host| host.trim().to_ascii_lowercase())
+            .filter(|host| !host.is_empty())
+            .collect();
+        config.allowed_origins = args
+            .allowed_origins
+            .iter()
+            .map(|origin| parse_origin(origin))
+            .filter(|origin| !matches!(origin, Ok(o) if o.is_empty()))
+            .collect::<Result<_, _>>()?;
+        config.strict = args.strict;
         config.job_retention = args.job_retention.into();
         config.max_finished_jobs = args.max_finished_jobs;
         config.heartbeat_interval =
@@ -424,6 +464,24 @@ impl WorkerConfig {
             max_streams: args.max_streams as usize,
         };
         Ok(config)
+    }
+}
+
+/// An `--allowed-origins` entry as browsers send it in `Origin`: lowercase,
+/// `scheme://host[:port]`, no trailing slash; `*` stays `*`.
+fn parse_origin(value: &str) -> Result<String, ConfigError> {
+    let origin = value.trim().trim_end_matches('/').to_ascii_lowercase();
+    if origin.is_empty() || origin == "*" {
+        return Ok(origin);
+    }
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    match authority {
+        Some(authority) if !authority.is_empty() && !authority.contains(['/', '?', '#', '@']) => {
+            Ok(origin)
+        }
+        _ => Err(ConfigError::BadOrigin(value.to_string())),
     }
 }
 
@@ -449,6 +507,40 @@ mod tests {
         from_flags.worker_id.clone_from(&defaults.worker_id);
         from_flags.port = defaults.port;
         assert_eq!(format!("{from_flags:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn host_and_origin_lists_are_normalised_and_bad_origins_refused() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |line: &[&str]| {
+            let args = <Command as clap::Parser>::parse_from(line).serve;
+            WorkerConfig::from_args(&args, Backend::Cpu)
+        };
+        let config = parse(&[
+            "sd-worker",
+            "--model",
+            "m",
+            "--allowed-hosts",
+            "GPU-7.lan, .corp",
+            "--allowed-origins",
+            "https://App.example.com/,http://127.0.0.1:5173",
+            "--strict",
+        ])
+        .unwrap();
+        assert_eq!(config.allowed_hosts, ["gpu-7.lan", ".corp"]);
+        assert_eq!(
+            config.allowed_origins,
+            ["https://app.example.com", "http://127.0.0.1:5173"]
+        );
+        assert!(config.strict);
+        for bad in ["app.example.com", "https://app.example.com/path", "ftp://x"] {
+            let error = parse(&["sd-worker", "--model", "m", "--allowed-origins", bad]);
+            assert!(matches!(error, Err(ConfigError::BadOrigin(_))), "{bad}");
+        }
     }
 
     #[test]

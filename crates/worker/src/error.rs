@@ -49,6 +49,12 @@ pub enum ApiError {
     /// The API key is missing or wrong.
     #[error("this route needs the header `Authorization: Bearer <api key>`")]
     Unauthorized,
+    /// `Host` names a host this worker does not serve (see [`crate::guard`]).
+    #[error("host `{0}` is not served here (see --allowed-hosts)")]
+    ForbiddenHost(String),
+    /// `Origin` is neither this worker's nor an allowed one (see [`crate::guard`]).
+    #[error("requests from pages of origin `{0}` are not allowed (see --allowed-origins)")]
+    ForbiddenOrigin(String),
     /// No such job.
     #[error("no job {0} (finished jobs are kept only for the retention period)")]
     JobNotFound(String),
@@ -122,6 +128,7 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ForbiddenHost(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::JobNotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::JobFinished { .. } => StatusCode::CONFLICT,
@@ -156,6 +163,9 @@ impl ApiError {
                 ErrorDetail::new(ErrorCode::UnsupportedMediaType, message)
             }
             ApiError::Unauthorized => ErrorDetail::new(ErrorCode::Unauthorized, message),
+            ApiError::ForbiddenHost(_) | ApiError::ForbiddenOrigin(_) => {
+                ErrorDetail::new(ErrorCode::Forbidden, message)
+            }
             ApiError::JobNotFound(_) | ApiError::RouteNotFound { .. } => {
                 ErrorDetail::new(ErrorCode::NotFound, message)
             }
@@ -166,6 +176,21 @@ impl ApiError {
             ApiError::NotReady { .. } => ErrorDetail::new(ErrorCode::NotReady, message),
             ApiError::ShuttingDown => ErrorDetail::new(ErrorCode::ShuttingDown, message),
             ApiError::Internal(_) => ErrorDetail::new(ErrorCode::Internal, message),
+        }
+    }
+
+    /// Logs the error at the level it deserves: internal failures at ERROR; a
+    /// full queue (backpressure doing its job) at INFO; a model that failed to
+    /// load (already logged at ERROR when it failed) at WARN; the rest, which
+    /// are the client's doing or a passing state, at DEBUG.
+    fn log(&self, status: StatusCode) {
+        match self {
+            ApiError::Internal(_) => tracing::error!(%self, "request failed"),
+            ApiError::QueueFull { .. } => tracing::info!(%self, %status, "request refused"),
+            ApiError::NotReady { retry: false, .. } => {
+                tracing::warn!(%self, %status, "request refused")
+            }
+            _ => tracing::debug!(%self, %status, "request rejected"),
         }
     }
 
@@ -186,11 +211,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(%self, "request failed");
-        } else {
-            tracing::debug!(%self, %status, "request rejected");
-        }
+        self.log(status);
         let mut response = (
             status,
             Json(ErrorBody {

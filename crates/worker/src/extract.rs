@@ -8,21 +8,55 @@
 //! [`GenerationFields`]) and loses the path of an error among them, so a body
 //! that fails is read again as those fields alone to name the one at fault.
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use sd_contract::{GenerationFields, JobRequest};
-use serde::de::DeserializeOwned;
+use sd_contract::{GenerationFields, JobRequest, LoraConfig};
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
 use crate::body::BodyTimedOut;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A job request taken from a JSON body.
+/// A job request taken from a JSON body, with the fields it has that the
+/// contract does not know (ignored, or refused under `--strict`).
 #[derive(Debug)]
-pub struct JobBody(pub JobRequest);
+pub struct JobBody {
+    /// The request.
+    pub request: JobRequest,
+    /// Its unknown fields, as paths (`foo`, `loras[0].scale`), sorted.
+    pub unknown_fields: Vec<String>,
+}
+
+/// The longest job id looked up; the worker's own are 36 characters.
+pub const MAX_JOB_ID_LEN: usize = 128;
+
+/// The `{id}` of a `/v1/jobs/{id}` route. An id that is not UTF-8 once
+/// percent-decoded answers 400 and an over-long one 404, both in the API's
+/// JSON error format (axum's own rejection is plain text).
+#[derive(Debug)]
+pub struct JobId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) if id.len() <= MAX_JOB_ID_LEN => Ok(JobId(id)),
+            Ok(Path(id)) => Err(ApiError::JobNotFound(format!(
+                "{}… ({} bytes; ids are at most {MAX_JOB_ID_LEN})",
+                id.chars().take(40).collect::<String>(),
+                id.len()
+            ))),
+            Err(rejection) => Err(ApiError::invalid("id", rejection.body_text())),
+        }
+    }
+}
 
 #[derive(Deserialize)]
 struct OperationTag {
@@ -37,13 +71,31 @@ impl FromRequest<AppState> for JobBody {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|r| body_rejection(r, state.config().max_body_bytes))?;
-        parse_job_request(&bytes).map(JobBody)
+        let request = parse_job_request(&bytes)?;
+        let unknown_fields = unknown_fields(&bytes, request.operation());
+        if state.config().strict {
+            if let Some(field) = unknown_fields.first() {
+                return Err(ApiError::invalid(
+                    field.clone(),
+                    format!(
+                        "unknown field (not part of {}; --strict refuses it)",
+                        request.operation()
+                    ),
+                ));
+            }
+        }
+        Ok(JobBody {
+            request,
+            unknown_fields,
+        })
     }
 }
 
+/// Requires a JSON content type. Without one, a plain HTML form of any site
+/// could post a job (a form can send `text/plain`, or nothing, but not JSON).
 fn check_content_type(req: &Request) -> Result<(), ApiError> {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
-        return Ok(());
+        return Err(ApiError::UnsupportedMediaType("no content type".into()));
     };
     let text = value.to_str().unwrap_or("(not text)");
     let mime = text
@@ -102,6 +154,37 @@ pub fn parse_job_request(bytes: &[u8]) -> Result<JobRequest, ApiError> {
             ),
         }),
     }
+}
+
+/// The fields of a body (already parsed as an `operation` request) that the
+/// contract does not know: top-level keys outside [`JobRequest::fields`] and
+/// keys of `loras` entries outside [`LoraConfig::FIELDS`]. `null` values count
+/// like any other: rbee's `null`s are for fields the contract has.
+pub fn unknown_fields(bytes: &[u8], operation: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Loras {
+        #[serde(default)]
+        loras: Option<Vec<BTreeMap<String, IgnoredAny>>>,
+    }
+    let Some(known) = JobRequest::fields(operation) else {
+        return Vec::new();
+    };
+    let top: BTreeMap<String, IgnoredAny> = serde_json::from_slice(bytes).unwrap_or_default();
+    let mut unknown: Vec<String> = top
+        .into_keys()
+        .filter(|key| !known.contains(&key.as_str()))
+        .collect();
+    let loras = serde_json::from_slice::<Loras>(bytes)
+        .ok()
+        .and_then(|l| l.loras);
+    for (i, lora) in loras.unwrap_or_default().into_iter().enumerate() {
+        unknown.extend(
+            lora.into_keys()
+                .filter(|key| !LoraConfig::FIELDS.contains(&key.as_str()))
+                .map(|key| format!("loras[{i}].{key}")),
+        );
+    }
+    unknown
 }
 
 /// Parses an operation's body; when that fails, the shared fields' own error,
@@ -244,6 +327,23 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_fields_are_those_outside_the_contract() {
+        let body = br#"{"operation":"image_inpaint","prompt":"x","init_image":"A","input_image":null,
+            "mask_image":"B","model":null,"hive_id":"h","extra":1,"loras":[{"path":"p","strength":null},
+            {"path":"q","weight":2}],"Prompt":"y"}"#;
+        assert_eq!(
+            unknown_fields(body, "image_inpaint"),
+            ["Prompt", "extra", "loras[1].weight"]
+        );
+        let body =
+            br#"{"operation":"image_generation","prompt":"x","mask_image":"B","strength":1}"#;
+        assert_eq!(
+            unknown_fields(body, "image_generation"),
+            ["mask_image", "strength"]
+        );
     }
 
     #[test]

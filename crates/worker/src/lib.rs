@@ -11,7 +11,8 @@
 //! - [`jobs`] keeps each job's event log, which any number of SSE subscribers
 //!   replay and follow, and expires finished jobs.
 //! - [`mod@app`] is the router; [`routes`] the handlers; [`error`] the one error
-//!   type; [`extract`] the JSON extractor that names bad fields.
+//!   type; [`extract`] the JSON extractor that names bad fields; [`guard`]
+//!   refuses requests for hosts and from origins the worker does not serve.
 //! - [`hive`] sends the ready callback and heartbeats; [`server`] binds, serves
 //!   and shuts down; [`connections`] is the accept loop with its deadlines and
 //!   caps, [`body`] the guards on request bodies.
@@ -27,6 +28,7 @@ pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod hive;
 pub mod jobs;
 pub mod queue;

@@ -35,6 +35,13 @@ impl Worker {
         let listener = TcpListener::bind((config.host, config.port)).await?;
         let addr = listener.local_addr()?;
         tracing::info!("listening on http://{addr}");
+        if !addr.ip().is_loopback() && config.api_key.is_none() {
+            tracing::warn!(
+                %addr,
+                "listening beyond this machine without --api-key: anyone who can reach the port \
+                 can submit jobs and read their results"
+            );
+        }
         Ok(Worker {
             state: AppState::new(config, addr),
             listener,

@@ -143,8 +143,9 @@ impl AppState {
         });
     }
 
-    /// The body and status of `GET /ready`.
-    pub fn readiness(&self) -> (StatusCode, Readiness) {
+    /// The body and status of `GET /ready`; a failed load's reason names
+    /// absolute paths only when `detailed` (see [`redact_paths`]).
+    pub fn readiness(&self, detailed: bool) -> (StatusCode, Readiness) {
         let (state, reason) = match self.phase() {
             Phase::Loading => (
                 ReadinessState::Loading,
@@ -153,7 +154,10 @@ impl AppState {
             Phase::Ready => (ReadinessState::Ready, None),
             Phase::Failed(reason) => (
                 ReadinessState::Failed,
-                Some(format!("the model failed to load: {reason}")),
+                Some(format!(
+                    "the model failed to load: {}",
+                    self.shown_reason(&reason, detailed)
+                )),
             ),
             Phase::Stopping => (ReadinessState::Stopping, Some("shutting down".to_string())),
         };
@@ -186,10 +190,23 @@ impl AppState {
                 retry: true,
             }),
             Phase::Failed(reason) => Err(ApiError::NotReady {
-                reason: format!("the model failed to load: {reason}"),
+                reason: format!(
+                    "the model failed to load: {}",
+                    self.shown_reason(&reason, self.0.config.api_key.is_some())
+                ),
                 retry: false,
             }),
             Phase::Stopping => Err(ApiError::ShuttingDown),
+        }
+    }
+
+    /// A failed load's reason as a client sees it: whole for one that proved
+    /// it holds the API key, else with its absolute paths redacted.
+    fn shown_reason(&self, reason: &str, detailed: bool) -> String {
+        if detailed {
+            reason.to_string()
+        } else {
+            redact_paths(reason)
         }
     }
 
@@ -399,6 +416,88 @@ impl AppState {
     }
 }
 
+/// `text` with every absolute path (`/home/x/models/sd/unet/w.safetensors`,
+/// `C:\models\w.safetensors`, `\\server\share\w`) cut to `…/` and its last
+/// component, so a message still names the file without telling where the
+/// models are kept (or whose home they are in).
+pub fn redact_paths(text: &str) -> String {
+    /// Characters a path may follow, and (with `)]}` and `,;`) may end at.
+    const OPENERS: &str = "`'\"([{=";
+    const CLOSERS: &str = "`'\")]},;";
+    let mut out = String::with_capacity(text.len());
+    let mut at_token_start = true;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if at_token_start && starts_absolute_path(rest) {
+            let end = rest
+                .find(|c: char| c.is_whitespace() || CLOSERS.contains(c))
+                .unwrap_or(rest.len());
+            let path = rest[..end].trim_end_matches(['.', ':']);
+            let last = path
+                .trim_end_matches(['/', '\\'])
+                .rsplit(['/', '\\'])
+                .next()
+                .unwrap_or_default();
+            out.push_str("…/");
+            out.push_str(last);
+            rest = &rest[path.len()..];
+            at_token_start = false;
+            continue;
+        }
+        out.push(c);
+        at_token_start = c.is_whitespace() || OPENERS.contains(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Whether `text` begins with an absolute Unix or Windows path.
+fn starts_absolute_path(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    match bytes {
+        [b'/', next, ..] => !next.is_ascii_whitespace(),
+        [b'\\', b'\\', ..] => true,
+        [drive, b':', b'\\' | b'/', ..] => drive.is_ascii_alphabetic(),
+        _ => false,
+    }
+}
+
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_paths;
+
+    #[test]
+    fn absolute_paths_are_cut_to_their_last_component() {
+        for (text, expected) in [
+            (
+                "missing model file /home/x/models/sd/unet/config.json",
+                "missing model file …/config.json",
+            ),
+            (
+                "cannot read `/srv/m/vae/w.safetensors`: denied",
+                "cannot read `…/w.safetensors`: denied",
+            ),
+            (
+                "invalid /data/m/model_index.json: expected value.",
+                "invalid …/model_index.json: expected value.",
+            ),
+            (
+                r"opening C:\Users\x\sd\unet (os error 2)",
+                "opening …/unet (os error 2)",
+            ),
+            (r"share \\nas\models\sd failed", "share …/sd failed"),
+            ("path=/a/b/c, again", "path=…/c, again"),
+            (
+                "fetching https://huggingface.co/org/repo: 404, see a/b",
+                "fetching https://huggingface.co/org/repo: 404, see a/b",
+            ),
+            ("ratio 1/2 and / alone", "ratio 1/2 and / alone"),
+        ] {
+            assert_eq!(redact_paths(text), expected, "{text}");
+        }
+    }
 }

@@ -146,6 +146,20 @@ fn generate_writes_a_png_with_its_parameters() {
     assert_eq!(setting(&parameters, "Seed"), "42");
     assert_eq!(setting(&parameters, "Size"), "64x64");
     assert_eq!(setting(&parameters, "CFG scale"), "7.5", "SD 1.5's preset");
+    assert_eq!(
+        setting(&parameters, "Model"),
+        "tiny-sd15",
+        "the folder's name"
+    );
+    let hash = setting(&parameters, "Model hash");
+    assert!(
+        hash.len() == 10 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{parameters}"
+    );
+    assert!(
+        !parameters.contains(model.to_str().unwrap()),
+        "{parameters}"
+    );
 }
 
 #[test]

@@ -55,6 +55,11 @@ fn a_job_streams_its_events_and_ends_with_a_png_of_the_requested_size() {
     };
     assert_eq!((result.width, result.height, result.seed), (96, 72, 7));
     assert_eq!(png_size(&result.image), (96, 72));
+    let parameters = png_parameters_text(&result.image);
+    assert!(
+        parameters.ends_with("Size: 96x72, Model hash: 0000000000, Model: fake"),
+        "{parameters}"
+    );
     assert!(result.timings.total_ms >= result.timings.generation_ms);
 
     let status: JobStatus = get(&server.url, &format!("/v1/jobs/{}", created.job_id)).json();

@@ -77,7 +77,7 @@ fn shutdown_cancels_running_and_waiting_jobs_and_ends_every_stream() {
         assert_cancelled(&transcript, CancelReason::Shutdown);
     }
     assert_eq!(
-        server.state.readiness().1.state,
+        server.state.readiness(false).1.state,
         sd_contract::ReadinessState::Stopping
     );
 }

@@ -369,10 +369,19 @@ async fn bodies_over_the_limit_or_not_json_are_refused() {
     assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(reply.error().0, "unsupported_media_type");
 
+    // An HTML form of any site can post without a content type (or with
+    // text/plain), but not as JSON.
     let untyped = Request::post("/v1/jobs")
         .body(Body::from(with_fields("")))
         .unwrap();
-    assert_eq!(send(&app, untyped).await.status, StatusCode::ACCEPTED);
+    let reply = send(&app, untyped).await;
+    assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(reply.error().0, "unsupported_media_type");
+    let charset = Request::post("/v1/jobs")
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Body::from(with_fields("")))
+        .unwrap();
+    assert_eq!(send(&app, charset).await.status, StatusCode::ACCEPTED);
 }
 
 #[tokio::test]
@@ -472,6 +481,7 @@ async fn the_api_key_guards_everything_but_health_and_ready() {
     let authed = |request: axum::http::request::Builder, body: String| {
         request
             .header(header::AUTHORIZATION, "Bearer s3cret")
+            .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body))
             .unwrap()
     };
@@ -573,4 +583,265 @@ async fn a_stopping_worker_refuses_jobs_and_cancels_the_waiting_ones() {
     let id = queued.body["job_id"].as_str().unwrap();
     let status = send(&app, get(&format!("/v1/jobs/{id}"))).await;
     assert_eq!(status.body["state"], "cancelled");
+}
+
+fn get_with(path: &str, headers: &[(header::HeaderName, &str)]) -> Request<Body> {
+    let mut request = Request::get(path);
+    for (name, value) in headers {
+        request = request.header(name, *value);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn keys_of_any_length_are_checked() {
+    let mut config = config();
+    config.api_key = Some("a-rather-long-api-key-0123456789".into());
+    let app = app(ready(config));
+    for (token, status) in [
+        ("a-rather-long-api-key-0123456789", StatusCode::OK),
+        ("a", StatusCode::UNAUTHORIZED),
+        ("a-rather-long-api-key-012345678", StatusCode::UNAUTHORIZED),
+        (
+            "a-rather-long-api-key-01234567890",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (&"k".repeat(2000), StatusCode::UNAUTHORIZED),
+    ] {
+        let auth = format!("Bearer {token}");
+        let reply = send(
+            &app,
+            get_with("/v1/info", &[(header::AUTHORIZATION, &auth)]),
+        )
+        .await;
+        assert_eq!(reply.status, status, "{} bytes", token.len());
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_and_ours_are_served() {
+    let mut config = config();
+    config.public_url = Some("https://sd.example.com".into());
+    config.allowed_hosts = vec!["gpu-7.lan".into()];
+    let app = app(ready(config));
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "localhost.evil.example",
+    ] {
+        for path in ["/v1/info", "/ready", "/", "/v1/jobs/job-x"] {
+            let reply = send(&app, get_with(path, &[(header::HOST, host)])).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{host} {path}");
+            assert_eq!(reply.error().0, "forbidden");
+        }
+    }
+    let health = send(&app, get_with("/health", &[(header::HOST, "evil.example")])).await;
+    assert_eq!(health.status, StatusCode::OK);
+    for host in [
+        "127.0.0.1:8080",
+        "192.168.1.20:8080",
+        "[::1]:8080",
+        "localhost:8080",
+        "sd.example.com",
+        "gpu-7.lan:8080",
+    ] {
+        let reply = send(&app, get_with("/v1/info", &[(header::HOST, host)])).await;
+        assert_eq!(reply.status, StatusCode::OK, "{host}");
+    }
+    let mut open = WorkerConfig::new("fake/model");
+    open.allowed_hosts = vec!["*".into()];
+    let app = sd_worker::app(ready(open));
+    let reply = send(
+        &app,
+        get_with("/v1/info", &[(header::HOST, "evil.example")]),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cross_origin_requests_are_refused_unless_allowed_and_then_get_cors_headers() {
+    let app = app(ready(config()));
+    let host = (header::HOST, "127.0.0.1:8080");
+    let same = send(
+        &app,
+        get_with(
+            "/v1/info",
+            &[host.clone(), (header::ORIGIN, "http://127.0.0.1:8080")],
+        ),
+    )
+    .await;
+    assert_eq!(same.status, StatusCode::OK);
+    for origin in ["https://evil.example", "http://127.0.0.1:9999", "null"] {
+        let reply = send(
+            &app,
+            get_with("/v1/info", &[host.clone(), (header::ORIGIN, origin)]),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{origin}");
+        assert_eq!(reply.error().0, "forbidden");
+        assert!(!reply
+            .headers
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    }
+    let form = Request::post("/v1/jobs")
+        .header(header::ORIGIN, "https://evil.example")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(with_fields("")))
+        .unwrap();
+    assert_eq!(send(&app, form).await.status, StatusCode::FORBIDDEN);
+
+    let mut config = config();
+    config.allowed_origins = vec!["https://app.example.com".into()];
+    let app = sd_worker::app(ready(config));
+    let origin = (header::ORIGIN, "https://app.example.com");
+    let reply = send(&app, get_with("/v1/info", &[host.clone(), origin.clone()])).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example.com"
+    );
+    let preflight = Request::options("/v1/jobs")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::ORIGIN, "https://app.example.com")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization,content-type",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app, preflight).await;
+    assert!(reply.status.is_success(), "{}", reply.status);
+    assert_eq!(
+        reply.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example.com"
+    );
+    let allowed = reply.headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .unwrap();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"));
+    let other = send(
+        &app,
+        get_with(
+            "/v1/info",
+            &[host, (header::ORIGIN, "https://evil.example")],
+        ),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_page_forbids_framing_and_has_a_content_security_policy() {
+    let app = app(ready(config()));
+    let page = get_with("/", &[(header::ACCEPT, "text/html")]);
+    let response = app.clone().oneshot(page).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "DENY");
+    let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    for directive in [
+        "default-src 'self'",
+        "frame-ancestors 'none'",
+        "img-src 'self' data: blob:",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_load_shows_absolute_paths_only_to_key_holders() {
+    let reason = "missing model file /home/alice/models/sd15/unet/config.json";
+    let mut keyed = config();
+    keyed.api_key = Some("s3cret".into());
+    for config in [config(), keyed] {
+        let failed = state(config.clone());
+        failed.mark_failed(reason.into());
+        let app = sd_worker::app(failed);
+        let reply = send(&app, get("/ready")).await;
+        assert_eq!(reply.body["state"], "failed");
+        let shown = reply.body["reason"].as_str().unwrap();
+        assert!(!shown.contains("/home/alice"), "{shown}");
+        assert!(shown.contains("…/config.json"), "{shown}");
+        let refused = send(&app, post(with_fields(""))).await;
+        let message = refused.body["error"]["message"].as_str().unwrap();
+        if config.api_key.is_none() {
+            assert!(!message.contains("/home/alice"), "{message}");
+        }
+        let authed = get_with("/ready", &[(header::AUTHORIZATION, "Bearer s3cret")]);
+        let reply = send(&app, authed).await;
+        let shown = reply.body["reason"].as_str().unwrap();
+        assert_eq!(
+            shown.contains("/home/alice/models"),
+            config.api_key.is_some(),
+            "{shown}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_job_ids_answer_json_errors() {
+    let app = app(ready(config()));
+    let long = format!("/v1/jobs/job-{}", "a".repeat(5000));
+    for (method, path, status) in [
+        ("GET", "/v1/jobs/%FF%FE", StatusCode::BAD_REQUEST),
+        ("DELETE", "/v1/jobs/%FF%FE", StatusCode::BAD_REQUEST),
+        ("GET", "/v1/jobs/%C3%28/stream", StatusCode::BAD_REQUEST),
+        ("GET", "/v1/jobs/%00", StatusCode::NOT_FOUND),
+        ("DELETE", "/v1/jobs/..%2F..%2Fetc", StatusCode::NOT_FOUND),
+        ("GET", long.as_str(), StatusCode::NOT_FOUND),
+        ("DELETE", long.as_str(), StatusCode::NOT_FOUND),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let reply = send(&app, request).await;
+        let shown = &path[..path.len().min(40)];
+        assert_eq!(reply.status, status, "{method} {shown}");
+        let (code, field) = reply.error();
+        if status == StatusCode::BAD_REQUEST {
+            assert_eq!((code, field), ("invalid_request", Some("id")));
+        } else {
+            assert_eq!(code, "not_found");
+        }
+        assert!(reply.body["error"]["message"].as_str().unwrap().len() < 300);
+    }
+}
+
+#[tokio::test]
+async fn unknown_fields_are_named_in_a_warning_or_refused_when_strict() {
+    let app = app(ready(config()));
+    let body = with_fields(
+        r#","hive_id":null,"model":"sd-1.5","worker_id":null,"loras":[],"sampler":"euler","cfg":7"#,
+    );
+    let reply = send(&app, post(body.clone())).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    assert_eq!(
+        reply.headers[header::WARNING],
+        r#"299 sd-worker "unknown fields ignored: cfg, sampler""#
+    );
+    let known = with_fields(r#","hive_id":null,"model":"sd-1.5","seed":null,"preview":null"#);
+    let reply = send(&app, post(known.clone())).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert!(!reply.headers.contains_key(header::WARNING));
+
+    let mut strict = config();
+    strict.strict = true;
+    let app = sd_worker::app(ready(strict));
+    let reply = send(&app, post(body)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error(), ("invalid_request", Some("cfg")));
+    let lora = with_fields(r#","loras":[{"path":"x","scale":1}]"#);
+    let reply = send(&app, post(lora)).await;
+    assert_eq!(reply.error(), ("invalid_request", Some("loras[0].scale")));
+    assert_eq!(send(&app, post(known)).await.status, StatusCode::ACCEPTED);
+    let image = format!(
+        r#"{{"operation":"image_transform","prompt":"x","init_image":"{}"}}"#,
+        png_base64(64, 64)
+    );
+    assert_eq!(send(&app, post(image)).await.status, StatusCode::ACCEPTED);
 }

@@ -25,7 +25,7 @@ after(async () => {
   await browser?.close();
 });
 
-/** A page at the given viewport that records console errors and page crashes. */
+/** A page at the given viewport that records console errors (CSP violations among them) and page crashes. */
 async function open(viewport) {
   const context = await browser.newContext({
     viewport,
@@ -43,7 +43,10 @@ async function open(viewport) {
       problems.push(`console: ${message.text()}`);
     }
   });
-  await page.goto(worker.url, { waitUntil: "domcontentloaded" });
+  const response = await page.goto(worker.url, { waitUntil: "domcontentloaded" });
+  // The page works under its Content-Security-Policy: a violation is a console error above.
+  assert.match(response.headers()["content-security-policy"], /frame-ancestors 'none'/);
+  assert.equal(response.headers()["x-frame-options"], "DENY");
   return { context, page, problems };
 }
 

@@ -48,7 +48,8 @@ export interface paths {
         };
         /**
          * The model is loaded: 200 when jobs are accepted, 503 while loading, after
-         *     a failed load (with the error) and while shutting down.
+         *     a failed load (with the error) and while shutting down. The error's
+         *     absolute paths are redacted unless the request carries the API key.
          */
         get: operations["ready"];
         put?: never;
@@ -146,7 +147,7 @@ export interface components {
          * @description What kind of failure an error reports; stable, for programs to match on.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_request" | "unknown_operation" | "not_implemented" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "unauthorized" | "not_found" | "method_not_allowed" | "job_finished" | "queue_full" | "too_many_streams" | "not_ready" | "shutting_down" | "generation_failed" | "internal";
+        ErrorCode: "invalid_json" | "invalid_request" | "unknown_operation" | "not_implemented" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "job_finished" | "queue_full" | "too_many_streams" | "not_ready" | "shutting_down" | "generation_failed" | "internal";
         /**
          * @description One error: what kind, which request field (when one is at fault), and a
          *     message for people.
@@ -731,7 +732,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
-            /** @description Loading, failed or stopping */
+            /** @description Loading, failed or stopping; a failed load's absolute paths are shown only with `Authorization: Bearer <api key>` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -787,13 +788,15 @@ export interface operations {
             /** @description Queued; follow `sse_url` */
             202: {
                 headers: {
+                    /** @description When the body has fields the API does not know (ignored): `299 sd-worker "unknown fields ignored: a, loras[0].b"` */
+                    Warning?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["JobCreated"];
                 };
             };
-            /** @description Malformed JSON, unknown operation or a bad field */
+            /** @description Malformed JSON, unknown operation, a bad field, or (with `--strict`) an unknown one */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -804,6 +807,15 @@ export interface operations {
             };
             /** @description Missing or wrong API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Host or Origin not served */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -829,7 +841,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Body not sent as JSON */
+            /** @description Body not sent as JSON (`Content-Type: application/json` is required) */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -870,6 +882,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["JobStatus"];
+                };
+            };
+            /** @description An id that is not UTF-8 once percent-decoded */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing or wrong API key */
@@ -920,6 +941,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["JobStatus"];
+                };
+            };
+            /** @description An id that is not UTF-8 once percent-decoded */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing or wrong API key */
@@ -973,6 +1003,15 @@ export interface operations {
                 };
                 content: {
                     "text/event-stream": components["schemas"]["StreamMessage"];
+                };
+            };
+            /** @description An id that is not UTF-8 once percent-decoded */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing or wrong API key */

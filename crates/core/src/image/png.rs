@@ -23,8 +23,10 @@ pub struct GenerationSettings {
     pub width: usize,
     /// Image height in pixels.
     pub height: usize,
-    /// Model name or repo id.
+    /// Model name or repo id (never a path).
     pub model: String,
+    /// The short hash of the model's weights ([`crate::model::model_hash`]).
+    pub model_hash: Option<String>,
     /// Image-to-image and inpainting strength.
     pub denoising_strength: Option<f64>,
 }
@@ -38,15 +40,13 @@ impl GenerationSettings {
             text.push_str(negative);
         }
         text.push_str(&format!(
-            "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}",
-            self.steps,
-            self.sampler,
-            self.guidance_scale,
-            self.seed,
-            self.width,
-            self.height,
-            self.model
+            "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, ",
+            self.steps, self.sampler, self.guidance_scale, self.seed, self.width, self.height,
         ));
+        if let Some(hash) = &self.model_hash {
+            text.push_str(&format!("Model hash: {hash}, "));
+        }
+        text.push_str(&format!("Model: {}", self.model));
         if let Some(strength) = self.denoising_strength {
             text.push_str(&format!(", Denoising strength: {strength}"));
         }
@@ -105,6 +105,7 @@ mod tests {
             width: 16,
             height: 8,
             model: "v1-5".to_string(),
+            model_hash: Some("6ce0161689".to_string()),
             denoising_strength: None,
         }
     }
@@ -130,8 +131,13 @@ mod tests {
         assert_eq!(
             text,
             "a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7.5, \
-             Seed: 42, Size: 16x8, Model: v1-5"
+             Seed: 42, Size: 16x8, Model hash: 6ce0161689, Model: v1-5"
         );
+        let mut unhashed = settings("a cat", None);
+        unhashed.model_hash = None;
+        assert!(unhashed
+            .a1111_parameters()
+            .ends_with("Size: 16x8, Model: v1-5"));
         let text = settings("a cat", Some("")).a1111_parameters();
         assert!(!text.contains("Negative prompt"));
         let mut img2img = settings("a cat", None);

@@ -54,6 +54,19 @@ pub fn resolve_model(spec: &str, variant: WeightVariant) -> Result<PathBuf> {
     resolve_model_with(spec, &HubOptions::from_env(variant))
 }
 
+/// The name a model reference is shown by in PNG metadata: a folder's last
+/// component (never its absolute path), or the repo id.
+pub fn model_name(spec: &str) -> String {
+    let path = Path::new(spec);
+    if path.is_dir() || !is_repo_id(spec) {
+        let trimmed = spec.trim_end_matches(['/', '\\']);
+        if let Some(name) = Path::new(trimmed).file_name() {
+            return name.to_string_lossy().into_owned();
+        }
+    }
+    spec.to_string()
+}
+
 /// Resolves a model reference to a local diffusers folder with explicit hub options.
 pub fn resolve_model_with(spec: &str, options: &HubOptions) -> Result<PathBuf> {
     let path = Path::new(spec);
@@ -193,6 +206,16 @@ fn is_repo_id(spec: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_is_named_by_its_repo_id_or_its_folder_name() {
+        assert_eq!(model_name("stabilityai/sd-turbo"), "stabilityai/sd-turbo");
+        let folder = std::env::temp_dir();
+        let name = folder.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(model_name(folder.to_str().unwrap()), name);
+        assert_eq!(model_name(&format!("{}/", folder.display())), name);
+        assert_eq!(model_name("/srv/models/missing-model"), "missing-model");
+    }
 
     #[test]
     fn repo_ids_and_paths_are_told_apart() {

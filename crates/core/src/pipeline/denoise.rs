@@ -137,6 +137,7 @@ impl StableDiffusion {
             width: params.width,
             height: params.height,
             model: self.name.clone(),
+            model_hash: self.model_hash.clone(),
             denoising_strength: params.image.as_ref().map(|input| input.strength),
         };
         let png = encode_png(&rgb, params.width, params.height, Some(&settings))?;

@@ -29,8 +29,8 @@ pub use params::{
 use crate::clip::ClipTextConfig;
 use crate::error::{Error, Result};
 use crate::model::{
-    load_unet, load_vae, Component, DiffusersFolder, LoadOptions, ModelFamily, ModelProfile,
-    ModelSource,
+    load_unet, load_vae, model_hash, Component, DiffusersFolder, LoadOptions, ModelFamily,
+    ModelProfile, ModelSource,
 };
 use crate::prompt::{PromptEmbeds, PromptSyntax, TextEncoders};
 use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind};
@@ -41,6 +41,7 @@ use crate::vae::AutoencoderKL;
 pub struct StableDiffusion {
     device: Device,
     name: String,
+    model_hash: Option<String>,
     family: ModelFamily,
     text: TextEncoders,
     /// SDXL: an absent negative prompt gives zero embeddings instead of encoding "".
@@ -58,10 +59,16 @@ impl StableDiffusion {
     }
 
     /// Like [`StableDiffusion::load`], choosing which stored weight files to read
-    /// and the dtype the large matrices are kept in.
+    /// and the dtype the large matrices are kept in. The UNet weights' hash
+    /// ([`model_hash`]) is worked out once, after loading, for PNG metadata.
     pub fn load_with(folder: &Path, device: &Device, options: LoadOptions) -> Result<Self> {
         let source = DiffusersFolder::open(folder, options.variant)?;
-        Self::load_from(&source, device, options)
+        let mut model = Self::load_from(&source, device, options)?;
+        let started = Instant::now();
+        let hash = model_hash(folder, options.variant)?;
+        tracing::debug!(hash, elapsed = ?started.elapsed(), "model weights hashed");
+        model.model_hash = Some(hash);
+        Ok(model)
     }
 
     /// Loads every component from `source` onto `device` (`options.variant`
@@ -102,6 +109,7 @@ impl StableDiffusion {
         Ok(Self {
             device: device.clone(),
             name,
+            model_hash: None,
             family,
             text,
             force_zeros_for_empty_prompt: dual && source.force_zeros_for_empty_prompt(),
@@ -130,7 +138,8 @@ impl StableDiffusion {
         Ok(())
     }
 
-    /// Sets the model name written into PNG metadata (defaults to the source's name).
+    /// Sets the model name written into PNG metadata (defaults to the source's
+    /// name; [`crate::model::model_name`] gives it for a model reference).
     pub fn set_name(&mut self, name: impl Into<String>) {
         self.name = name.into();
     }
@@ -138,6 +147,12 @@ impl StableDiffusion {
     /// The model name written into PNG metadata.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The short hash of the weights written into PNG metadata, when the model
+    /// was loaded from a folder ([`StableDiffusion::load_with`]).
+    pub fn model_hash(&self) -> Option<&str> {
+        self.model_hash.as_deref()
     }
 
     /// The model's family, detected from its configs.

@@ -11,7 +11,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sd_core::image::DecodedImage;
 use sd_core::model::hub::resolve_model;
-use sd_core::model::{LoadOptions, WeightVariant};
+use sd_core::model::{model_name, LoadOptions, WeightVariant};
 use sd_core::pipeline::{
     random_seed, DebugOptions, Defaults, GenerateParams, ImageInput, StableDiffusion, StepProgress,
     Trace,
@@ -169,7 +169,7 @@ fn load_model(args: &GenerateArgs, device: &Device) -> anyhow::Result<(StableDif
     };
     let mut model = StableDiffusion::load_with(&folder, device, options)
         .with_context(|| format!("loading model {spec}"))?;
-    model.set_name(&spec);
+    model.set_name(model_name(&spec));
     Ok((model, spec))
 }
 

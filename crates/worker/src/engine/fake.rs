@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use sd_contract::ProgressPreview;
+use sd_core::image::GenerationSettings;
 use sd_core::model::{ModelFamily, ModelProfile};
 use sd_core::preview::LatentFormat;
 use sd_core::schedulers::SchedulerKind;
@@ -157,18 +158,28 @@ fn fake_preview(width: u32, height: u32, step: usize) -> Result<ProgressPreview,
         .map_err(|e| EngineError::Failed(format!("fake engine: preview: {e}")))
 }
 
+/// The hash the fake model's PNGs name (it has no weights to hash).
+pub const FAKE_MODEL_HASH: &str = "0000000000";
+
+/// The `parameters` text the real engine writes, naming the model `fake`.
 fn job_parameters_text(job: &ValidJob) -> String {
     let p = job.params();
-    format!(
-        "{}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: fake",
-        p.prompt,
-        p.steps,
-        crate::convert::scheduler_from_wire(p.scheduler).a1111_name(),
-        p.guidance_scale,
-        p.seed,
-        p.width,
-        p.height
-    )
+    GenerationSettings {
+        prompt: p.prompt.clone(),
+        negative_prompt: p.negative_prompt.clone(),
+        steps: p.steps as usize,
+        sampler: crate::convert::scheduler_from_wire(p.scheduler)
+            .a1111_name()
+            .to_string(),
+        guidance_scale: p.guidance_scale,
+        seed: p.seed,
+        width: p.width as usize,
+        height: p.height as usize,
+        model: "fake".to_string(),
+        model_hash: Some(FAKE_MODEL_HASH.to_string()),
+        denoising_strength: p.strength,
+    }
+    .a1111_parameters()
 }
 
 /// An RGB gradient tinted by the seed, with a `parameters` text chunk.
@@ -192,7 +203,11 @@ fn paint(
         let mut encoder = png::Encoder::new(&mut out, width, height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        encoder.add_text_chunk("parameters".into(), parameters.into())?;
+        if parameters.chars().all(|c| (c as u32) < 256) {
+            encoder.add_text_chunk("parameters".into(), parameters.into())?;
+        } else {
+            encoder.add_itxt_chunk("parameters".into(), parameters.into())?;
+        }
         let mut writer = encoder.write_header()?;
         writer.write_image_data(&rgb)?;
         writer.finish()?;

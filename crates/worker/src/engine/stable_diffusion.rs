@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use sd_core::model::hub::resolve_model;
-use sd_core::model::{LoadOptions, ModelProfile, WeightVariant};
+use sd_core::model::{model_name, LoadOptions, ModelProfile, WeightVariant};
 use sd_core::pipeline::{GenerateParams, StableDiffusion};
 
 use super::preview::LivePreviews;
@@ -41,7 +41,7 @@ impl SdEngine {
             };
             let mut pipeline =
                 StableDiffusion::load_with(&folder, &device, options).map_err(load_error)?;
-            pipeline.set_name(spec.clone());
+            pipeline.set_name(model_name(&spec));
             if !device.is_cpu() {
                 warm_up(&mut pipeline);
             }

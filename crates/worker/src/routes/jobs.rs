@@ -1,12 +1,12 @@
 //! `POST /v1/jobs`, `GET /v1/jobs/{id}` and `DELETE /v1/jobs/{id}`.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
 use sd_contract::{ErrorBody, JobCreated, JobRequest, JobStatus};
 
 use crate::error::ApiError;
-use crate::extract::JobBody;
+use crate::extract::{JobBody, JobId};
 use crate::state::AppState;
 use crate::validation::validate;
 
@@ -17,12 +17,17 @@ use crate::validation::validate;
     tag = "jobs",
     request_body = JobRequest,
     responses(
-        (status = 202, description = "Queued; follow `sse_url`", body = JobCreated),
-        (status = 400, description = "Malformed JSON, unknown operation or a bad field", body = ErrorBody),
+        (status = 202, description = "Queued; follow `sse_url`", body = JobCreated,
+            headers(("Warning" = String, description = "When the body has fields the API does not know \
+                (ignored): `299 sd-worker \"unknown fields ignored: a, loras[0].b\"`"))),
+        (status = 400, description = "Malformed JSON, unknown operation, a bad field, or (with \
+            `--strict`) an unknown one", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 408, description = "Body not received within the body timeout", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "Body not sent as JSON", body = ErrorBody),
+        (status = 403, description = "Host or Origin not served", body = ErrorBody),
+        (status = 415, description = "Body not sent as JSON (`Content-Type: application/json` \
+            is required)", body = ErrorBody),
         (status = 503, description = "Queue full, model not ready, or shutting down",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying")),
             body = ErrorBody),
@@ -31,8 +36,11 @@ use crate::validation::validate;
 )]
 pub async fn create_job(
     State(state): State<AppState>,
-    JobBody(request): JobBody,
-) -> Result<(StatusCode, Json<JobCreated>), ApiError> {
+    JobBody {
+        request,
+        unknown_fields,
+    }: JobBody,
+) -> Result<(StatusCode, HeaderMap, Json<JobCreated>), ApiError> {
     let (model, defaults) = state.serving_model()?;
     let limits = state.limits();
     // Decoding pictures is CPU work: keep it off the threads that serve streams.
@@ -40,7 +48,48 @@ pub async fn create_job(
         .await
         .map_err(|e| ApiError::Internal(format!("validating the request: {e}")))??;
     let job = state.submit(job)?;
-    Ok((StatusCode::ACCEPTED, Json(JobCreated::new(job.id()))))
+    let mut headers = HeaderMap::new();
+    if !unknown_fields.is_empty() {
+        tracing::info!(job_id = job.id(), fields = ?unknown_fields, "ignored unknown request fields");
+        headers.insert(header::WARNING, unknown_fields_warning(&unknown_fields));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        headers,
+        Json(JobCreated::new(job.id())),
+    ))
+}
+
+/// The `Warning` header (RFC 7234's code 299, "miscellaneous persistent
+/// warning") naming the ignored fields, each cut to 64 characters and made
+/// printable ASCII, at most 16 of them.
+fn unknown_fields_warning(fields: &[String]) -> HeaderValue {
+    let shown: Vec<String> = fields
+        .iter()
+        .take(16)
+        .map(|field| {
+            field
+                .chars()
+                .take(64)
+                .map(|c| match c {
+                    ' '..='~' if c != '"' && c != '\\' => c,
+                    _ => '?',
+                })
+                .collect()
+        })
+        .collect();
+    let more = fields.len().saturating_sub(shown.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "299 sd-worker \"unknown fields ignored: {}{more}\"",
+        shown.join(", ")
+    );
+    HeaderValue::from_str(&text)
+        .unwrap_or_else(|_| HeaderValue::from_static("299 sd-worker \"unknown fields ignored\""))
 }
 
 /// A job's state, progress and, once it ended, its image or error.
@@ -52,13 +101,14 @@ pub async fn create_job(
     responses(
         (status = 200, description = "The job", body = JobStatus),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 400, description = "An id that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "Unknown or expired job", body = ErrorBody),
     ),
     security((), ("api_key" = []))
 )]
 pub async fn get_job(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
 ) -> Result<Json<JobStatus>, ApiError> {
     state.status(&id).map(Json)
 }
@@ -73,6 +123,7 @@ pub async fn get_job(
         (status = 200, description = "Cancelled", body = JobStatus),
         (status = 202, description = "Running; it stops after the current step", body = JobStatus),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 400, description = "An id that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "Unknown or expired job", body = ErrorBody),
         (status = 409, description = "The job has already ended", body = ErrorBody),
     ),
@@ -80,7 +131,7 @@ pub async fn get_job(
 )]
 pub async fn cancel_job(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
 ) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
     let (code, status) = state.cancel(&id)?;
     Ok((code, Json(status)))

@@ -8,13 +8,14 @@
 //! newest (see [`crate::jobs`]). At most `--max-streams` streams are open at
 //! once; past that a request gets 503 with `Retry-After`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{stream, Stream, StreamExt};
 use sd_contract::{ErrorBody, StreamMessage};
 
 use crate::error::ApiError;
+use crate::extract::JobId;
 use crate::jobs::LoggedEvent;
 use crate::state::AppState;
 
@@ -32,6 +33,7 @@ use crate::state::AppState;
             after the terminal event a last `data:` line holds `[DONE]`, `[ERROR] <message>` or `[CANCELLED]`",
             content_type = "text/event-stream", body = StreamMessage),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 400, description = "An id that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "Unknown or expired job", body = ErrorBody),
         (status = 503, description = "As many streams are open as the worker serves (`--max-streams`)",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying")),
@@ -41,7 +43,7 @@ use crate::state::AppState;
 )]
 pub async fn stream_job(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
     let job = state.job(&id)?;

@@ -6,7 +6,8 @@
 //! type; a browser navigation (`Accept: text/html`) to any other page path
 //! (no file extension, outside `/v1/`) gets `index.html`; everything else
 //! gets the API's JSON 404. The pages need no API key: they hold no data,
-//! and the app asks for the key itself.
+//! and the app asks for the key itself. Every file is served with a
+//! [`CONTENT_SECURITY_POLICY`] and `X-Frame-Options: DENY`.
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -20,6 +21,13 @@ struct Assets;
 
 /// The file every page path is answered with.
 const INDEX: &str = "index.html";
+
+/// The pages' Content-Security-Policy: scripts, styles and API calls from this
+/// worker only; pictures also from `data:` and `blob:` URLs (previews,
+/// results, uploads); no plugins, no `<base>`, no form posts; and no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; \
+    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Serves the UI for paths no API route matched, or the JSON 404.
 pub async fn fallback(request: Request) -> Response {
@@ -85,6 +93,15 @@ fn asset(path: &str, request: &Request) -> Option<Response> {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     Some(response)
 }
 
@@ -128,6 +145,12 @@ mod tests {
                 "{path}"
             );
             assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
+            assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "DENY");
+            let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap();
+            assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+            assert!(csp.contains("script-src 'self'"), "{csp}");
             assert!(text(response).await.contains("<div id=\"root\">"), "{path}");
         }
     }

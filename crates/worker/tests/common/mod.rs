@@ -339,6 +339,31 @@ pub fn png_size(b64: &str) -> (u32, u32) {
     (reader.info().width, reader.info().height)
 }
 
+/// The `parameters` text of a base64 PNG.
+pub fn png_parameters_text(b64: &str) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let info = reader.info();
+    let latin1 = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|c| (&c.keyword, c.text.clone()));
+    let utf8 = info
+        .utf8_text
+        .iter()
+        .map(|c| (&c.keyword, c.get_text().unwrap()));
+    latin1
+        .chain(utf8)
+        .find(|(keyword, _)| *keyword == "parameters")
+        .map(|(_, text)| text)
+        .expect("a parameters chunk")
+}
+
 /// The `(step, preview size)` of every progress event, each preview checked
 /// to be a PNG data URL of the size it states.
 pub fn previews(events: &[JobEvent]) -> Vec<(u32, Option<(u32, u32)>)> {
