@@ -102,7 +102,7 @@ fn a_request_head_sent_slowly_is_closed_after_the_header_timeout() {
     let server = TestServer::ready(limited(|c| c.connections.idle_timeout = LONG));
     let mut stream = connect(&server.url);
     let head = format!(
-        "GET /health HTTP/1.1\r\nHost: w\r\nX-Slow: {}",
+        "GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}",
         "a".repeat(200)
     );
     let (response, took) = trickle(&mut stream, head.as_bytes(), Duration::from_millis(100));
@@ -120,7 +120,7 @@ fn a_body_sent_slowly_gets_408_and_no_job() {
     let mut stream = connect(&server.url);
     let body = generation("");
     let head = format!(
-        "POST /v1/jobs HTTP/1.1\r\nHost: w\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
@@ -140,7 +140,7 @@ fn a_declared_body_over_the_limit_is_refused_without_waiting_for_it() {
     let mut stream = connect(&server.url);
     stream
         .write_all(
-            b"POST /v1/jobs HTTP/1.1\r\nHost: w\r\nContent-Type: application/json\r\n\
+            b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
               Content-Length: 20000000\r\n\r\n{",
         )
         .unwrap();
@@ -159,7 +159,7 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let mut silent = connect(&server.url);
     let mut kept_alive = connect(&server.url);
     kept_alive
-        .write_all(b"GET /health HTTP/1.1\r\nHost: w\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let (response, took) = read_until_closed(&mut kept_alive, Duration::from_secs(8));
     assert_eq!(status_line(&response), "HTTP/1.1 200 OK");
@@ -204,7 +204,7 @@ fn connections_past_the_cap_wait_until_one_closes() {
         .map(|_| {
             let mut stream = connect(&server.url);
             stream
-                .write_all(b"GET /health HTTP/1.1\r\nHost: w\r\n\r\n")
+                .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 .unwrap();
             let mut buf = [0u8; 1024];
             let n = stream.read(&mut buf).unwrap();
@@ -214,7 +214,7 @@ fn connections_past_the_cap_wait_until_one_closes() {
         .collect();
     let mut third = connect(&server.url);
     third
-        .write_all(b"GET /health HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     third
         .set_read_timeout(Some(Duration::from_millis(700)))
@@ -242,7 +242,7 @@ fn streams_past_the_cap_get_503_until_one_ends() {
         &generation(r#","width":64,"height":64,"steps":100"#),
     );
     let mut first = connect(&server.url);
-    write!(first, "GET {} HTTP/1.1\r\nHost: w\r\n\r\n", created.sse_url).unwrap();
+    write!(first, "GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n", created.sse_url).unwrap();
     let mut buf = [0u8; 1024];
     let n = first.read(&mut buf).unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
