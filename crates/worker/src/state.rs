@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::config::WorkerConfig;
 use crate::convert::defaults_to_wire;
 use crate::error::ApiError;
-use crate::jobs::{new_job_id, Job, Jobs};
+use crate::jobs::{new_job_id, Job, Jobs, Retention};
 use crate::queue::{JobQueue, PushError};
 use crate::validation::ValidJob;
 
@@ -57,10 +57,15 @@ impl AppState {
     /// The state of a worker serving on `addr`, its model still loading.
     pub fn new(config: WorkerConfig, addr: SocketAddr) -> Self {
         let queue = JobQueue::new(config.max_queue);
+        let jobs = Jobs::new(Retention {
+            period: config.job_retention,
+            max_finished: config.max_finished_jobs,
+            max_bytes: config.max_retained_bytes,
+        });
         Self(Arc::new(Shared {
             config,
             addr,
-            jobs: Jobs::default(),
+            jobs,
             queue,
             phase: watch::channel(Phase::Loading).0,
             model: RwLock::new(None),
@@ -250,6 +255,7 @@ impl AppState {
         let job = self.job(id)?;
         if let Some(queued) = self.0.queue.remove(id) {
             queued.finish_cancelled(CancelReason::Client);
+            self.expire_jobs();
             tracing::info!(job = id, "queued job cancelled");
             return Ok((StatusCode::OK, queued.status(None)));
         }
@@ -330,12 +336,10 @@ impl AppState {
         }
     }
 
-    /// Forgets jobs whose retention is over; returns how many.
+    /// Forgets the finished jobs past their retention (period, count or
+    /// bytes); returns how many.
     pub fn expire_jobs(&self) -> usize {
-        let c = &self.0.config;
-        self.0
-            .jobs
-            .expire(Instant::now(), c.job_retention, c.max_finished_jobs)
+        self.0.jobs.expire(Instant::now())
     }
 
     /// Stops taking jobs: the phase becomes `Stopping`, waiting jobs are

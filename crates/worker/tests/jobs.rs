@@ -288,6 +288,35 @@ fn finished_jobs_expire_after_the_retention_period() {
     assert_eq!(get(&server.url, "/v1/info").value()["jobs"]["retained"], 0);
 }
 
+/// The finished-job cap holds at every moment, not only when the reaper runs:
+/// each new job and each job that ends drops the oldest finished ones.
+#[test]
+fn the_finished_job_cap_holds_as_jobs_come_and_end() {
+    let mut config = config();
+    config.max_finished_jobs = 3;
+    let server = TestServer::start(config, fake("step_ms=50"));
+    server.wait_ready();
+    let body = generation(r#","width":64,"height":64,"steps":20"#);
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let created = submit(&server.url, &body);
+        assert!(delete(&server.url, &format!("/v1/jobs/{}", created.job_id)).status < 300);
+        ids.push(created.job_id);
+        assert!(
+            server.state.jobs().len() <= 4,
+            "3 finished and the running one"
+        );
+    }
+    wait_until(Duration::from_secs(5), || !server.state.is_busy());
+    assert_eq!(server.state.jobs().len(), 3);
+    let known: Vec<bool> = ids
+        .iter()
+        .map(|id| get(&server.url, &format!("/v1/jobs/{id}")).status == 200)
+        .collect();
+    assert_eq!(known.iter().filter(|k| **k).count(), 3);
+    assert!(known[11], "the newest job is kept");
+}
+
 /// 50 jobs from 5 clients at once, some cancelled: every accepted job ends in
 /// exactly one terminal event, and the registry empties once they expire.
 #[test]

@@ -2,14 +2,14 @@
 //!
 //! - [`Job`] (`job.rs`): one job's state and its replayable, append-only event
 //!   log, which any number of subscribers follow.
-//! - [`Jobs`] (`registry.rs`): the jobs by id, expiring finished ones, and
-//!   [`new_job_id`].
+//! - [`Jobs`] (`registry.rs`): the jobs by id, forgetting finished ones past
+//!   their [`Retention`], and [`new_job_id`].
 
 mod job;
 mod registry;
 
 pub use job::{Job, LoggedEvent};
-pub use registry::{new_job_id, Jobs};
+pub use registry::{new_job_id, Jobs, Retention};
 
 /// Shared by the jobs' unit tests.
 #[cfg(test)]
