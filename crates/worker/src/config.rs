@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use candle_core::DType;
 use clap::{Args, ValueEnum};
+use sd_contract::limits::MIN_SIZE;
 use sd_core::presets::{self, Preset};
 
 use crate::engine::fake::FakeEngineConfig;
@@ -109,8 +110,6 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Default of `--max-body-bytes`: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 << 20;
-/// Smallest image width or height in pixels (no flag sets it).
-pub const DEFAULT_MIN_SIZE: u32 = 64;
 /// Default of `--max-size`.
 pub const DEFAULT_MAX_SIZE: u32 = 2048;
 /// Default of `--max-input-pixels`: 16 megapixels (4096 × 4096).
@@ -263,8 +262,6 @@ pub struct WorkerConfig {
     pub sse_keep_alive: Duration,
     /// Largest request body in bytes.
     pub max_body_bytes: u64,
-    /// Smallest width or height.
-    pub min_size: u32,
     /// Largest width or height.
     pub max_size: u32,
     /// Largest input picture or mask, in pixels.
@@ -296,7 +293,6 @@ impl WorkerConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            min_size: DEFAULT_MIN_SIZE,
             max_size: DEFAULT_MAX_SIZE,
             max_input_pixels: DEFAULT_MAX_INPUT_PIXELS,
             drain_on_shutdown: false,
@@ -344,7 +340,7 @@ impl WorkerConfig {
             Duration::from(args.heartbeat_interval).max(Duration::from_millis(10));
         config.sse_keep_alive = Duration::from(args.sse_keep_alive).max(Duration::from_millis(10));
         config.max_body_bytes = args.max_body_bytes;
-        config.max_size = args.max_size.max(config.min_size);
+        config.max_size = args.max_size.max(MIN_SIZE);
         config.max_input_pixels = args.max_input_pixels;
         config.drain_on_shutdown = args.drain_on_shutdown;
         Ok(config)

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use sd_contract::event::CancelReason;
-use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_STEPS, SIZE_MULTIPLE};
+use sd_contract::limits::{
+    MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE,
+};
 use sd_contract::{
     JobCounts, JobState, JobStatus, Limits, Readiness, ReadinessState, SchedulerKind, WorkerInfo,
     WorkerStatus,
@@ -195,9 +197,10 @@ impl AppState {
     pub fn limits(&self) -> Limits {
         let c = &self.0.config;
         Limits {
-            min_size: c.min_size,
+            min_size: MIN_SIZE,
             max_size: c.max_size,
             size_multiple: SIZE_MULTIPLE,
+            max_prompt_chars: count(MAX_PROMPT_CHARS),
             max_steps: MAX_STEPS,
             max_guidance_scale: MAX_GUIDANCE_SCALE,
             max_queue: u32::try_from(c.max_queue).unwrap_or(u32::MAX),

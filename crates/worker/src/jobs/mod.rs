@@ -36,12 +36,14 @@ mod testing {
             native_size: (64, 64),
             vae_scale_factor: 8,
             scheduler: sd_core::schedulers::SchedulerKind::Euler,
+            step_limits: Default::default(),
         };
         let defaults = sd_core::pipeline::Defaults::resolve(None, &model);
         let limits = Limits {
             min_size: 64,
             max_size: 512,
             size_multiple: 8,
+            max_prompt_chars: 4096,
             max_steps: 150,
             max_guidance_scale: 30.0,
             max_queue: 4,
