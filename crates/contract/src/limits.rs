@@ -23,9 +23,9 @@ pub const SIZE_MULTIPLE: u32 = 8;
 /// The smallest width or height in pixels.
 pub const MIN_SIZE: u32 = 64;
 /// The most characters (Unicode scalar values, as JSON Schema's `maxLength`
-/// counts) a prompt or negative prompt may have. CLIP reads 75 tokens at a
-/// time and English prompts run 3 to 4 characters a token, so this fits an
-/// AUTOMATIC1111-style prompt of a thousand tokens (thirteen 75-token chunks),
-/// past the longest prompts seen in use, while it takes the tokenizer well
-/// under a tenth of a second (a 1 MB prompt took it about 24 s).
+/// counts) a prompt or negative prompt may have. An AUTOMATIC1111-style
+/// prompt (weights, tags, commas) runs about 3.7 characters a CLIP token, so
+/// this fits about 1,100 tokens, fifteen 75-token chunks, past the longest
+/// prompts seen in use; beyond it a megabyte of prompt could hold the engine
+/// in the tokenizer for seconds.
 pub const MAX_PROMPT_CHARS: usize = 4096;
