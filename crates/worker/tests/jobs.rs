@@ -148,6 +148,62 @@ fn many_clients_follow_one_job_and_a_late_one_replays_it() {
     let resumed = stream(&server.url, &created.sse_url, &[("Last-Event-ID", "12")]);
     assert_eq!(resumed.types(), ["progress", "complete"]);
     assert_eq!(resumed.messages[0].id.as_deref(), Some("13"));
+    let after_the_end = stream(&server.url, &created.sse_url, &[("Last-Event-ID", "14")]);
+    assert!(after_the_end.messages.is_empty(), "{after_the_end:?}");
+    let whole = stream(&server.url, &created.sse_url, &[("Last-Event-ID", " ")]);
+    assert_eq!(whole.messages, late.messages);
+}
+
+/// A `Last-Event-ID` that no event of the job had is refused by name: not a
+/// number, too large for one, or past the end of the log (never wrapping to
+/// a replay from the start).
+#[test]
+fn a_last_event_id_that_was_never_sent_is_refused() {
+    let server = TestServer::ready(config());
+    let created = submit(
+        &server.url,
+        &generation(r#","width":64,"height":64,"steps":2"#),
+    );
+    let done = stream(&server.url, &created.sse_url, &[]);
+    assert_eq!(done.types().len(), 5);
+    let max = usize::MAX.to_string();
+    for id in [
+        "abc",
+        "-1",
+        "1.5",
+        "0x3",
+        "18446744073709551616",
+        max.as_str(),
+        "5",
+        "99",
+    ] {
+        let resp = request(
+            "GET",
+            &server.url,
+            &created.sse_url,
+            &[("Last-Event-ID", id)],
+            None,
+        );
+        assert_eq!(resp.status, 400, "{id}: {}", resp.body);
+        let (code, field) = resp.error();
+        assert_eq!(
+            (code.as_str(), field.as_deref()),
+            ("invalid_request", Some("Last-Event-ID")),
+            "{id}"
+        );
+    }
+    let resp = request(
+        "GET",
+        &server.url,
+        &created.sse_url,
+        &[("Last-Event-ID", "5")],
+        None,
+    );
+    assert!(
+        resp.body.contains("its last event so far is 4"),
+        "{}",
+        resp.body
+    );
 }
 
 #[test]

@@ -942,7 +942,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Resume after this event id */
+                /** @description Resume after this event id: the `id` of an event this job's stream sent. Absent or empty: the whole log. Not a decimal number, or past the job's last event so far: 400 naming `Last-Event-ID`. The id of the terminal event: an empty stream. */
                 "Last-Event-ID"?: number | null;
             };
             path: {
@@ -960,6 +960,15 @@ export interface operations {
                 };
                 content: {
                     "text/event-stream": components["schemas"]["JobEvent"];
+                };
+            };
+            /** @description `Last-Event-ID` is not the id of an event of this job */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing or wrong API key */

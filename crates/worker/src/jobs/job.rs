@@ -276,6 +276,11 @@ impl Job {
         }
     }
 
+    /// How many events the log holds: the next event's id.
+    pub fn logged(&self) -> usize {
+        self.lock().log.len()
+    }
+
     /// The event at `index` of the log, and whether the job has ended.
     fn event_at(&self, index: usize) -> (Option<Arc<JobEvent>>, bool) {
         let inner = self.lock();
