@@ -63,6 +63,8 @@ pub struct Limits {
     pub max_size: u32,
     /// Width and height must be multiples of this.
     pub size_multiple: u32,
+    /// Most characters in a prompt or negative prompt.
+    pub max_prompt_chars: u32,
     /// Largest number of denoising steps.
     pub max_steps: u32,
     /// Largest guidance scale.

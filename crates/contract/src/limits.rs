@@ -6,8 +6,8 @@
 //! them as literals, since utoipa takes no constant there; the worker's
 //! OpenAPI tests check that the published document and the validator agree.
 //!
-//! The bounds that depend on the worker's flags (the smallest and largest
-//! size, the queue, the body) are known at run time only: `GET /v1/info`
+//! The bounds that depend on the worker's flags (the largest size, the
+//! queue, the body) are known at run time only: `GET /v1/info`
 //! reports them with these in [`crate::Limits`].
 
 /// The fewest denoising steps a job may ask for.
@@ -20,3 +20,12 @@ pub const MIN_GUIDANCE_SCALE: f64 = 0.0;
 pub const MAX_GUIDANCE_SCALE: f64 = 30.0;
 /// Width and height must be multiples of this (the VAE's downsampling factor).
 pub const SIZE_MULTIPLE: u32 = 8;
+/// The smallest width or height in pixels.
+pub const MIN_SIZE: u32 = 64;
+/// The most characters (Unicode scalar values, as JSON Schema's `maxLength`
+/// counts) a prompt or negative prompt may have. An AUTOMATIC1111-style
+/// prompt (weights, tags, commas) runs about 3.7 characters a CLIP token, so
+/// this fits about 1,100 tokens, fifteen 75-token chunks, past the longest
+/// prompts seen in use; beyond it a megabyte of prompt could hold the engine
+/// in the tokenizer for seconds.
+pub const MAX_PROMPT_CHARS: usize = 4096;

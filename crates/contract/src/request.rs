@@ -122,16 +122,27 @@ pub struct GenerationFields {
     /// The model the caller expects (informational: a worker serves one model).
     #[serde(default)]
     pub model: Option<String>,
-    /// What to draw (in the masked area, for inpainting); must not be empty.
+    /// What to draw (in the masked area, for inpainting): up to 4096
+    /// characters, not all of them white space. CLIP reads the first 75
+    /// tokens; the rest are cut off.
+    ///
+    /// The pattern is one character outside Unicode `White_Space`.
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"[^\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub prompt: String,
-    /// What to steer away from.
+    /// What to steer away from: up to 4096 characters.
     #[serde(default)]
+    #[schema(max_length = 4096)]
     pub negative_prompt: Option<String>,
     /// How `prompt` and `negative_prompt` are read; the worker's default
     /// (`--prompt-syntax`, `a1111` unless set) when absent.
     #[serde(default)]
     pub prompt_syntax: Option<PromptSyntax>,
-    /// Denoising steps, 1 to 150.
+    /// Denoising steps, 1 to 150; with the `lcm` scheduler at most the model's
+    /// `original_inference_steps` (50 unless its scheduler config says otherwise).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 150)]
     pub steps: Option<u32>,
@@ -142,19 +153,22 @@ pub struct GenerationFields {
     /// Seed of the initial noise; drawn at random when absent and always reported back.
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Image width in pixels, a multiple of 8 within the worker's limits. For
-    /// image-to-image and inpainting, the input's width rounded down to 8 when
-    /// absent; the input (and mask) are resized when the size differs.
+    /// Image width in pixels, a multiple of 8 from 64 up to the worker's
+    /// `max_size` (`GET /v1/info`). For image-to-image and inpainting, the
+    /// input's width rounded down to 8 when absent; the input (and mask) are
+    /// resized when the size differs.
     #[serde(default)]
-    #[schema(multiple_of = 8)]
+    #[schema(minimum = 64, multiple_of = 8)]
     pub width: Option<u32>,
-    /// Image height in pixels, a multiple of 8 within the worker's limits. For
-    /// image-to-image and inpainting, the input's height rounded down to 8 when absent.
+    /// Image height in pixels, a multiple of 8 from 64 up to the worker's
+    /// `max_size`. For image-to-image and inpainting, the input's height
+    /// rounded down to 8 when absent.
     #[serde(default)]
-    #[schema(multiple_of = 8)]
+    #[schema(minimum = 64, multiple_of = 8)]
     pub height: Option<u32>,
     /// LoRA adapters; this worker accepts only an empty list.
     #[serde(default)]
+    #[schema(max_items = 0)]
     pub loras: Option<Vec<LoraConfig>>,
     /// The worker the job was routed to (informational).
     #[serde(default)]

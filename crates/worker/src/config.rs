@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use candle_core::DType;
 use clap::{Args, ValueEnum};
+use sd_contract::limits::MIN_SIZE;
 use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
 
@@ -68,6 +69,10 @@ pub struct ServeArgs {
     /// Most finished jobs kept at once; beyond it the oldest go before their retention ends.
     #[arg(long, env = "SD_WORKER_MAX_FINISHED_JOBS", default_value_t = DEFAULT_MAX_FINISHED_JOBS)]
     pub max_finished_jobs: usize,
+    /// Most bytes finished jobs may hold together (their result images and
+    /// event logs); beyond it the oldest go, all but the newest.
+    #[arg(long, env = "SD_WORKER_MAX_RETAINED_BYTES", default_value_t = DEFAULT_MAX_RETAINED_BYTES)]
+    pub max_retained_bytes: u64,
     /// Interval of the heartbeats sent to the callback URL.
     #[arg(long, env = "SD_WORKER_HEARTBEAT_INTERVAL", default_value_t = DEFAULT_HEARTBEAT_INTERVAL.into())]
     pub heartbeat_interval: humantime::Duration,
@@ -129,14 +134,19 @@ pub const DEFAULT_MAX_QUEUE: u32 = 16;
 pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(10 * 60);
 /// Default of `--max-finished-jobs`.
 pub const DEFAULT_MAX_FINISHED_JOBS: usize = 256;
+/// Default of `--max-retained-bytes`: 512 MiB. A result at the default
+/// `--max-size` (2048²) is at worst a 12 MiB PNG, 16 MiB as base64, so at least
+/// 32 of the largest fit (and SD outputs compress to well under that), while
+/// 256 results at the native 512² or 1024² (a few hundred KB to 2 MB each) fit
+/// whole: the count caps typical jobs, the bytes only large ones, and the bound
+/// stays small beside the model's own gigabytes.
+pub const DEFAULT_MAX_RETAINED_BYTES: u64 = 512 << 20;
 /// Default of `--heartbeat-interval`.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default of `--sse-keep-alive`.
 pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Default of `--max-body-bytes`: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 << 20;
-/// Smallest image width or height in pixels (no flag sets it).
-pub const DEFAULT_MIN_SIZE: u32 = 64;
 /// Default of `--max-size`.
 pub const DEFAULT_MAX_SIZE: u32 = 2048;
 /// Default of `--prompt-syntax`: AUTOMATIC1111's, which most prompts are written in.
@@ -313,14 +323,14 @@ pub struct WorkerConfig {
     pub job_retention: Duration,
     /// Most finished jobs kept at once.
     pub max_finished_jobs: usize,
+    /// Most bytes finished jobs may hold together.
+    pub max_retained_bytes: u64,
     /// Interval of the hive heartbeats.
     pub heartbeat_interval: Duration,
     /// Interval of keep-alive comments on idle streams.
     pub sse_keep_alive: Duration,
     /// Largest request body in bytes.
     pub max_body_bytes: u64,
-    /// Smallest width or height.
-    pub min_size: u32,
     /// Largest width or height.
     pub max_size: u32,
     /// Largest input picture or mask, in pixels.
@@ -384,10 +394,10 @@ impl WorkerConfig {
             strict: false,
             job_retention: DEFAULT_JOB_RETENTION,
             max_finished_jobs: DEFAULT_MAX_FINISHED_JOBS,
+            max_retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            min_size: DEFAULT_MIN_SIZE,
             max_size: DEFAULT_MAX_SIZE,
             max_input_pixels: DEFAULT_MAX_INPUT_PIXELS,
             drain_on_shutdown: false,
@@ -446,11 +456,12 @@ impl WorkerConfig {
         config.strict = args.strict;
         config.job_retention = args.job_retention.into();
         config.max_finished_jobs = args.max_finished_jobs;
+        config.max_retained_bytes = args.max_retained_bytes;
         config.heartbeat_interval =
             Duration::from(args.heartbeat_interval).max(Duration::from_millis(10));
         config.sse_keep_alive = Duration::from(args.sse_keep_alive).max(Duration::from_millis(10));
         config.max_body_bytes = args.max_body_bytes;
-        config.max_size = args.max_size.max(config.min_size);
+        config.max_size = args.max_size.max(MIN_SIZE);
         config.max_input_pixels = args.max_input_pixels;
         config.drain_on_shutdown = args.drain_on_shutdown;
         config.prompt_syntax = args.prompt_syntax;

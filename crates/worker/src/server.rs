@@ -101,7 +101,8 @@ async fn end_jobs(state: &AppState) {
     }
 }
 
-/// Forgets finished jobs once their retention is over.
+/// Forgets finished jobs once their retention period is over (the count and
+/// byte caps are applied as jobs arrive and end).
 fn spawn_reaper(state: AppState) {
     let period = (state.config().job_retention / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(30));

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use sd_contract::event::CancelReason;
-use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_STEPS, SIZE_MULTIPLE};
+use sd_contract::limits::{
+    MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE,
+};
 use sd_contract::{
     JobCounts, JobState, JobStatus, Limits, Readiness, ReadinessState, SchedulerKind, WorkerInfo,
     WorkerStatus,
@@ -19,7 +21,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::WorkerConfig;
 use crate::convert::defaults_to_wire;
 use crate::error::ApiError;
-use crate::jobs::{new_job_id, Job, Jobs};
+use crate::jobs::{new_job_id, Job, Jobs, Retention};
 use crate::queue::{JobQueue, PushError};
 use crate::validation::ValidJob;
 
@@ -59,10 +61,15 @@ impl AppState {
     pub fn new(config: WorkerConfig, addr: SocketAddr) -> Self {
         let queue = JobQueue::new(config.max_queue);
         let streams = Arc::new(Semaphore::new(config.connections.max_streams));
+        let jobs = Jobs::new(Retention {
+            period: config.job_retention,
+            max_finished: config.max_finished_jobs,
+            max_bytes: config.max_retained_bytes,
+        });
         Self(Arc::new(Shared {
             config,
             addr,
-            jobs: Jobs::default(),
+            jobs,
             queue,
             phase: watch::channel(Phase::Loading).0,
             model: RwLock::new(None),
@@ -214,9 +221,10 @@ impl AppState {
     pub fn limits(&self) -> Limits {
         let c = &self.0.config;
         Limits {
-            min_size: c.min_size,
+            min_size: MIN_SIZE,
             max_size: c.max_size,
             size_multiple: SIZE_MULTIPLE,
+            max_prompt_chars: count(MAX_PROMPT_CHARS),
             max_steps: MAX_STEPS,
             max_guidance_scale: MAX_GUIDANCE_SCALE,
             max_queue: u32::try_from(c.max_queue).unwrap_or(u32::MAX),
@@ -285,6 +293,7 @@ impl AppState {
         let job = self.job(id)?;
         if let Some(queued) = self.0.queue.remove(id) {
             queued.finish_cancelled(CancelReason::Client);
+            self.expire_jobs();
             tracing::info!(job = id, "queued job cancelled");
             return Ok((StatusCode::OK, queued.status(None)));
         }
@@ -365,12 +374,10 @@ impl AppState {
         }
     }
 
-    /// Forgets jobs whose retention is over; returns how many.
+    /// Forgets the finished jobs past their retention (period, count or
+    /// bytes); returns how many.
     pub fn expire_jobs(&self) -> usize {
-        let c = &self.0.config;
-        self.0
-            .jobs
-            .expire(Instant::now(), c.job_retention, c.max_finished_jobs)
+        self.0.jobs.expire(Instant::now())
     }
 
     /// Stops taking jobs: the phase becomes `Stopping`, waiting jobs are

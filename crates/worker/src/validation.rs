@@ -9,7 +9,9 @@
 //! the async runtime run [`validate`] on the blocking pool.
 
 use base64::Engine as _;
-use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_STEPS, MIN_GUIDANCE_SCALE, MIN_STEPS};
+use sd_contract::limits::{
+    MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_STEPS, MIN_GUIDANCE_SCALE, MIN_STEPS,
+};
 use sd_contract::{GenerationFields, JobParams, JobRequest, Limits};
 use sd_core::image::DecodedImage;
 use sd_core::model::ModelProfile;
@@ -101,6 +103,10 @@ fn validate_job(
     defaults: &Defaults,
     limits: &Limits,
 ) -> Result<ValidJob, ApiError> {
+    check_prompt_length("prompt", &req.prompt)?;
+    if let Some(negative) = &req.negative_prompt {
+        check_prompt_length("negative_prompt", negative)?;
+    }
     if req.prompt.trim().is_empty() {
         return Err(ApiError::invalid("prompt", "must not be empty"));
     }
@@ -172,6 +178,19 @@ fn validate_job(
         preview: req.preview.unwrap_or(false),
         image_field,
     })
+}
+
+/// Refuses a text over [`MAX_PROMPT_CHARS`] characters before the tokenizer
+/// spends its time on it.
+fn check_prompt_length(field: &'static str, text: &str) -> Result<(), ApiError> {
+    let chars = text.chars().count();
+    if chars > MAX_PROMPT_CHARS {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {MAX_PROMPT_CHARS} characters, got {chars}"),
+        ));
+    }
+    Ok(())
 }
 
 fn widen(n: u32) -> usize {

@@ -97,6 +97,59 @@ fn sigterm_cancels_the_running_job_tells_its_stream_and_exits_cleanly() {
     assert_eq!(worker.wait_exit(Duration::from_secs(10)), 0);
 }
 
+/// A cancelled job must not keep its decoded pictures: 40 inpainting jobs with
+/// 4096² RGBA pictures (64 MiB each decoded, the picture and its mask), each
+/// cancelled as soon as it is accepted, leave the worker's resident memory
+/// about where a few such jobs left it (keeping them grew it by 128 MiB a job).
+#[test]
+fn cancelled_inpainting_jobs_do_not_keep_their_pictures() {
+    let worker = WorkerProcess::spawn(&["--fake-engine", "step_ms=20", "--model", "m"], &[]);
+    worker.wait_ready();
+    let picture = flat_rgba_png_base64(4096, 4096);
+    let body = format!(
+        r#"{{"operation":"image_inpaint","prompt":"x","init_image":"{picture}","mask_image":"{picture}","width":512,"height":512,"steps":50}}"#
+    );
+    let submit_and_cancel = |n: usize| {
+        for _ in 0..n {
+            let created = submit(&worker.url, &body);
+            let cancel = delete(&worker.url, &format!("/v1/jobs/{}", created.job_id));
+            assert!(cancel.status < 300, "{}", cancel.body);
+        }
+    };
+    submit_and_cancel(4);
+    let warm = resident_mib(worker.child.id());
+    submit_and_cancel(40);
+    let after = resident_mib(worker.child.id());
+    assert!(
+        after < warm + 400,
+        "resident memory grew from {warm} MiB to {after} MiB over 40 cancelled jobs"
+    );
+    let info = get(&worker.url, "/v1/info").value();
+    assert_eq!(info["jobs"]["retained"].as_u64().unwrap(), 44);
+}
+
+/// A base64 PNG of one flat colour, RGBA, which compresses to a few dozen KB.
+fn flat_rgba_png_base64(width: u32, height: u32) -> String {
+    use base64::Engine as _;
+    let mut png = Vec::new();
+    let mut encoder = png::Encoder::new(&mut png, width, height);
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_compression(png::Compression::Best);
+    let mut writer = encoder.write_header().unwrap();
+    let pixels = [200u8, 120, 40, 255].repeat(width as usize * height as usize);
+    writer.write_image_data(&pixels).unwrap();
+    writer.finish().unwrap();
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
+/// The resident memory of a process in MiB, from `/proc/<pid>/status`.
+fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
 #[test]
 fn sigterm_past_the_shutdown_timeout_cancels_a_job_stuck_in_a_step_and_exits() {
     let mut worker = WorkerProcess::spawn(

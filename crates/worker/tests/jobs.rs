@@ -153,6 +153,62 @@ fn many_clients_follow_one_job_and_a_late_one_replays_it() {
     let resumed = stream(&server.url, &created.sse_url, &[("Last-Event-ID", "12")]);
     assert_eq!(resumed.types(), ["progress", "complete"]);
     assert_eq!(resumed.messages[0].id.as_deref(), Some("13"));
+    let after_the_end = stream(&server.url, &created.sse_url, &[("Last-Event-ID", "14")]);
+    assert!(after_the_end.messages.is_empty(), "{after_the_end:?}");
+    let whole = stream(&server.url, &created.sse_url, &[("Last-Event-ID", " ")]);
+    assert_eq!(whole.messages, late.messages);
+}
+
+/// A `Last-Event-ID` that no event of the job had is refused by name: not a
+/// number, too large for one, or past the end of the log (never wrapping to
+/// a replay from the start).
+#[test]
+fn a_last_event_id_that_was_never_sent_is_refused() {
+    let server = TestServer::ready(config());
+    let created = submit(
+        &server.url,
+        &generation(r#","width":64,"height":64,"steps":2"#),
+    );
+    let done = stream(&server.url, &created.sse_url, &[]);
+    assert_eq!(done.types().len(), 5);
+    let max = usize::MAX.to_string();
+    for id in [
+        "abc",
+        "-1",
+        "1.5",
+        "0x3",
+        "18446744073709551616",
+        max.as_str(),
+        "5",
+        "99",
+    ] {
+        let resp = request(
+            "GET",
+            &server.url,
+            &created.sse_url,
+            &[("Last-Event-ID", id)],
+            None,
+        );
+        assert_eq!(resp.status, 400, "{id}: {}", resp.body);
+        let (code, field) = resp.error();
+        assert_eq!(
+            (code.as_str(), field.as_deref()),
+            ("invalid_request", Some("Last-Event-ID")),
+            "{id}"
+        );
+    }
+    let resp = request(
+        "GET",
+        &server.url,
+        &created.sse_url,
+        &[("Last-Event-ID", "5")],
+        None,
+    );
+    assert!(
+        resp.body.contains("its last event so far is 4"),
+        "{}",
+        resp.body
+    );
 }
 
 #[test]
@@ -291,6 +347,35 @@ fn finished_jobs_expire_after_the_retention_period() {
     assert_eq!((resp.status, resp.error().0.as_str()), (404, "not_found"));
     assert_eq!(get(&server.url, &ids[0].sse_url).status, 404);
     assert_eq!(get(&server.url, "/v1/info").value()["jobs"]["retained"], 0);
+}
+
+/// The finished-job cap holds at every moment, not only when the reaper runs:
+/// each new job and each job that ends drops the oldest finished ones.
+#[test]
+fn the_finished_job_cap_holds_as_jobs_come_and_end() {
+    let mut config = config();
+    config.max_finished_jobs = 3;
+    let server = TestServer::start(config, fake("step_ms=50"));
+    server.wait_ready();
+    let body = generation(r#","width":64,"height":64,"steps":20"#);
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let created = submit(&server.url, &body);
+        assert!(delete(&server.url, &format!("/v1/jobs/{}", created.job_id)).status < 300);
+        ids.push(created.job_id);
+        assert!(
+            server.state.jobs().len() <= 4,
+            "3 finished and the running one"
+        );
+    }
+    wait_until(Duration::from_secs(5), || !server.state.is_busy());
+    assert_eq!(server.state.jobs().len(), 3);
+    let known: Vec<bool> = ids
+        .iter()
+        .map(|id| get(&server.url, &format!("/v1/jobs/{id}")).status == 200)
+        .collect();
+    assert_eq!(known.iter().filter(|k| **k).count(), 3);
+    assert!(known[11], "the newest job is kept");
 }
 
 /// 50 jobs from 5 clients at once, some cancelled: every accepted job ends in

@@ -5,7 +5,8 @@
 //! `UPDATE_OPENAPI=1 cargo test -p sd-worker --test openapi`.
 //!
 //! The bounds the document publishes for each operation are checked against
-//! what the worker's validator accepts, so neither can change alone.
+//! what the worker's validator accepts, so neither can change alone; a bound
+//! published on a field this test does not know fails it.
 
 mod common;
 
@@ -137,6 +138,34 @@ fn verdict(state: &AppState, body: &Map<String, Value>) -> Option<String> {
     error.field
 }
 
+/// The validation keywords this test checks, by field; any other bound in the
+/// document is one the test cannot hold the validator to.
+const CHECKED_BOUNDS: &[(&str, &[&str])] = &[
+    ("steps", &["minimum", "maximum"]),
+    ("guidance_scale", &["minimum", "maximum"]),
+    ("strength", &["exclusiveMinimum", "maximum"]),
+    ("width", &["minimum", "multipleOf"]),
+    ("height", &["minimum", "multipleOf"]),
+    ("prompt", &["minLength", "maxLength", "pattern"]),
+    ("negative_prompt", &["maxLength"]),
+    ("loras", &["maxItems"]),
+    ("seed", &["minimum"]),
+];
+
+/// Every validation keyword JSON Schema has for numbers, strings and arrays.
+const BOUND_KEYWORDS: &[&str] = &[
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+];
+
 fn is_integer(property: &Value) -> bool {
     property["type"][0] == "integer"
 }
@@ -173,6 +202,7 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
         native_size: (512, 512),
         vae_scale_factor: 8,
         scheduler: sd_core::schedulers::SchedulerKind::Pndm,
+        step_limits: Default::default(),
     });
     let operations = doc["components"]["schemas"]["JobRequest"]["oneOf"]
         .as_array()
@@ -248,6 +278,79 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
                     try_value(field, value),
                     named,
                     "{context}: {value} accepted"
+                );
+            }
+            let min = bound(field, "minimum").unwrap_or_else(|| panic!("{context}: no minimum"));
+            assert_eq!(try_value(field, min), None, "{context}: minimum refused");
+            assert_eq!(
+                try_value(field, min - multiple),
+                Some(field.to_string()),
+                "{context}: below accepted"
+            );
+        }
+        let with_json = |field: &str, value: Value| {
+            let mut body = base.clone();
+            body.insert(field.into(), value);
+            verdict(&state, &body)
+        };
+        // Lengths count characters (a two-byte one here), as the schema's do.
+        for field in ["prompt", "negative_prompt"] {
+            let context = format!("{operation}.{field}");
+            let max = fields[field]["maxLength"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{context}: no maxLength"))
+                as usize;
+            let longest = "é".repeat(max);
+            assert_eq!(
+                with_json(field, json!(longest)),
+                None,
+                "{context}: maxLength refused"
+            );
+            assert_eq!(
+                with_json(field, json!(format!("{longest}a"))),
+                Some(field.to_string()),
+                "{context}: over maxLength accepted"
+            );
+        }
+        // The prompt's pattern refuses exactly the texts the validator calls blank.
+        let prompt = &fields["prompt"];
+        assert_eq!(prompt["minLength"], 1, "{operation}.prompt");
+        assert_eq!(with_json("prompt", json!("")), Some("prompt".into()));
+        let pattern = prompt["pattern"].as_str().expect("a prompt pattern");
+        let pattern = regex::Regex::new(pattern).unwrap();
+        let chars = (0..=0x3000u32)
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_whitespace())
+            .chain(['a', '.', '\u{180e}', '\u{200b}', '\u{feff}']);
+        for c in chars {
+            let text = format!("{c}{c}");
+            let refused = with_json("prompt", json!(text)) == Some("prompt".into());
+            assert_eq!(
+                refused,
+                !pattern.is_match(&text),
+                "{operation}.prompt: U+{:04X}",
+                c as u32
+            );
+        }
+        assert_eq!(fields["seed"]["minimum"], 0, "{operation}.seed");
+        assert_eq!(with_json("seed", json!(0)), None);
+        assert_eq!(with_json("seed", json!(u64::MAX)), None);
+        assert_eq!(with_json("seed", json!(-1)), Some("seed".into()));
+        let lora = json!([{ "path": "a.safetensors" }]);
+        assert_eq!(fields["loras"]["maxItems"], 0, "{operation}.loras");
+        assert_eq!(with_json("loras", lora), Some("loras".into()));
+        assert_eq!(with_json("loras", json!([])), None);
+        for (field, property) in &fields {
+            let checked = CHECKED_BOUNDS
+                .iter()
+                .find(|(name, _)| name == field)
+                .map_or(&[][..], |(_, keywords)| keywords);
+            for keyword in BOUND_KEYWORDS {
+                let published = !property[*keyword].is_null();
+                assert_eq!(
+                    published,
+                    checked.contains(keyword),
+                    "{operation}.{field}: `{keyword}` published or checked, not both"
                 );
             }
         }

@@ -26,6 +26,7 @@ fn ready(config: WorkerConfig) -> AppState {
         native_size: (512, 512),
         vae_scale_factor: 8,
         scheduler: CoreScheduler::Pndm,
+        step_limits: Default::default(),
     });
     state
 }
@@ -335,6 +336,7 @@ async fn an_inpainting_model_takes_only_inpainting_jobs() {
         native_size: (512, 512),
         vae_scale_factor: 8,
         scheduler: CoreScheduler::Pndm,
+        step_limits: Default::default(),
     });
     let app = app(state);
     let photo = png_base64(140, 106);
@@ -538,6 +540,7 @@ async fn readiness_follows_the_model() {
         native_size: (1024, 1024),
         vae_scale_factor: 8,
         scheduler: CoreScheduler::EulerA,
+        step_limits: Default::default(),
     });
     let reply = send(&app, get("/ready")).await;
     assert_eq!(reply.status, StatusCode::OK);

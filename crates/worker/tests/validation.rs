@@ -4,7 +4,7 @@
 mod common;
 
 use common::png_base64;
-use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_STEPS};
+use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_STEPS};
 use sd_contract::{
     ErrorCode, GenerationFields, ImageGenerationRequest, ImageInpaintRequest,
     ImageTransformRequest, JobRequest, Limits, LoraConfig, SchedulerKind,
@@ -31,6 +31,7 @@ fn model() -> ModelProfile {
         native_size: (512, 512),
         vae_scale_factor: 8,
         scheduler: sd_core::schedulers::SchedulerKind::Pndm,
+        step_limits: Default::default(),
     }
 }
 
@@ -39,6 +40,7 @@ fn limits() -> Limits {
         min_size: 64,
         max_size: 1024,
         size_multiple: 8,
+        max_prompt_chars: MAX_PROMPT_CHARS as u32,
         max_steps: MAX_STEPS,
         max_guidance_scale: MAX_GUIDANCE_SCALE,
         max_queue: 4,
@@ -97,6 +99,65 @@ fn given_values_win() {
     let p = job.params();
     assert_eq!((p.width, p.height, p.steps, p.seed), (64, 96, 3, 42));
     assert_eq!(p.scheduler, SchedulerKind::EulerA);
+}
+
+/// A prompt is counted in characters (two bytes each here), as JSON Schema's
+/// `maxLength` counts; one more character is refused before any tokenizing,
+/// as is a megabyte of prompt.
+#[test]
+fn over_long_prompts_are_refused_by_name() {
+    let longest = "é".repeat(MAX_PROMPT_CHARS);
+    let accepted =
+        |req: GenerationFields| validate(text_job(req), &model(), &defaults(), &limits()).is_ok();
+    assert!(accepted(generation(&longest)));
+    let negative = |text: &str| GenerationFields {
+        negative_prompt: Some(text.into()),
+        ..generation("x")
+    };
+    assert!(accepted(negative(&longest)));
+    let over = format!("{longest}a");
+    assert_eq!(field_of(generation(&over)), "prompt");
+    assert_eq!(field_of(negative(&over)), "negative_prompt");
+    let err = validate(
+        text_job(generation(&"a, ".repeat(350_000))),
+        &model(),
+        &defaults(),
+        &limits(),
+    )
+    .unwrap_err();
+    let message = err.detail().message;
+    assert!(
+        message.contains("at most 4096 characters, got 1050000"),
+        "{message}"
+    );
+}
+
+/// LCM picks its timesteps from the model's `original_inference_steps` (50
+/// here): more is refused up front, naming the limit, not by the engine.
+#[test]
+fn lcm_steps_are_held_to_the_models_original_steps() {
+    let lcm = |steps: u32| GenerationFields {
+        steps: Some(steps),
+        scheduler: Some(SchedulerKind::Lcm),
+        ..generation("x")
+    };
+    let job = validate(text_job(lcm(50)), &model(), &defaults(), &limits()).unwrap();
+    assert_eq!(job.params().steps, 50);
+    for steps in [51, 149, 150] {
+        let err = validate(text_job(lcm(steps)), &model(), &defaults(), &limits()).unwrap_err();
+        let detail = err.detail();
+        assert_eq!(detail.field.as_deref(), Some("steps"));
+        assert!(
+            detail.message.contains("at most 50 with the lcm scheduler"),
+            "{}",
+            detail.message
+        );
+    }
+    let euler = GenerationFields {
+        scheduler: Some(SchedulerKind::Euler),
+        ..lcm(150)
+    };
+    assert!(validate(text_job(euler), &model(), &defaults(), &limits()).is_ok());
 }
 
 #[test]

@@ -43,6 +43,7 @@ export const INFO: WorkerInfo = {
     min_size: 64,
     max_size: 2048,
     size_multiple: 8,
+    max_prompt_chars: 4096,
     max_steps: 150,
     max_guidance_scale: 30,
     max_queue: 16,

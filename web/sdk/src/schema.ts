@@ -200,8 +200,9 @@ export interface components {
             guidance_scale?: number | null;
             /**
              * Format: int32
-             * @description Image height in pixels, a multiple of 8 within the worker's limits. For
-             *     image-to-image and inpainting, the input's height rounded down to 8 when absent.
+             * @description Image height in pixels, a multiple of 8 from 64 up to the worker's
+             *     `max_size`. For image-to-image and inpainting, the input's height
+             *     rounded down to 8 when absent.
              */
             height?: number | null;
             /** @description The hive that routed the job (informational). */
@@ -210,11 +211,17 @@ export interface components {
             loras?: components["schemas"]["LoraConfig"][] | null;
             /** @description The model the caller expects (informational: a worker serves one model). */
             model?: string | null;
-            /** @description What to steer away from. */
+            /** @description What to steer away from: up to 4096 characters. */
             negative_prompt?: string | null;
             /** @description Whether `progress` events carry a live preview of the image (absent or `null`: no). */
             preview?: boolean | null;
-            /** @description What to draw (in the masked area, for inpainting); must not be empty. */
+            /**
+             * @description What to draw (in the masked area, for inpainting): up to 4096
+             *     characters, not all of them white space. CLIP reads the first 75
+             *     tokens; the rest are cut off.
+             *
+             *     The pattern is one character outside Unicode `White_Space`.
+             */
             prompt: string;
             prompt_syntax?: null | components["schemas"]["PromptSyntax"];
             scheduler?: null | components["schemas"]["SchedulerKind"];
@@ -225,14 +232,16 @@ export interface components {
             seed?: number | null;
             /**
              * Format: int32
-             * @description Denoising steps, 1 to 150.
+             * @description Denoising steps, 1 to 150; with the `lcm` scheduler at most the model's
+             *     `original_inference_steps` (50 unless its scheduler config says otherwise).
              */
             steps?: number | null;
             /**
              * Format: int32
-             * @description Image width in pixels, a multiple of 8 within the worker's limits. For
-             *     image-to-image and inpainting, the input's width rounded down to 8 when
-             *     absent; the input (and mask) are resized when the size differs.
+             * @description Image width in pixels, a multiple of 8 from 64 up to the worker's
+             *     `max_size` (`GET /v1/info`). For image-to-image and inpainting, the
+             *     input's width rounded down to 8 when absent; the input (and mask) are
+             *     resized when the size differs.
              */
             width?: number | null;
             /** @description The worker the job was routed to (informational). */
@@ -496,6 +505,11 @@ export interface components {
              * @description Largest input picture or mask of image-to-image and inpainting, in pixels.
              */
             max_input_pixels: number;
+            /**
+             * Format: int32
+             * @description Most characters in a prompt or negative prompt.
+             */
+            max_prompt_chars: number;
             /**
              * Format: int32
              * @description Jobs that may wait in the queue besides the running one.
@@ -985,7 +999,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Resume after this event id */
+                /** @description Resume after this event id: the `id` of an event this job's stream sent. Absent or empty: the whole log. Not a decimal number, or past the job's last event so far: 400 naming `Last-Event-ID`. The id of the terminal event: an empty stream. */
                 "Last-Event-ID"?: number | null;
             };
             path: {

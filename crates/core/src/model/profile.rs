@@ -3,7 +3,7 @@
 
 use crate::clip::{ClipActivation, ClipTextConfig};
 use crate::preview::LatentFormat;
-use crate::schedulers::{SchedulerConfig, SchedulerKind};
+use crate::schedulers::{SchedulerConfig, SchedulerKind, StepLimits};
 
 /// Which Stable Diffusion generation a model is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,4 +82,6 @@ pub struct ModelProfile {
     pub vae_scale_factor: usize,
     /// The scheduler the model's own scheduler config names.
     pub scheduler: SchedulerKind,
+    /// How many steps each scheduler runs on the model's scheduler config.
+    pub step_limits: StepLimits,
 }

@@ -5,6 +5,11 @@
 //! is dropped: loading briefly needs about twice the weights. [`SafetensorsReader`]
 //! reads each tensor with a positioned read straight into the tensor's own buffer,
 //! so loading never holds more than the weights themselves.
+//!
+//! A header is the file's word only: every size and offset it gives is checked
+//! against the dtype, the shape and the file's length with checked arithmetic,
+//! so a crafted or corrupt file is an error naming it and the tensor, never an
+//! overflow, a panic or an allocation the file cannot fill.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -75,34 +80,18 @@ impl SafetensorsReader {
                     "BF16" => DType::BF16,
                     other => return Err(invalid(format!("unsupported dtype {other}"))),
                 };
-                let (begin, end) = entry.data_offsets;
-                let start = 8 + header_len + begin;
-                let numel: usize = entry.shape.iter().product();
-                let len = end.checked_sub(begin).and_then(|n| usize::try_from(n).ok());
-                match len {
-                    Some(len)
-                        if len == numel * dtype.size_in_bytes()
-                            && start + len as u64 <= file_len =>
-                    {
-                        tensors.insert(
-                            name.clone(),
-                            StoredTensor {
-                                file: file.clone(),
-                                path: shared_path.clone(),
-                                dtype,
-                                shape: entry.shape,
-                                start,
-                                len,
-                            },
-                        );
-                    }
-                    _ => {
-                        return Err(invalid(format!(
-                            "data offsets {begin}..{end} do not fit shape {:?} of {} in a file of {file_len} bytes",
-                            entry.shape, entry.dtype
-                        )))
-                    }
-                }
+                let (start, len) = locate(&entry, dtype, header_len, file_len).map_err(invalid)?;
+                tensors.insert(
+                    name.clone(),
+                    StoredTensor {
+                        file: file.clone(),
+                        path: shared_path.clone(),
+                        dtype,
+                        shape: entry.shape,
+                        start,
+                        len,
+                    },
+                );
             }
         }
         Ok(Self { tensors })
@@ -131,6 +120,46 @@ impl SafetensorsReader {
         let mut bytes = vec![0u8; t.len];
         read(&mut bytes)?;
         Tensor::from_raw_buffer(&bytes, t.dtype, &t.shape, device)
+    }
+}
+
+/// Where an entry's bytes lie in a file of `file_len` bytes whose header is
+/// `header_len` bytes: their absolute start and length, once the offsets are
+/// known to hold exactly the shape's elements of `dtype` and to end inside the
+/// file. Every product and sum is checked.
+fn locate(
+    entry: &HeaderEntry,
+    dtype: DType,
+    header_len: u64,
+    file_len: u64,
+) -> std::result::Result<(u64, usize), String> {
+    let shape = &entry.shape;
+    let (begin, end) = entry.data_offsets;
+    let bytes = shape
+        .iter()
+        .try_fold(dtype.size_in_bytes(), |n, &dim| n.checked_mul(dim))
+        .ok_or_else(|| {
+            format!(
+                "shape {shape:?} of {} is more bytes than this machine can address",
+                entry.dtype
+            )
+        })?;
+    let len = end
+        .checked_sub(begin)
+        .ok_or_else(|| format!("data offsets {begin}..{end} end before they begin"))?;
+    if u64::try_from(bytes).ok() != Some(len) {
+        return Err(format!(
+            "data offsets {begin}..{end} hold {len} bytes, but shape {shape:?} of {} needs {bytes}",
+            entry.dtype
+        ));
+    }
+    let data = header_len.checked_add(8);
+    let start = data.and_then(|data| data.checked_add(begin));
+    match (start, data.and_then(|data| data.checked_add(end))) {
+        (Some(start), Some(stop)) if stop <= file_len => Ok((start, bytes)),
+        _ => Err(format!(
+            "data offsets {begin}..{end} run past the end of the file's {file_len} bytes"
+        )),
     }
 }
 
@@ -280,6 +309,84 @@ mod tests {
             err.contains("short.safetensors") && err.contains("tensor a"),
             "{err}"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A file of one header and `data` bytes after it.
+    fn crafted(dir: &Path, name: &str, header: &str, data: usize) -> PathBuf {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.resize(bytes.len() + data, 0);
+        write(dir, name, &bytes)
+    }
+
+    /// Headers whose sizes overflow, or point past the file, are errors naming
+    /// the file, the tensor and what does not fit, never a panic or a wrap.
+    #[test]
+    fn crafted_headers_are_errors_not_overflows() {
+        let dir = temp_dir("crafted");
+        let max = u64::MAX;
+        let big = 1u64 << 32;
+        let cases = [
+            (
+                format!(
+                    r#"{{"t":{{"dtype":"F32","shape":[{big},{big},{big}],"data_offsets":[0,0]}}}}"#
+                ),
+                "more bytes than this machine can address",
+            ),
+            (
+                format!(r#"{{"t":{{"dtype":"F32","shape":[{big},{big}],"data_offsets":[0,0]}}}}"#),
+                "more bytes than this machine can address",
+            ),
+            (
+                format!(r#"{{"t":{{"dtype":"F16","shape":[{max}],"data_offsets":[0,16]}}}}"#),
+                "more bytes than this machine can address",
+            ),
+            (
+                r#"{"t":{"dtype":"F32","shape":[4],"data_offsets":[16,0]}}"#.to_string(),
+                "end before they begin",
+            ),
+            (
+                r#"{"t":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#.to_string(),
+                "hold 8 bytes, but shape [4] of F32 needs 16",
+            ),
+            (
+                r#"{"t":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4398046511104]}}"#
+                    .to_string(),
+                "run past the end of the file's",
+            ),
+            (
+                format!(
+                    r#"{{"t":{{"dtype":"F32","shape":[1],"data_offsets":[{},{max}]}}}}"#,
+                    max - 4
+                ),
+                "run past the end of the file's",
+            ),
+            (
+                r#"{"t":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#.to_string(),
+                "tensor t",
+            ),
+        ];
+        for (i, (header, needle)) in cases.iter().enumerate() {
+            let path = crafted(&dir, &format!("crafted-{i}.safetensors"), header, 16);
+            let err = SafetensorsReader::open(&[path]).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("crafted-{i}.safetensors"))
+                    && err.contains("tensor t")
+                    && err.contains(needle),
+                "{header}: {err}"
+            );
+        }
+        let fits = crafted(
+            &dir,
+            "fits.safetensors",
+            r#"{"t":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"e":{"dtype":"F16","shape":[0,3],"data_offsets":[16,16]}}"#,
+            16,
+        );
+        let reader = SafetensorsReader::open(&[fits]).unwrap();
+        let t = reader.read("t", &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), [2, 2]);
+        assert_eq!(reader.read("e", &Device::Cpu).unwrap().dims(), [0, 3]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -68,6 +68,7 @@ mod tests {
             native_size: (1024, 1024),
             vae_scale_factor: 8,
             scheduler,
+            step_limits: Default::default(),
         }
     }
 

@@ -33,7 +33,7 @@ use crate::model::{
     ModelProfile, ModelSource,
 };
 use crate::prompt::{PromptEmbeds, PromptSyntax, TextEncoders};
-use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind};
+use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind, StepLimits};
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::AutoencoderKL;
 
@@ -168,6 +168,7 @@ impl StableDiffusion {
             native_size: self.native_size(),
             vae_scale_factor: self.vae_scale_factor(),
             scheduler: self.default_scheduler,
+            step_limits: StepLimits::of(&self.scheduler_config),
         }
     }
 

@@ -70,7 +70,8 @@ pub struct DebugOptions {
 
 impl GenerateParams {
     /// Checks the parameters against the model that will run them: sizes in
-    /// whole latent cells, at least one step, a usable guidance scale, and for
+    /// whole latent cells, a step count the scheduler runs on the model's
+    /// scheduler config ([`crate::schedulers::StepLimits`]), a usable guidance scale, and for
     /// a picture its strength, its mask and at least one step that runs. An
     /// inpainting model needs a picture and a mask.
     pub fn check(&self, model: &ModelProfile) -> Result<(), ParamError> {
@@ -86,6 +87,8 @@ impl GenerateParams {
         if self.steps == 0 {
             return Err(ParamError::new(Param::Steps, "must be at least 1"));
         }
+        let scheduler = self.scheduler.unwrap_or(model.scheduler);
+        model.step_limits.check(Some(scheduler), self.steps)?;
         if !self.guidance_scale.is_finite() || self.guidance_scale < 0.0 {
             return Err(ParamError::new(
                 Param::GuidanceScale,

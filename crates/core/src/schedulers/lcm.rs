@@ -10,7 +10,7 @@ use super::schedule::{
     TrainSchedule,
 };
 use super::{timestep_at, Scheduler};
-use crate::error::{Error, Param, Result};
+use crate::error::Result;
 use crate::rng::TorchRng;
 
 pub(crate) const CLASS: &str = "LCMScheduler";
@@ -40,6 +40,13 @@ pub(crate) struct Lcm {
     denoised: Option<Tensor>,
 }
 
+/// The most steps LCM runs on `config`: its timesteps are picked from the
+/// `original_inference_steps` schedule, which has no more than that many
+/// ([`super::StepLimits`] holds requests to it).
+pub(crate) fn max_steps(config: &SchedulerConfig) -> usize {
+    config.original_inference_steps
+}
+
 /// The `steps` timesteps LCM picks from the `original_steps` schedule
 /// `k - 1, 2k - 1, ..., original_steps * k - 1` (`k = num_train / original_steps`),
 /// evenly spaced by index from its noisy end.
@@ -64,15 +71,6 @@ impl Lcm {
         if original_steps == 0 || original_steps > num_train {
             return fail(format!(
                 "original_inference_steps {original_steps} is not between 1 and num_train_timesteps {num_train}"
-            ));
-        }
-        if steps > original_steps {
-            return Err(Error::param(
-                Param::Steps,
-                format!(
-                    "{steps} is more than the {original_steps} steps ({CLASS} original_inference_steps) \
-                     that LCM picks its timesteps from"
-                ),
             ));
         }
         let schedule = TrainSchedule::with_defaults(config, CLASS, true, BETA_DEFAULTS)?;
@@ -175,6 +173,7 @@ impl Scheduler for Lcm {
 mod tests {
     use super::super::testing::{assert_final_sample, sd15};
     use super::*;
+    use crate::error::{Error, Param};
 
     fn lcm(edit: impl FnOnce(&mut SchedulerConfig)) -> SchedulerConfig {
         let mut config = sd15();
@@ -249,9 +248,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_step_counts_and_options() {
-        let err = Lcm::new(&lcm(|_| {}), 51).err().unwrap();
+        let err = super::super::build_scheduler(None, &lcm(|_| {}), 51)
+            .err()
+            .unwrap();
         assert!(
-            matches!(&err, Error::Param(e) if e.param == Param::Steps && e.message.contains("50 steps")),
+            matches!(&err, Error::Param(e) if e.param == Param::Steps && e.message.contains("at most 50")),
             "{err}"
         );
         let cases: [(SchedulerConfig, usize, &str); 4] = [

@@ -20,6 +20,7 @@ mod euler;
 mod euler_ancestral;
 mod kind;
 mod lcm;
+mod limits;
 mod pndm;
 mod schedule;
 mod unipc;
@@ -27,8 +28,9 @@ mod unipc;
 use candle_core::Tensor;
 pub use config::{parse_python_json, SchedulerConfig};
 pub use kind::SchedulerKind;
+pub use limits::StepLimits;
 
-use crate::error::{Error, Param, Result};
+use crate::error::{Error, Result};
 use crate::rng::TorchRng;
 
 /// One denoising scheduler, set up for a fixed number of inference steps.
@@ -119,15 +121,9 @@ pub fn build_scheduler(
     config: &SchedulerConfig,
     num_inference_steps: usize,
 ) -> Result<Box<dyn Scheduler>> {
-    if num_inference_steps == 0 || num_inference_steps > config.num_train_timesteps {
-        return Err(Error::param(
-            Param::Steps,
-            format!(
-                "{num_inference_steps} is not between 1 and the model's {} training timesteps",
-                config.num_train_timesteps
-            ),
-        ));
-    }
+    StepLimits::of(config)
+        .check(kind.or_else(|| kind_of(config)), num_inference_steps)
+        .map_err(Error::Param)?;
     let class = match kind {
         Some(kind) => class_name(kind),
         None => config.class_name.as_deref().ok_or_else(|| {
@@ -269,7 +265,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::sd15;
     use super::*;
-    use crate::error::ParamError;
+    use crate::error::{Param, ParamError};
 
     #[test]
     fn builds_every_kind_from_one_config() {

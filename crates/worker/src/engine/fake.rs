@@ -105,6 +105,7 @@ impl Engine for FakeEngine {
             native_size: (512, 512),
             vae_scale_factor: 8,
             scheduler: SchedulerKind::Pndm,
+            step_limits: Default::default(),
         }
     }
 

@@ -2,8 +2,8 @@
 //!
 //! The thread is named `sd-engine` and is the only place the model lives.
 //! Every job it takes ends in exactly one terminal event: a guard ends the job
-//! as failed on any path that forgot to (a panic included) and frees the
-//! running slot.
+//! as failed on any path that forgot to (a panic included), frees the
+//! running slot and applies the retention limits to the finished jobs.
 
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -61,6 +61,7 @@ impl Drop for RunningGuard<'_> {
             tracing::error!(job = self.job.id(), "job ended by the engine guard");
         }
         self.state.set_running(None);
+        self.state.expire_jobs();
     }
 }
 
@@ -71,9 +72,9 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
     if state.phase() == Phase::Stopping && !state.config().drain_on_shutdown {
         job.request_cancel(CancelReason::Shutdown);
     }
-    if !job.start() {
+    let Some(work) = job.start() else {
         return;
-    }
+    };
     tracing::info!(job = job.id(), "job started");
     let mut on_step = |p: StepUpdate| {
         job.progress(p.step, p.total, p.preview);
@@ -82,15 +83,14 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
             None => ControlFlow::Continue(()),
         }
     };
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        engine.generate(job.job(), &mut on_step)
-    }))
-    .unwrap_or_else(|panic| {
-        Err(EngineError::Failed(format!(
-            "engine panicked: {}",
-            panic_message(&panic)
-        )))
-    });
+    let outcome = catch_unwind(AssertUnwindSafe(|| engine.generate(&work, &mut on_step)))
+        .unwrap_or_else(|panic| {
+            Err(EngineError::Failed(format!(
+                "engine panicked: {}",
+                panic_message(&panic)
+            )))
+        });
+    drop(work);
     match outcome {
         Ok(out) => {
             job.finish_complete(&out.png, out.width, out.height, out.seed);

@@ -11,6 +11,13 @@
 //! most one preview (the newest; smaller than the image a finished job keeps)
 //! however many steps ran. Clients following live see every preview; one that
 //! replays sees the newest only.
+//!
+//! The validated request, with the decoded pictures of image-to-image and
+//! inpainting (64 MB for a 4096² RGBA picture), is held only until the job
+//! starts or ends: [`Job::start`] hands it to the engine, which drops it when
+//! it returns, and a job that ends before it starts drops it then. A finished
+//! job keeps its log and parameters only, and [`Job::retained_bytes`] says
+//! about how much memory that log takes.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,7 +26,7 @@ use std::time::{Duration, Instant};
 use futures_util::Stream;
 use sd_contract::event::CancelReason;
 use sd_contract::{
-    ErrorDetail, ImageResult, JobEvent, JobState, JobStatus, ProgressPreview, Timings,
+    ErrorDetail, ImageResult, JobEvent, JobParams, JobState, JobStatus, ProgressPreview, Timings,
 };
 use tokio::sync::watch;
 
@@ -32,7 +39,7 @@ pub type LoggedEvent = (usize, Arc<JobEvent>);
 #[derive(Debug)]
 pub struct Job {
     id: String,
-    job: ValidJob,
+    params: JobParams,
     submitted: Instant,
     cancel: AtomicU8,
     inner: Mutex<JobInner>,
@@ -42,7 +49,11 @@ pub struct Job {
 #[derive(Debug)]
 struct JobInner {
     state: JobState,
+    /// The request to run, until the engine takes it or the job ends.
+    work: Option<ValidJob>,
     log: Vec<Arc<JobEvent>>,
+    /// About how many bytes the log takes.
+    log_bytes: usize,
     /// Index of the one logged event that still carries a preview.
     preview_at: Option<usize>,
     step: Option<u32>,
@@ -60,12 +71,14 @@ impl Job {
     pub fn new(id: String, job: ValidJob) -> Self {
         Self {
             id,
-            job,
+            params: job.params().clone(),
             submitted: Instant::now(),
             cancel: AtomicU8::new(NOT_CANCELLED),
             inner: Mutex::new(JobInner {
                 state: JobState::Queued,
+                work: Some(job),
                 log: Vec::new(),
+                log_bytes: 0,
                 preview_at: None,
                 step: None,
                 total: None,
@@ -81,9 +94,9 @@ impl Job {
         &self.id
     }
 
-    /// The validated request.
-    pub fn job(&self) -> &ValidJob {
-        &self.job
+    /// The parameters it runs with, as its status reports them.
+    pub fn params(&self) -> &JobParams {
+        &self.params
     }
 
     fn lock(&self) -> MutexGuard<'_, JobInner> {
@@ -91,6 +104,7 @@ impl Job {
     }
 
     fn push(&self, inner: &mut JobInner, event: JobEvent) {
+        inner.log_bytes += event_bytes(&event);
         inner.log.push(Arc::new(event));
         self.events.send_replace(inner.log.len());
     }
@@ -103,6 +117,14 @@ impl Job {
     /// When it ended, if it has.
     pub fn finished_at(&self) -> Option<Instant> {
         self.lock().finished
+    }
+
+    /// About how many bytes the job holds besides its fixed parts: its
+    /// parameters and its log, the result image of a completed job included.
+    pub fn retained_bytes(&self) -> usize {
+        let prompts =
+            self.params.prompt.len() + self.params.negative_prompt.as_ref().map_or(0, String::len);
+        prompts + self.lock().log_bytes
     }
 
     /// Records that it entered the queue at `position` (1 = next).
@@ -132,23 +154,26 @@ impl Job {
         }
     }
 
-    /// Moves a queued job to running and logs `started`. Returns false (and
-    /// ends the job as cancelled, if asked to) when it must not run.
-    pub fn start(&self) -> bool {
+    /// Moves a queued job to running, logs `started` and hands over the
+    /// request to run; the job no longer holds it, so its pictures are freed
+    /// as soon as the caller drops it. Returns `None` (and ends the job as
+    /// cancelled, if asked to) when it must not run.
+    pub fn start(&self) -> Option<ValidJob> {
         if let Some(reason) = self.cancel_requested() {
             self.finish_cancelled(reason);
-            return false;
+            return None;
         }
         let mut inner = self.lock();
         if inner.state != JobState::Queued {
-            return false;
+            return None;
         }
+        let work = inner.work.take()?;
         inner.state = JobState::Running;
         inner.started = Some(Instant::now());
-        inner.total = Some(self.job.params().steps);
-        let params = self.job.params().clone();
+        inner.total = Some(self.params.steps);
+        let params = self.params.clone();
         self.push(&mut inner, JobEvent::Started { params });
-        true
+        Some(work)
     }
 
     /// Logs a finished denoising step (1-based), with its live preview if it
@@ -223,6 +248,7 @@ impl Job {
         }
         inner.state = state;
         inner.finished = Some(Instant::now());
+        inner.work = None;
         self.push(inner, event);
         true
     }
@@ -238,7 +264,7 @@ impl Job {
             step: inner.step,
             total: inner.total,
             cancel_requested: self.cancel_requested().is_some() && !inner.state.is_terminal(),
-            params: self.job.params().clone(),
+            params: self.params.clone(),
             result: terminal.and_then(|e| match e.as_ref() {
                 JobEvent::Complete(result) => Some(result.clone()),
                 _ => None,
@@ -248,6 +274,11 @@ impl Job {
                 _ => None,
             }),
         }
+    }
+
+    /// How many events the log holds: the next event's id.
+    pub fn logged(&self) -> usize {
+        self.lock().log.len()
     }
 
     /// The event at `index` of the log, and whether the job has ended.
@@ -296,8 +327,28 @@ fn drop_preview(inner: &mut JobInner) {
             percent: *percent,
             preview: None,
         };
+        inner.log_bytes -= event_bytes(&inner.log[index]);
+        inner.log_bytes += event_bytes(&stripped);
         inner.log[index] = Arc::new(stripped);
     }
+}
+
+/// About how many bytes a logged event takes: the event itself and the text
+/// it carries (the base64 image of a result, a preview's data URL).
+fn event_bytes(event: &JobEvent) -> usize {
+    let text = match event {
+        JobEvent::Started { params } => {
+            params.prompt.len() + params.negative_prompt.as_ref().map_or(0, String::len)
+        }
+        JobEvent::Progress {
+            preview: Some(preview),
+            ..
+        } => preview.data_url.len(),
+        JobEvent::Complete(result) => result.image.len(),
+        JobEvent::Error(error) => error.message.len() + error.field.as_ref().map_or(0, String::len),
+        JobEvent::Queued { .. } | JobEvent::Progress { .. } | JobEvent::Cancelled { .. } => 0,
+    };
+    std::mem::size_of::<Arc<JobEvent>>() + std::mem::size_of::<JobEvent>() + text
 }
 
 fn millis(d: Duration) -> u64 {
@@ -321,7 +372,7 @@ mod tests {
         let job = job();
         job.queued(1);
         let early = tokio::spawn(job.subscribe(0).collect::<Vec<_>>());
-        assert!(job.start());
+        assert!(job.start().is_some());
         job.progress(1, 2, None);
         job.progress(2, 2, None);
         assert!(job.finish_complete(b"png", 64, 64, 7));
@@ -358,7 +409,7 @@ mod tests {
                 .collect()
         };
         let job = job();
-        assert!(job.start());
+        assert!(job.start().is_some());
         job.progress(1, 4, Some(preview(1)));
         assert_eq!(previews(&job), [Some(1)]);
         job.progress(2, 4, None);
@@ -378,9 +429,45 @@ mod tests {
         let job = job();
         job.request_cancel(CancelReason::Client);
         job.request_cancel(CancelReason::Shutdown);
-        assert!(!job.start());
+        assert!(job.start().is_none());
         assert_eq!(job.state(), JobState::Cancelled);
         assert_eq!(job.cancel_requested(), Some(CancelReason::Client));
         assert!(!job.status(None).cancel_requested);
+    }
+
+    #[test]
+    fn the_request_goes_with_the_engine_or_when_the_job_ends() {
+        let holds_work = |job: &Arc<Job>| job.lock().work.is_some();
+        let queued = job();
+        assert!(holds_work(&queued));
+        assert!(queued.finish_cancelled(CancelReason::Client));
+        assert!(!holds_work(&queued));
+        assert!(queued.start().is_none());
+
+        let running = job();
+        let work = running.start().expect("a queued job starts");
+        assert_eq!(work.params(), running.params());
+        assert!(!holds_work(&running));
+        assert!(running.start().is_none());
+    }
+
+    #[test]
+    fn retained_bytes_count_the_result_and_only_the_newest_preview() {
+        let job = job();
+        let fresh = job.retained_bytes();
+        assert!(job.start().is_some());
+        let preview = |n: usize| ProgressPreview {
+            data_url: "p".repeat(n),
+            width: 8,
+            height: 8,
+        };
+        job.progress(1, 2, Some(preview(10_000)));
+        let one = job.retained_bytes();
+        assert!(one >= fresh + 10_000, "{one}");
+        job.progress(2, 2, Some(preview(10_000)));
+        assert!(job.retained_bytes() < one + 1_000);
+        let before = job.retained_bytes();
+        assert!(job.finish_complete(&[0; 30_000], 64, 64, 7));
+        assert!(job.retained_bytes() >= before + 40_000);
     }
 }

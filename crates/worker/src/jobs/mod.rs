@@ -2,14 +2,14 @@
 //!
 //! - [`Job`] (`job.rs`): one job's state and its replayable, append-only event
 //!   log, which any number of subscribers follow.
-//! - [`Jobs`] (`registry.rs`): the jobs by id, expiring finished ones, and
-//!   [`new_job_id`].
+//! - [`Jobs`] (`registry.rs`): the jobs by id, forgetting finished ones past
+//!   their [`Retention`], and [`new_job_id`].
 
 mod job;
 mod registry;
 
 pub use job::{Job, LoggedEvent};
-pub use registry::{new_job_id, Jobs};
+pub use registry::{new_job_id, Jobs, Retention};
 
 /// Shared by the jobs' unit tests.
 #[cfg(test)]
@@ -36,12 +36,14 @@ mod testing {
             native_size: (64, 64),
             vae_scale_factor: 8,
             scheduler: sd_core::schedulers::SchedulerKind::Euler,
+            step_limits: Default::default(),
         };
         let defaults = sd_core::pipeline::Defaults::resolve(None, &model);
         let limits = Limits {
             min_size: 64,
             max_size: 512,
             size_multiple: 8,
+            max_prompt_chars: 4096,
             max_steps: 150,
             max_guidance_scale: 30.0,
             max_queue: 4,

@@ -2,7 +2,11 @@
 //!
 //! Every event carries its index in the job's log as its SSE `id`, so a
 //! client that reconnects with `Last-Event-ID` resumes after the last event
-//! it saw; without it, a subscriber gets the whole log first. After the
+//! it saw; without it (or with it empty), a subscriber gets the whole log
+//! first. An id that is not a decimal number, or that no event of the job has
+//! had yet, is refused with a 400 naming the header: the log only grows, so
+//! such an id was never sent and resuming from it would skip or repeat
+//! events. After the
 //! terminal event comes one message with a completion marker, then the
 //! stream ends. Replayed progress events carry no live preview, except the
 //! newest (see [`crate::jobs`]). At most `--max-streams` streams are open at
@@ -16,7 +20,7 @@ use sd_contract::{ErrorBody, StreamMessage};
 
 use crate::error::ApiError;
 use crate::extract::JobId;
-use crate::jobs::LoggedEvent;
+use crate::jobs::{Job, LoggedEvent};
 use crate::state::AppState;
 
 /// Follows a job.
@@ -26,12 +30,16 @@ use crate::state::AppState;
     tag = "jobs",
     params(
         ("id" = String, Path, description = "The job id"),
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id: \
+            the `id` of an event this job's stream sent. Absent or empty: the whole log. Not a \
+            decimal number, or past the job's last event so far: 400 naming `Last-Event-ID`. \
+            The id of the terminal event: an empty stream."),
     ),
     responses(
         (status = 200, description = "Server-sent events: each `event:` is the JSON data's `type`; \
             after the terminal event a last `data:` line holds `[DONE]`, `[ERROR] <message>` or `[CANCELLED]`",
             content_type = "text/event-stream", body = StreamMessage),
+        (status = 400, description = "`Last-Event-ID` is not the id of an event of this job", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 400, description = "An id that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "Unknown or expired job", body = ErrorBody),
@@ -47,8 +55,8 @@ pub async fn stream_job(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
     let job = state.job(&id)?;
+    let from = resume_from(&headers, &job)?;
     let slot = state.open_stream()?;
-    let from = last_event_id(&headers).map_or(0, |id| id + 1);
     let events = job.subscribe(from).flat_map(move |logged| {
         let _held_until_the_stream_ends = &slot;
         stream::iter(to_sse(logged))
@@ -59,14 +67,38 @@ pub async fn stream_job(
     Ok(Sse::new(events).keep_alive(keep_alive))
 }
 
-fn last_event_id(headers: &HeaderMap) -> Option<usize> {
-    headers
-        .get("last-event-id")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// The log index to stream from: 0 without a `Last-Event-ID`, else the one
+/// after it, once it is known to be an event's id.
+fn resume_from(headers: &HeaderMap, job: &Job) -> Result<usize, ApiError> {
+    const HEADER: &str = "Last-Event-ID";
+    let Some(value) = headers.get(HEADER) else {
+        return Ok(0);
+    };
+    let text = value.to_str().ok().map(str::trim);
+    if text == Some("") {
+        return Ok(0);
+    }
+    let id = text.and_then(|t| t.parse::<usize>().ok()).ok_or_else(|| {
+        ApiError::invalid(
+            HEADER,
+            format!(
+                "must be the decimal id of an event of this stream, got `{}`",
+                String::from_utf8_lossy(value.as_bytes())
+            ),
+        )
+    })?;
+    let logged = job.logged();
+    if id >= logged {
+        let last = match logged {
+            0 => "the job has no event yet".to_string(),
+            n => format!("its last event so far is {}", n - 1),
+        };
+        return Err(ApiError::invalid(
+            HEADER,
+            format!("{id} is not the id of an event of this job: {last}"),
+        ));
+    }
+    Ok(id + 1)
 }
 
 /// One logged event as an SSE message, followed by its completion marker
