@@ -9,6 +9,9 @@
 # milliseconds. It runs with an API key, which Schemathesis sends, so the
 # `ignored_auth` check also proves that a request without the key is refused.
 #
+# tools/ci/schemathesis_hooks.py puts real pictures into schema-valid image
+# requests (a schema cannot say "a base64 image that decodes").
+#
 # Excluded check, and why:
 # - use_after_free: `DELETE /v1/jobs/{id}` cancels a job (the rbee contract);
 #   the cancelled job stays readable, as `cancelled`, for its retention period.
@@ -20,11 +23,14 @@ cd "$(dirname "$0")/../.."
 
 venv="${SCHEMATHESIS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sd-worker/schemathesis-venv}"
 version="4.32.5"
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3 python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
-  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
-  fi
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "schemathesis==$version"
 fi
@@ -53,9 +59,11 @@ if [ -z "$base" ] || ! curl -fs "$base/ready" >/dev/null; then
   exit 1
 fi
 
+hooks_dir="$(pwd)/tools/ci"
 # Schemathesis keeps its state in the working directory: not in the repository.
 cd "$scratch"
-"$venv/bin/schemathesis" run "$base/openapi.json" \
+PYTHONPATH="$hooks_dir${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemathesis_hooks \
+  "$venv/bin/schemathesis" run "$base/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks all --exclude-checks use_after_free \
   --max-examples "${SCHEMATHESIS_EXAMPLES:-50}" \

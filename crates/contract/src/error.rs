@@ -33,6 +33,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The job has already ended.
     JobFinished,
+    /// A stream was asked to resume after an event the job has not logged
+    /// (`Last-Event-ID` past its last event so far).
+    EventNotLogged,
     /// The queue is full; retry after the `Retry-After` header's seconds.
     QueueFull,
     /// As many event streams are open as the worker serves; retry after the
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::JobFinished => "job_finished",
+            ErrorCode::EventNotLogged => "event_not_logged",
             ErrorCode::QueueFull => "queue_full",
             ErrorCode::TooManyStreams => "too_many_streams",
             ErrorCode::NotReady => "not_ready",
@@ -131,6 +135,7 @@ mod tests {
             ErrorCode::TooManyStreams,
             ErrorCode::RequestTimeout,
             ErrorCode::Forbidden,
+            ErrorCode::EventNotLogged,
             ErrorCode::GenerationFailed,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

@@ -11,6 +11,7 @@
 //! - [`error`]: the one error body every failing route answers with.
 //! - [`info`]: `/health`, `/ready` and `/v1/info`.
 //! - [`hive`]: the callbacks the worker sends to an rbee hive or queen.
+//! - [`whole`]: whole numbers written as `480` or `480.0`, as JSON Schema counts them.
 #![deny(missing_docs)]
 
 pub mod error;
@@ -21,6 +22,7 @@ pub mod job;
 pub mod limits;
 pub mod request;
 pub mod scheduler;
+pub mod whole;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{completion_markers, JobEvent, ProgressPreview, StreamMessage};

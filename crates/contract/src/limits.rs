@@ -22,6 +22,9 @@ pub const MAX_GUIDANCE_SCALE: f64 = 30.0;
 pub const SIZE_MULTIPLE: u32 = 8;
 /// The smallest width or height in pixels.
 pub const MIN_SIZE: u32 = 64;
+/// The largest width or height in pixels unless a worker is configured
+/// otherwise (`--max-size`); the OpenAPI document a worker serves states its own.
+pub const DEFAULT_MAX_SIZE: u32 = 2048;
 /// The most characters (Unicode scalar values, as JSON Schema's `maxLength`
 /// counts) a prompt or negative prompt may have. An AUTOMATIC1111-style
 /// prompt (weights, tags, commas) runs about 3.7 characters a CLIP token, so

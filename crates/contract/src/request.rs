@@ -143,7 +143,7 @@ pub struct GenerationFields {
     pub prompt_syntax: Option<PromptSyntax>,
     /// Denoising steps, 1 to 150; with the `lcm` scheduler at most the model's
     /// `original_inference_steps` (50 unless its scheduler config says otherwise).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 1, maximum = 150)]
     pub steps: Option<u32>,
     /// Classifier-free guidance scale, 0 to 30; 1 or less runs the conditional pass only.
@@ -151,20 +151,20 @@ pub struct GenerationFields {
     #[schema(minimum = 0, maximum = 30)]
     pub guidance_scale: Option<f64>,
     /// Seed of the initial noise; drawn at random when absent and always reported back.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     pub seed: Option<u64>,
     /// Image width in pixels, a multiple of 8 from 64 up to the worker's
     /// `max_size` (`GET /v1/info`). For image-to-image and inpainting, the
     /// input's width rounded down to 8 when absent; the input (and mask) are
     /// resized when the size differs.
-    #[serde(default)]
-    #[schema(minimum = 64, multiple_of = 8)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
+    #[schema(minimum = 64, maximum = 2048, multiple_of = 8)]
     pub width: Option<u32>,
     /// Image height in pixels, a multiple of 8 from 64 up to the worker's
     /// `max_size`. For image-to-image and inpainting, the input's height
     /// rounded down to 8 when absent.
-    #[serde(default)]
-    #[schema(minimum = 64, multiple_of = 8)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
+    #[schema(minimum = 64, maximum = 2048, multiple_of = 8)]
     pub height: Option<u32>,
     /// LoRA adapters; this worker accepts only an empty list.
     #[serde(default)]
@@ -202,6 +202,7 @@ pub struct ImageTransformRequest {
     pub strength: Option<f64>,
     /// The input image, a base64-encoded PNG or JPEG (`init_image` is accepted too).
     #[serde(alias = "init_image")]
+    #[schema(min_length = 1)]
     pub input_image: String,
 }
 
@@ -213,9 +214,11 @@ pub struct ImageInpaintRequest {
     pub generation: GenerationFields,
     /// The input image, a base64-encoded PNG or JPEG (`input_image` is accepted too).
     #[serde(alias = "input_image")]
+    #[schema(min_length = 1)]
     pub init_image: String,
     /// The mask, a base64-encoded PNG or JPEG of the input's size (white =
     /// repaint, black = keep; grey levels are thresholded at 50%).
+    #[schema(min_length = 1)]
     pub mask_image: String,
     /// How far to move away from the input image inside the mask, above 0 up
     /// to 1 (1 when absent: the masked area starts from pure noise).

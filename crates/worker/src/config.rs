@@ -148,7 +148,7 @@ pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Default of `--max-body-bytes`: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 << 20;
 /// Default of `--max-size`.
-pub const DEFAULT_MAX_SIZE: u32 = 2048;
+pub const DEFAULT_MAX_SIZE: u32 = sd_contract::limits::DEFAULT_MAX_SIZE;
 /// Default of `--prompt-syntax`: AUTOMATIC1111's, which most prompts are written in.
 pub const DEFAULT_PROMPT_SYNTAX: PromptSyntax = PromptSyntax::A1111;
 /// Default of `--max-input-pixels`: 16 megapixels (4096 × 4096).

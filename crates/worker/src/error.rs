@@ -77,6 +77,9 @@ pub enum ApiError {
         /// How it ended.
         state: JobState,
     },
+    /// A stream asked to resume after an event the job has not logged.
+    #[error("Last-Event-ID {0}")]
+    EventNotLogged(String),
     /// The queue is full.
     #[error("the queue is full ({capacity} jobs waiting); retry in {retry_after_secs} s")]
     QueueFull {
@@ -131,7 +134,7 @@ impl ApiError {
             ApiError::ForbiddenHost(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::JobNotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::JobFinished { .. } => StatusCode::CONFLICT,
+            ApiError::JobFinished { .. } | ApiError::EventNotLogged(_) => StatusCode::CONFLICT,
             ApiError::QueueFull { .. }
             | ApiError::TooManyStreams { .. }
             | ApiError::NotReady { .. }
@@ -171,6 +174,9 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed(_) => ErrorDetail::new(ErrorCode::MethodNotAllowed, message),
             ApiError::JobFinished { .. } => ErrorDetail::new(ErrorCode::JobFinished, message),
+            ApiError::EventNotLogged(_) => {
+                ErrorDetail::field(ErrorCode::EventNotLogged, "Last-Event-ID", message)
+            }
             ApiError::QueueFull { .. } => ErrorDetail::new(ErrorCode::QueueFull, message),
             ApiError::TooManyStreams { .. } => ErrorDetail::new(ErrorCode::TooManyStreams, message),
             ApiError::NotReady { .. } => ErrorDetail::new(ErrorCode::NotReady, message),

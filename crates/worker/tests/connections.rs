@@ -242,7 +242,12 @@ fn streams_past_the_cap_get_503_until_one_ends() {
         &generation(r#","width":64,"height":64,"steps":100"#),
     );
     let mut first = connect(&server.url);
-    write!(first, "GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n", created.sse_url).unwrap();
+    write!(
+        first,
+        "GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        created.sse_url
+    )
+    .unwrap();
     let mut buf = [0u8; 1024];
     let n = first.read(&mut buf).unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));

@@ -94,6 +94,25 @@ async fn the_served_document_is_the_generated_one() {
     assert_eq!(served, serde_json::to_value(ApiDoc::openapi()).unwrap());
 }
 
+/// A worker with another `--max-size` states it as the sizes' maximum.
+#[tokio::test]
+async fn the_served_document_states_the_workers_size_limit() {
+    let mut config = WorkerConfig::new("fake/model");
+    config.max_size = 1024;
+    let state = AppState::new(config, "127.0.0.1:9".parse().unwrap());
+    let response = app(state)
+        .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let served: Value = serde_json::from_slice(&bytes).unwrap();
+    let fields = &served["components"]["schemas"]["GenerationFields"]["properties"];
+    assert_eq!(fields["width"]["maximum"], 1024);
+    assert_eq!(fields["height"]["maximum"], 1024);
+}
+
 /// The properties of a schema, through its `$ref` and `allOf` parts.
 fn properties(doc: &Value, schema: &Value) -> Map<String, Value> {
     let mut found = Map::new();
@@ -144,12 +163,15 @@ const CHECKED_BOUNDS: &[(&str, &[&str])] = &[
     ("steps", &["minimum", "maximum"]),
     ("guidance_scale", &["minimum", "maximum"]),
     ("strength", &["exclusiveMinimum", "maximum"]),
-    ("width", &["minimum", "multipleOf"]),
-    ("height", &["minimum", "multipleOf"]),
+    ("width", &["minimum", "maximum", "multipleOf"]),
+    ("height", &["minimum", "maximum", "multipleOf"]),
     ("prompt", &["minLength", "maxLength", "pattern"]),
     ("negative_prompt", &["maxLength"]),
     ("loras", &["maxItems"]),
     ("seed", &["minimum"]),
+    ("input_image", &["minLength"]),
+    ("init_image", &["minLength"]),
+    ("mask_image", &["minLength"]),
 ];
 
 /// Every validation keyword JSON Schema has for numbers, strings and arrays.
@@ -287,6 +309,13 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
                 Some(field.to_string()),
                 "{context}: below accepted"
             );
+            let max = bound(field, "maximum").unwrap_or_else(|| panic!("{context}: no maximum"));
+            assert_eq!(try_value(field, max), None, "{context}: maximum refused");
+            assert_eq!(
+                try_value(field, max + multiple),
+                Some(field.to_string()),
+                "{context}: above accepted"
+            );
         }
         let with_json = |field: &str, value: Value| {
             let mut body = base.clone();
@@ -331,6 +360,12 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
                 "{operation}.prompt: U+{:04X}",
                 c as u32
             );
+        }
+        for field in ["input_image", "init_image", "mask_image"] {
+            if fields.contains_key(field) {
+                assert_eq!(fields[field]["minLength"], 1, "{operation}.{field}");
+                assert_eq!(with_json(field, json!("")), Some(field.into()));
+            }
         }
         assert_eq!(fields["seed"]["minimum"], 0, "{operation}.seed");
         assert_eq!(with_json("seed", json!(0)), None);

@@ -147,7 +147,7 @@ export interface components {
          * @description What kind of failure an error reports; stable, for programs to match on.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_request" | "unknown_operation" | "not_implemented" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "job_finished" | "queue_full" | "too_many_streams" | "not_ready" | "shutting_down" | "generation_failed" | "internal";
+        ErrorCode: "invalid_json" | "invalid_request" | "unknown_operation" | "not_implemented" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "job_finished" | "event_not_logged" | "queue_full" | "too_many_streams" | "not_ready" | "shutting_down" | "generation_failed" | "internal";
         /**
          * @description One error: what kind, which request field (when one is at fault), and a
          *     message for people.
@@ -999,8 +999,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Resume after this event id: the `id` of an event this job's stream sent. Absent or empty: the whole log. Not a decimal number, or past the job's last event so far: 400 naming `Last-Event-ID`. The id of the terminal event: an empty stream. */
-                "Last-Event-ID"?: number | null;
+                /** @description Resume after this event id: the `id` of an event this job's stream sent. Absent or empty: the whole log. Not a decimal number: 400 naming `Last-Event-ID`. Past the job's last event so far: 409. The id of the terminal event: an empty stream. */
+                "Last-Event-ID"?: string;
             };
             path: {
                 /** @description The job id */
@@ -1019,7 +1019,7 @@ export interface operations {
                     "text/event-stream": components["schemas"]["StreamMessage"];
                 };
             };
-            /** @description An id that is not UTF-8 once percent-decoded */
+            /** @description `Last-Event-ID` is not a decimal number, or the job id is not UTF-8 once percent-decoded */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1039,6 +1039,15 @@ export interface operations {
             };
             /** @description Unknown or expired job */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `Last-Event-ID` is past the job's last event so far */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

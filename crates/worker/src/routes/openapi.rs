@@ -3,6 +3,7 @@
 //! committed as `openapi.json` at the repository root; a test fails when the
 //! two drift apart.
 
+use axum::extract::State;
 use axum::Json;
 use sd_contract::event::CancelReason;
 use sd_contract::*;
@@ -12,6 +13,7 @@ use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
 use super::{health, info, jobs, stream};
+use crate::state::AppState;
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -138,6 +140,26 @@ impl Modify for JobLinks {
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")),
     security((), ("api_key" = []))
 )]
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(served_document(state.config().max_size))
+}
+
+/// The document as a worker serves it: [`ApiDoc`], whose width and height
+/// bounds are the default `--max-size`, with this worker's own.
+pub fn served_document(max_size: u32) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::schema::Schema;
+
+    let mut doc = ApiDoc::openapi();
+    let fields = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("GenerationFields"));
+    if let Some(RefOr::T(Schema::Object(fields))) = fields {
+        for name in ["width", "height"] {
+            if let Some(RefOr::T(Schema::Object(size))) = fields.properties.get_mut(name) {
+                size.maximum = Some(max_size.into());
+            }
+        }
+    }
+    doc
 }

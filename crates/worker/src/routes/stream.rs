@@ -30,19 +30,21 @@ use crate::state::AppState;
     tag = "jobs",
     params(
         ("id" = String, Path, description = "The job id"),
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id: \
-            the `id` of an event this job's stream sent. Absent or empty: the whole log. Not a \
-            decimal number, or past the job's last event so far: 400 naming `Last-Event-ID`. \
-            The id of the terminal event: an empty stream."),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]*$",
+            description = "Resume after this event id: the `id` of an event this job's stream \
+            sent. Absent or empty: the whole log. Not a decimal number: 400 naming \
+            `Last-Event-ID`. Past the job's last event so far: 409. The id of the terminal \
+            event: an empty stream."),
     ),
     responses(
         (status = 200, description = "Server-sent events: each `event:` is the JSON data's `type`; \
             after the terminal event a last `data:` line holds `[DONE]`, `[ERROR] <message>` or `[CANCELLED]`",
             content_type = "text/event-stream", body = StreamMessage),
-        (status = 400, description = "`Last-Event-ID` is not the id of an event of this job", body = ErrorBody),
+        (status = 400, description = "`Last-Event-ID` is not a decimal number, or the job id \
+            is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
-        (status = 400, description = "An id that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "Unknown or expired job", body = ErrorBody),
+        (status = 409, description = "`Last-Event-ID` is past the job's last event so far", body = ErrorBody),
         (status = 503, description = "As many streams are open as the worker serves (`--max-streams`)",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying")),
             body = ErrorBody),
@@ -78,25 +80,27 @@ fn resume_from(headers: &HeaderMap, job: &Job) -> Result<usize, ApiError> {
     if text == Some("") {
         return Ok(0);
     }
-    let id = text.and_then(|t| t.parse::<usize>().ok()).ok_or_else(|| {
-        ApiError::invalid(
+    let digits = text.filter(|t| t.bytes().all(|b| b.is_ascii_digit()));
+    let Some(digits) = digits else {
+        return Err(ApiError::invalid(
             HEADER,
             format!(
                 "must be the decimal id of an event of this stream, got `{}`",
                 String::from_utf8_lossy(value.as_bytes())
             ),
-        )
-    })?;
+        ));
+    };
     let logged = job.logged();
+    // Too many digits for a usize is past any log.
+    let id = digits.parse::<usize>().unwrap_or(usize::MAX);
     if id >= logged {
         let last = match logged {
             0 => "the job has no event yet".to_string(),
             n => format!("its last event so far is {}", n - 1),
         };
-        return Err(ApiError::invalid(
-            HEADER,
-            format!("{id} is not the id of an event of this job: {last}"),
-        ));
+        return Err(ApiError::EventNotLogged(format!(
+            "{digits} is not the id of an event of this job: {last}"
+        )));
     }
     Ok(id + 1)
 }
