@@ -15,18 +15,23 @@ export interface ShownError {
   code: string | null;
 }
 
-const TITLES: Record<string, string> = {
+/** A headline per error code; typed by the SDK so a new code cannot go untitled. */
+const TITLES: Record<ErrorDetail["code"], string> = {
   invalid_json: "The request was not understood",
   invalid_request: "Invalid setting",
   unknown_operation: "Unknown operation",
   not_implemented: "Not supported by this worker",
   payload_too_large: "Request too large",
   unsupported_media_type: "Unsupported request",
+  request_timeout: "The request took too long to arrive",
   unauthorized: "API key required",
+  forbidden: "Not allowed from this page",
   not_found: "Not found",
   method_not_allowed: "Not allowed",
   job_finished: "The job has already ended",
+  event_not_logged: "The job's progress could not be resumed",
   queue_full: "The queue is full",
+  too_many_streams: "Too many open progress streams",
   not_ready: "The model is not loaded yet",
   shutting_down: "The worker is shutting down",
   generation_failed: "Generation failed",
@@ -69,7 +74,7 @@ export function describeError(error: unknown): ShownError {
     let message = error.message;
     if (error.retryAfter !== null) message += ` Try again in ${error.retryAfter} s.`;
     return {
-      title: TITLES[error.code] ?? `Request failed (HTTP ${error.status})`,
+      title: (TITLES as Record<string, string>)[error.code] ?? `Request failed (HTTP ${error.status})`,
       message,
       field: error.field,
       status: error.status,
