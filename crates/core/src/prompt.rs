@@ -10,8 +10,9 @@ use std::collections::{HashMap, VecDeque};
 
 use candle_core::{Device, Tensor};
 
-use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::clip::{ClipTextConfig, ClipTextModel, ClipTextOutput};
 use crate::error::{Error, Result};
+use crate::interrupt::Interrupt;
 use crate::model::{Component, LoadOptions, ModelSource};
 use crate::tokenizer::ClipTokenizer;
 
@@ -63,6 +64,18 @@ impl Encoder {
         let len = ids.len();
         Ok(Tensor::from_vec(ids, (1, len), device)?)
     }
+
+    /// Tokenizes and encodes `text`, checking `interrupt` before each step.
+    fn forward(
+        &self,
+        text: &str,
+        device: &Device,
+        interrupt: Interrupt<'_>,
+    ) -> Result<ClipTextOutput> {
+        interrupt.check_cancelled()?;
+        let ids = self.ids(text, device)?;
+        self.model.forward_interruptible(&ids, interrupt)
+    }
 }
 
 /// The text side of a Stable Diffusion model.
@@ -105,6 +118,18 @@ impl TextEncoders {
 
     /// Encodes one text, reusing a recent result for the same text.
     pub fn encode(&mut self, text: &str) -> Result<PromptEmbeds> {
+        self.encode_interruptible(text, Interrupt::NEVER)
+    }
+
+    /// [`TextEncoders::encode`] that stops with [`Error::Cancelled`] once
+    /// `interrupt` is raised: checked before tokenizing, before each encoder
+    /// and between encoder layers.
+    pub fn encode_interruptible(
+        &mut self,
+        text: &str,
+        interrupt: Interrupt<'_>,
+    ) -> Result<PromptEmbeds> {
+        interrupt.check_cancelled()?;
         if let Some(hit) = self.cache.get(text) {
             return Ok(hit);
         }
@@ -112,17 +137,13 @@ impl TextEncoders {
             None => PromptEmbeds {
                 hidden: self
                     .first
-                    .model
-                    .forward(&self.first.ids(text, &self.device)?)?
+                    .forward(text, &self.device, interrupt)?
                     .last_hidden_state,
                 pooled: None,
             },
             Some(second) => {
-                let a = self
-                    .first
-                    .model
-                    .forward(&self.first.ids(text, &self.device)?)?;
-                let b = second.model.forward(&second.ids(text, &self.device)?)?;
+                let a = self.first.forward(text, &self.device, interrupt)?;
+                let b = second.forward(text, &self.device, interrupt)?;
                 let pooled = b.text_embeds.ok_or_else(|| {
                     candle_core::Error::Msg("the second text encoder gave no text_embeds".into())
                 })?;
