@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 
 use sd_contract::event::CancelReason;
 use sd_contract::{ErrorCode, ErrorDetail};
+use sd_core::Interrupt;
 
 use super::{Engine, EngineError, EngineLoader, StepUpdate};
 use crate::jobs::Job;
@@ -82,8 +83,10 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
             None => ControlFlow::Continue(()),
         }
     };
+    let cancel_requested = || job.cancel_requested().is_some();
+    let interrupt = Interrupt::new(&cancel_requested);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        engine.generate(job.job(), &mut on_step)
+        engine.generate(job.job(), interrupt, &mut on_step)
     }))
     .unwrap_or_else(|panic| {
         Err(EngineError::Failed(format!(

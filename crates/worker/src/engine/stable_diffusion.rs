@@ -87,6 +87,7 @@ impl Engine for SdEngine {
     fn generate(
         &mut self,
         job: &ValidJob,
+        interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> std::ops::ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError> {
         let params = job.generation();
@@ -95,7 +96,7 @@ impl Engine for SdEngine {
         let mut last = Instant::now();
         let image = self
             .pipeline
-            .generate(params, Interrupt::NEVER, &mut |s| {
+            .generate(params, interrupt, &mut |s| {
                 let elapsed = last.elapsed();
                 let preview = previews.as_mut().and_then(|p| p.after_step(&s, elapsed));
                 let flow = on_step(StepUpdate {
