@@ -44,7 +44,8 @@ pub enum Error {
     #[error(transparent)]
     Param(#[from] ParamError),
 
-    /// The caller asked the pipeline to stop.
+    /// The caller asked the pipeline to stop: `on_step` returned `Break`, or
+    /// the generation's [`crate::Interrupt`] was raised.
     #[error("generation cancelled")]
     Cancelled,
 
@@ -58,7 +59,19 @@ pub enum Error {
 
     /// A tensor operation failed.
     #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
+}
+
+impl From<candle_core::Error> for Error {
+    /// A layer stopped by a raised [`crate::Interrupt`] is [`Error::Cancelled`];
+    /// any other tensor error is [`Error::Candle`].
+    fn from(err: candle_core::Error) -> Self {
+        if crate::interrupt::is_interruption(&err) {
+            Error::Cancelled
+        } else {
+            Error::Candle(err)
+        }
+    }
 }
 
 /// A generation parameter, as [`crate::pipeline::GenerateParams`] and the

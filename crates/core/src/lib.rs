@@ -4,13 +4,15 @@
 //! `candle-nn`, configured entirely from a model's `config.json` files, plus the
 //! pipeline that ties them together. [`model`] loads a model and tells what it
 //! is; [`pipeline`] holds the parameters, their one check, the defaults and the
-//! one denoising loop; [`image`] reads and writes pictures. No HTTP and no wire
-//! field names live here: errors name a [`Param`], and callers spell it.
+//! one denoising loop; [`image`] reads and writes pictures; an [`Interrupt`]
+//! stops a generation part-way. No HTTP and no wire field names live here:
+//! errors name a [`Param`], and callers spell it.
 #![deny(missing_docs)]
 
 pub mod clip;
 pub mod error;
 pub mod image;
+pub mod interrupt;
 pub mod layers;
 pub mod model;
 pub mod pipeline;
@@ -24,3 +26,4 @@ pub mod unet;
 pub mod vae;
 
 pub use error::{Error, Param, ParamError, Result};
+pub use interrupt::Interrupt;

@@ -23,6 +23,7 @@ use self::a1111::Segment;
 use self::chunks::{chunk_prompt, PromptChunk};
 use crate::clip::{ClipTextConfig, ClipTextModel, ClipTextOutput};
 use crate::error::{Error, Result};
+use crate::interrupt::Interrupt;
 use crate::model::{Component, LoadOptions, ModelSource};
 use crate::tokenizer::ClipTokenizer;
 
@@ -147,11 +148,17 @@ impl Encoder {
         Ok(Tensor::from_vec(ids, (1, len), device)?)
     }
 
-    /// One pass over `text` as written (diffusers' encoding).
-    fn plain(&self, text: &str, device: &Device) -> Result<ClipTextOutput> {
-        Ok(self
-            .model
-            .forward(&self.ids(self.tokenizer.encode(text), device)?)?)
+    /// One pass over `text` as written (diffusers' encoding), checking
+    /// `interrupt` before tokenizing and between encoder layers.
+    fn plain(
+        &self,
+        text: &str,
+        device: &Device,
+        interrupt: Interrupt<'_>,
+    ) -> Result<ClipTextOutput> {
+        interrupt.check_cancelled()?;
+        let ids = self.ids(self.tokenizer.encode(text), device)?;
+        self.model.forward_interruptible(&ids, interrupt)
     }
 
     /// A1111's encoding: each chunk on its own, weighted, then concatenated.
@@ -162,11 +169,15 @@ impl Encoder {
         segments: &[Segment],
         layer: HiddenLayer,
         device: &Device,
+        interrupt: Interrupt<'_>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let mut hidden = Vec::new();
         let mut pooled = None;
         for PromptChunk { ids, weights } in chunk_prompt(segments, &self.tokenizer) {
-            let out = self.model.forward(&self.ids(ids, device)?)?;
+            interrupt.check_cancelled()?;
+            let out = self
+                .model
+                .forward_interruptible(&self.ids(ids, device)?, interrupt)?;
             hidden.push(emphasise(&layer.of(&out)?, &weights)?);
             if pooled.is_none() {
                 pooled = out.text_embeds;
@@ -249,26 +260,42 @@ impl TextEncoders {
 
     /// Encodes one text read in `syntax`, reusing a recent result for the same text.
     pub fn encode(&mut self, text: &str, syntax: PromptSyntax) -> Result<PromptEmbeds> {
+        self.encode_interruptible(text, syntax, Interrupt::NEVER)
+    }
+
+    /// [`TextEncoders::encode`] that stops with [`Error::Cancelled`] once
+    /// `interrupt` is raised: checked before tokenizing, before each encoder
+    /// (and chunk) and between encoder layers.
+    pub fn encode_interruptible(
+        &mut self,
+        text: &str,
+        syntax: PromptSyntax,
+        interrupt: Interrupt<'_>,
+    ) -> Result<PromptEmbeds> {
+        interrupt.check_cancelled()?;
         if let Some(hit) = self.cache.get(text, syntax) {
             return Ok(hit);
         }
         let embeds = match syntax {
-            PromptSyntax::Plain => self.encode_plain(text)?,
-            PromptSyntax::A1111 => self.encode_a1111(text)?,
+            PromptSyntax::Plain => self.encode_plain(text, interrupt)?,
+            PromptSyntax::A1111 => self.encode_a1111(text, interrupt)?,
         };
         self.cache.insert(text, syntax, embeds.clone());
         Ok(embeds)
     }
 
-    fn encode_plain(&self, text: &str) -> Result<PromptEmbeds> {
+    fn encode_plain(&self, text: &str, interrupt: Interrupt<'_>) -> Result<PromptEmbeds> {
         Ok(match &self.second {
             None => PromptEmbeds {
-                hidden: self.first.plain(text, &self.device)?.last_hidden_state,
+                hidden: self
+                    .first
+                    .plain(text, &self.device, interrupt)?
+                    .last_hidden_state,
                 pooled: None,
             },
             Some(second) => {
-                let a = self.first.plain(text, &self.device)?;
-                let b = second.plain(text, &self.device)?;
+                let a = self.first.plain(text, &self.device, interrupt)?;
+                let b = second.plain(text, &self.device, interrupt)?;
                 let pooled = b.text_embeds.ok_or_else(no_text_embeds)?;
                 PromptEmbeds {
                     hidden: Tensor::cat(
@@ -284,22 +311,29 @@ impl TextEncoders {
         })
     }
 
-    fn encode_a1111(&self, text: &str) -> Result<PromptEmbeds> {
+    fn encode_a1111(&self, text: &str, interrupt: Interrupt<'_>) -> Result<PromptEmbeds> {
         let segments = a1111::parse(text);
         Ok(match &self.second {
             None => PromptEmbeds {
                 hidden: self
                     .first
-                    .weighted(&segments, HiddenLayer::Last, &self.device)?
+                    .weighted(&segments, HiddenLayer::Last, &self.device, interrupt)?
                     .0,
                 pooled: None,
             },
             Some(second) => {
-                let (a, _) =
-                    self.first
-                        .weighted(&segments, HiddenLayer::Penultimate, &self.device)?;
-                let (b, pooled) =
-                    second.weighted(&segments, HiddenLayer::Penultimate, &self.device)?;
+                let (a, _) = self.first.weighted(
+                    &segments,
+                    HiddenLayer::Penultimate,
+                    &self.device,
+                    interrupt,
+                )?;
+                let (b, pooled) = second.weighted(
+                    &segments,
+                    HiddenLayer::Penultimate,
+                    &self.device,
+                    interrupt,
+                )?;
                 PromptEmbeds {
                     hidden: Tensor::cat(&[a, b], 2)?,
                     pooled: Some(pooled.ok_or_else(no_text_embeds)?),

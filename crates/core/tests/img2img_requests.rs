@@ -11,7 +11,7 @@ use sd_core::image::{ColorMode, DecodedImage};
 use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion};
 use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::SchedulerKind;
-use sd_core::{Error, Param};
+use sd_core::{Error, Interrupt, Param};
 
 fn grey(width: usize, height: usize, value: u8) -> DecodedImage {
     DecodedImage::from_raw(width, height, ColorMode::Luma, vec![value; width * height]).unwrap()
@@ -50,7 +50,7 @@ fn rejected_param(model: &mut StableDiffusion, params: &GenerateParams) -> Param
 }
 
 fn rejected_by_generate(model: &mut StableDiffusion, params: &GenerateParams) -> Param {
-    match model.generate(params, &mut |_| ControlFlow::Continue(())) {
+    match model.generate(params, Interrupt::NEVER, &mut |_| ControlFlow::Continue(())) {
         Err(Error::Param(e)) => e.param,
         Err(other) => panic!("expected an invalid request, got {other}"),
         Ok(_) => panic!("expected an invalid request, got an image"),
@@ -104,7 +104,7 @@ fn progress_counts_the_steps_that_run() {
         trace: true,
     };
     let image = model
-        .generate_with(&request, &debug, &mut |p| {
+        .generate_with(&request, &debug, Interrupt::NEVER, &mut |p| {
             seen.push((p.step, p.total));
             ControlFlow::Continue(())
         })

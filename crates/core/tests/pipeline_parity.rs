@@ -20,6 +20,7 @@ use sd_core::model::{LoadOptions, WeightVariant};
 use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion};
 use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::{SchedulerConfig, SchedulerKind};
+use sd_core::Interrupt;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -152,7 +153,7 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
             trace: true,
         };
         let image = model
-            .generate_with(&params, &debug, &mut |p| {
+            .generate_with(&params, &debug, Interrupt::NEVER, &mut |p| {
                 let predicted = p.predicted_original.map(|x0| x0.dims().to_vec());
                 progress.push((p.step, p.total, predicted));
                 last_latents = Some(p.latents.clone());

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sd_core::tokenizer::ClipTokenizer;
 use sd_core::Error;
@@ -228,4 +229,27 @@ fn missing_and_invalid_files_are_named() {
         }
         other => panic!("expected InvalidFile, got {other:?}"),
     }
+}
+
+/// One word of 1 MiB of letters that repeat no pattern: CLIP's merge loop is
+/// quadratic in a word's length (a 64 KiB such word took 107 s in the test
+/// profile), the heap merge takes well under a second. The bound is loose for
+/// a loaded two-core test machine.
+#[test]
+fn a_megabyte_single_word_tokenizes_in_seconds_at_most() {
+    let tokenizer = ClipTokenizer::bundled();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let word: String = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let started = Instant::now();
+    let ids = tokenizer.tokenize(&word);
+    let elapsed = started.elapsed();
+    assert!(ids.len() > 100_000, "{} ids", ids.len());
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
 }

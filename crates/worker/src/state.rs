@@ -288,7 +288,7 @@ impl AppState {
     }
 
     /// Cancels a job: a queued one ends at once (200), a running one stops
-    /// within a step (202).
+    /// mid-step, between two layers of the model (202).
     pub fn cancel(&self, id: &str) -> Result<(StatusCode, JobStatus), ApiError> {
         let job = self.job(id)?;
         if let Some(queued) = self.0.queue.remove(id) {

@@ -15,6 +15,8 @@ use candle_nn::{embedding, layer_norm, linear_no_bias, Embedding, LayerNorm, Lin
 pub use config::{ClipActivation, ClipTextConfig};
 use encoder::{causal_mask, EncoderLayer};
 
+use crate::interrupt::Interrupt;
+
 /// Everything one text-encoder pass produces.
 #[derive(Debug, Clone)]
 pub struct ClipTextOutput {
@@ -105,6 +107,25 @@ impl ClipTextModel {
     /// `eos_token_id == 2` it is the position of the largest id (the first one on
     /// ties), otherwise the first position holding `eos_token_id` (0 if none does).
     pub fn forward(&self, input_ids: &Tensor) -> Result<ClipTextOutput> {
+        self.forward_until(input_ids, Interrupt::NEVER)
+    }
+
+    /// [`ClipTextModel::forward`] that stops with [`crate::Error::Cancelled`]
+    /// once `interrupt` is raised (checked before every encoder layer).
+    pub fn forward_interruptible(
+        &self,
+        input_ids: &Tensor,
+        interrupt: Interrupt<'_>,
+    ) -> crate::Result<ClipTextOutput> {
+        Ok(self.forward_until(input_ids, interrupt)?)
+    }
+
+    fn forward_until(
+        &self,
+        input_ids: &Tensor,
+        interrupt: Interrupt<'_>,
+    ) -> Result<ClipTextOutput> {
+        interrupt.check()?;
         let (batch, seq) = input_ids.dims2()?;
         if seq > self.max_position_embeddings {
             bail!(
@@ -121,6 +142,7 @@ impl ClipTextModel {
         let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
         hidden_states.push(xs.clone());
         for layer in &self.layers {
+            interrupt.check()?;
             xs = layer.forward(&xs, &mask)?;
             hidden_states.push(xs.clone());
         }

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::out_ptr::OutPtr;
 use super::{kernels, GroupNorm, Linear};
+use crate::interrupt::Interrupt;
 
 /// Bytes of the score block one thread keeps (rows of queries × all keys) in
 /// the f32 CPU kernel.
@@ -83,16 +84,18 @@ impl Attention {
     /// Attends from `xs` `[B, N, query_dim]` to `context` `[B, M, context_dim]`
     /// (or to `xs` itself when `None`); returns `[B, N, query_dim]`.
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_residual(xs, context, None)
+        self.forward_residual(xs, context, None, Interrupt::NEVER)
     }
 
     /// [`Attention::forward`] plus `residual` `[B, N, query_dim]`, added as part
-    /// of the output projection.
+    /// of the output projection; stops between blocks of query rows once
+    /// `interrupt` is raised.
     pub fn forward_residual(
         &self,
         xs: &Tensor,
         context: Option<&Tensor>,
         residual: Option<&Tensor>,
+        interrupt: Interrupt<'_>,
     ) -> Result<Tensor> {
         let (b, n, _) = xs.dims3()?;
         let context = context.unwrap_or(xs);
@@ -113,6 +116,7 @@ impl Attention {
                 heads: self.heads,
                 head_dim: self.head_dim,
                 scale: scale as f32,
+                interrupt,
             };
             let out = q
                 .contiguous()?
@@ -122,7 +126,7 @@ impl Attention {
         let q = self.split_heads(&q, b, n)?;
         let k = self.split_heads(&k, b, m)?;
         let v = self.split_heads(&v, b, m)?;
-        let out = scaled_dot_product_attention(&q, &k, &v, scale, self.upcast)?;
+        let out = scaled_dot_product_attention(&q, &k, &v, scale, self.upcast, interrupt)?;
         let out = out
             .reshape((b, self.heads, n, self.head_dim))?
             .transpose(1, 2)?
@@ -132,8 +136,14 @@ impl Attention {
 
     /// Self-attention over the pixels of a normed feature map `xs` `[B, C, H, W]`,
     /// plus `residual` `[B, C, H, W]`; returns `[B, C, H, W]`. Reads and writes
-    /// the map directly, without a permuted copy, on the f32 CPU path.
-    pub fn forward_map(&self, xs: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+    /// the map directly, without a permuted copy, on the f32 CPU path. Stops
+    /// between blocks of query rows once `interrupt` is raised.
+    pub fn forward_map(
+        &self,
+        xs: &Tensor,
+        residual: Option<&Tensor>,
+        interrupt: Interrupt<'_>,
+    ) -> Result<Tensor> {
         let (b, c, h, w) = xs.dims4()?;
         if xs.dtype() == DType::F32 && matches!(xs.device(), Device::Cpu) {
             let q = self.to_q.map_to_tokens(xs)?;
@@ -143,12 +153,13 @@ impl Attention {
                 heads: self.heads,
                 head_dim: self.head_dim,
                 scale: (1.0 / (self.head_dim as f64).sqrt()) as f32,
+                interrupt,
             };
             let out = q.apply_op3_no_bwd(&k, &v, &op)?;
             return self.to_out.tokens_to_map(&out, h, w, residual);
         }
         let tokens = xs.reshape((b, c, h * w))?.transpose(1, 2)?;
-        let out = self.forward(&tokens, None)?;
+        let out = self.forward_residual(&tokens, None, None, interrupt)?;
         let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
         match residual {
             Some(r) => out + r,
@@ -200,15 +211,17 @@ fn linear(
 /// in chunks so that at most [`SCORE_BUDGET`] scores exist at once.
 ///
 /// Half-precision inputs get their softmax in f32; with `upcast` the scores are
-/// computed in f32 as well (diffusers' `upcast_attention`).
+/// computed in f32 as well (diffusers' `upcast_attention`). Stops between
+/// chunks once `interrupt` is raised.
 pub fn scaled_dot_product_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     scale: f64,
     upcast: bool,
+    interrupt: Interrupt<'_>,
 ) -> Result<Tensor> {
-    chunked_attention(q, k, v, scale, upcast, SCORE_BUDGET)
+    chunked_attention(q, k, v, scale, upcast, SCORE_BUDGET, interrupt)
 }
 
 /// [`scaled_dot_product_attention`] with an explicit score budget.
@@ -219,6 +232,7 @@ fn chunked_attention(
     scale: f64,
     upcast: bool,
     budget: usize,
+    interrupt: Interrupt<'_>,
 ) -> Result<Tensor> {
     let (s, n, d) = q.dims3()?;
     let (sk, m, dk) = k.dims3()?;
@@ -251,6 +265,7 @@ fn chunked_attention(
         let kt = ks.t()?;
         let mut parts = Vec::with_capacity(n.div_ceil(rows));
         for r0 in (0..n).step_by(rows) {
+            interrupt.check()?;
             let qr = qs.narrow(1, r0, rows.min(n - r0))?;
             let qr = if half && upcast {
                 qr.to_dtype(DType::F32)?
@@ -285,10 +300,13 @@ fn chunked_attention(
 /// against all keys (at most [`BLOCK_BYTES`]) are computed, soft-maxed and
 /// multiplied by the values while they are still in cache, so no full score
 /// matrix is ever materialised and heads are never split or merged by copies.
-struct BlockedAttention {
+/// Once `interrupt` is raised, the blocks not yet started are skipped and the
+/// op fails with the interruption.
+struct BlockedAttention<'a> {
     heads: usize,
     head_dim: usize,
     scale: f32,
+    interrupt: Interrupt<'a>,
 }
 
 /// The contiguous f32 data of one operand.
@@ -302,7 +320,7 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, name: &str) -> Result
     Ok(&data[start..end])
 }
 
-impl CustomOp3 for BlockedAttention {
+impl CustomOp3 for BlockedAttention<'_> {
     fn name(&self) -> &'static str {
         "blocked-attention"
     }
@@ -339,6 +357,9 @@ impl CustomOp3 for BlockedAttention {
         (0..b * h * blocks).into_par_iter().for_each_init(
             || (vec![0f32; rows * m], vec![0f32; rows]),
             |(scores, inv_sums), item| {
+                if self.interrupt.is_raised() {
+                    return;
+                }
                 let (bi, hi, blk) = (item / (h * blocks), (item / blocks) % h, item % blocks);
                 let r0 = blk * rows;
                 let r = rows.min(n - r0);
@@ -407,6 +428,7 @@ impl CustomOp3 for BlockedAttention {
                 }
             },
         );
+        self.interrupt.check()?;
         Ok((CpuStorage::F32(out), Shape::from((b, n, width))))
     }
 }
@@ -449,10 +471,11 @@ impl SpatialSelfAttention {
         })
     }
 
-    /// `[B, C, H, W]` → `[B, C, H, W]`.
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// `[B, C, H, W]` → `[B, C, H, W]`; stops between blocks of pixels once
+    /// `interrupt` is raised.
+    pub fn forward(&self, xs: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
         let hs = self.group_norm.forward(xs)?;
-        let out = self.attention.forward_map(&hs, Some(xs))?;
+        let out = self.attention.forward_map(&hs, Some(xs), interrupt)?;
         if self.rescale_output_factor == 1.0 {
             Ok(out)
         } else {
@@ -477,10 +500,29 @@ mod tests {
         let want = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
         // Budgets forcing row chunks (10 < 7*5), slice chunks (7*5*2) and neither.
         for budget in [10, 70, SCORE_BUDGET] {
-            let got = chunked_attention(&q, &k, &v, 0.5, false, budget)?;
+            let got = chunked_attention(&q, &k, &v, 0.5, false, budget, Interrupt::NEVER)?;
             let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-6, "budget {budget}: {diff}");
         }
+        Ok(())
+    }
+
+    /// A raised interrupt stops both kernels with the interruption.
+    #[test]
+    fn a_raised_interrupt_stops_attention() -> Result<()> {
+        let q = Tensor::randn(0f32, 1.0, (1, 64, 8), &Device::Cpu)?;
+        let raised = || true;
+        let interrupt = Interrupt::new(&raised);
+        let err = chunked_attention(&q, &q, &q, 0.5, false, 16, interrupt).unwrap_err();
+        assert!(crate::interrupt::is_interruption(&err), "{err}");
+        let op = BlockedAttention {
+            heads: 2,
+            head_dim: 4,
+            scale: 0.5,
+            interrupt,
+        };
+        let err = q.apply_op3_no_bwd(&q, &q, &op).unwrap_err();
+        assert!(crate::interrupt::is_interruption(&err), "{err}");
         Ok(())
     }
 
@@ -508,6 +550,7 @@ mod tests {
             heads: h,
             head_dim: d,
             scale: 0.5,
+            interrupt: Interrupt::NEVER,
         };
         let got = q.apply_op3_no_bwd(&k, &v, &op)?;
         let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;

@@ -5,6 +5,7 @@ use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Module, Result,
 use candle_nn::{Linear, VarBuilder};
 
 use super::{conv2d, Activation, Conv2d, GroupNorm};
+use crate::interrupt::Interrupt;
 
 /// How the time embedding enters a resnet (`resnet_time_scale_shift`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +97,14 @@ impl ResnetBlock2D {
 
     /// `xs` `[B, in_channels, H, W]`, `temb` `[B, temb_channels]` → `[B, out_channels, H, W]`.
     ///
-    /// `temb` is required when the block has a `time_emb_proj` and ignored otherwise.
-    pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+    /// `temb` is required when the block has a `time_emb_proj` and ignored
+    /// otherwise. Stops between its two convolutions once `interrupt` is raised.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        temb: Option<&Tensor>,
+        interrupt: Interrupt<'_>,
+    ) -> Result<Tensor> {
         let act = self.cfg.act;
         let temb = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => Some(proj.forward(&act.forward(temb)?)?),
@@ -109,6 +116,7 @@ impl ResnetBlock2D {
         // One binding, reassigned, so the first convolution's map is freed as
         // soon as the second exists (shadowing would keep it to the end).
         let mut hs = norm_act_conv(&self.norm1, &self.conv1, xs, None, act)?;
+        interrupt.check()?;
         hs = match (self.cfg.time_embedding_norm, temb) {
             (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
                 let cout = self.cfg.out_channels;

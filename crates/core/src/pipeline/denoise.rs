@@ -11,6 +11,7 @@ use super::params::{DebugOptions, GenerateParams};
 use super::StableDiffusion;
 use crate::error::{Error, Param, Result};
 use crate::image::{encode_png, to_rgb8, GenerationSettings};
+use crate::interrupt::Interrupt;
 use crate::model::ModelFamily;
 use crate::rng::TorchRng;
 use crate::schedulers::build_scheduler;
@@ -19,13 +20,16 @@ use crate::unet::AddedCond;
 impl StableDiffusion {
     /// Generates one image. `on_step` runs after every denoising step, with the
     /// latents for a live preview; returning `ControlFlow::Break` stops the
-    /// loop with [`Error::Cancelled`].
+    /// loop with [`Error::Cancelled`]. A raised `interrupt` stops it sooner,
+    /// with the same error: inside text encoding, inside one UNet pass, inside
+    /// the VAE's encoding or decoding (see [`crate::interrupt`]).
     pub fn generate(
         &mut self,
         params: &GenerateParams,
+        interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepProgress<'_>) -> ControlFlow<()>,
     ) -> Result<GeneratedImage> {
-        self.generate_with(params, &DebugOptions::default(), on_step)
+        self.generate_with(params, &DebugOptions::default(), interrupt, on_step)
     }
 
     /// [`StableDiffusion::generate`] with parity-check options: given start
@@ -34,6 +38,7 @@ impl StableDiffusion {
         &mut self,
         params: &GenerateParams,
         debug: &DebugOptions,
+        interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepProgress<'_>) -> ControlFlow<()>,
     ) -> Result<GeneratedImage> {
         params.check(&self.profile())?;
@@ -42,12 +47,15 @@ impl StableDiffusion {
         let guided = params.guidance_scale > 1.0;
 
         let started = Instant::now();
-        let mut prompt = self.encode_prompt(&params.prompt, params.prompt_syntax)?;
+        let mut prompt =
+            self.text
+                .encode_interruptible(&params.prompt, params.prompt_syntax, interrupt)?;
         let negative = if guided {
-            let (negative, padded) = self.encode_negative(
+            let (negative, padded) = self.encode_negative_until(
                 params.negative_prompt.as_deref(),
                 prompt,
                 params.prompt_syntax,
+                interrupt,
             )?;
             prompt = padded;
             Some(negative)
@@ -80,7 +88,7 @@ impl StableDiffusion {
         let mut scheduler =
             build_scheduler(params.scheduler, &self.scheduler_config, params.steps)?;
         let mut rng = TorchRng::new(params.seed);
-        let start = self.prepare_start(params, debug, scheduler.as_ref(), &mut rng)?;
+        let start = self.prepare_start(params, debug, scheduler.as_ref(), &mut rng, interrupt)?;
         let timesteps = scheduler.timesteps().to_vec();
         let total = timesteps.len() - start.first_step;
         let inpaint_input = start
@@ -95,9 +103,13 @@ impl StableDiffusion {
             if let Some(extra) = &inpaint_input {
                 input = Tensor::cat(&[&input, extra], 1)?;
             }
-            let prediction =
-                self.unet
-                    .forward_with_cond(&input, timestep, &context, added.as_ref())?;
+            let prediction = self.unet.forward_interruptible(
+                &input,
+                timestep,
+                &context,
+                added.as_ref(),
+                interrupt,
+            )?;
             let prediction = if guided {
                 let unconditional = prediction.narrow(0, 0, 1)?;
                 let conditional = prediction.narrow(0, 1, 1)?;
@@ -125,7 +137,7 @@ impl StableDiffusion {
         timings.denoising = started.elapsed();
 
         let started = Instant::now();
-        let image = self.decode_latents(&latents)?;
+        let image = self.decode_latents(&latents, interrupt)?;
         let rgb = to_rgb8(&image)?;
         let settings = GenerationSettings {
             prompt: params.prompt.clone(),

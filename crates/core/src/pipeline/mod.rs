@@ -28,6 +28,7 @@ pub use params::{
 
 use crate::clip::ClipTextConfig;
 use crate::error::{Error, Result};
+use crate::interrupt::Interrupt;
 use crate::model::{
     load_unet, load_vae, model_hash, Component, DiffusersFolder, LoadOptions, ModelFamily,
     ModelProfile, ModelSource,
@@ -215,14 +216,27 @@ impl StableDiffusion {
         prompt: PromptEmbeds,
         syntax: PromptSyntax,
     ) -> Result<(PromptEmbeds, PromptEmbeds)> {
+        self.encode_negative_until(negative, prompt, syntax, Interrupt::NEVER)
+    }
+
+    /// [`StableDiffusion::encode_negative`], stopped by `interrupt`.
+    pub(crate) fn encode_negative_until(
+        &mut self,
+        negative: Option<&str>,
+        prompt: PromptEmbeds,
+        syntax: PromptSyntax,
+        interrupt: Interrupt<'_>,
+    ) -> Result<(PromptEmbeds, PromptEmbeds)> {
         let negative = match negative {
             None if self.force_zeros_for_empty_prompt => return Ok((prompt.zeros_like()?, prompt)),
-            _ => self.text.encode(negative.unwrap_or(""), syntax)?,
+            _ => self
+                .text
+                .encode_interruptible(negative.unwrap_or(""), syntax, interrupt)?,
         };
         if negative.len() == prompt.len() {
             return Ok((negative, prompt));
         }
-        let empty = self.text.encode("", syntax)?;
+        let empty = self.text.encode_interruptible("", syntax, interrupt)?;
         let len = negative.len().max(prompt.len());
         Ok((
             negative.padded_to(len, &empty)?,
@@ -230,14 +244,15 @@ impl StableDiffusion {
         ))
     }
 
-    /// Decodes final latents into an image `[1, 3, H, W]` in 0..1, undoing the VAE's scaling.
-    pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
+    /// Decodes final latents into an image `[1, 3, H, W]` in 0..1, undoing the
+    /// VAE's scaling; stops with [`Error::Cancelled`] once `interrupt` is raised.
+    pub fn decode_latents(&self, latents: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
         let config = self.vae.config();
         let mut z = (latents / config.scaling_factor)?;
         if let Some(shift) = config.shift_factor {
             z = (z + shift)?;
         }
-        let decoded = self.vae.decode(&z)?;
+        let decoded = self.vae.decode_interruptible(&z, interrupt)?;
         Ok(((decoded / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }
 }

@@ -9,6 +9,7 @@ use super::params::{DebugOptions, GenerateParams};
 use super::StableDiffusion;
 use crate::error::Result;
 use crate::image::{prepare_image, prepare_mask};
+use crate::interrupt::Interrupt;
 use crate::rng::TorchRng;
 use crate::schedulers::Scheduler;
 
@@ -19,13 +20,15 @@ impl StableDiffusion {
     /// generator draws, in diffusers' order: the picture's posterior sample
     /// (skipped by a 9-channel UNet at strength 1), the noise, then for
     /// inpainting the masked picture's posterior sample (drawn for 4-channel
-    /// UNets too, which never use it).
+    /// UNets too, which never use it). The VAE encodings stop once `interrupt`
+    /// is raised.
     pub(super) fn prepare_start(
         &self,
         params: &GenerateParams,
         debug: &DebugOptions,
         scheduler: &dyn Scheduler,
         rng: &mut TorchRng,
+        interrupt: Interrupt<'_>,
     ) -> Result<StartLatents> {
         let shape = self.latent_shape(params);
         let Some(input) = &params.image else {
@@ -53,7 +56,7 @@ impl StableDiffusion {
         let image_latents = if from_noise && self.is_inpainting() {
             None
         } else {
-            Some(self.encode_sample(&image_in, rng)?)
+            Some(self.encode_sample(&image_in, rng, interrupt)?)
         };
         let noise = rng.randn_tensor(&shape, &self.device)?;
         let latents = match &image_latents {
@@ -73,7 +76,7 @@ impl StableDiffusion {
         if let Some(mask_image) = &mask_image {
             let keep = mask_image.affine(-1.0, 1.0)?;
             let masked_image = image_in.broadcast_mul(&keep)?;
-            let masked_latents = self.encode_sample(&masked_image, rng)?;
+            let masked_latents = self.encode_sample(&masked_image, rng, interrupt)?;
             let latent_mask = nearest_downsample(mask_image, self.vae_scale_factor())?;
             if self.is_inpainting() {
                 start.inpaint_channels = Some(Tensor::cat(&[&latent_mask, &masked_latents], 1)?);
@@ -101,8 +104,13 @@ impl StableDiffusion {
 
     /// Encodes an image in -1..1 to latents as diffusers' pipelines do: one
     /// sample of the posterior drawn from `rng`, shifted and scaled.
-    fn encode_sample(&self, image: &Tensor, rng: &mut TorchRng) -> Result<Tensor> {
-        let posterior = self.vae.encode(image)?;
+    fn encode_sample(
+        &self,
+        image: &Tensor,
+        rng: &mut TorchRng,
+        interrupt: Interrupt<'_>,
+    ) -> Result<Tensor> {
+        let posterior = self.vae.encode_interruptible(image, interrupt)?;
         let eps = rng.randn_tensor(posterior.mean.dims(), &self.device)?;
         let mut z = posterior.sample_with_noise(&eps)?;
         let config = self.vae.config();

@@ -10,7 +10,8 @@
 //!    U+0000 and U+FFFD dropped, whitespace unified, spaces around CJK ideographs,
 //!    NFC, lower case, whitespace split and re-joined with single spaces);
 //! 3. CLIP's pattern splits it into words, whose UTF-8 bytes are mapped to
-//!    printable characters and merged by BPE (the last symbol carries `</w>`);
+//!    printable characters and merged by BPE (the last symbol carries `</w>`),
+//!    in O(n log n) per word ([`bpe`]) where CLIP's loop is quadratic;
 //! 4. the ids are wrapped in BOS/EOS, truncated to `max_length` and padded.
 
 use std::collections::HashMap;
@@ -19,12 +20,19 @@ use std::sync::Mutex;
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 
+use bpe::MergeTable;
+
+mod bpe;
 mod files;
 
 pub use files::{BUNDLED_MERGES_TXT, BUNDLED_VOCAB_JSON};
 
 /// Words cached with their BPE ids before the cache is cleared.
 const BPE_CACHE_LIMIT: usize = 16_384;
+
+/// Longer words are not cached, so the cache holds at most
+/// `BPE_CACHE_LIMIT × BPE_CACHE_MAX_WORD` bytes of words whatever the prompts.
+const BPE_CACHE_MAX_WORD: usize = 64;
 
 /// transformers reads at most this many merges from `merges.txt`.
 const MAX_MERGES: usize = 49152 - 256 - 2;
@@ -50,8 +58,10 @@ type Merges = Vec<(String, String)>;
 /// Safe to share between threads; BPE results are cached per word.
 pub struct ClipTokenizer {
     vocab: Vocab,
-    /// `ranks[first][second]` is the priority of merging `first second` (lower first).
-    ranks: HashMap<String, HashMap<String, u32>>,
+    /// The merges over interned symbols.
+    merges: MergeTable,
+    /// The vocabulary id of every symbol of `merges` (`unk_id` when absent).
+    symbol_ids: Vec<u32>,
     /// Added tokens, longest first, matched verbatim before any cleaning.
     added: Vec<(String, u32)>,
     bos_id: u32,
@@ -59,7 +69,6 @@ pub struct ClipTokenizer {
     pad_id: u32,
     unk_id: u32,
     max_length: usize,
-    byte_chars: [char; 256],
     words: Regex,
     dropped_chars: Regex,
     space_chars: Regex,
@@ -93,10 +102,7 @@ struct SpecialTokens {
 
 impl ClipTokenizer {
     fn new(mut vocab: Vocab, merges: Merges, special: SpecialTokens) -> Self {
-        let mut ranks: HashMap<String, HashMap<String, u32>> = HashMap::new();
-        for (rank, (first, second)) in (0u32..).zip(merges) {
-            ranks.entry(first).or_default().insert(second, rank);
-        }
+        let merges = MergeTable::new(&byte_chars(), merges);
 
         // Added tokens keep their id (it wins over vocab.json's); a special token
         // missing from both gets the next free id, like transformers' `add_tokens`.
@@ -140,17 +146,22 @@ impl ClipTokenizer {
         }
         added.retain(|(token, _)| !token.is_empty());
         added.sort_by_key(|(token, _)| std::cmp::Reverse(token.len()));
+        let symbol_ids = merges
+            .texts()
+            .iter()
+            .map(|text| vocab.get(text).copied().unwrap_or(unk_id))
+            .collect();
 
         Self {
             vocab,
-            ranks,
+            merges,
+            symbol_ids,
             added,
             bos_id,
             eos_id,
             pad_id,
             unk_id,
             max_length: special.max_length.unwrap_or(DEFAULT_MAX_LENGTH),
-            byte_chars: byte_chars(),
             words: Regex::new(WORD_PATTERN).expect("CLIP word pattern is valid"),
             dropped_chars: Regex::new(r"[[\p{C}\x{FFFD}]--[\t\n\r]]")
                 .expect("control character class is valid"),
@@ -246,6 +257,9 @@ impl ClipTokenizer {
             }
             let word_ids = self.bpe_ids(word);
             ids.extend_from_slice(&word_ids);
+            if word.len() > BPE_CACHE_MAX_WORD {
+                continue;
+            }
             if cache.len() >= BPE_CACHE_LIMIT {
                 cache.clear();
             }
@@ -281,37 +295,11 @@ impl ClipTokenizer {
         if word == START_OF_TEXT || word == END_OF_TEXT {
             return vec![self.id(word)];
         }
-        let mut symbols: Vec<String> = word
-            .bytes()
-            .map(|b| self.byte_chars[usize::from(b)].to_string())
-            .collect();
-        if let Some(last) = symbols.last_mut() {
-            last.push_str("</w>");
-        }
-        while symbols.len() > 1 {
-            let best = symbols
-                .windows(2)
-                .filter_map(|pair| self.rank(&pair[0], &pair[1]))
-                .min();
-            let Some(best) = best else { break };
-            let mut merged = Vec::with_capacity(symbols.len());
-            let mut i = 0;
-            while i < symbols.len() {
-                if i + 1 < symbols.len() && self.rank(&symbols[i], &symbols[i + 1]) == Some(best) {
-                    merged.push(format!("{}{}", symbols[i], symbols[i + 1]));
-                    i += 2;
-                } else {
-                    merged.push(std::mem::take(&mut symbols[i]));
-                    i += 1;
-                }
-            }
-            symbols = merged;
-        }
-        symbols.iter().map(|s| self.id(s)).collect()
-    }
-
-    fn rank(&self, first: &str, second: &str) -> Option<u32> {
-        self.ranks.get(first)?.get(second).copied()
+        self.merges
+            .merge(word.as_bytes())
+            .into_iter()
+            .map(|symbol| self.symbol_ids[symbol as usize])
+            .collect()
     }
 
     fn id(&self, token: &str) -> u32 {

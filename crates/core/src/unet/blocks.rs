@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 
 use super::plan::{BlockPlan, MidPlan};
 use super::transformer::{Transformer2DConfig, Transformer2DModel};
+use crate::interrupt::Interrupt;
 use crate::layers::{
     Activation, Downsample2D, ResnetBlock2D, ResnetBlock2DConfig, TimeEmbeddingNorm, Upsample2D,
 };
@@ -125,23 +126,28 @@ impl DownBlock {
     }
 
     /// Runs the block; pushes every intermediate output onto `skips` (the UNet's
-    /// `down_block_res_samples`) and returns the last.
+    /// `down_block_res_samples`) and returns the last. Stops between its layers
+    /// once `interrupt` is raised.
     pub fn forward(
         &self,
         xs: &Tensor,
         temb: &Tensor,
         context: &Tensor,
         skips: &mut Vec<Tensor>,
+        interrupt: Interrupt<'_>,
     ) -> Result<Tensor> {
         let mut xs = xs.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
-            xs = resnet.forward(&xs, Some(temb))?;
+            interrupt.check()?;
+            xs = resnet.forward(&xs, Some(temb), interrupt)?;
             if let Some(attn) = self.attentions.get(i) {
-                xs = attn.forward(&xs, context)?;
+                interrupt.check()?;
+                xs = attn.forward(&xs, context, interrupt)?;
             }
             skips.push(xs.clone());
         }
         if let Some(down) = &self.downsampler {
+            interrupt.check()?;
             xs = down.forward(&xs)?;
             skips.push(xs.clone());
         }
@@ -175,10 +181,20 @@ impl MidBlock {
         })
     }
 
-    pub fn forward(&self, xs: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let xs = self.first.forward(xs, Some(temb))?;
-        let xs = self.attention.forward(&xs, context)?;
-        self.second.forward(&xs, Some(temb))
+    /// Runs the block, stopping between its layers once `interrupt` is raised.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+        interrupt: Interrupt<'_>,
+    ) -> Result<Tensor> {
+        interrupt.check()?;
+        let xs = self.first.forward(xs, Some(temb), interrupt)?;
+        interrupt.check()?;
+        let xs = self.attention.forward(&xs, context, interrupt)?;
+        interrupt.check()?;
+        self.second.forward(&xs, Some(temb), interrupt)
     }
 }
 
@@ -229,7 +245,8 @@ impl UpBlock {
     }
 
     /// Runs the block, popping its skips from the end of `skips`; `upsample_size`
-    /// overrides the 2× upsampling (diffusers' `forward_upsample_size`).
+    /// overrides the 2× upsampling (diffusers' `forward_upsample_size`). Stops
+    /// between its layers once `interrupt` is raised.
     pub fn forward(
         &self,
         xs: &Tensor,
@@ -237,19 +254,23 @@ impl UpBlock {
         context: &Tensor,
         skips: &mut Vec<Tensor>,
         upsample_size: Option<(usize, usize)>,
+        interrupt: Interrupt<'_>,
     ) -> Result<Tensor> {
         let mut xs = xs.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
             let Some(skip) = skips.pop() else {
                 candle_core::bail!("up block: ran out of skip connections");
             };
+            interrupt.check()?;
             xs = Tensor::cat(&[&xs, &skip], 1)?;
-            xs = resnet.forward(&xs, Some(temb))?;
+            xs = resnet.forward(&xs, Some(temb), interrupt)?;
             if let Some(attn) = self.attentions.get(i) {
-                xs = attn.forward(&xs, context)?;
+                interrupt.check()?;
+                xs = attn.forward(&xs, context, interrupt)?;
             }
         }
         if let Some(up) = &self.upsampler {
+            interrupt.check()?;
             xs = up.forward(&xs, upsample_size)?;
         }
         Ok(xs)

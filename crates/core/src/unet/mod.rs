@@ -18,6 +18,7 @@ pub use transformer::{BasicTransformerBlock, Transformer2DConfig, Transformer2DM
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::interrupt::Interrupt;
 use crate::layers::{conv2d, Activation, Conv2d, GroupNorm};
 use crate::{Error, Result};
 use blocks::{DownBlock, MidBlock, Shared, UpBlock};
@@ -183,6 +184,28 @@ impl UNet2DConditionModel {
         encoder_hidden_states: &Tensor,
         added: Option<&AddedCond>,
     ) -> Result<Tensor> {
+        self.forward_interruptible(
+            sample,
+            timestep,
+            encoder_hidden_states,
+            added,
+            Interrupt::NEVER,
+        )
+    }
+
+    /// [`UNet2DConditionModel::forward_with_cond`] that stops with
+    /// [`Error::Cancelled`] once `interrupt` is raised: it is checked between
+    /// blocks, between their resnets and transformers, and between the row
+    /// blocks of every attention.
+    pub fn forward_interruptible(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        encoder_hidden_states: &Tensor,
+        added: Option<&AddedCond>,
+        interrupt: Interrupt<'_>,
+    ) -> Result<Tensor> {
+        interrupt.check_cancelled()?;
         let (b, h, w) = self.check_inputs(sample, encoder_hidden_states)?;
         let sample = if self.config.center_input_sample {
             sample.affine(2.0, -1.0)?
@@ -195,10 +218,10 @@ impl UNet2DConditionModel {
         let mut xs = self.conv_in.forward(&sample)?;
         let mut skips = vec![xs.clone()];
         for block in &self.down_blocks {
-            xs = block.forward(&xs, &emb, context, &mut skips)?;
+            xs = block.forward(&xs, &emb, context, &mut skips, interrupt)?;
         }
         if let Some(mid) = &self.mid_block {
-            xs = mid.forward(&xs, &emb, context)?;
+            xs = mid.forward(&xs, &emb, context, interrupt)?;
         }
         let factor = 1usize << self.config.num_downsamplers();
         let forward_upsample_size = h % factor != 0 || w % factor != 0;
@@ -212,8 +235,9 @@ impl UNet2DConditionModel {
                 }
                 _ => None,
             };
-            xs = block.forward(&xs, &emb, context, &mut skips, upsample_size)?;
+            xs = block.forward(&xs, &emb, context, &mut skips, upsample_size, interrupt)?;
         }
+        interrupt.check_cancelled()?;
         Ok(crate::layers::norm_act_conv(
             &self.conv_norm_out,
             &self.conv_out,

@@ -3,6 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
+use crate::interrupt::Interrupt;
 use crate::layers::{Attention, AttentionConfig, GroupNorm, Linear};
 
 /// Shape and options of a [`Transformer2DModel`].
@@ -64,12 +65,19 @@ impl Transformer2DModel {
         })
     }
 
-    /// `xs` `[B, C, H, W]` with `context` `[B, S, cross_attention_dim]` → `[B, C, H, W]`.
-    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// `xs` `[B, C, H, W]` with `context` `[B, S, cross_attention_dim]` → `[B, C, H, W]`;
+    /// stops between blocks (and inside their attentions) once `interrupt` is raised.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        context: &Tensor,
+        interrupt: Interrupt<'_>,
+    ) -> Result<Tensor> {
         let (_, _, h, w) = xs.dims4()?;
         let mut hs = self.proj_in.map_to_tokens(&self.norm.forward(xs)?)?;
         for block in &self.blocks {
-            hs = block.forward(&hs, context)?;
+            interrupt.check()?;
+            hs = block.forward(&hs, context, interrupt)?;
         }
         self.proj_out.tokens_to_map(&hs, h, w, Some(xs))
     }
@@ -114,16 +122,30 @@ impl BasicTransformerBlock {
         })
     }
 
-    /// `xs` `[B, N, dim]`, `context` `[B, S, cross_attention_dim]` → `[B, N, dim]`.
-    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// `xs` `[B, N, dim]`, `context` `[B, S, cross_attention_dim]` → `[B, N, dim]`;
+    /// stops between its parts and inside the attentions once `interrupt` is raised.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        context: &Tensor,
+        interrupt: Interrupt<'_>,
+    ) -> Result<Tensor> {
         let attn1_context = self.only_cross_attention.then_some(context);
         // One binding, reassigned, so each block's input is freed once used.
-        let mut hs =
-            self.attn1
-                .forward_residual(&self.norm1.forward(xs)?, attn1_context, Some(xs))?;
-        hs = self
-            .attn2
-            .forward_residual(&self.norm2.forward(&hs)?, Some(context), Some(&hs))?;
+        let mut hs = self.attn1.forward_residual(
+            &self.norm1.forward(xs)?,
+            attn1_context,
+            Some(xs),
+            interrupt,
+        )?;
+        interrupt.check()?;
+        hs = self.attn2.forward_residual(
+            &self.norm2.forward(&hs)?,
+            Some(context),
+            Some(&hs),
+            interrupt,
+        )?;
+        interrupt.check()?;
         self.ff.forward_residual(&self.norm3.forward(&hs)?, &hs)
     }
 }

@@ -5,6 +5,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::VaeConfig;
+use crate::interrupt::Interrupt;
 use crate::layers::{
     conv2d, Activation, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetBlock2DConfig,
     SpatialSelfAttention, TimeEmbeddingNorm, Upsample2D,
@@ -64,12 +65,15 @@ impl MidBlock {
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = self.first.forward(xs, None)?;
+    fn forward(&self, xs: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
+        interrupt.check()?;
+        let mut xs = self.first.forward(xs, None, interrupt)?;
         if let Some(attn) = &self.attention {
-            xs = attn.forward(&xs)?;
+            interrupt.check()?;
+            xs = attn.forward(&xs, interrupt)?;
         }
-        self.second.forward(&xs, None)
+        interrupt.check()?;
+        self.second.forward(&xs, None, interrupt)
     }
 }
 
@@ -103,16 +107,20 @@ struct Block {
 
 impl Block {
     /// Takes the input by value, so it is freed as soon as the first resnet
-    /// has run rather than when the caller's binding goes.
-    fn forward(&self, xs: Tensor) -> Result<Tensor> {
+    /// has run rather than when the caller's binding goes. Stops between its
+    /// layers once `interrupt` is raised.
+    fn forward(&self, xs: Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
         let mut xs = xs;
         for resnet in &self.resnets {
-            xs = resnet.forward(&xs, None)?;
+            interrupt.check()?;
+            xs = resnet.forward(&xs, None, interrupt)?;
         }
         if let Some(down) = &self.downsampler {
+            interrupt.check()?;
             xs = down.forward(&xs)?;
         }
         if let Some(up) = &self.upsampler {
+            interrupt.check()?;
             xs = up.forward(&xs, None)?;
         }
         Ok(xs)
@@ -175,12 +183,15 @@ impl Encoder {
         })
     }
 
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// Image `[B, C, H, W]` → moments; stops between layers once `interrupt` is raised.
+    pub fn forward(&self, xs: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
         let mut xs = self.conv_in.forward(xs)?;
         for block in &self.down_blocks {
-            xs = block.forward(xs)?;
+            xs = block.forward(xs, interrupt)?;
         }
-        self.head.forward(&self.mid_block.forward(&xs)?)
+        let xs = self.mid_block.forward(&xs, interrupt)?;
+        interrupt.check()?;
+        self.head.forward(&xs)
     }
 }
 
@@ -235,11 +246,15 @@ impl Decoder {
         })
     }
 
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut xs = self.mid_block.forward(&self.conv_in.forward(xs)?)?;
+    /// Latents → image; stops between layers once `interrupt` is raised.
+    pub fn forward(&self, xs: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
+        let mut xs = self
+            .mid_block
+            .forward(&self.conv_in.forward(xs)?, interrupt)?;
         for block in &self.up_blocks {
-            xs = block.forward(xs)?;
+            xs = block.forward(xs, interrupt)?;
         }
+        interrupt.check()?;
         self.head.forward(&xs)
     }
 }

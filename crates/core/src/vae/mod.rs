@@ -13,6 +13,7 @@ pub use config::VaeConfig;
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::interrupt::Interrupt;
 use crate::layers::{conv2d, Conv2d};
 use crate::{Error, Result};
 use coder::{Decoder, Encoder};
@@ -103,6 +104,17 @@ impl AutoencoderKL {
     /// Encodes `image` `[B, in_channels, H, W]` in [-1, 1] (H and W multiples of
     /// 2^(levels−1), i.e. 8 for SD) to the posterior over `[B, latent_channels, H/8, W/8]`.
     pub fn encode(&self, image: &Tensor) -> Result<DiagonalGaussian> {
+        self.encode_interruptible(image, Interrupt::NEVER)
+    }
+
+    /// [`AutoencoderKL::encode`] that stops with [`Error::Cancelled`] once
+    /// `interrupt` is raised (checked between layers and inside the attention).
+    pub fn encode_interruptible(
+        &self,
+        image: &Tensor,
+        interrupt: Interrupt<'_>,
+    ) -> Result<DiagonalGaussian> {
+        interrupt.check_cancelled()?;
         let factor = 1usize << self.config.num_downsamplers();
         let dims = image.dims();
         match *dims {
@@ -120,7 +132,7 @@ impl AutoencoderKL {
                 )))
             }
         }
-        let moments = self.encoder.forward(image)?;
+        let moments = self.encoder.forward(image, interrupt)?;
         let moments = match &self.quant_conv {
             Some(conv) => conv.forward(&moments)?,
             None => moments,
@@ -131,6 +143,13 @@ impl AutoencoderKL {
     /// Decodes latents `z` `[B, latent_channels, h, w]`, already divided by
     /// `scaling_factor` (diffusers' `vae.decode(z).sample`), to `[B, out_channels, h·8, w·8]`.
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        self.decode_interruptible(z, Interrupt::NEVER)
+    }
+
+    /// [`AutoencoderKL::decode`] that stops with [`Error::Cancelled`] once
+    /// `interrupt` is raised (checked between layers and inside the attention).
+    pub fn decode_interruptible(&self, z: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
+        interrupt.check_cancelled()?;
         let dims = z.dims();
         match *dims {
             [b, c, h, w] if b > 0 && c == self.config.latent_channels && h > 0 && w > 0 => {}
@@ -145,7 +164,7 @@ impl AutoencoderKL {
             Some(conv) => conv.forward(z)?,
             None => z.clone(),
         };
-        Ok(self.decoder.forward(&z)?)
+        Ok(self.decoder.forward(&z, interrupt)?)
     }
 }
 

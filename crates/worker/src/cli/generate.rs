@@ -19,6 +19,7 @@ use sd_core::pipeline::{
 use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::SchedulerKind;
+use sd_core::Interrupt;
 use sd_core::{Param, ParamError};
 
 use crate::config::{Backend, Dtype};
@@ -124,7 +125,7 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
         bar.set_position(progress.step as u64);
         ControlFlow::Continue(())
     };
-    let image = model.generate_with(&params, &debug, &mut on_step)?;
+    let image = model.generate_with(&params, &debug, Interrupt::NEVER, &mut on_step)?;
     bar.finish_and_clear();
 
     std::fs::write(&args.output, &image.png)

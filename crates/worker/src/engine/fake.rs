@@ -1,6 +1,7 @@
-//! An engine without a model, for tests: it "denoises" by sleeping a while per
-//! step and paints a deterministic PNG of the requested size (and, for jobs
-//! that ask, a preview on every step but the last).
+//! An engine without a model, for tests: it "encodes the prompt" and
+//! "denoises" by sleeping a while (stopping within milliseconds once
+//! interrupted) and paints a deterministic PNG of the requested size (and,
+//! for jobs that ask, a preview on every step but the last).
 //!
 //! The binary selects it with the hidden `--fake-engine` flag (a test aid,
 //! never meant for serving), whose value configures it (see
@@ -8,7 +9,7 @@
 
 use std::ops::ControlFlow;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use sd_contract::ProgressPreview;
@@ -16,6 +17,7 @@ use sd_core::image::GenerationSettings;
 use sd_core::model::{ModelFamily, ModelProfile};
 use sd_core::preview::LatentFormat;
 use sd_core::schedulers::SchedulerKind;
+use sd_core::Interrupt;
 
 use super::{preview, Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
 use crate::validation::ValidJob;
@@ -25,6 +27,8 @@ use crate::validation::ValidJob;
 pub struct FakeEngineConfig {
     /// Time per denoising step.
     pub step_delay: Duration,
+    /// Time to "encode the prompt", before the first step.
+    pub encode_delay: Duration,
     /// Time to "load the model".
     pub load_delay: Duration,
     /// When set, loading fails with this message.
@@ -39,6 +43,7 @@ impl Default for FakeEngineConfig {
     fn default() -> Self {
         Self {
             step_delay: Duration::from_millis(5),
+            encode_delay: Duration::ZERO,
             load_delay: Duration::ZERO,
             load_error: None,
             fail_prompt: None,
@@ -50,8 +55,8 @@ impl Default for FakeEngineConfig {
 impl FromStr for FakeEngineConfig {
     type Err = String;
 
-    /// Parses `key=value` pairs separated by commas: `step_ms`, `load_ms`,
-    /// `load_error`, `fail_prompt`, `family`. An empty string keeps every default.
+    /// Parses `key=value` pairs separated by commas: `step_ms`, `encode_ms`,
+    /// `load_ms`, `load_error`, `fail_prompt`, `family`. An empty string keeps every default.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut config = FakeEngineConfig::default();
         for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
@@ -66,6 +71,7 @@ impl FromStr for FakeEngineConfig {
             };
             match key.trim() {
                 "step_ms" => config.step_delay = millis()?,
+                "encode_ms" => config.encode_delay = millis()?,
                 "load_ms" => config.load_delay = millis()?,
                 "load_error" => config.load_error = Some(value.to_string()),
                 "fail_prompt" => config.fail_prompt = Some(value.to_string()),
@@ -112,12 +118,14 @@ impl Engine for FakeEngine {
     fn generate(
         &mut self,
         job: &ValidJob,
+        interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError> {
         let p = job.params();
         let total = p.steps as usize;
+        work(self.config.encode_delay, interrupt)?;
         for step in 1..=total {
-            std::thread::sleep(self.config.step_delay);
+            work(self.config.step_delay, interrupt)?;
             let preview = (job.wants_preview() && step < total)
                 .then(|| fake_preview(p.width, p.height, step))
                 .transpose()?;
@@ -146,6 +154,21 @@ impl Engine for FakeEngine {
             height: p.height,
             seed: p.seed,
         })
+    }
+}
+
+/// Sleeps `time` in slices of at most 5 ms, stopping once `interrupt` is raised.
+fn work(time: Duration, interrupt: Interrupt<'_>) -> Result<(), EngineError> {
+    let end = Instant::now() + time;
+    loop {
+        if interrupt.is_raised() {
+            return Err(EngineError::Cancelled);
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(5)));
     }
 }
 
@@ -222,8 +245,11 @@ mod tests {
 
     #[test]
     fn options_parse() {
-        let c: FakeEngineConfig = "step_ms=20, load_ms=300,fail_prompt=boom".parse().unwrap();
+        let c: FakeEngineConfig = "step_ms=20, load_ms=300,fail_prompt=boom,encode_ms=7"
+            .parse()
+            .unwrap();
         assert_eq!(c.step_delay, Duration::from_millis(20));
+        assert_eq!(c.encode_delay, Duration::from_millis(7));
         assert_eq!(c.load_delay, Duration::from_millis(300));
         assert_eq!(c.fail_prompt.as_deref(), Some("boom"));
         assert_eq!(

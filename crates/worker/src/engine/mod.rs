@@ -3,8 +3,10 @@
 //!
 //! The server never touches a model. It hands validated jobs to an [`Engine`]
 //! on the engine thread ([`runner`]), which reports each denoising step through
-//! a callback that can also stop the job, carrying a live preview on some
-//! steps of jobs that asked for one ([`preview`]). [`stable_diffusion::SdEngine`] is
+//! a callback, carrying a live preview on some steps of jobs that asked for
+//! one ([`preview`]). The job's cancel flag reaches the engine as an
+//! [`Interrupt`], which stops it inside long phases too (text encoding, one
+//! UNet pass, the VAE), not only between steps. [`stable_diffusion::SdEngine`] is
 //! the real engine; [`fake::FakeEngine`] implements the trait without a model,
 //! for tests of everything around generation.
 
@@ -12,6 +14,7 @@ use std::ops::ControlFlow;
 
 use sd_contract::ProgressPreview;
 use sd_core::model::ModelProfile;
+use sd_core::Interrupt;
 
 use crate::validation::ValidJob;
 
@@ -55,7 +58,7 @@ pub enum EngineError {
         /// Why.
         message: String,
     },
-    /// The progress callback asked to stop.
+    /// The interrupt was raised, or the progress callback asked to stop.
     #[error("generation cancelled")]
     Cancelled,
     /// Anything else; the message says what and where.
@@ -69,11 +72,13 @@ pub trait Engine {
     /// What the model is and accepts.
     fn profile(&self) -> ModelProfile;
 
-    /// Generates one image, calling `on_step` after every denoising step;
-    /// when it returns `Break`, stops and returns [`EngineError::Cancelled`].
+    /// Generates one image, calling `on_step` after every denoising step.
+    /// Once `interrupt` is raised, or `on_step` returns `Break`, stops as soon
+    /// as it can and returns [`EngineError::Cancelled`].
     fn generate(
         &mut self,
         job: &ValidJob,
+        interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError>;
 }

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 
 use sd_contract::event::CancelReason;
 use sd_contract::{ErrorCode, ErrorDetail};
+use sd_core::Interrupt;
 
 use super::{Engine, EngineError, EngineLoader, StepUpdate};
 use crate::jobs::Job;
@@ -83,13 +84,17 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
             None => ControlFlow::Continue(()),
         }
     };
-    let outcome = catch_unwind(AssertUnwindSafe(|| engine.generate(&work, &mut on_step)))
-        .unwrap_or_else(|panic| {
-            Err(EngineError::Failed(format!(
-                "engine panicked: {}",
-                panic_message(&panic)
-            )))
-        });
+    let cancel_requested = || job.cancel_requested().is_some();
+    let interrupt = Interrupt::new(&cancel_requested);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        engine.generate(&work, interrupt, &mut on_step)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(EngineError::Failed(format!(
+            "engine panicked: {}",
+            panic_message(&panic)
+        )))
+    });
     drop(work);
     match outcome {
         Ok(out) => {

@@ -13,6 +13,7 @@ use std::time::Instant;
 use sd_core::model::hub::resolve_model;
 use sd_core::model::{model_name, LoadOptions, ModelProfile, WeightVariant};
 use sd_core::pipeline::{GenerateParams, StableDiffusion};
+use sd_core::Interrupt;
 
 use super::preview::LivePreviews;
 use super::{Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
@@ -69,7 +70,9 @@ fn warm_up(pipeline: &mut StableDiffusion) {
         scheduler: None,
         image: None,
     };
-    match pipeline.generate(&params, &mut |_| std::ops::ControlFlow::Continue(())) {
+    match pipeline.generate(&params, Interrupt::NEVER, &mut |_| {
+        std::ops::ControlFlow::Continue(())
+    }) {
         Ok(_) => tracing::info!(elapsed = ?started.elapsed(), "GPU kernels warmed up"),
         Err(e) => {
             tracing::warn!(error = %e, "warm-up generation failed; the first job will compile the GPU kernels")
@@ -85,6 +88,7 @@ impl Engine for SdEngine {
     fn generate(
         &mut self,
         job: &ValidJob,
+        interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> std::ops::ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError> {
         let params = job.generation();
@@ -93,7 +97,7 @@ impl Engine for SdEngine {
         let mut last = Instant::now();
         let image = self
             .pipeline
-            .generate(params, &mut |s| {
+            .generate(params, interrupt, &mut |s| {
                 let elapsed = last.elapsed();
                 let preview = previews.as_mut().and_then(|p| p.after_step(&s, elapsed));
                 let flow = on_step(StepUpdate {

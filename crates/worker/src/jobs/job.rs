@@ -134,7 +134,8 @@ impl Job {
         self.push(&mut inner, JobEvent::Queued { position });
     }
 
-    /// Asks the job to stop; the engine checks this between steps.
+    /// Asks the job to stop; the engine checks this between the layers of
+    /// each phase (text encoding, every UNet pass, the VAE).
     pub fn request_cancel(&self, reason: CancelReason) {
         let code = match reason {
             CancelReason::Client => CANCELLED_BY_CLIENT,

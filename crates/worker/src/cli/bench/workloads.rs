@@ -12,6 +12,7 @@ use sd_core::prompt::{PromptSyntax, TextEncoders};
 use sd_core::rng::TorchRng;
 use sd_core::unet::{AddedCond, PerBlock, UNet2DConditionModel, UNetConfig};
 use sd_core::vae::AutoencoderKL;
+use sd_core::Interrupt;
 
 use super::args::{BenchArgs, FigureSpec};
 use super::load::PROMPT;
@@ -163,7 +164,9 @@ pub fn image_runs(
             scheduler: None,
             image: None,
         };
-        let image = pipeline.generate_with(&params, &debug, &mut |_| ControlFlow::Continue(()))?;
+        let image = pipeline.generate_with(&params, &debug, Interrupt::NEVER, &mut |_| {
+            ControlFlow::Continue(())
+        })?;
         let trace = image.trace.context("the pipeline kept no trace")?;
         let t = image.timings;
         Ok(RunOutput {

@@ -8,6 +8,7 @@ use candle_core::Device;
 use sd_core::model::{Component, DiffusersFolder, LoadOptions, ModelSource, WeightVariant};
 use sd_core::pipeline::{GenerateParams, StableDiffusion};
 use sd_core::tokenizer::ClipTokenizer;
+use sd_core::Interrupt;
 
 use super::parse_line;
 use crate::cli::bench::load::Loaded;
@@ -105,7 +106,11 @@ fn saved_weights_load_as_the_same_pipeline() {
     let rgb = |source: &dyn ModelSource| {
         let mut pipeline =
             StableDiffusion::load_from(source, &Device::Cpu, LoadOptions::default()).unwrap();
-        let image = pipeline.generate(&params, &mut |_| ControlFlow::Continue(()));
+        let image = pipeline.generate(
+            &params,
+            Interrupt::NEVER,
+            &mut |_| ControlFlow::Continue(()),
+        );
         image.unwrap().rgb
     };
     for (fixture, model) in [
