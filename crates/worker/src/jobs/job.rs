@@ -288,6 +288,21 @@ impl Job {
         (inner.log.get(index).cloned(), inner.state.is_terminal())
     }
 
+    /// Waits for the job to end and returns its terminal event: for routes
+    /// that answer only once the image is made (OpenAI's and A1111's APIs),
+    /// while the job stays an ordinary queued, cancellable one.
+    pub async fn ended(&self) -> Arc<JobEvent> {
+        let mut rx = self.events.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if let Some(last) = self.lock().log.last().filter(|e| e.is_terminal()) {
+                return Arc::clone(last);
+            }
+            // The job owns the sender, so the channel outlives this borrow.
+            let _ = rx.changed().await;
+        }
+    }
+
     /// Every event from `from` on: first those already logged, then each new
     /// one as it comes. The stream ends after the terminal event.
     pub fn subscribe(self: &Arc<Self>, from: usize) -> impl Stream<Item = LoggedEvent> + use<> {
@@ -389,6 +404,24 @@ mod tests {
         let status = job.status(None);
         assert_eq!(status.state, JobState::Completed);
         assert_eq!(status.result.unwrap().image, "cG5n");
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_end_returns_the_terminal_event() {
+        let job = job();
+        job.queued(1);
+        let waiting = {
+            let job = Arc::clone(&job);
+            tokio::spawn(async move { job.ended().await })
+        };
+        assert!(job.start().is_some());
+        job.progress(1, 2, None);
+        assert!(!waiting.is_finished());
+        job.request_cancel(CancelReason::Client);
+        assert!(job.finish_cancelled(CancelReason::Client));
+        assert_eq!(waiting.await.unwrap().name(), "cancelled");
+        // A job that has already ended answers at once.
+        assert_eq!(job.ended().await.name(), "cancelled");
     }
 
     #[test]
