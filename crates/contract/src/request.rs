@@ -60,6 +60,24 @@ impl JobRequest {
         }
     }
 
+    /// The fields every operation shares.
+    pub fn generation(&self) -> &GenerationFields {
+        match self {
+            JobRequest::ImageGeneration(r) => &r.generation,
+            JobRequest::ImageTransform(r) => &r.generation,
+            JobRequest::ImageInpaint(r) => &r.generation,
+        }
+    }
+
+    /// The fields every operation shares, to change.
+    pub fn generation_mut(&mut self) -> &mut GenerationFields {
+        match self {
+            JobRequest::ImageGeneration(r) => &mut r.generation,
+            JobRequest::ImageTransform(r) => &mut r.generation,
+            JobRequest::ImageInpaint(r) => &mut r.generation,
+        }
+    }
+
     /// The `operation` tag of this request.
     pub fn operation(&self) -> &'static str {
         match self {
