@@ -218,6 +218,25 @@ async fn every_bad_input_is_a_400_naming_its_field() {
     }
 }
 
+/// A megabyte of prompt (one word, the tokenizer's worst case) is refused
+/// by its length before any work, and queues nothing.
+#[tokio::test]
+async fn a_megabyte_prompt_is_refused_at_once() {
+    let state = ready(config());
+    let app = app(state.clone());
+    let body = format!(
+        r#"{{"operation":"image_generation","prompt":"{}"}}"#,
+        "a".repeat(1 << 20)
+    );
+    let started = std::time::Instant::now();
+    let reply = send(&app, post(body)).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.error(), ("invalid_request", Some("prompt")));
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    assert_eq!(state.jobs().len(), 0);
+}
+
 #[tokio::test]
 async fn rbee_bodies_with_nulls_are_accepted() {
     let app = app(ready(config()));
