@@ -4,7 +4,8 @@
 //! over rbee's job API:
 //!
 //! - [`validation`] turns a wire request into a [`validation::ValidJob`], defaults
-//!   filled and seed chosen; only those reach the queue.
+//!   filled and seed chosen; only those reach the queue. Their input pictures
+//!   wait there encoded and decode when the job starts ([`pictures`]).
 //! - [`queue`] is the bounded FIFO in front of the engine; [`engine::runner`]
 //!   is the one named thread that owns the model ([`engine::Engine`]) and runs
 //!   jobs from it, checking for cancellation after every step.
@@ -31,6 +32,7 @@ pub mod extract;
 pub mod guard;
 pub mod hive;
 pub mod jobs;
+pub mod pictures;
 pub mod queue;
 pub mod routes;
 pub mod server;

@@ -1,19 +1,20 @@
 //! Turning a wire request into a [`ValidJob`]: defaults filled in, every
 //! bound checked, the seed chosen, and the pictures of image-to-image and
-//! inpainting decoded. The worker's own limits are checked here; what the
-//! model needs is checked by sd-core's [`GenerateParams::check`] against the
-//! loaded model's profile, its parameters named as this request's fields.
+//! inpainting decoded and checked. The worker's own limits are checked here;
+//! what the model needs is checked by sd-core's [`GenerateParams::check`]
+//! against the loaded model's profile, its parameters named as this request's
+//! fields.
 //!
-//! Only a `ValidJob` reaches the queue and the engine, so nothing past this
-//! module has to re-check a request. Decoding pictures is CPU work: callers on
-//! the async runtime run [`validate`] on the blocking pool.
+//! Only a `ValidJob` reaches the queue, so nothing past this module has to
+//! re-check a request. It keeps its pictures encoded while it waits
+//! ([`EncodedPictures`]); [`ValidJob::into_runnable`] decodes them when the job
+//! starts, into the [`RunnableJob`] the engine runs. Decoding pictures is CPU
+//! work: callers on the async runtime run [`validate`] on the blocking pool.
 
-use base64::Engine as _;
 use sd_contract::limits::{
     MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_STEPS, MIN_GUIDANCE_SCALE, MIN_STEPS,
 };
 use sd_contract::{GenerationFields, JobParams, JobRequest, Limits};
-use sd_core::image::DecodedImage;
 use sd_core::model::ModelProfile;
 use sd_core::pipeline::{random_seed, Defaults, GenerateParams, ImageInput};
 use sd_core::{Param, ParamError};
@@ -22,10 +23,49 @@ use crate::convert::{
     field_of, scheduler_from_wire, scheduler_to_wire, syntax_from_wire, syntax_to_wire,
 };
 use crate::error::ApiError;
+use crate::pictures::{EncodedPictures, PictureError};
 
-/// A request that passed validation, ready to run.
+/// A request that passed validation, ready to queue. Its pictures, if it has
+/// any, stay encoded until it starts: a queued job holds the bytes the client
+/// sent, not their pixels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidJob {
+    /// The job as the engine runs it, its generation without the pictures.
+    job: RunnableJob,
+    /// The pictures, checked and encoded.
+    pictures: Option<EncodedPictures>,
+}
+
+impl ValidJob {
+    /// The parameters the job runs with, as its status reports them.
+    pub fn params(&self) -> &JobParams {
+        &self.job.params
+    }
+
+    /// How many bytes its encoded pictures take (0 without pictures).
+    pub fn pictures_bytes(&self) -> usize {
+        self.pictures
+            .as_ref()
+            .map_or(0, EncodedPictures::encoded_bytes)
+    }
+
+    /// Decodes its pictures into the job the engine runs. They decoded at
+    /// validation, and the same bytes decode to the same pixels, so this is
+    /// not expected to fail; if it does, the error names the picture's field.
+    pub fn into_runnable(self) -> Result<RunnableJob, PictureError> {
+        let mut job = self.job;
+        job.generation.image = self
+            .pictures
+            .as_ref()
+            .map(EncodedPictures::decode)
+            .transpose()?;
+        Ok(job)
+    }
+}
+
+/// A validated job with its pictures decoded: what the engine runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnableJob {
     params: JobParams,
     generation: GenerateParams,
     preview: bool,
@@ -33,7 +73,7 @@ pub struct ValidJob {
     image_field: &'static str,
 }
 
-impl ValidJob {
+impl RunnableJob {
     /// The parameters the job runs with, as its status reports them.
     pub fn params(&self) -> &JobParams {
         &self.params
@@ -87,7 +127,7 @@ pub fn validate(
     }
 }
 
-/// The still-encoded pictures of an image-to-image or inpainting request.
+/// The base64 pictures of an image-to-image or inpainting request.
 struct Pictures {
     /// The request's name for the input picture.
     image_field: &'static str,
@@ -134,7 +174,14 @@ fn validate_job(
     }
     let image_field = pictures.as_ref().map_or("init_image", |p| p.image_field);
     let in_field = |e: ParamError| ApiError::invalid(field_of(e.param, image_field), e.message);
-    let image = pictures.map(|p| decode_pictures(p, limits)).transpose()?;
+    let max_pixels = usize::try_from(limits.max_input_pixels).unwrap_or(usize::MAX);
+    let (pictures, image) = pictures
+        .map(|p| {
+            let mask = p.mask.as_deref();
+            EncodedPictures::from_base64(p.image_field, &p.image, mask, p.strength, max_pixels)
+        })
+        .transpose()?
+        .unzip();
     let (width, height) = match &image {
         Some(input) => picture_size(input, image_field, req.width, req.height, limits)?,
         None => (
@@ -161,22 +208,32 @@ fn validate_job(
     };
     generation.check(model).map_err(in_field)?;
     let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let params = JobParams {
+        prompt: generation.prompt.clone(),
+        negative_prompt: generation.negative_prompt.clone(),
+        prompt_syntax: syntax_to_wire(generation.prompt_syntax),
+        steps: narrow(steps),
+        guidance_scale,
+        width: narrow(width),
+        height: narrow(height),
+        seed: generation.seed,
+        scheduler: scheduler_to_wire(scheduler),
+        strength: generation.image.as_ref().map(|input| input.strength),
+    };
+    // The pixels served to check the pictures and to size the output; the
+    // queued job keeps the encoded bytes and decodes them again at its start.
+    let generation = GenerateParams {
+        image: None,
+        ..generation
+    };
     Ok(ValidJob {
-        params: JobParams {
-            prompt: generation.prompt.clone(),
-            negative_prompt: generation.negative_prompt.clone(),
-            prompt_syntax: syntax_to_wire(generation.prompt_syntax),
-            steps: narrow(steps),
-            guidance_scale,
-            width: narrow(width),
-            height: narrow(height),
-            seed: generation.seed,
-            scheduler: scheduler_to_wire(scheduler),
-            strength: generation.image.as_ref().map(|input| input.strength),
+        job: RunnableJob {
+            params,
+            generation,
+            preview: req.preview.unwrap_or(false),
+            image_field,
         },
-        generation,
-        preview: req.preview.unwrap_or(false),
-        image_field,
+        pictures,
     })
 }
 
@@ -195,29 +252,6 @@ fn check_prompt_length(field: &'static str, text: &str) -> Result<(), ApiError> 
 
 fn widen(n: u32) -> usize {
     n as usize
-}
-
-/// Decodes the base64 pictures, each error naming its field; the strength
-/// defaults to diffusers' for the operation.
-fn decode_pictures(pictures: Pictures, limits: &Limits) -> Result<ImageInput, ApiError> {
-    let max_pixels = usize::try_from(limits.max_input_pixels).unwrap_or(usize::MAX);
-    let decode = |field: &'static str, text: &str| {
-        let bytes = decode_base64(text).map_err(|message| ApiError::invalid(field, message))?;
-        DecodedImage::decode(&bytes, max_pixels)
-            .map_err(|e| ApiError::invalid(field, e.to_string()))
-    };
-    let mask = pictures
-        .mask
-        .as_deref()
-        .map(|mask| decode("mask_image", mask))
-        .transpose()?;
-    Ok(ImageInput {
-        image: decode(pictures.image_field, &pictures.image)?,
-        strength: pictures
-            .strength
-            .unwrap_or(ImageInput::default_strength(mask.is_some())),
-        mask,
-    })
 }
 
 /// The output size of an image job: the given width and height, else the
@@ -254,24 +288,6 @@ fn picture_size(
         derived(width, "width", default_width)?,
         derived(height, "height", default_height)?,
     ))
-}
-
-/// Standard base64, optionally behind a `data:image/...;base64,` prefix.
-fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
-    let text = text.trim();
-    let payload = match text.strip_prefix("data:") {
-        Some(rest) => rest
-            .split_once(";base64,")
-            .map(|(_, payload)| payload)
-            .ok_or("a data URL must be base64 (`data:image/png;base64,...`)")?,
-        None => text,
-    };
-    if payload.is_empty() {
-        return Err("must not be empty".into());
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(payload)
-        .map_err(|e| format!("is not valid base64: {e}"))
 }
 
 fn check_size(field: &'static str, value: usize, limits: &Limits) -> Result<usize, ApiError> {

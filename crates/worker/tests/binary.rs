@@ -128,6 +128,45 @@ fn cancelled_inpainting_jobs_do_not_keep_their_pictures() {
     assert_eq!(info["jobs"]["retained"].as_u64().unwrap(), 44);
 }
 
+/// A queued job holds its pictures encoded: a full queue of 16 inpainting jobs
+/// with 4096² RGBA pictures (about 70 KB each as PNG, 128 MiB decoded with the
+/// mask) behind one running job grows the worker's resident memory by a few
+/// MiB, where holding them decoded grew it by 2 GiB.
+#[test]
+fn queued_inpainting_jobs_hold_their_pictures_encoded() {
+    let worker = WorkerProcess::spawn(
+        &[
+            "--fake-engine",
+            "step_ms=60000",
+            "--model",
+            "m",
+            "--max-queue",
+            "16",
+        ],
+        &[],
+    );
+    worker.wait_ready();
+    let picture = flat_rgba_png_base64(4096, 4096);
+    let body = format!(
+        r#"{{"operation":"image_inpaint","prompt":"x","init_image":"{picture}","mask_image":"{picture}","width":512,"height":512,"steps":2}}"#
+    );
+    let running = submit(&worker.url, &body);
+    wait_until(Duration::from_secs(20), || {
+        get(&worker.url, &format!("/v1/jobs/{}", running.job_id)).value()["state"] == "running"
+    });
+    let one_running = resident_mib(worker.child.id());
+    for _ in 0..16 {
+        submit(&worker.url, &body);
+    }
+    let full_queue = resident_mib(worker.child.id());
+    assert!(
+        full_queue < one_running + 256,
+        "resident memory grew from {one_running} MiB to {full_queue} MiB over 16 queued jobs"
+    );
+    let info = get(&worker.url, "/v1/info").value();
+    assert_eq!(info["jobs"]["queued"], 16, "{info}");
+}
+
 /// A base64 PNG of one flat colour, RGBA, which compresses to a few dozen KB.
 fn flat_rgba_png_base64(width: u32, height: u32) -> String {
     use base64::Engine as _;

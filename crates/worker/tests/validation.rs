@@ -234,6 +234,7 @@ fn image_jobs_take_the_picture_size_and_default_strengths() {
     .unwrap();
     let p = job.params();
     assert_eq!((p.width, p.height, p.strength), (136, 104, Some(0.8)));
+    let job = job.into_runnable().unwrap();
     let input = job.generation().image.as_ref().unwrap();
     assert_eq!((input.image.width(), input.mask.is_none()), (140, true));
 
@@ -255,6 +256,7 @@ fn image_jobs_take_the_picture_size_and_default_strengths() {
     .unwrap();
     let p = job.params();
     assert_eq!((p.width, p.height, p.strength), (96, 104, Some(1.0)));
+    let job = job.into_runnable().unwrap();
     assert!(job.generation().image.as_ref().unwrap().mask.is_some());
 }
 
@@ -326,5 +328,6 @@ fn an_inpainting_model_needs_a_picture_and_a_mask() {
         "mask_image"
     );
     let job = check(JobRequest::ImageInpaint(inpaint(140))).unwrap();
+    let job = job.into_runnable().unwrap();
     assert!(job.generation().image.as_ref().unwrap().mask.is_some());
 }

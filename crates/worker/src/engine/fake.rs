@@ -20,7 +20,7 @@ use sd_core::schedulers::SchedulerKind;
 use sd_core::Interrupt;
 
 use super::{preview, Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
-use crate::validation::ValidJob;
+use crate::validation::RunnableJob;
 
 /// How the fake engine behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl Engine for FakeEngine {
 
     fn generate(
         &mut self,
-        job: &ValidJob,
+        job: &RunnableJob,
         interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError> {
@@ -186,7 +186,7 @@ fn fake_preview(width: u32, height: u32, step: usize) -> Result<ProgressPreview,
 pub const FAKE_MODEL_HASH: &str = "0000000000";
 
 /// The `parameters` text the real engine writes, naming the model `fake`.
-fn job_parameters_text(job: &ValidJob) -> String {
+fn job_parameters_text(job: &RunnableJob) -> String {
     let p = job.params();
     GenerationSettings {
         prompt: p.prompt.clone(),

@@ -1,8 +1,8 @@
 //! The generation engine: the trait the server drives, and the one thread
 //! that owns it.
 //!
-//! The server never touches a model. It hands validated jobs to an [`Engine`]
-//! on the engine thread ([`runner`]), which reports each denoising step through
+//! The server never touches a model. It hands validated jobs, their pictures
+//! decoded, to an [`Engine`] on the engine thread ([`runner`]), which reports each denoising step through
 //! a callback, carrying a live preview on some steps of jobs that asked for
 //! one ([`preview`]). The job's cancel flag reaches the engine as an
 //! [`Interrupt`], which stops it inside long phases too (text encoding, one
@@ -16,7 +16,8 @@ use sd_contract::ProgressPreview;
 use sd_core::model::ModelProfile;
 use sd_core::Interrupt;
 
-use crate::validation::ValidJob;
+use crate::pictures::PictureError;
+use crate::validation::RunnableJob;
 
 pub mod fake;
 pub mod preview;
@@ -66,6 +67,15 @@ pub enum EngineError {
     Failed(String),
 }
 
+impl From<PictureError> for EngineError {
+    fn from(e: PictureError) -> Self {
+        EngineError::InvalidRequest {
+            field: e.field.to_string(),
+            message: e.message,
+        }
+    }
+}
+
 /// A loaded model that turns jobs into images. It lives on the engine thread
 /// only, so it need not be `Send`.
 pub trait Engine {
@@ -77,7 +87,7 @@ pub trait Engine {
     /// as it can and returns [`EngineError::Cancelled`].
     fn generate(
         &mut self,
-        job: &ValidJob,
+        job: &RunnableJob,
         interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError>;

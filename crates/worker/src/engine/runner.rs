@@ -86,7 +86,10 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
     };
     let cancel_requested = || job.cancel_requested().is_some();
     let interrupt = Interrupt::new(&cancel_requested);
+    // The pictures decode here, so they are freed with `work` when the
+    // closure returns, whatever the outcome.
     let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let work = work.into_runnable()?;
         engine.generate(&work, interrupt, &mut on_step)
     }))
     .unwrap_or_else(|panic| {
@@ -95,7 +98,6 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
             panic_message(&panic)
         )))
     });
-    drop(work);
     match outcome {
         Ok(out) => {
             job.finish_complete(&out.png, out.width, out.height, out.seed);
@@ -108,7 +110,7 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
             tracing::info!(job = job.id(), ?reason, "job cancelled");
         }
         Err(EngineError::InvalidRequest { field, message }) => {
-            tracing::warn!(job = job.id(), %field, %message, "job rejected by the model");
+            tracing::warn!(job = job.id(), %field, %message, "job rejected when it ran");
             job.finish_failed(ErrorDetail::field(
                 ErrorCode::InvalidRequest,
                 field,

@@ -18,7 +18,7 @@ use sd_core::Interrupt;
 use super::preview::LivePreviews;
 use super::{Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
 use crate::config::WorkerConfig;
-use crate::validation::ValidJob;
+use crate::validation::RunnableJob;
 
 /// The loaded Stable Diffusion pipeline.
 pub struct SdEngine {
@@ -87,7 +87,7 @@ impl Engine for SdEngine {
 
     fn generate(
         &mut self,
-        job: &ValidJob,
+        job: &RunnableJob,
         interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> std::ops::ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError> {
@@ -125,7 +125,7 @@ fn load_error(err: sd_core::Error) -> EngineError {
 
 /// An engine error; a parameter the pipeline rejects (the scheduler's own
 /// step limits) names the job's request field.
-fn engine_error(err: sd_core::Error, job: &ValidJob) -> EngineError {
+fn engine_error(err: sd_core::Error, job: &RunnableJob) -> EngineError {
     match err {
         sd_core::Error::Param(e) => EngineError::InvalidRequest {
             field: job.field_of(e.param).to_string(),

@@ -12,12 +12,14 @@
 //! however many steps ran. Clients following live see every preview; one that
 //! replays sees the newest only.
 //!
-//! The validated request, with the decoded pictures of image-to-image and
-//! inpainting (64 MB for a 4096² RGBA picture), is held only until the job
-//! starts or ends: [`Job::start`] hands it to the engine, which drops it when
-//! it returns, and a job that ends before it starts drops it then. A finished
-//! job keeps its log and parameters only, and [`Job::retained_bytes`] says
-//! about how much memory that log takes.
+//! The validated request is held only until the job starts or ends. While
+//! the job is queued it holds the pictures of image-to-image and inpainting
+//! encoded, as the client sent them (a few dozen KB where the pixels of a
+//! 4096² RGBA picture take 64 MiB). [`Job::start`] hands the request to the
+//! engine thread, which decodes the pictures and drops them when the
+//! generation returns; a job that ends before it starts drops the request
+//! then. A finished job keeps its log and parameters only, and
+//! [`Job::retained_bytes`] says about how much memory the job holds.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -120,11 +122,14 @@ impl Job {
     }
 
     /// About how many bytes the job holds besides its fixed parts: its
-    /// parameters and its log, the result image of a completed job included.
+    /// parameters, the encoded pictures of a queued job, and its log, the
+    /// result image of a completed job included.
     pub fn retained_bytes(&self) -> usize {
         let prompts =
             self.params.prompt.len() + self.params.negative_prompt.as_ref().map_or(0, String::len);
-        prompts + self.lock().log_bytes
+        let inner = self.lock();
+        let pictures = inner.work.as_ref().map_or(0, ValidJob::pictures_bytes);
+        prompts + pictures + inner.log_bytes
     }
 
     /// Records that it entered the queue at `position` (1 = next).
@@ -156,8 +161,9 @@ impl Job {
     }
 
     /// Moves a queued job to running, logs `started` and hands over the
-    /// request to run; the job no longer holds it, so its pictures are freed
-    /// as soon as the caller drops it. Returns `None` (and ends the job as
+    /// request to run; the job no longer holds it, so its pictures (encoded
+    /// still: see [`ValidJob::into_runnable`]) are freed as soon as the caller
+    /// drops it. Returns `None` (and ends the job as
     /// cancelled, if asked to) when it must not run.
     pub fn start(&self) -> Option<ValidJob> {
         if let Some(reason) = self.cancel_requested() {
@@ -376,7 +382,7 @@ mod tests {
     use futures_util::StreamExt;
     use sd_contract::ErrorCode;
 
-    use super::super::testing::job;
+    use super::super::testing::{inpaint_job, job};
     use super::*;
 
     fn names(events: &[LoggedEvent]) -> Vec<&'static str> {
@@ -503,5 +509,30 @@ mod tests {
         let before = job.retained_bytes();
         assert!(job.finish_complete(&[0; 30_000], 64, 64, 7));
         assert!(job.retained_bytes() >= before + 40_000);
+    }
+
+    #[test]
+    fn a_queued_job_holds_its_pictures_encoded() {
+        // Decoded, the 2048² RGB picture and mask would take 24 MiB.
+        let (job, png_bytes) = inpaint_job(2048);
+        let text_job = self::job();
+        let queued = job.retained_bytes();
+        assert!(queued >= 2 * png_bytes, "{queued} < 2 × {png_bytes}");
+        assert!(
+            queued < 2 * png_bytes + text_job.retained_bytes() + 1_000,
+            "{queued} bytes for two {png_bytes}-byte PNGs"
+        );
+        let work = job.start().expect("a queued job starts");
+        assert!(job.retained_bytes() < 1_000, "{}", job.retained_bytes());
+        let input = work
+            .into_runnable()
+            .unwrap()
+            .generation()
+            .image
+            .clone()
+            .unwrap();
+        assert_eq!((input.image.width(), input.image.height()), (2048, 2048));
+        assert!(input.image.pixels().chunks(3).all(|p| p == [90, 160, 30]));
+        assert!(input.mask.is_some());
     }
 }

@@ -16,20 +16,47 @@ pub use registry::{new_job_id, Jobs, Retention};
 mod testing {
     use std::sync::Arc;
 
-    use sd_contract::{GenerationFields, ImageGenerationRequest, JobRequest, Limits};
+    use sd_contract::{
+        GenerationFields, ImageGenerationRequest, ImageInpaintRequest, JobRequest, Limits,
+    };
 
     use super::{new_job_id, Job};
     use crate::validation::validate;
 
     /// A fresh queued two-step SD 1 job.
     pub(super) fn job() -> Arc<Job> {
-        let req = JobRequest::ImageGeneration(ImageGenerationRequest {
+        queued(JobRequest::ImageGeneration(ImageGenerationRequest {
             generation: GenerationFields {
                 prompt: "x".into(),
                 steps: Some(2),
                 ..Default::default()
             },
-        });
+        }))
+    }
+
+    /// A fresh queued inpainting job whose picture and mask are one flat
+    /// `side`² RGB PNG; returns the job and the PNG's size in bytes.
+    pub(super) fn inpaint_job(side: usize) -> (Arc<Job>, usize) {
+        use base64::Engine as _;
+        let rgb = [90u8, 160, 30].repeat(side * side);
+        let png = sd_core::image::encode_png(&rgb, side, side, None).unwrap();
+        let picture = base64::engine::general_purpose::STANDARD.encode(&png);
+        let job = queued(JobRequest::ImageInpaint(ImageInpaintRequest {
+            generation: GenerationFields {
+                prompt: "x".into(),
+                steps: Some(2),
+                width: Some(64),
+                height: Some(64),
+                ..Default::default()
+            },
+            init_image: picture.clone(),
+            mask_image: picture,
+            strength: None,
+        }));
+        (job, png.len())
+    }
+
+    fn queued(req: JobRequest) -> Arc<Job> {
         let model = sd_core::model::ModelProfile {
             family: sd_core::model::ModelFamily::Sd1,
             inpainting: false,
@@ -48,7 +75,7 @@ mod testing {
             max_guidance_scale: 30.0,
             max_queue: 4,
             max_body_bytes: 1024,
-            max_input_pixels: 1 << 20,
+            max_input_pixels: 1 << 22,
         };
         Arc::new(Job::new(
             new_job_id(),
