@@ -31,6 +31,7 @@ pub mod extract;
 pub mod guard;
 pub mod hive;
 pub mod jobs;
+pub mod openai;
 pub mod queue;
 pub mod routes;
 pub mod server;

@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
-use super::{health, info, jobs, stream};
+use super::{health, info, jobs, openai, stream};
 use crate::state::AppState;
 
 /// The API's OpenAPI document.
@@ -21,7 +21,8 @@ use crate::state::AppState;
     info(
         title = "sd-worker",
         description = "Stable Diffusion worker: submit image jobs, follow them over server-sent \
-            events, fetch the PNG. Speaks rbee's job API (operation bodies tagged by `operation`)."
+            events, fetch the PNG. Speaks rbee's job API (operation bodies tagged by `operation`) and \
+            the OpenAI Images API."
     ),
     paths(
         jobs::create_job,
@@ -32,6 +33,9 @@ use crate::state::AppState;
         health::health,
         health::ready,
         openapi_json,
+        openai::generate_images,
+        openai::edit_images,
+        openai::list_models,
     ),
     components(schemas(
         JobRequest,
@@ -66,12 +70,24 @@ use crate::state::AppState;
         WorkerHeartbeat,
         HeartbeatWorker,
         WorkerStatus,
+        OpenAiImageRequest,
+        OpenAiImageEditForm,
+        OpenAiEditFields,
+        OpenAiResponseFormat,
+        OpenAiImagesResponse,
+        OpenAiImage,
+        OpenAiModelList,
+        OpenAiModel,
+        OpenAiErrorBody,
+        OpenAiError,
     )),
     modifiers(&ApiKeyScheme, &JobLinks),
     tags(
         (name = "jobs", description = "Submit, follow, inspect and cancel image jobs"),
         (name = "worker", description = "What the worker serves"),
         (name = "health", description = "Liveness and readiness (never need the API key)"),
+        (name = "openai", description = "The OpenAI Images API: each image is a job, and the \
+            call answers once all are made; errors in OpenAI's shape"),
     )
 )]
 pub struct ApiDoc;
