@@ -67,7 +67,7 @@ pub struct OpenAiImageRequest {
     #[serde(default)]
     #[schema(max_length = 4096)]
     pub negative_prompt: Option<String>,
-    /// Extension: the seed of the first image; random when absent.
+    /// Extension: the seed of the first image, up to 2^64 - 1; random when absent.
     #[serde(default, deserialize_with = "crate::whole::option")]
     pub seed: Option<u64>,
     /// Extension: denoising steps, 1 to 150 (the worker's default when absent).
@@ -146,7 +146,7 @@ pub struct OpenAiEditFields {
     #[serde(default)]
     #[schema(value_type = String, max_length = 4096)]
     pub negative_prompt: Option<String>,
-    /// Extension: the seed of the first image; random when absent.
+    /// Extension: the seed of the first image, up to 2^64 - 1; random when absent.
     #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(value_type = u64)]
     pub seed: Option<u64>,

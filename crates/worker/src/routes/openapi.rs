@@ -81,7 +81,7 @@ use crate::state::AppState;
         OpenAiErrorBody,
         OpenAiError,
     )),
-    modifiers(&ApiKeyScheme, &JobLinks),
+    modifiers(&ApiKeyScheme, &JobLinks, &WholeSeeds),
     tags(
         (name = "jobs", description = "Submit, follow, inspect and cancel image jobs"),
         (name = "worker", description = "What the worker serves"),
@@ -108,6 +108,41 @@ impl Modify for ApiKeyScheme {
                     .build(),
             ),
         );
+    }
+}
+
+/// Seeds are `u64`, which utoipa documents as `int64`; that format bounds
+/// them at 2^63 - 1, and the worker takes (and makes) seeds up to 2^64 - 1.
+/// Every `seed` property is left a whole number from 0 with no format.
+struct WholeSeeds;
+
+impl Modify for WholeSeeds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for schema in components.schemas.values_mut() {
+            let RefOr::T(schema) = schema else { continue };
+            let objects: Vec<&mut utoipa::openapi::schema::Object> = match schema {
+                Schema::Object(object) => vec![object],
+                Schema::AllOf(all) => all
+                    .items
+                    .iter_mut()
+                    .filter_map(|item| match item {
+                        RefOr::T(Schema::Object(object)) => Some(object),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for object in objects {
+                if let Some(RefOr::T(Schema::Object(seed))) = object.properties.get_mut("seed") {
+                    seed.format = None;
+                }
+            }
+        }
     }
 }
 
