@@ -78,14 +78,15 @@ impl ImagesCall {
         })
     }
 
-    /// A `POST /v1/images/edits` form as image-to-image jobs, or inpainting
-    /// jobs when it has a mask (already converted by [`mask_from_alpha`]).
-    pub fn edit(form: EditForm, mask: Option<Vec<u8>>) -> Result<Self, ApiError> {
+    /// A `POST /v1/images/edits` form as image-to-image jobs, or, given
+    /// `job_mask` (the form's mask converted by [`mask_from_alpha`]),
+    /// inpainting jobs.
+    pub fn edit(form: EditForm, job_mask: Option<Vec<u8>>) -> Result<Self, ApiError> {
         let EditForm {
             image,
             prompt,
             fields,
-            ..
+            mask: _,
         } = form;
         let (width, height) = parse_size(fields.size.as_deref())?;
         let generation = GenerationFields {
@@ -102,7 +103,7 @@ impl ImagesCall {
             ..Default::default()
         };
         let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-        let request = match mask {
+        let request = match job_mask {
             Some(mask) => JobRequest::ImageInpaint(ImageInpaintRequest {
                 generation,
                 init_image: base64(&image),
@@ -407,7 +408,7 @@ fn form_error(error: MultipartError, limit: u64) -> ApiError {
 /// An error answer in OpenAI's shape, with the headers the job API's
 /// answer for the same error has (`Retry-After`, `WWW-Authenticate`, ...).
 #[derive(Debug)]
-pub struct OpenAiFailure(Response);
+pub struct OpenAiFailure(Box<Response>);
 
 /// Marks a response already in OpenAI's shape, so [`openai_errors`] leaves it.
 #[derive(Debug, Clone, Copy)]
@@ -428,7 +429,11 @@ impl OpenAiFailure {
             tracing::warn!(%status, code, message, "images call failed");
         }
         let body = openai_error(status, code, param, message);
-        Self(shaped(status, axum::http::HeaderMap::new(), &body))
+        Self(Box::new(shaped(
+            status,
+            axum::http::HeaderMap::new(),
+            &body,
+        )))
     }
 }
 
@@ -442,13 +447,13 @@ impl From<ApiError> for OpenAiFailure {
             detail.field,
             detail.message,
         );
-        Self(shaped(parts.status, parts.headers, &body))
+        Self(Box::new(shaped(parts.status, parts.headers, &body)))
     }
 }
 
 impl IntoResponse for OpenAiFailure {
     fn into_response(self) -> Response {
-        self.0
+        *self.0
     }
 }
 

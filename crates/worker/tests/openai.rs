@@ -305,7 +305,12 @@ fn bad_edits_are_openai_shaped_4xx_naming_the_param() {
         message.contains("alpha") && message.contains("transparent"),
         "{message}"
     );
-    let cases: Vec<(Vec<(&str, &str)>, Vec<(&str, &[u8])>, Option<&str>)> = vec![
+    type Case<'a> = (
+        Vec<(&'a str, &'a str)>,
+        Vec<(&'a str, &'a [u8])>,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
         (prompt.to_vec(), vec![], Some("image")),
         (vec![], vec![("image", &image)], Some("prompt")),
         (
