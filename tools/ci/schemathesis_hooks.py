@@ -15,10 +15,23 @@ schema-valid request may rightly get a 400 naming the field. In schema-valid
   refused as a duplicate; the schema declares only the operation's own name,
   and the other one is dropped;
 - the `lcm` scheduler runs at most 50 steps (the model's
-  `original_inference_steps`): more become 50.
+  `original_inference_steps`): more become 50;
+- the OpenAI routes' `size` is `WIDTHxHEIGHT` with each side a multiple of 8
+  from 64 to the worker's max size (the schema says only "digits x digits"):
+  another becomes `64x64`;
+- `POST /v1/images/edits` uploads files: its `image` becomes a real 64x64
+  PNG, and its `mask` a 64x64 PNG with an alpha channel, transparent in its
+  left half (OpenAI's masks mark the area to edit by transparency); the
+  strength rule above holds for it too (inpainting with a mask, image-to-image
+  without); and a form field's name travels in a part's header, where
+  control characters and quotes cannot go, so generated extra fields with
+  such names are dropped.
 
 Schema-violating (negative) cases are left as generated.
 """
+
+import struct
+import zlib
 
 import schemathesis
 from schemathesis.generation.modes import GenerationMode
@@ -29,6 +42,55 @@ PNG_64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAIAAAAlC+aJAAAAS0lEQVR42u3PMQ0AAAwDoEqv9ErYvQQckD4XAQEB"
     "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAYHLAB8+AWnmfUycAAAAAElFTkSuQmCC"
 )
+MAX_SIZE = 2048  # the worker's default --max-size, which tools/ci/schemathesis.sh keeps
+
+
+def png(width, height, channels, pixel):
+    """A PNG of 8-bit grey, RGB (3) or RGBA (4) pixels; pixel(x, y) gives each."""
+    color_type = {3: 2, 4: 6}[channels]
+    rows = b"".join(
+        b"\x00" + b"".join(bytes(pixel(x, y)) for x in range(width)) for y in range(height)
+    )
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+IMAGE_FILE = png(64, 64, 3, lambda x, y: (128, 128, 128))
+MASK_FILE = png(64, 64, 4, lambda x, y: (0, 0, 0, 0 if x < 32 else 255))
+
+
+def valid_size(size):
+    try:
+        width, height = (int(side) for side in size.split("x"))
+    except (AttributeError, ValueError):
+        return False
+    return all(side % 8 == 0 and 64 <= side <= MAX_SIZE for side in (width, height))
+
+
+def sendable_name(name):
+    """Whether a form field's name can go in its part's header as is."""
+    return all(" " <= c <= "~" and c not in '"\\' for c in name)
+
+
+def fix_strength(body, operation, steps):
+    """Makes strength x steps at least one step for image-to-image."""
+    strength = body.get("strength")
+    if not isinstance(strength, (int, float)) or isinstance(strength, bool):
+        strength = DEFAULT_STRENGTH[operation]
+    if strength * (steps if isinstance(steps, int) else 1) < 1:
+        body["strength"] = 1.0
+
+
 PICTURE_FIELDS = ("input_image", "init_image", "mask_image")
 LCM_MAX_STEPS = 50
 # The name of the picture each image operation declares, and its alias.
@@ -56,9 +118,16 @@ def map_case(context, case):
             body["steps"] = steps = LCM_MAX_STEPS
         operation = body.get("operation")
         if operation in DEFAULT_STRENGTH:
-            strength = body.get("strength")
-            if not isinstance(strength, (int, float)) or isinstance(strength, bool):
-                strength = DEFAULT_STRENGTH[operation]
-            if strength * (steps if isinstance(steps, int) else 1) < 1:
-                body["strength"] = 1.0
+            fix_strength(body, operation, steps)
+        path = case.operation.path
+        if path.startswith("/v1/images/") and "size" in body and body["size"] != "auto":
+            if not valid_size(body["size"]):
+                body["size"] = "64x64"
+        if path == "/v1/images/edits":
+            for name in [name for name in body if not sendable_name(name)]:
+                del body[name]
+            body["image"] = IMAGE_FILE
+            if "mask" in body:
+                body["mask"] = MASK_FILE
+            fix_strength(body, "image_inpaint" if "mask" in body else "image_transform", steps)
     return case

@@ -10,6 +10,7 @@
 //! - [`event`]: the events of a job's server-sent event stream and its end markers.
 //! - [`error`]: the one error body every failing route answers with.
 //! - [`info`]: `/health`, `/ready` and `/v1/info`.
+//! - [`openai`]: the OpenAI Images API's requests, answers and errors.
 //! - [`hive`]: the callbacks the worker sends to an rbee hive or queen.
 //! - [`whole`]: whole numbers written as `480` or `480.0`, as JSON Schema counts them.
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@ pub mod hive;
 pub mod info;
 pub mod job;
 pub mod limits;
+pub mod openai;
 pub mod request;
 pub mod scheduler;
 pub mod whole;
@@ -31,6 +33,10 @@ pub use info::{
     GenerationDefaults, Health, JobCounts, Limits, Readiness, ReadinessState, WorkerInfo,
 };
 pub use job::{ImageFormat, ImageResult, JobCreated, JobParams, JobState, JobStatus, Timings};
+pub use openai::{
+    OpenAiEditFields, OpenAiError, OpenAiErrorBody, OpenAiImage, OpenAiImageEditForm,
+    OpenAiImageRequest, OpenAiImagesResponse, OpenAiModel, OpenAiModelList, OpenAiResponseFormat,
+};
 pub use request::{
     GenerationFields, ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest,
     JobRequest, LoraConfig, PromptSyntax,

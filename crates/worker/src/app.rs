@@ -1,5 +1,6 @@
 //! The router: every route, its auth, body limits, host and origin checks
-//! and CORS, in one place.
+//! and CORS, in one place. Errors on the OpenAI API's paths are answered in
+//! OpenAI's shape, whichever layer refuses the request.
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -9,7 +10,8 @@ use tower_http::trace::TraceLayer;
 use crate::auth::require_api_key;
 use crate::body::guard_body;
 use crate::guard::{check_host_and_origin, cors_layer};
-use crate::routes::{self, health, info, jobs, openapi, stream};
+use crate::openai::openai_errors;
+use crate::routes::{self, health, info, jobs, openai, openapi, stream};
 use crate::state::AppState;
 
 /// The worker's HTTP API over `state`; other `GET` paths serve the web UI.
@@ -20,6 +22,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/v1/jobs/{id}/stream", get(stream::stream_job))
         .route("/v1/info", get(info::info))
+        .route("/v1/images/generations", post(openai::generate_images))
+        .route("/v1/images/edits", post(openai::edit_images))
+        .route("/v1/models", get(openai::list_models))
         .route("/openapi.json", get(openapi::openapi_json))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -36,7 +41,8 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             check_host_and_origin,
-        ));
+        ))
+        .layer(middleware::from_fn(openai_errors));
     let router = match cors_layer(state.config()) {
         Some(cors) => router.layer(cors),
         None => router,

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The body's content type is not JSON.
     #[error("expected a JSON body (content-type application/json), got {0}")]
     UnsupportedMediaType(String),
+    /// The body of a file upload route is not `multipart/form-data`.
+    #[error("expected a multipart/form-data body, got {0}")]
+    NotMultipart(String),
     /// The API key is missing or wrong.
     #[error("this route needs the header `Authorization: Bearer <api key>`")]
     Unauthorized,
@@ -129,7 +132,9 @@ impl ApiError {
             | ApiError::UnknownOperation { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType(_) | ApiError::NotMultipart(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenHost(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::JobNotFound(_) | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
@@ -162,7 +167,7 @@ impl ApiError {
                 ErrorDetail::new(ErrorCode::PayloadTooLarge, message)
             }
             ApiError::BodyTimeout { .. } => ErrorDetail::new(ErrorCode::RequestTimeout, message),
-            ApiError::UnsupportedMediaType(_) => {
+            ApiError::UnsupportedMediaType(_) | ApiError::NotMultipart(_) => {
                 ErrorDetail::new(ErrorCode::UnsupportedMediaType, message)
             }
             ApiError::Unauthorized => ErrorDetail::new(ErrorCode::Unauthorized, message),

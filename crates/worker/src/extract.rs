@@ -111,7 +111,8 @@ fn check_content_type(req: &Request) -> Result<(), ApiError> {
     }
 }
 
-fn body_rejection(rejection: BytesRejection, limit: u64) -> ApiError {
+/// The error for a body that could not be read: too slow, too large or broken.
+pub fn body_rejection(rejection: BytesRejection, limit: u64) -> ApiError {
     if let Some(BodyTimedOut(timeout)) = BodyTimedOut::find(&rejection) {
         ApiError::BodyTimeout {
             secs: timeout.as_secs_f64(),
@@ -126,8 +127,27 @@ fn body_rejection(rejection: BytesRejection, limit: u64) -> ApiError {
     }
 }
 
-/// Parses a `POST /v1/jobs` body.
-pub fn parse_job_request(bytes: &[u8]) -> Result<JobRequest, ApiError> {
+/// A JSON object body parsed as `T`, for the routes whose body is one
+/// struct; rejections use the API's error format and name the bad field.
+#[derive(Debug)]
+pub struct JsonObject<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonObject<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        check_content_type(&req)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|r| body_rejection(r, state.config().max_body_bytes))?;
+        require_object(&bytes)?;
+        parse(&bytes).map(JsonObject)
+    }
+}
+
+/// Refuses a body that is not a JSON object (serde would read an array as a
+/// struct's fields in order).
+fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         parse::<serde::de::IgnoredAny>(bytes)?;
@@ -136,6 +156,12 @@ pub fn parse_job_request(bytes: &[u8]) -> Result<JobRequest, ApiError> {
             message: "the body must be a JSON object".into(),
         });
     }
+    Ok(())
+}
+
+/// Parses a `POST /v1/jobs` body.
+pub fn parse_job_request(bytes: &[u8]) -> Result<JobRequest, ApiError> {
+    require_object(bytes)?;
     let tag: OperationTag = parse(bytes)?;
     let operation = tag.operation.ok_or_else(|| ApiError::UnknownOperation {
         message: format!(
@@ -196,7 +222,8 @@ fn parse_operation<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Parses JSON as `T`; a bad value's error names its field (its path).
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();

@@ -32,6 +32,7 @@ pub mod extract;
 pub mod guard;
 pub mod hive;
 pub mod jobs;
+pub mod openai;
 pub mod pictures;
 pub mod queue;
 pub mod routes;

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::http::StatusCode;
 use sd_contract::event::CancelReason;
@@ -24,6 +24,12 @@ use crate::error::ApiError;
 use crate::jobs::{new_job_id, Job, Jobs, Retention};
 use crate::queue::{JobQueue, PushError};
 use crate::validation::ValidJob;
+
+/// Seconds since the Unix epoch (0 for a time before it).
+pub fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// Where the worker is in its life.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +60,7 @@ struct Shared {
     busy: watch::Sender<bool>,
     last_generation_ms: AtomicU64,
     streams: Arc<Semaphore>,
+    started: SystemTime,
 }
 
 impl AppState {
@@ -77,12 +84,18 @@ impl AppState {
             busy: watch::channel(false).0,
             last_generation_ms: AtomicU64::new(0),
             streams,
+            started: SystemTime::now(),
         }))
     }
 
     /// The configuration.
     pub fn config(&self) -> &WorkerConfig {
         &self.0.config
+    }
+
+    /// When this state was made (the worker started), in seconds since the Unix epoch.
+    pub fn started_unix(&self) -> u64 {
+        unix_seconds(self.0.started)
     }
 
     /// The address the server listens on.

@@ -62,6 +62,9 @@ fn the_document_is_openapi_3_1_and_covers_every_route() {
         ("/health", "get"),
         ("/ready", "get"),
         ("/openapi.json", "get"),
+        ("/v1/images/generations", "post"),
+        ("/v1/images/edits", "post"),
+        ("/v1/models", "get"),
     ] {
         assert!(paths[path][method].is_object(), "{method} {path} missing");
     }
@@ -390,4 +393,54 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
             }
         }
     }
+}
+
+/// The OpenAI API's fields publish the job API's bounds for the fields they
+/// share (the validator behind both is one), and `n` the bound the route enforces.
+#[test]
+fn the_openai_fields_publish_the_job_apis_bounds() {
+    use sd_contract::openai::MAX_IMAGES;
+    use sd_contract::OpenAiImageRequest;
+    use sd_worker::openai::ImagesCall;
+
+    let doc: Value = serde_json::from_str(&generated()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let job_fields = properties(&doc, &schemas["ImageTransformRequest"]);
+    for name in ["OpenAiImageRequest", "OpenAiImageEditForm"] {
+        let fields = properties(&doc, &schemas[name]);
+        for shared in [
+            "prompt",
+            "negative_prompt",
+            "steps",
+            "guidance_scale",
+            "seed",
+            "strength",
+        ] {
+            let Some(property) = fields.get(shared) else {
+                assert_eq!(shared, "strength", "{name} has no `{shared}`");
+                continue;
+            };
+            for keyword in BOUND_KEYWORDS {
+                assert_eq!(
+                    property[*keyword], job_fields[shared][*keyword],
+                    "{name}.{shared}: `{keyword}` differs from the job API's"
+                );
+            }
+        }
+        assert_eq!(fields["n"]["minimum"], 1, "{name}.n");
+        assert_eq!(fields["n"]["maximum"], MAX_IMAGES, "{name}.n");
+    }
+    let call = |n: u32| {
+        ImagesCall::generation(OpenAiImageRequest {
+            prompt: "a cat".into(),
+            n: Some(n),
+            ..Default::default()
+        })
+        .map(|call| call.count)
+        .map_err(|e| e.detail().field)
+    };
+    assert_eq!(call(1), Ok(1));
+    assert_eq!(call(MAX_IMAGES), Ok(MAX_IMAGES));
+    assert_eq!(call(0), Err(Some("n".into())));
+    assert_eq!(call(MAX_IMAGES + 1), Err(Some("n".into())));
 }

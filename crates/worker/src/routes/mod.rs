@@ -5,6 +5,7 @@ pub mod blocking;
 pub mod health;
 pub mod info;
 pub mod jobs;
+pub mod openai;
 pub mod openapi;
 pub mod stream;
 pub mod ui;

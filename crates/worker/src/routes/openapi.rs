@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
-use super::{health, info, jobs, stream};
+use super::{health, info, jobs, openai, stream};
 use crate::state::AppState;
 
 /// The API's OpenAPI document.
@@ -21,7 +21,8 @@ use crate::state::AppState;
     info(
         title = "sd-worker",
         description = "Stable Diffusion worker: submit image jobs, follow them over server-sent \
-            events, fetch the PNG. Speaks rbee's job API (operation bodies tagged by `operation`)."
+            events, fetch the PNG. Speaks rbee's job API (operation bodies tagged by `operation`) and \
+            the OpenAI Images API."
     ),
     paths(
         jobs::create_job,
@@ -32,6 +33,9 @@ use crate::state::AppState;
         health::health,
         health::ready,
         openapi_json,
+        openai::generate_images,
+        openai::edit_images,
+        openai::list_models,
     ),
     components(schemas(
         JobRequest,
@@ -66,12 +70,24 @@ use crate::state::AppState;
         WorkerHeartbeat,
         HeartbeatWorker,
         WorkerStatus,
+        OpenAiImageRequest,
+        OpenAiImageEditForm,
+        OpenAiEditFields,
+        OpenAiResponseFormat,
+        OpenAiImagesResponse,
+        OpenAiImage,
+        OpenAiModelList,
+        OpenAiModel,
+        OpenAiErrorBody,
+        OpenAiError,
     )),
-    modifiers(&ApiKeyScheme, &JobLinks),
+    modifiers(&ApiKeyScheme, &JobLinks, &WholeSeeds),
     tags(
         (name = "jobs", description = "Submit, follow, inspect and cancel image jobs"),
         (name = "worker", description = "What the worker serves"),
         (name = "health", description = "Liveness and readiness (never need the API key)"),
+        (name = "openai", description = "The OpenAI Images API: each image is a job, and the \
+            call answers once all are made; errors in OpenAI's shape"),
     )
 )]
 pub struct ApiDoc;
@@ -92,6 +108,41 @@ impl Modify for ApiKeyScheme {
                     .build(),
             ),
         );
+    }
+}
+
+/// Seeds are `u64`, which utoipa documents as `int64`; that format bounds
+/// them at 2^63 - 1, and the worker takes (and makes) seeds up to 2^64 - 1.
+/// Every `seed` property is left a whole number from 0 with no format.
+struct WholeSeeds;
+
+impl Modify for WholeSeeds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for schema in components.schemas.values_mut() {
+            let RefOr::T(schema) = schema else { continue };
+            let objects: Vec<&mut utoipa::openapi::schema::Object> = match schema {
+                Schema::Object(object) => vec![object],
+                Schema::AllOf(all) => all
+                    .items
+                    .iter_mut()
+                    .filter_map(|item| match item {
+                        RefOr::T(Schema::Object(object)) => Some(object),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for object in objects {
+                if let Some(RefOr::T(Schema::Object(seed))) = object.properties.get_mut("seed") {
+                    seed.format = None;
+                }
+            }
+        }
     }
 }
 

@@ -195,6 +195,23 @@ pub fn request(
     })
 }
 
+/// Sends `body` as is (a multipart form, say) with `content_type`.
+pub fn post_bytes(
+    base: &str,
+    path: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut req = agent()
+        .post(&format!("{base}{path}"))
+        .set("content-type", content_type);
+    for (name, value) in headers {
+        req = req.set(name, value);
+    }
+    finish(req.send_bytes(body))
+}
+
 pub fn get(base: &str, path: &str) -> Resp {
     request("GET", base, path, &[], None)
 }
