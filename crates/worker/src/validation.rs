@@ -10,7 +10,8 @@
 
 use base64::Engine as _;
 use sd_contract::limits::{
-    MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_STEPS, MIN_GUIDANCE_SCALE, MIN_STEPS,
+    MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, MIN_GUIDANCE_SCALE,
+    MIN_NUM_IMAGES, MIN_STEPS,
 };
 use sd_contract::{GenerationFields, JobParams, JobRequest, Limits};
 use sd_core::image::DecodedImage;
@@ -39,9 +40,22 @@ impl ValidJob {
         &self.params
     }
 
-    /// The same parameters as the pipeline takes them, pictures decoded.
+    /// The same parameters as the pipeline takes them, pictures decoded, the
+    /// seed that of the image [`ValidJob::select_image`] chose (the first, at first).
     pub fn generation(&self) -> &GenerateParams {
         &self.generation
+    }
+
+    /// How many images the job makes.
+    pub fn num_images(&self) -> u32 {
+        self.params.num_images
+    }
+
+    /// Points the pipeline's parameters at image `index` (from 0) of the job:
+    /// their seed becomes the job's seed plus `index`, wrapping, as
+    /// AUTOMATIC1111 numbers a batch. [`ValidJob::params`] keep the first seed.
+    pub fn select_image(&mut self, index: u32) {
+        self.generation.seed = self.params.seed.wrapping_add(u64::from(index));
     }
 
     /// Whether its progress events should carry live previews.
@@ -132,6 +146,13 @@ fn validate_job(
             ),
         ));
     }
+    let num_images = req.num_images.unwrap_or(MIN_NUM_IMAGES);
+    if !(MIN_NUM_IMAGES..=MAX_NUM_IMAGES).contains(&num_images) {
+        return Err(ApiError::invalid(
+            "num_images",
+            format!("must be between {MIN_NUM_IMAGES} and {MAX_NUM_IMAGES}, got {num_images}"),
+        ));
+    }
     let image_field = pictures.as_ref().map_or("init_image", |p| p.image_field);
     let in_field = |e: ParamError| ApiError::invalid(field_of(e.param, image_field), e.message);
     let image = pictures.map(|p| decode_pictures(p, limits)).transpose()?;
@@ -171,6 +192,7 @@ fn validate_job(
             width: narrow(width),
             height: narrow(height),
             seed: generation.seed,
+            num_images,
             scheduler: scheduler_to_wire(scheduler),
             strength: generation.image.as_ref().map(|input| input.strength),
         },
