@@ -71,17 +71,12 @@ pub struct JobParams {
     /// (0-based) has the seed `seed + i`, wrapping past the largest seed.
     pub seed: u64,
     /// How many images the job makes.
-    #[serde(default = "one")]
     pub num_images: u32,
     /// Denoising scheduler.
     pub scheduler: SchedulerKind,
     /// Image-to-image and inpainting strength (absent for text to image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strength: Option<f64>,
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// The encoding of a finished image.
