@@ -134,6 +134,38 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /**
+         * @description One finished image of a job that makes several: the `image` event
+         *     announces it, and the job's result lists it.
+         */
+        BatchImage: {
+            /** @description The file's encoding. */
+            format: components["schemas"]["ImageFormat"];
+            /**
+             * Format: int32
+             * @description Height in pixels.
+             */
+            height: number;
+            /** @description The image file, base64-encoded (standard alphabet, padded). */
+            image: string;
+            /**
+             * Format: int32
+             * @description Its place in the job, from 0; its seed is the job's seed plus this.
+             */
+            index: number;
+            /**
+             * Format: int64
+             * @description The seed that produced it.
+             */
+            seed: number;
+            /** @description Time spent queued, and generating until this image was encoded. */
+            timings: components["schemas"]["Timings"];
+            /**
+             * Format: int32
+             * @description Width in pixels.
+             */
+            width: number;
+        };
+        /**
          * @description Why a job was cancelled.
          * @enum {string}
          */
@@ -213,6 +245,16 @@ export interface components {
             model?: string | null;
             /** @description What to steer away from: up to 4096 characters. */
             negative_prompt?: string | null;
+            /**
+             * Format: int32
+             * @description How many images to make, 1 to 8 (1 when absent or `null`), with the
+             *     seeds `seed`, `seed + 1`, … (wrapping past the largest seed), as
+             *     AUTOMATIC1111 numbers a batch. A job of one image streams and reports
+             *     exactly as before; one of several sends an `image` event as each is
+             *     finished, and its `complete` event and status list them all in
+             *     `images` (see `ImageResult`).
+             */
+            num_images?: number | null;
             /** @description Whether `progress` events carry a live preview of the image (absent or `null`: no). */
             preview?: boolean | null;
             /**
@@ -227,7 +269,8 @@ export interface components {
             scheduler?: null | components["schemas"]["SchedulerKind"];
             /**
              * Format: int64
-             * @description Seed of the initial noise; drawn at random when absent and always reported back.
+             * @description Seed of the initial noise (of the first image, with `num_images`);
+             *     drawn at random when absent and always reported back.
              */
             seed?: number | null;
             /**
@@ -298,7 +341,13 @@ export interface components {
              */
             strength?: number | null;
         };
-        /** @description A finished image. */
+        /**
+         * @description A completed job's result: its image, or for a job of several images the
+         *     first one, with every image in `images`.
+         *
+         *     The top-level fields read as a job of one image always has: a client
+         *     that knows nothing of `num_images` gets the first image of a batch.
+         */
         ImageResult: {
             /** @description The file's encoding. */
             format: components["schemas"]["ImageFormat"];
@@ -307,14 +356,22 @@ export interface components {
              * @description Height in pixels.
              */
             height: number;
-            /** @description The image file, base64-encoded (standard alphabet, padded). */
+            /**
+             * @description The image file (the first one, of several), base64-encoded (standard
+             *     alphabet, padded).
+             */
             image: string;
+            /**
+             * @description Every image of a job that asked for more than one (`num_images`), in
+             *     order, the first one included; absent for a job of one image.
+             */
+            images?: components["schemas"]["BatchImage"][];
             /**
              * Format: int64
              * @description The seed that produced it.
              */
             seed: number;
-            /** @description Time spent queued and generating. */
+            /** @description Time spent queued and generating, the whole job's. */
             timings: components["schemas"]["Timings"];
             /**
              * Format: int32
@@ -381,17 +438,22 @@ export interface components {
             preview?: null | components["schemas"]["ProgressPreview"];
             /**
              * Format: int32
-             * @description Steps done so far, 1-based.
+             * @description Steps done so far, 1-based, over all the job's images: step `s` of
+             *     image `i` (0-based) of a job of several is `i * steps + s`, where
+             *     `steps` is one image's (`total / num_images`).
              */
             step: number;
             /**
              * Format: int32
-             * @description Steps in all.
+             * @description Steps in all: one image's times the number of images.
              */
             total: number;
             /** @enum {string} */
             type: "progress";
-        } | (components["schemas"]["ImageResult"] & {
+        } | (components["schemas"]["BatchImage"] & {
+            /** @enum {string} */
+            type: "image";
+        }) | (components["schemas"]["ImageResult"] & {
             /** @enum {string} */
             type: "complete";
         }) | (components["schemas"]["ErrorDetail"] & {
@@ -417,6 +479,11 @@ export interface components {
             height: number;
             /** @description What to steer away from. */
             negative_prompt?: string | null;
+            /**
+             * Format: int32
+             * @description How many images the job makes.
+             */
+            num_images: number;
             /** @description What to draw. */
             prompt: string;
             /** @description How the prompts were read. */
@@ -425,7 +492,8 @@ export interface components {
             scheduler: components["schemas"]["SchedulerKind"];
             /**
              * Format: int64
-             * @description Seed of the initial noise.
+             * @description Seed of the initial noise of the first image; image `i` of the job
+             *     (0-based) has the seed `seed + i`, wrapping past the largest seed.
              */
             seed: number;
             /**
@@ -479,12 +547,13 @@ export interface components {
             state: components["schemas"]["JobState"];
             /**
              * Format: int32
-             * @description The last finished denoising step (1-based); present once running.
+             * @description The last finished denoising step (1-based), counted over all the
+             *     job's images as `progress` events count them; present once running.
              */
             step?: number | null;
             /**
              * Format: int32
-             * @description The number of denoising steps; present once running.
+             * @description The number of denoising steps, of all the job's images; present once running.
              */
             total?: number | null;
         };
@@ -505,6 +574,11 @@ export interface components {
              * @description Largest input picture or mask of image-to-image and inpainting, in pixels.
              */
             max_input_pixels: number;
+            /**
+             * Format: int32
+             * @description Most images one job may ask for (`num_images`).
+             */
+            max_num_images: number;
             /**
              * Format: int32
              * @description Most characters in a prompt or negative prompt.
@@ -602,7 +676,10 @@ export interface components {
             /** @description The event's index in the job's log */
             id?: string;
         };
-        /** @description How long a job took, in milliseconds. */
+        /**
+         * @description How long a job took, in milliseconds. For one image of a job of several,
+         *     `generation_ms` and `total_ms` run until that image was encoded.
+         */
         Timings: {
             /**
              * Format: int64
