@@ -5,11 +5,19 @@
 //! terminal event (`complete`, `error` or `cancelled`) is followed by one more
 //! message whose data is a completion marker (see [`completion_markers`]), the
 //! line rbee's job client stops on.
+//!
+//! A job of one image streams `queued`, `started`, `progress` per step and
+//! `complete`. A job of several images (`num_images`) counts its `progress`
+//! steps over all its images (`total` is the steps of one image times their
+//! number), sends an `image` event as each image is finished, and ends with a
+//! `complete` event that carries the first image as a job of one would, and
+//! every image in `images`. Images finished before a job failed or was
+//! cancelled are in their `image` events only.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{ErrorDetail, ImageResult, JobParams};
+use crate::{BatchImage, ErrorDetail, ImageResult, JobParams};
 
 /// Why a job was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -53,9 +61,11 @@ pub enum JobEvent {
     },
     /// A denoising step finished.
     Progress {
-        /// Steps done so far, 1-based.
+        /// Steps done so far, 1-based, over all the job's images: step `s` of
+        /// image `i` (0-based) of a job of several is `i * steps + s`, where
+        /// `steps` is one image's (`total / num_images`).
         step: u32,
-        /// Steps in all.
+        /// Steps in all: one image's times the number of images.
         total: u32,
         /// `100 * step / total`, rounded to two decimals.
         percent: f32,
@@ -64,7 +74,11 @@ pub enum JobEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         preview: Option<ProgressPreview>,
     },
-    /// The image is ready.
+    /// One image of a job of several is ready (never sent for a job of one
+    /// image: its `complete` event brings it).
+    Image(BatchImage),
+    /// The job is done: its image, or of several the first, and all of them
+    /// in `images`.
     Complete(ImageResult),
     /// The job failed.
     Error(ErrorDetail),
@@ -82,6 +96,7 @@ impl JobEvent {
             JobEvent::Queued { .. } => "queued",
             JobEvent::Started { .. } => "started",
             JobEvent::Progress { .. } => "progress",
+            JobEvent::Image(_) => "image",
             JobEvent::Complete(_) => "complete",
             JobEvent::Error(_) => "error",
             JobEvent::Cancelled { .. } => "cancelled",
@@ -237,5 +252,50 @@ mod tests {
             &cancelled.completion_marker().unwrap()
         ));
         assert_eq!(progress.completion_marker(), None);
+    }
+
+    #[test]
+    fn a_job_of_one_image_reads_as_before_and_a_batch_lists_its_images() {
+        let timings = crate::Timings {
+            queued_ms: 1,
+            generation_ms: 2,
+            total_ms: 3,
+        };
+        let image = |index: u32| BatchImage {
+            index,
+            image: format!("IMG{index}"),
+            format: crate::ImageFormat::Png,
+            seed: 7 + u64::from(index),
+            width: 64,
+            height: 64,
+            timings,
+        };
+        let mut result = ImageResult {
+            image: "IMG0".into(),
+            format: crate::ImageFormat::Png,
+            seed: 7,
+            width: 64,
+            height: 64,
+            timings,
+            images: Vec::new(),
+        };
+        let single = serde_json::to_value(JobEvent::Complete(result.clone())).unwrap();
+        assert!(single.get("images").is_none(), "{single}");
+        result.images = vec![image(0), image(1)];
+        let batch = serde_json::to_value(JobEvent::Complete(result.clone())).unwrap();
+        assert_eq!(batch["image"], "IMG0");
+        assert_eq!(batch["images"][1]["seed"], 8);
+        assert_eq!(
+            serde_json::from_value::<JobEvent>(batch).unwrap(),
+            JobEvent::Complete(result)
+        );
+        let event = JobEvent::Image(image(1));
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (json["type"].as_str(), json["index"].as_u64()),
+            (Some("image"), Some(1))
+        );
+        assert_eq!(event.name(), "image");
+        assert!(!event.is_terminal());
     }
 }

@@ -69,6 +69,8 @@ pub struct Limits {
     pub max_steps: u32,
     /// Largest guidance scale.
     pub max_guidance_scale: f64,
+    /// Most images one job may ask for (`num_images`).
+    pub max_num_images: u32,
     /// Jobs that may wait in the queue besides the running one.
     pub max_queue: u32,
     /// Largest request body in bytes.

@@ -67,8 +67,11 @@ pub struct JobParams {
     pub width: u32,
     /// Image height in pixels.
     pub height: u32,
-    /// Seed of the initial noise.
+    /// Seed of the initial noise of the first image; image `i` of the job
+    /// (0-based) has the seed `seed + i`, wrapping past the largest seed.
     pub seed: u64,
+    /// How many images the job makes.
+    pub num_images: u32,
     /// Denoising scheduler.
     pub scheduler: SchedulerKind,
     /// Image-to-image and inpainting strength (absent for text to image).
@@ -84,7 +87,8 @@ pub enum ImageFormat {
     Png,
 }
 
-/// How long a job took, in milliseconds.
+/// How long a job took, in milliseconds. For one image of a job of several,
+/// `generation_ms` and `total_ms` run until that image was encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Timings {
     /// From submission until the engine started it.
@@ -95,9 +99,38 @@ pub struct Timings {
     pub total_ms: u64,
 }
 
-/// A finished image.
+/// A completed job's result: its image, or for a job of several images the
+/// first one, with every image in `images`.
+///
+/// The top-level fields read as a job of one image always has: a client
+/// that knows nothing of `num_images` gets the first image of a batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ImageResult {
+    /// The image file (the first one, of several), base64-encoded (standard
+    /// alphabet, padded).
+    pub image: String,
+    /// The file's encoding.
+    pub format: ImageFormat,
+    /// The seed that produced it.
+    pub seed: u64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Time spent queued and generating, the whole job's.
+    pub timings: Timings,
+    /// Every image of a job that asked for more than one (`num_images`), in
+    /// order, the first one included; absent for a job of one image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<BatchImage>,
+}
+
+/// One finished image of a job that makes several: the `image` event
+/// announces it, and the job's result lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchImage {
+    /// Its place in the job, from 0; its seed is the job's seed plus this.
+    pub index: u32,
     /// The image file, base64-encoded (standard alphabet, padded).
     pub image: String,
     /// The file's encoding.
@@ -108,7 +141,7 @@ pub struct ImageResult {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
-    /// Time spent queued and generating.
+    /// Time spent queued, and generating until this image was encoded.
     pub timings: Timings,
 }
 
@@ -121,15 +154,16 @@ pub struct JobStatus {
     pub state: JobState,
     /// 1 for the next job to run; present while queued.
     pub queue_position: Option<u32>,
-    /// The last finished denoising step (1-based); present once running.
+    /// The last finished denoising step (1-based), counted over all the
+    /// job's images as `progress` events count them; present once running.
     pub step: Option<u32>,
-    /// The number of denoising steps; present once running.
+    /// The number of denoising steps, of all the job's images; present once running.
     pub total: Option<u32>,
     /// Whether a cancellation was asked for and has not taken effect yet.
     pub cancel_requested: bool,
     /// The parameters it runs with.
     pub params: JobParams,
-    /// The image, once completed.
+    /// The image (every image, of several), once completed.
     pub result: Option<ImageResult>,
     /// Why it failed, once failed.
     pub error: Option<ErrorDetail>,

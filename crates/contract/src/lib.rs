@@ -32,7 +32,9 @@ pub use hive::{HeartbeatWorker, WorkerHeartbeat, WorkerReady, WorkerStatus};
 pub use info::{
     GenerationDefaults, Health, JobCounts, Limits, Readiness, ReadinessState, WorkerInfo,
 };
-pub use job::{ImageFormat, ImageResult, JobCreated, JobParams, JobState, JobStatus, Timings};
+pub use job::{
+    BatchImage, ImageFormat, ImageResult, JobCreated, JobParams, JobState, JobStatus, Timings,
+};
 pub use openai::{
     OpenAiEditFields, OpenAiError, OpenAiErrorBody, OpenAiImage, OpenAiImageEditForm,
     OpenAiImageRequest, OpenAiImagesResponse, OpenAiModel, OpenAiModelList, OpenAiResponseFormat,

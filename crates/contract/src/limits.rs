@@ -32,3 +32,8 @@ pub const DEFAULT_MAX_SIZE: u32 = 2048;
 /// prompts seen in use; beyond it a megabyte of prompt could hold the engine
 /// in the tokenizer for seconds.
 pub const MAX_PROMPT_CHARS: usize = 4096;
+/// The fewest images a job may ask for.
+pub const MIN_NUM_IMAGES: u32 = 1;
+/// The most images a job may ask for (`num_images`): one job holds all its
+/// images (and, in its event log, each twice) until it expires.
+pub const MAX_NUM_IMAGES: u32 = 8;

@@ -30,7 +30,7 @@ impl JobRequest {
     /// image fields' aliases included; `None` for an unknown operation.
     /// Anything else in a body is an unknown field.
     pub fn fields(operation: &str) -> Option<&'static [&'static str]> {
-        const SHARED: [&str; 15] = [
+        const SHARED: [&str; 16] = [
             "operation",
             "hive_id",
             "model",
@@ -46,9 +46,10 @@ impl JobRequest {
             "worker_id",
             "scheduler",
             "preview",
+            "num_images",
         ];
-        const TRANSFORM: [&str; 18] = concat(SHARED, ["strength", "input_image", "init_image"]);
-        const INPAINT: [&str; 19] = concat(
+        const TRANSFORM: [&str; 19] = concat(SHARED, ["strength", "input_image", "init_image"]);
+        const INPAINT: [&str; 20] = concat(
             SHARED,
             ["strength", "input_image", "init_image", "mask_image"],
         );
@@ -168,7 +169,8 @@ pub struct GenerationFields {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 30)]
     pub guidance_scale: Option<f64>,
-    /// Seed of the initial noise; drawn at random when absent and always reported back.
+    /// Seed of the initial noise (of the first image, with `num_images`);
+    /// drawn at random when absent and always reported back.
     #[serde(default, deserialize_with = "crate::whole::option")]
     pub seed: Option<u64>,
     /// Image width in pixels, a multiple of 8 from 64 up to the worker's
@@ -197,6 +199,15 @@ pub struct GenerationFields {
     /// Whether `progress` events carry a live preview of the image (absent or `null`: no).
     #[serde(default)]
     pub preview: Option<bool>,
+    /// How many images to make, 1 to 8 (1 when absent or `null`), with the
+    /// seeds `seed`, `seed + 1`, … (wrapping past the largest seed), as
+    /// AUTOMATIC1111 numbers a batch. A job of one image streams and reports
+    /// exactly as before; one of several sends an `image` event as each is
+    /// finished, and its `complete` event and status list them all in
+    /// `images` (see `ImageResult`).
+    #[serde(default, deserialize_with = "crate::whole::option")]
+    #[schema(minimum = 1, maximum = 8)]
+    pub num_images: Option<u32>,
 }
 
 /// Text-to-image parameters (rbee's `ImageGenerationRequest`): the shared fields only.

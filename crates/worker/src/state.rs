@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use axum::http::StatusCode;
 use sd_contract::event::CancelReason;
 use sd_contract::limits::{
-    MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE,
+    MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE,
 };
 use sd_contract::{
     JobCounts, JobState, JobStatus, Limits, Readiness, ReadinessState, SchedulerKind, WorkerInfo,
@@ -240,6 +240,7 @@ impl AppState {
             max_prompt_chars: count(MAX_PROMPT_CHARS),
             max_steps: MAX_STEPS,
             max_guidance_scale: MAX_GUIDANCE_SCALE,
+            max_num_images: MAX_NUM_IMAGES,
             max_queue: u32::try_from(c.max_queue).unwrap_or(u32::MAX),
             max_body_bytes: c.max_body_bytes,
             max_input_pixels: c.max_input_pixels,

@@ -12,7 +12,8 @@
 //! work: callers on the async runtime run [`validate`] on the blocking pool.
 
 use sd_contract::limits::{
-    MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_STEPS, MIN_GUIDANCE_SCALE, MIN_STEPS,
+    MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, MIN_GUIDANCE_SCALE,
+    MIN_NUM_IMAGES, MIN_STEPS,
 };
 use sd_contract::{GenerationFields, JobParams, JobRequest, Limits};
 use sd_core::model::ModelProfile;
@@ -79,9 +80,22 @@ impl RunnableJob {
         &self.params
     }
 
-    /// The same parameters as the pipeline takes them, pictures decoded.
+    /// The same parameters as the pipeline takes them, pictures decoded, the
+    /// seed that of the image [`ValidJob::select_image`] chose (the first, at first).
     pub fn generation(&self) -> &GenerateParams {
         &self.generation
+    }
+
+    /// How many images the job makes.
+    pub fn num_images(&self) -> u32 {
+        self.params.num_images
+    }
+
+    /// Points the pipeline's parameters at image `index` (from 0) of the job:
+    /// their seed becomes the job's seed plus `index`, wrapping, as
+    /// AUTOMATIC1111 numbers a batch. [`ValidJob::params`] keep the first seed.
+    pub fn select_image(&mut self, index: u32) {
+        self.generation.seed = self.params.seed.wrapping_add(u64::from(index));
     }
 
     /// Whether its progress events should carry live previews.
@@ -172,6 +186,13 @@ fn validate_job(
             ),
         ));
     }
+    let num_images = req.num_images.unwrap_or(MIN_NUM_IMAGES);
+    if !(MIN_NUM_IMAGES..=MAX_NUM_IMAGES).contains(&num_images) {
+        return Err(ApiError::invalid(
+            "num_images",
+            format!("must be between {MIN_NUM_IMAGES} and {MAX_NUM_IMAGES}, got {num_images}"),
+        ));
+    }
     let image_field = pictures.as_ref().map_or("init_image", |p| p.image_field);
     let in_field = |e: ParamError| ApiError::invalid(field_of(e.param, image_field), e.message);
     let max_pixels = usize::try_from(limits.max_input_pixels).unwrap_or(usize::MAX);
@@ -217,6 +238,7 @@ fn validate_job(
         width: narrow(width),
         height: narrow(height),
         seed: generation.seed,
+        num_images,
         scheduler: scheduler_to_wire(scheduler),
         strength: generation.image.as_ref().map(|input| input.strength),
     };

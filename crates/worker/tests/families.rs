@@ -304,6 +304,40 @@ fn live_previews_on_the_real_model() {
     assert_eq!(image, same_image, "a preview must not change the image");
 }
 
+/// A job of two images on the real model makes, bit for bit, the images of
+/// two jobs of one with its seed and the next (an ancestral scheduler, so the
+/// noise of every step follows the image's seed too).
+#[test]
+fn a_batch_on_the_real_model_equals_single_jobs_with_consecutive_seeds() {
+    let folder = fixtures().join("tiny-sd15");
+    let worker = WorkerProcess::spawn(&["--model", folder.to_str().unwrap()], &[]);
+    worker.wait_ready();
+    let run = |seed: u64, num_images: u32| {
+        let body = generation(&format!(
+            r#","width":64,"height":64,"steps":3,"scheduler":"euler_a","seed":{seed},"num_images":{num_images}"#
+        ));
+        let created = submit(&worker.url, &body);
+        let events = stream(&worker.url, &created.sse_url, &[]).events();
+        let Some(JobEvent::Complete(result)) = events.last() else {
+            panic!("no image: {events:?}")
+        };
+        result.clone()
+    };
+    let batch = run(11, 2);
+    let seeds: Vec<u64> = batch.images.iter().map(|i| i.seed).collect();
+    assert_eq!(seeds, [11, 12]);
+    let first = run(11, 1);
+    let second = run(12, 1);
+    assert!(first.images.is_empty());
+    assert_eq!(batch.image, first.image, "the first image differs");
+    assert_eq!(batch.images[0].image, first.image);
+    assert_eq!(
+        batch.images[1].image, second.image,
+        "the second image differs"
+    );
+    assert_ne!(first.image, second.image);
+}
+
 #[test]
 fn a_running_real_job_is_cancelled_within_a_step() {
     let folder = fixtures().join("tiny-sd15");

@@ -68,6 +68,99 @@ fn a_job_streams_its_events_and_ends_with_a_png_of_the_requested_size() {
     assert_eq!(status.result.unwrap().image, result.image);
 }
 
+/// A job of several images streams an `image` event per image, with the
+/// seeds seed, seed + 1, …, counts its steps over all of them, and ends with
+/// the first image as a job of one would, every image in `images`.
+#[test]
+fn a_job_of_three_images_streams_each_and_completes_with_all() {
+    let server = TestServer::ready(config());
+    let body = generation(r#","width":64,"height":64,"steps":2,"seed":41,"num_images":3"#);
+    let created = submit(&server.url, &body);
+    let transcript = stream(&server.url, &created.sse_url, &[]);
+    let expected = ["queued", "started"]
+        .into_iter()
+        .chain(["progress", "progress", "image"].repeat(3))
+        .chain(["complete"]);
+    assert_eq!(transcript.types(), expected.collect::<Vec<_>>());
+    assert_eq!(transcript.marker(), "[DONE]");
+    let events = transcript.events();
+    let JobEvent::Started { params } = &events[1] else {
+        panic!()
+    };
+    assert_eq!((params.seed, params.num_images), (41, 3));
+    let steps: Vec<(u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Progress { step, total, .. } => Some((*step, *total)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, [(1, 6), (2, 6), (3, 6), (4, 6), (5, 6), (6, 6)]);
+    let images: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Image(image) => Some(image.clone()),
+            _ => None,
+        })
+        .collect();
+    for (i, image) in images.iter().enumerate() {
+        assert_eq!((image.index, image.seed), (i as u32, 41 + i as u64));
+        assert_eq!(png_size(&image.image), (64, 64));
+        let parameters = png_parameters_text(&image.image);
+        assert!(
+            parameters.contains(&format!("Seed: {}", 41 + i)),
+            "{parameters}"
+        );
+    }
+    assert_ne!(images[0].image, images[1].image);
+    let JobEvent::Complete(result) = events.last().unwrap() else {
+        panic!()
+    };
+    assert_eq!((result.seed, &result.image), (41, &images[0].image));
+    assert_eq!(result.images, images);
+
+    let status: JobStatus = get(&server.url, &format!("/v1/jobs/{}", created.job_id)).json();
+    assert_eq!(status.state, JobState::Completed);
+    assert_eq!((status.step, status.total), (Some(6), Some(6)));
+    assert_eq!(status.params.num_images, 3);
+    assert_eq!(status.result.as_ref(), Some(result));
+
+    // A job of one image has no `image` event and no `images` list.
+    let created = submit(&server.url, &generation(r#","steps":1,"num_images":1"#));
+    let transcript = stream(&server.url, &created.sse_url, &[]);
+    assert_eq!(
+        transcript.types(),
+        ["queued", "started", "progress", "complete"]
+    );
+    let complete = &transcript.messages[3].data;
+    assert!(!complete.contains("images"), "{complete}");
+}
+
+/// Cancelling a batch stops the image being made; those already finished
+/// stay in their `image` events.
+#[test]
+fn cancelling_a_batch_ends_it_after_the_images_already_made() {
+    let server = TestServer::start(config(), fake("step_ms=30"));
+    server.wait_ready();
+    let body = generation(r#","width":64,"height":64,"steps":3,"seed":5,"num_images":4"#);
+    let created = submit(&server.url, &body);
+    let path = format!("/v1/jobs/{}", created.job_id);
+    wait_until(Duration::from_secs(10), || {
+        get(&server.url, &path).json::<JobStatus>().step >= Some(4)
+    });
+    assert!(delete(&server.url, &path).status < 300);
+    let transcript = stream(&server.url, &created.sse_url, &[]);
+    assert_cancelled(&transcript, CancelReason::Client);
+    let types = transcript.types();
+    assert_eq!(
+        types.iter().filter(|t| *t == "image").count(),
+        1,
+        "{types:?}"
+    );
+    let status: JobStatus = get(&server.url, &path).json();
+    assert_eq!((status.state, status.result), (JobState::Cancelled, None));
+}
+
 #[test]
 fn previews_come_only_when_asked_and_never_on_the_last_step() {
     let server = TestServer::start(config(), fake("step_ms=40"));

@@ -70,7 +70,7 @@ fn the_document_is_openapi_3_1_and_covers_every_route() {
     }
     let schemas = &doc["components"]["schemas"];
     let events = schemas["JobEvent"]["oneOf"].as_array().unwrap();
-    assert_eq!(events.len(), 6);
+    assert_eq!(events.len(), 7);
     let operations = schemas["JobRequest"]["oneOf"].as_array().unwrap();
     assert_eq!(operations.len(), 3);
     assert_eq!(
@@ -172,6 +172,7 @@ const CHECKED_BOUNDS: &[(&str, &[&str])] = &[
     ("negative_prompt", &["maxLength"]),
     ("loras", &["maxItems"]),
     ("seed", &["minimum"]),
+    ("num_images", &["minimum", "maximum"]),
     ("input_image", &["minLength"]),
     ("init_image", &["minLength"]),
     ("mask_image", &["minLength"]),
@@ -250,7 +251,7 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
         }
         assert_eq!(verdict(&state, &base), None, "{operation}: {base:?}");
         let try_value = |field: &str, value: f64| verdict(&state, &with(&base, field, value));
-        for field in ["steps", "guidance_scale", "strength"] {
+        for field in ["steps", "guidance_scale", "strength", "num_images"] {
             let Some(property) = fields.get(field) else {
                 assert_eq!(field, "strength", "{operation} has no `{field}`");
                 continue;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::png_base64;
-use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_PROMPT_CHARS, MAX_STEPS};
+use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS};
 use sd_contract::{
     ErrorCode, GenerationFields, ImageGenerationRequest, ImageInpaintRequest,
     ImageTransformRequest, JobRequest, Limits, LoraConfig, SchedulerKind,
@@ -43,6 +43,7 @@ fn limits() -> Limits {
         max_prompt_chars: MAX_PROMPT_CHARS as u32,
         max_steps: MAX_STEPS,
         max_guidance_scale: MAX_GUIDANCE_SCALE,
+        max_num_images: MAX_NUM_IMAGES,
         max_queue: 4,
         max_body_bytes: 1 << 20,
         max_input_pixels: 200 * 200,
@@ -81,6 +82,7 @@ fn defaults_fill_missing_values_and_a_seed_is_chosen() {
     assert_eq!(p.guidance_scale, 7.5);
     assert_eq!(p.scheduler, SchedulerKind::Pndm);
     assert!(p.seed < 1 << 32);
+    assert_eq!(p.num_images, 1);
 }
 
 #[test]
@@ -197,6 +199,40 @@ fn each_bad_value_names_its_field() {
         ..generation("x")
     };
     assert_eq!(field_of(req), "loras");
+}
+
+/// One to eight images; each image's seed follows the last, wrapping past
+/// the largest seed.
+#[test]
+fn num_images_is_bounded_and_numbers_the_seeds() {
+    for n in [0, MAX_NUM_IMAGES + 1, u32::MAX] {
+        let req = GenerationFields {
+            num_images: Some(n),
+            ..generation("x")
+        };
+        let err = validate(text_job(req), &model(), &defaults(), &limits()).unwrap_err();
+        let detail = err.detail();
+        assert_eq!(detail.field.as_deref(), Some("num_images"), "{detail:?}");
+        assert!(detail.message.contains("between 1 and 8"), "{detail:?}");
+    }
+    let req = GenerationFields {
+        num_images: Some(MAX_NUM_IMAGES),
+        seed: Some(u64::MAX - 1),
+        ..generation("x")
+    };
+    let mut job = validate(text_job(req), &model(), &defaults(), &limits())
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    assert_eq!(job.num_images(), 8);
+    let seeds: Vec<u64> = (0..3)
+        .map(|i| {
+            job.select_image(i);
+            job.generation().seed
+        })
+        .collect();
+    assert_eq!(seeds, [u64::MAX - 1, u64::MAX, 0]);
+    assert_eq!(job.params().seed, u64::MAX - 1);
 }
 
 fn transform(strength: Option<f64>) -> ImageTransformRequest {

@@ -13,7 +13,7 @@ import { ParameterControls } from "./components/ParameterControls";
 import { PromptInput } from "./components/PromptInput";
 import { PICTURE_FIELDS, describeDetail, describeError, type ShownError } from "./errors";
 import { useGallery } from "./hooks/useGallery";
-import { useImageGeneration, type GalleryEntry } from "./hooks/useImageGeneration";
+import { entryKey, useImageGeneration, type GalleryEntry } from "./hooks/useImageGeneration";
 import { useImageInputs } from "./hooks/useImageInputs";
 import { useWorkerInfo } from "./hooks/useWorkerInfo";
 import { outputSize, pictureFromResult, type Picture } from "./images";
@@ -39,7 +39,7 @@ export function App() {
   const generation = useImageGeneration({
     onComplete: (entry) => {
       gallery.add(entry);
-      setSelected(entry.jobId);
+      setSelected(entryKey(entry));
     },
   });
 
@@ -66,7 +66,7 @@ export function App() {
   const jobError = generation.job.error ? describeDetail(generation.job.error) : null;
   const streamError = generation.job.streamError ? describeError(generation.job.streamError) : null;
   const shown = useMemo(
-    () => gallery.entries.find((e) => e.jobId === selected) ?? gallery.entries[0] ?? null,
+    () => gallery.entries.find((e) => entryKey(e) === selected) ?? gallery.entries[0] ?? null,
     [gallery.entries, selected],
   );
 
@@ -177,7 +177,7 @@ export function App() {
           {streamError && <ErrorMessage error={streamError} />}
           {shown ? (
             <ImageDisplay
-              key={shown.jobId}
+              key={entryKey(shown)}
               entry={shown}
               onReuseSeed={(seed) => patch({ seedMode: "fixed", seed: String(seed) })}
               onUseSettings={useSettings}
@@ -188,8 +188,8 @@ export function App() {
           )}
           <Gallery
             entries={gallery.entries}
-            selected={shown?.jobId ?? null}
-            onSelect={(entry) => setSelected(entry.jobId)}
+            selected={shown ? entryKey(shown) : null}
+            onSelect={(entry) => setSelected(entryKey(entry))}
             onClear={() => {
               gallery.clear();
               setSelected(null);

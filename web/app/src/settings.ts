@@ -41,6 +41,8 @@ export interface GenerationSettings {
   strength: string;
   /** Ask for live previews in the progress events. */
   livePreview: boolean;
+  /** How many images one job makes (`num_images`), with consecutive seeds. */
+  numImages: string;
 }
 
 /** A named image size. */
@@ -70,6 +72,7 @@ export const EMPTY_SETTINGS: GenerationSettings = {
   scheduler: "",
   strength: DEFAULT_STRENGTH.image,
   livePreview: true,
+  numImages: "1",
 };
 
 /** The worker's defaults as form values, keeping what the user already typed. */
@@ -118,6 +121,8 @@ export function toRequest(settings: GenerationSettings, pictures: RequestPicture
   }
   if (settings.scheduler) request.scheduler = settings.scheduler;
   if (settings.livePreview) request.preview = true;
+  const numImages = number(settings.numImages);
+  if (numImages !== undefined && numImages !== 1) request.num_images = numImages;
   if (settings.mode === "text") return request;
   const strength = number(settings.strength);
   const image = pictures.image?.base64 ?? "";
@@ -150,13 +155,15 @@ export function missingPicture(
 }
 
 /**
- * The form values that reproduce a finished job, keeping `base`'s mode and
- * live preview choice (the input pictures are not part of a job's parameters).
+ * The form values that reproduce a finished image, keeping `base`'s mode,
+ * live preview choice and image count (the input pictures are not part of a
+ * job's parameters; an image of a batch has its own seed in `params`).
  */
 export function fromParams(params: JobParams, base: GenerationSettings = EMPTY_SETTINGS): GenerationSettings {
   return {
     mode: base.mode,
     livePreview: base.livePreview,
+    numImages: base.numImages,
     strength: params.strength != null ? String(params.strength) : base.strength,
     prompt: params.prompt,
     negativePrompt: params.negative_prompt ?? "",

@@ -33,6 +33,28 @@ describe("App", () => {
     expect(screen.getByLabelText("Seed value")).toHaveValue(31337);
   });
 
+  it("makes several images in one job and shows them all in the gallery, in order", async () => {
+    const worker = renderApp();
+    await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));
+    await userEvent.type(screen.getByLabelText("Prompt"), "a lighthouse");
+    expect(screen.getByLabelText("Images")).toHaveAttribute("max", "8");
+    await userEvent.clear(screen.getByLabelText("Images"));
+    await userEvent.type(screen.getByLabelText("Images"), "3");
+    await userEvent.click(screen.getByRole("button", { name: "Generate" }));
+    await waitFor(() => expect(worker.submitted).toHaveLength(1));
+    expect(worker.submitted[0]).toMatchObject({ num_images: 3 });
+    act(() => worker.run("job-1", 2, 100));
+    const gallery = await screen.findByRole("region", { name: "This session (3)" });
+    const thumbs = within(gallery).getAllByRole("button", { name: /^Show/ });
+    expect(thumbs.map((t) => t.getAttribute("aria-label"))).toEqual([100, 101, 102].map((seed) => `Show “a lighthouse” (seed ${seed})`));
+    expect(thumbs[0]).toHaveAttribute("aria-pressed", "true");
+    expect(screen.getByText(/image 1 of 3 · 512×512 · seed 100 /)).toBeInTheDocument();
+    await userEvent.click(thumbs[2]!);
+    expect(screen.getByText(/image 3 of 3 · 512×512 · seed 102 /)).toBeInTheDocument();
+    await userEvent.click(screen.getByRole("button", { name: "Reuse seed" }));
+    expect(screen.getByLabelText("Seed value")).toHaveValue(102);
+  });
+
   it("shows live previews while a job runs, and asks for none when unchecked", async () => {
     const worker = renderApp();
     await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));

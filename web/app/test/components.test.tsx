@@ -19,7 +19,7 @@ import { INFO, PNG_1x1 } from "./fakeWorker";
 
 const entry: GalleryEntry = {
   jobId: "job-0123456789abcdef",
-  params: { prompt: "a red fox", negative_prompt: "blur", prompt_syntax: "a1111", steps: 3, guidance_scale: 7.5, width: 64, height: 96, seed: 1234, scheduler: "euler_a" },
+  params: { prompt: "a red fox", negative_prompt: "blur", prompt_syntax: "a1111", steps: 3, guidance_scale: 7.5, width: 64, height: 96, seed: 1234, num_images: 1, scheduler: "euler_a" },
   result: { image: PNG_1x1, format: "png", seed: 1234, width: 64, height: 96, timings: { queued_ms: 1, generation_ms: 2500, total_ms: 2501 } },
   finishedAt: 0,
 };
@@ -160,6 +160,12 @@ describe("GenerationProgress", () => {
     expect(screen.getByTestId("elapsed")).toHaveTextContent("4.2 s");
     await userEvent.click(screen.getByRole("button", { name: "Cancel" }));
     expect(onCancel).toHaveBeenCalled();
+  });
+
+  it("says which image of a batch is being made", () => {
+    const params = { ...entry.params, steps: 2, num_images: 3 };
+    render(<GenerationProgress job={job({ phase: "running", step: 3, total: 6, percent: 50, params })} onCancel={() => undefined} cancelling={false} />);
+    expect(screen.getByRole("status")).toHaveTextContent("Generating: image 2 of 3, step 3 of 6");
   });
 
   it("describes queue, completion and cancellation, without Cancel once finished", () => {

@@ -46,6 +46,7 @@ export const INFO: WorkerInfo = {
     max_prompt_chars: 4096,
     max_steps: 150,
     max_guidance_scale: 30,
+    max_num_images: 8,
     max_queue: 16,
     max_body_bytes: 8388608,
     max_input_pixels: 16777216,
@@ -90,9 +91,14 @@ export class FakeWorker {
     this.streams.get(jobId)?.enqueue(this.encoder.encode(this.message(event, log.length - 1)));
   }
 
-  /** Emits `started`, every `progress` and `complete` for a job. */
+  /**
+   * Emits `started`, every `progress` and `complete` for a job; for a job
+   * sent with `num_images` above 1, an `image` event per image, with the
+   * seeds `seed`, `seed + 1`, … and steps counted over the whole batch.
+   */
   run(jobId: string, steps = 2, seed = 42): void {
     const body = this.submitted[Number(jobId.replace("job-", "")) - 1] ?? { prompt: "x" };
+    const count = body.num_images ?? 1;
     this.emit(jobId, {
       type: "started",
       params: {
@@ -104,21 +110,31 @@ export class FakeWorker {
         width: body.width ?? 64,
         height: body.height ?? 64,
         seed,
+        num_images: count,
         scheduler: body.scheduler ?? "pndm",
         strength: body.operation && body.operation !== "image_generation" ? (body.strength ?? 0.8) : null,
       },
     });
-    for (let step = 1; step <= steps; step++) {
-      this.emit(jobId, { type: "progress", step, total: steps, percent: (100 * step) / steps });
-    }
-    this.emit(jobId, {
-      type: "complete",
+    const timings = { queued_ms: 0, generation_ms: 1200, total_ms: 1200 };
+    const image = (index: number) => ({
+      index,
       image: PNG_1x1,
-      format: "png",
-      seed,
+      format: "png" as const,
+      seed: seed + index,
       width: body.width ?? 64,
       height: body.height ?? 64,
-      timings: { queued_ms: 0, generation_ms: 1200, total_ms: 1200 },
+      timings,
+    });
+    const total = steps * count;
+    for (let step = 1; step <= total; step++) {
+      this.emit(jobId, { type: "progress", step, total, percent: (100 * step) / total });
+      if (count > 1 && step % steps === 0) this.emit(jobId, { type: "image", ...image(step / steps - 1) });
+    }
+    const { index: _index, ...first } = image(0);
+    this.emit(jobId, {
+      type: "complete",
+      ...first,
+      ...(count > 1 && { images: Array.from({ length: count }, (_, i) => image(i)) }),
     });
   }
 

@@ -2,7 +2,7 @@ import { act, renderHook, waitFor } from "@testing-library/react";
 import type { ReactNode } from "react";
 import { describe, expect, it, vi } from "vitest";
 import { ClientProvider } from "../src/client";
-import { applyEvent, CONNECTING, viewOf } from "../src/hooks/jobView";
+import { applyEvent, CONNECTING, currentImage, viewOf } from "../src/hooks/jobView";
 import { useImageGeneration } from "../src/hooks/useImageGeneration";
 import { useJobStatus } from "../src/hooks/useJobStatus";
 import { useSSEStream } from "../src/hooks/useSSEStream";
@@ -27,6 +27,23 @@ describe("jobView", () => {
     const failed = applyEvent(running, { type: "error", code: "generation_failed", field: null, message: "boom" });
     expect(failed.phase).toBe("failed");
     expect(failed.error).toEqual({ code: "generation_failed", field: null, message: "boom" });
+  });
+
+  it("counts a batch's steps over all its images and collects its images", () => {
+    const params = { prompt: "a", prompt_syntax: "a1111" as const, steps: 2, guidance_scale: 7.5, width: 8, height: 8, seed: 5, num_images: 3, scheduler: "pndm" as const };
+    const started = applyEvent(CONNECTING, { type: "started", params });
+    expect(started.total).toBe(6);
+    expect(currentImage(started)).toEqual({ index: 1, count: 3 });
+    const timings = { queued_ms: 0, generation_ms: 1, total_ms: 1 };
+    const image = { index: 0, image: "A", format: "png" as const, seed: 5, width: 8, height: 8, timings };
+    const third = [
+      { type: "progress" as const, step: 2, total: 6, percent: 33.33 },
+      { type: "image" as const, ...image },
+      { type: "progress" as const, step: 3, total: 6, percent: 50 },
+    ].reduce(applyEvent, started);
+    expect(currentImage(third)).toEqual({ index: 2, count: 3 });
+    expect(third.images).toEqual([image]);
+    expect(currentImage(applyEvent(CONNECTING, { type: "started", params: { ...params, num_images: 1 } }))).toBeNull();
   });
 
   it("keeps the newest live preview until another one comes", () => {
@@ -76,7 +93,7 @@ describe("useJobStatus", () => {
     await waitFor(() => expect(result.current.phase).toBe("queued"));
     expect(result.current.elapsedMs).toBeGreaterThanOrEqual(1500);
     act(() => {
-      worker.emit(job_id, { type: "started", params: { prompt: "a", negative_prompt: null, prompt_syntax: "a1111", steps: 4, guidance_scale: 7.5, width: 64, height: 64, seed: 1, scheduler: "pndm" } });
+      worker.emit(job_id, { type: "started", params: { prompt: "a", negative_prompt: null, prompt_syntax: "a1111", steps: 4, guidance_scale: 7.5, width: 64, height: 64, seed: 1, num_images: 1, scheduler: "pndm" } });
       worker.emit(job_id, { type: "progress", step: 1, total: 4, percent: 25 });
     });
     await waitFor(() => expect(result.current).toMatchObject({ phase: "running", step: 1, total: 4, percent: 25 }));
@@ -171,7 +188,7 @@ describe("useGallery", () => {
     const { result } = renderHook(() => useGallery());
     const entry = (n: number) => ({
       jobId: `job-${n}`,
-      params: { prompt: `p${n}`, negative_prompt: null, prompt_syntax: "a1111" as const, steps: 1, guidance_scale: 1, width: 8, height: 8, seed: n, scheduler: "ddim" as const },
+      params: { prompt: `p${n}`, negative_prompt: null, prompt_syntax: "a1111" as const, steps: 1, guidance_scale: 1, width: 8, height: 8, seed: n, num_images: 1, scheduler: "ddim" as const },
       result: { image: PNG_1x1, format: "png" as const, seed: n, width: 8, height: 8, timings: { queued_ms: 0, generation_ms: 0, total_ms: 0 } },
       finishedAt: n,
     });

@@ -245,7 +245,7 @@ describe("ImageDisplay", () => {
     const entry: GalleryEntry = {
       jobId: "job-1",
       operation: "image_transform",
-      params: { prompt: "sea", negative_prompt: null, prompt_syntax: "a1111", steps: 10, guidance_scale: 7.5, width: 128, height: 96, seed: 5, scheduler: "euler_a", strength: 0.8 },
+      params: { prompt: "sea", negative_prompt: null, prompt_syntax: "a1111", steps: 10, guidance_scale: 7.5, width: 128, height: 96, seed: 5, num_images: 1, scheduler: "euler_a", strength: 0.8 },
       result: { image: PNG_1x1, format: "png", seed: 5, width: 128, height: 96, timings: { queued_ms: 0, generation_ms: 700, total_ms: 700 } },
       finishedAt: 0,
     };

@@ -49,6 +49,10 @@ describe("settings", () => {
     expect(toRequest(s)).toEqual({ prompt: "a cat", steps: 500, width: 64, preview: true });
     const fixed = { ...s, seedMode: "fixed" as const, negativePrompt: "dog", scheduler: "euler_a" as const };
     expect(toRequest(fixed)).toMatchObject({ seed: 9, negative_prompt: "dog", scheduler: "euler_a" });
+    expect(EMPTY_SETTINGS.numImages).toBe("1");
+    expect(toRequest({ ...s, numImages: "3" })).toMatchObject({ num_images: 3 });
+    expect(toRequest({ ...s, numImages: "9" })).toMatchObject({ num_images: 9 });
+    expect(toRequest({ ...s, numImages: "" })).not.toHaveProperty("num_images");
   });
 
   it("round-trips a job's params", () => {
@@ -61,12 +65,15 @@ describe("settings", () => {
       width: 64,
       height: 96,
       seed: 7,
+      num_images: 1,
       scheduler: "ddim" as const,
     };
     const s = fromParams(params, { ...EMPTY_SETTINGS, livePreview: false });
     expect(s.seedMode).toBe("fixed");
     expect(toRequest(s)).toEqual({ prompt: "p", steps: 3, guidance_scale: 5, width: 64, height: 96, seed: 7, scheduler: "ddim" });
-    expect(JSON.parse(settingsText(params))).toEqual({ operation: "image_generation", ...params });
+    // The copied request reproduces this one image: it names no image count.
+    const { num_images: _count, ...fields } = params;
+    expect(JSON.parse(settingsText(params))).toEqual({ operation: "image_generation", ...fields });
   });
 
   it("builds image-to-image and inpainting requests with plain base64 pictures", () => {
@@ -102,7 +109,7 @@ describe("settings", () => {
     expect(toRequest({ ...on, livePreview: false })).toEqual({ prompt: "sea" });
     const image = { base64: "A", mime: "image/png" as const, width: 8, height: 8, name: "a", bytes: 1 };
     expect(toRequest({ ...on, mode: "image" }, { image })).toMatchObject({ operation: "image_transform", preview: true });
-    expect(fromParams({ prompt: "p", prompt_syntax: "a1111", steps: 1, guidance_scale: 0, width: 8, height: 8, seed: 1, scheduler: "ddim" }, on).livePreview).toBe(true);
+    expect(fromParams({ prompt: "p", prompt_syntax: "a1111", steps: 1, guidance_scale: 0, width: 8, height: 8, seed: 1, num_images: 1, scheduler: "ddim" }, on).livePreview).toBe(true);
   });
 
   it("says which picture is missing before sending", () => {
@@ -114,7 +121,7 @@ describe("settings", () => {
   });
 
   it("reuses an image job's strength, keeping the form's mode, and copies its operation", () => {
-    const params = { prompt: "p", prompt_syntax: "a1111" as const, steps: 3, guidance_scale: 5, width: 64, height: 96, seed: 7, scheduler: "ddim" as const, strength: 0.45 };
+    const params = { prompt: "p", prompt_syntax: "a1111" as const, steps: 3, guidance_scale: 5, width: 64, height: 96, seed: 7, num_images: 1, scheduler: "ddim" as const, strength: 0.45 };
     const s = fromParams(params, { ...EMPTY_SETTINGS, mode: "inpaint" });
     expect(s).toMatchObject({ mode: "inpaint", strength: "0.45", seed: "7" });
     expect(fromParams({ ...params, strength: null }, { ...EMPTY_SETTINGS, strength: "0.3" }).strength).toBe("0.3");

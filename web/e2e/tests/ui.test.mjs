@@ -1,6 +1,6 @@
 // The web UI in a real browser against the real worker: unlock with the API
 // key, generate with live progress to 100 %, see the image, cancel a second
-// job, see the worker's validation error, image to image from a picked file,
+// job, make two images in one job, see the worker's validation error, image to image from a picked file,
 // inpainting with a dropped mask the worker refuses and then a painted one,
 // and the phone layout.
 import assert from "node:assert/strict";
@@ -149,6 +149,18 @@ test("desktop: generate with live progress, cancel a second job, show an API err
   assert.equal(await page.getByRole("heading", { name: "This session (1)" }).count(), 1);
   const info = await (await fetch(`${worker.url}/v1/info`, { headers: { authorization: `Bearer ${worker.apiKey}` } })).json();
   assert.equal(info.jobs.running + info.jobs.queued, 0);
+
+  // Two images in one job (seeds seed and seed + 1): both land in the gallery, the first shown.
+  await page.getByLabel("Steps").fill("4");
+  await page.getByLabel("Images").fill("2");
+  const batch = watchProgress(page);
+  await page.getByRole("button", { name: "Generate" }).click();
+  assert.equal((await batch).status, "Done");
+  await page.getByRole("heading", { name: "This session (3)" }).waitFor();
+  await page.getByText(new RegExp(`image 1 of 2 · ${SIZE}×${SIZE} · seed ${copied.seed} `)).waitFor();
+  const secondSeed = new RegExp(`\\(seed ${copied.seed + 1}\\)$`);
+  assert.equal(await page.getByRole("button", { name: secondSeed }).count(), 1);
+  await page.getByLabel("Images").fill("1");
 
   // The worker rejects an out-of-range value; the page shows its message at the field.
   await page.getByLabel("Steps").fill("500");

@@ -3,6 +3,7 @@ import { ApiError, JobCancelledError, JobFailedError, NetworkError, StreamError 
 import { readSse } from "./sse.js";
 import {
   isTerminalEvent,
+  type BatchImage,
   type Health,
   type ImageGenerationRequest,
   type ImageResult,
@@ -276,6 +277,16 @@ export function imageBytes(result: Pick<ImageResult, "image">): Uint8Array {
 /** A `data:` URL of a finished image, for an `<img src>` or a download link. */
 export function imageDataUrl(result: Pick<ImageResult, "image" | "format">): string {
   return `data:image/${result.format};base64,${result.image}`;
+}
+
+/**
+ * Every image of a result, in order: its `images` for a job of several, else
+ * the result itself as image 0 (a job of one image has no `images`).
+ */
+export function resultImages(result: ImageResult): BatchImage[] {
+  if (result.images && result.images.length > 0) return result.images;
+  const { image, format, seed, width, height, timings } = result;
+  return [{ index: 0, image, format, seed, width, height, timings }];
 }
 
 function jobPath(jobId: string): string {

@@ -17,6 +17,7 @@ export {
   SdWorkerClient,
   imageBytes,
   imageDataUrl,
+  resultImages,
   type ClientOptions,
   type GenerateOptions,
   type GenerationOutcome,

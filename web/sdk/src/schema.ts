@@ -60,43 +60,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/images/edits": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /**
-         * Edits a picture from a prompt (OpenAI's "create image edit"): inpainting
-         *     with a mask, image-to-image without one.
-         */
-        post: operations["edit_images"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/v1/images/generations": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /** Makes images from a prompt (OpenAI's "create image"). */
-        post: operations["generate_images"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/v1/info": {
         parameters: {
             query?: never;
@@ -166,27 +129,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/models": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** The model this worker serves, as OpenAI lists models. */
-        get: operations["list_models"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description One finished image of a job that makes several: the `image` event
+         *     announces it, and the job's result lists it.
+         */
+        BatchImage: {
+            /** @description The file's encoding. */
+            format: components["schemas"]["ImageFormat"];
+            /**
+             * Format: int32
+             * @description Height in pixels.
+             */
+            height: number;
+            /** @description The image file, base64-encoded (standard alphabet, padded). */
+            image: string;
+            /**
+             * Format: int32
+             * @description Its place in the job, from 0; its seed is the job's seed plus this.
+             */
+            index: number;
+            /**
+             * Format: int64
+             * @description The seed that produced it.
+             */
+            seed: number;
+            /** @description Time spent queued, and generating until this image was encoded. */
+            timings: components["schemas"]["Timings"];
+            /**
+             * Format: int32
+             * @description Width in pixels.
+             */
+            width: number;
+        };
         /**
          * @description Why a job was cancelled.
          * @enum {string}
@@ -267,6 +245,16 @@ export interface components {
             model?: string | null;
             /** @description What to steer away from: up to 4096 characters. */
             negative_prompt?: string | null;
+            /**
+             * Format: int32
+             * @description How many images to make, 1 to 8 (1 when absent or `null`), with the
+             *     seeds `seed`, `seed + 1`, … (wrapping past the largest seed), as
+             *     AUTOMATIC1111 numbers a batch. A job of one image streams and reports
+             *     exactly as before; one of several sends an `image` event as each is
+             *     finished, and its `complete` event and status list them all in
+             *     `images` (see `ImageResult`).
+             */
+            num_images?: number | null;
             /** @description Whether `progress` events carry a live preview of the image (absent or `null`: no). */
             preview?: boolean | null;
             /**
@@ -279,7 +267,11 @@ export interface components {
             prompt: string;
             prompt_syntax?: null | components["schemas"]["PromptSyntax"];
             scheduler?: null | components["schemas"]["SchedulerKind"];
-            /** @description Seed of the initial noise; drawn at random when absent and always reported back. */
+            /**
+             * Format: int64
+             * @description Seed of the initial noise (of the first image, with `num_images`);
+             *     drawn at random when absent and always reported back.
+             */
             seed?: number | null;
             /**
              * Format: int32
@@ -349,7 +341,13 @@ export interface components {
              */
             strength?: number | null;
         };
-        /** @description A finished image. */
+        /**
+         * @description A completed job's result: its image, or for a job of several images the
+         *     first one, with every image in `images`.
+         *
+         *     The top-level fields read as a job of one image always has: a client
+         *     that knows nothing of `num_images` gets the first image of a batch.
+         */
         ImageResult: {
             /** @description The file's encoding. */
             format: components["schemas"]["ImageFormat"];
@@ -358,11 +356,22 @@ export interface components {
              * @description Height in pixels.
              */
             height: number;
-            /** @description The image file, base64-encoded (standard alphabet, padded). */
+            /**
+             * @description The image file (the first one, of several), base64-encoded (standard
+             *     alphabet, padded).
+             */
             image: string;
-            /** @description The seed that produced it. */
+            /**
+             * @description Every image of a job that asked for more than one (`num_images`), in
+             *     order, the first one included; absent for a job of one image.
+             */
+            images?: components["schemas"]["BatchImage"][];
+            /**
+             * Format: int64
+             * @description The seed that produced it.
+             */
             seed: number;
-            /** @description Time spent queued and generating. */
+            /** @description Time spent queued and generating, the whole job's. */
             timings: components["schemas"]["Timings"];
             /**
              * Format: int32
@@ -429,17 +438,22 @@ export interface components {
             preview?: null | components["schemas"]["ProgressPreview"];
             /**
              * Format: int32
-             * @description Steps done so far, 1-based.
+             * @description Steps done so far, 1-based, over all the job's images: step `s` of
+             *     image `i` (0-based) of a job of several is `i * steps + s`, where
+             *     `steps` is one image's (`total / num_images`).
              */
             step: number;
             /**
              * Format: int32
-             * @description Steps in all.
+             * @description Steps in all: one image's times the number of images.
              */
             total: number;
             /** @enum {string} */
             type: "progress";
-        } | (components["schemas"]["ImageResult"] & {
+        } | (components["schemas"]["BatchImage"] & {
+            /** @enum {string} */
+            type: "image";
+        }) | (components["schemas"]["ImageResult"] & {
             /** @enum {string} */
             type: "complete";
         }) | (components["schemas"]["ErrorDetail"] & {
@@ -465,13 +479,22 @@ export interface components {
             height: number;
             /** @description What to steer away from. */
             negative_prompt?: string | null;
+            /**
+             * Format: int32
+             * @description How many images the job makes.
+             */
+            num_images: number;
             /** @description What to draw. */
             prompt: string;
             /** @description How the prompts were read. */
             prompt_syntax: components["schemas"]["PromptSyntax"];
             /** @description Denoising scheduler. */
             scheduler: components["schemas"]["SchedulerKind"];
-            /** @description Seed of the initial noise. */
+            /**
+             * Format: int64
+             * @description Seed of the initial noise of the first image; image `i` of the job
+             *     (0-based) has the seed `seed + i`, wrapping past the largest seed.
+             */
             seed: number;
             /**
              * Format: int32
@@ -524,12 +547,13 @@ export interface components {
             state: components["schemas"]["JobState"];
             /**
              * Format: int32
-             * @description The last finished denoising step (1-based); present once running.
+             * @description The last finished denoising step (1-based), counted over all the
+             *     job's images as `progress` events count them; present once running.
              */
             step?: number | null;
             /**
              * Format: int32
-             * @description The number of denoising steps; present once running.
+             * @description The number of denoising steps, of all the job's images; present once running.
              */
             total?: number | null;
         };
@@ -550,6 +574,11 @@ export interface components {
              * @description Largest input picture or mask of image-to-image and inpainting, in pixels.
              */
             max_input_pixels: number;
+            /**
+             * Format: int32
+             * @description Most images one job may ask for (`num_images`).
+             */
+            max_num_images: number;
             /**
              * Format: int32
              * @description Most characters in a prompt or negative prompt.
@@ -591,196 +620,6 @@ export interface components {
              */
             strength?: number | null;
         };
-        /**
-         * @description The text fields of `POST /v1/images/edits` besides the prompt. A form
-         *     has no `null`: the schema leaves a field out rather than null it.
-         */
-        OpenAiEditFields: {
-            /**
-             * Format: double
-             * @description Extension: classifier-free guidance scale, 0 to 30.
-             */
-            guidance_scale?: number;
-            /** @description Accepted and ignored: a worker serves one model. */
-            model?: string;
-            /**
-             * Format: int32
-             * @description How many images, 1 to 8 (1 when absent).
-             */
-            n?: number;
-            /** @description Extension: what to steer away from, up to 4096 characters. */
-            negative_prompt?: string;
-            /** @description Extension: how the prompts are read. */
-            prompt_syntax?: components["schemas"]["PromptSyntax"];
-            /** @description `b64_json` (the default) or `url` (a `data:` URL). */
-            response_format?: components["schemas"]["OpenAiResponseFormat"];
-            /** @description Extension: the denoising scheduler. */
-            scheduler?: components["schemas"]["SchedulerKind"];
-            /** @description Extension: the seed of the first image, up to 2^64 - 1; random when absent. */
-            seed?: number;
-            /**
-             * @description `WIDTHxHEIGHT`, each a multiple of 8 from 64 up to the worker's
-             *     `max_size`; `auto` or absent: the picture's size rounded down to 8.
-             */
-            size?: string;
-            /**
-             * Format: int32
-             * @description Extension: denoising steps, 1 to 150.
-             */
-            steps?: number;
-            /**
-             * Format: double
-             * @description Extension: how far to move away from the picture, above 0 up to 1
-             *     (0.8 without a mask, 1 with one, when absent). Without a mask,
-             *     `strength x steps` must make at least one step.
-             */
-            strength?: number;
-            /** @description Accepted and ignored. */
-            user?: string;
-        };
-        /** @description One error, in OpenAI's shape. */
-        OpenAiError: {
-            /** @description sd-worker's error code (`invalid_request`, `queue_full`, …; see `ErrorCode`), or null. */
-            code?: string | null;
-            /** @description What went wrong, naming the limit and the value given where there is one. */
-            message: string;
-            /**
-             * @description The request field at fault, as OpenAI names it (`size` for a bad
-             *     width or height), or null.
-             */
-            param?: string | null;
-            /**
-             * @description `invalid_request_error` for the client's errors (4xx), `server_error`
-             *     for the worker's (5xx).
-             */
-            type: string;
-        };
-        /**
-         * @description The body of every error answer of the OpenAI routes:
-         *     `{"error": {"message", "type", "param", "code"}}`.
-         */
-        OpenAiErrorBody: {
-            /** @description The error. */
-            error: components["schemas"]["OpenAiError"];
-        };
-        /** @description One image of an images call. */
-        OpenAiImage: {
-            /** @description The PNG file, base64-encoded, when `response_format` is `b64_json`. */
-            b64_json?: string | null;
-            /** @description Extension: its job, which `GET /v1/jobs/{id}` shows for the retention period. */
-            job_id: string;
-            /** @description Extension: the seed that made it. */
-            seed: number;
-            /**
-             * @description The PNG file as a `data:image/png;base64,...` URL, when
-             *     `response_format` is `url`.
-             */
-            url?: string | null;
-        };
-        /**
-         * @description The body of `POST /v1/images/edits`, sent as `multipart/form-data`.
-         *
-         *     With a `mask` the call inpaints (`image_inpaint`): the mask's fully
-         *     transparent pixels are repainted, the rest kept. Without one it is
-         *     image-to-image (`image_transform`): the whole picture moves toward the
-         *     prompt by `strength`.
-         */
-        OpenAiImageEditForm: components["schemas"]["OpenAiEditFields"] & {
-            /**
-             * Format: binary
-             * @description The picture to edit: a PNG file (JPEG is read too). `image[]` is
-             *     accepted for it, holding one file.
-             */
-            image: string;
-            /**
-             * Format: binary
-             * @description A PNG with an alpha channel, whose fully transparent pixels (alpha 0)
-             *     mark the area to edit, as OpenAI's masks do; resized to the output size.
-             */
-            mask?: string;
-            /**
-             * @description What the edited picture should show: up to 4096 characters, not all of
-             *     them white space.
-             */
-            prompt: string;
-        };
-        /** @description The body of `POST /v1/images/generations`. */
-        OpenAiImageRequest: {
-            /**
-             * Format: double
-             * @description Extension: classifier-free guidance scale, 0 to 30.
-             */
-            guidance_scale?: number | null;
-            /** @description Accepted and ignored: a worker serves one model (`GET /v1/models`). */
-            model?: string | null;
-            /**
-             * Format: int32
-             * @description How many images, 1 to 8 (1 when absent): one job each, with the seeds
-             *     `seed`, `seed + 1`, ….
-             */
-            n?: number | null;
-            /** @description Extension: what to steer away from, up to 4096 characters. */
-            negative_prompt?: string | null;
-            /** @description What to draw: up to 4096 characters, not all of them white space. */
-            prompt: string;
-            prompt_syntax?: null | components["schemas"]["PromptSyntax"];
-            /** @description Accepted and ignored. */
-            quality?: string | null;
-            response_format?: null | components["schemas"]["OpenAiResponseFormat"];
-            scheduler?: null | components["schemas"]["SchedulerKind"];
-            /** @description Extension: the seed of the first image, up to 2^64 - 1; random when absent. */
-            seed?: number | null;
-            /**
-             * @description `WIDTHxHEIGHT` in pixels (`512x512`), each a multiple of 8 from 64 up
-             *     to the worker's `max_size`; `auto` or absent: the worker's default size.
-             */
-            size?: string | null;
-            /**
-             * Format: int32
-             * @description Extension: denoising steps, 1 to 150 (the worker's default when absent).
-             */
-            steps?: number | null;
-            /** @description Accepted and ignored. */
-            style?: string | null;
-            /** @description Accepted and ignored. */
-            user?: string | null;
-        };
-        /** @description The answer to an images call. */
-        OpenAiImagesResponse: {
-            /**
-             * Format: int64
-             * @description When the images were made, in seconds since the Unix epoch.
-             */
-            created: number;
-            /** @description The images, in seed order. */
-            data: components["schemas"]["OpenAiImage"][];
-        };
-        /** @description A model, as OpenAI lists one. */
-        OpenAiModel: {
-            /**
-             * Format: int64
-             * @description When the worker started, in seconds since the Unix epoch.
-             */
-            created: number;
-            /** @description The model's name: its Hugging Face repo id or folder (`GET /v1/info`'s `model`). */
-            id: string;
-            /** @description Always `model`. */
-            object: string;
-            /** @description Always `sd-worker`. */
-            owned_by: string;
-        };
-        /** @description The answer to `GET /v1/models`. */
-        OpenAiModelList: {
-            /** @description The one model this worker serves. */
-            data: components["schemas"]["OpenAiModel"][];
-            /** @description Always `list`. */
-            object: string;
-        };
-        /**
-         * @description How the images come back.
-         * @enum {string}
-         */
-        OpenAiResponseFormat: "b64_json" | "url";
         /**
          * @description A live preview of a job in progress: the latents projected linearly to RGB
          *     (no VAE pass), a few hundred pixels wide, blurry and with muted colours.
@@ -837,7 +676,10 @@ export interface components {
             /** @description The event's index in the job's log */
             id?: string;
         };
-        /** @description How long a job took, in milliseconds. */
+        /**
+         * @description How long a job took, in milliseconds. For one image of a job of several,
+         *     `generation_ms` and `total_ms` run until that image was encoded.
+         */
         Timings: {
             /**
              * Format: int64
@@ -988,220 +830,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Readiness"];
-                };
-            };
-        };
-    };
-    edit_images: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "multipart/form-data": components["schemas"]["OpenAiImageEditForm"];
-            };
-        };
-        responses: {
-            /** @description The images, once all are made */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiImagesResponse"];
-                };
-            };
-            /** @description A malformed form, a picture that does not decode, a mask without an alpha channel, or a bad field (`param` names it) */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Missing or wrong API key */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Host or Origin not served */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Body not received within the body timeout */
-            408: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Body over the size limit */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Body not sent as multipart/form-data */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description A job was cancelled through the job API */
-            499: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Generating an image failed */
-            500: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Queue full, model not ready, or shutting down */
-            503: {
-                headers: {
-                    /** @description Seconds to wait before retrying */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-        };
-    };
-    generate_images: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["OpenAiImageRequest"];
-            };
-        };
-        responses: {
-            /** @description The images, once all are made */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiImagesResponse"];
-                };
-            };
-            /** @description Malformed JSON or a bad field (`param` names it, as OpenAI does: `size` for a bad width or height) */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Missing or wrong API key */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Host or Origin not served */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Body not received within the body timeout */
-            408: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Body over the size limit */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Body not sent as JSON */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description A job was cancelled through the job API */
-            499: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Generating an image failed */
-            500: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
-                };
-            };
-            /** @description Queue full, model not ready, or shutting down */
-            503: {
-                headers: {
-                    /** @description Seconds to wait before retrying */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
                 };
             };
         };
@@ -1513,35 +1141,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    list_models: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The one model served */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiModelList"];
-                };
-            };
-            /** @description Missing or wrong API key */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OpenAiErrorBody"];
                 };
             };
         };

@@ -32,6 +32,11 @@ export type JobState = Schemas["JobState"];
 export type JobParams = Schemas["JobParams"];
 /** A finished image (base64 PNG) with its seed, size and timings. */
 export type ImageResult = Schemas["ImageResult"];
+/**
+ * One image of a job of several (`num_images` > 1): the body of an `image`
+ * event and an entry of a result's `images`.
+ */
+export type BatchImage = Schemas["BatchImage"];
 /** How long a job took, in milliseconds. */
 export type Timings = Schemas["Timings"];
 /**

@@ -8,6 +8,7 @@ import {
   StreamError,
   imageBytes,
   imageDataUrl,
+  resultImages,
   type JobEvent,
   type ProgressPreview,
 } from "../src/index.js";
@@ -105,6 +106,14 @@ describe("requests", () => {
     const result = { image: "iVBORw0KGgo=", format: "png" as const };
     expect(Array.from(imageBytes(result))).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
     expect(imageDataUrl(result)).toBe("data:image/png;base64,iVBORw0KGgo=");
+  });
+
+  it("lists a result's images: the result itself for one, its `images` for several", () => {
+    const timings = { queued_ms: 0, generation_ms: 1, total_ms: 1 };
+    const one = { image: "AAAA", format: "png" as const, seed: 5, width: 8, height: 8, timings };
+    expect(resultImages(one)).toEqual([{ index: 0, ...one }]);
+    const images = [0, 1].map((index) => ({ ...one, index, seed: 5 + index, image: `IMG${index}` }));
+    expect(resultImages({ ...one, images }).map((i) => i.seed)).toEqual([5, 6]);
   });
 });
 

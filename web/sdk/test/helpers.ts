@@ -79,6 +79,7 @@ export function jobEvents(steps = 3): JobEvent[] {
     width: 64,
     height: 64,
     seed: 42,
+    num_images: 1,
     scheduler: "pndm" as const,
   };
   const events: JobEvent[] = [

@@ -1,7 +1,8 @@
 //! An engine without a model, for tests: it "encodes the prompt" and
 //! "denoises" by sleeping a while (stopping within milliseconds once
 //! interrupted) and paints a deterministic PNG of the requested size (and,
-//! for jobs that ask, a preview on every step but the last).
+//! for jobs that ask, a preview on every step but the last). Each image of
+//! a job of several is painted with its own seed, as the real engine's.
 //!
 //! The binary selects it with the hidden `--fake-engine` flag (a test aid,
 //! never meant for serving), whose value configures it (see
@@ -146,13 +147,14 @@ impl Engine for FakeEngine {
                 )));
             }
         }
-        let png = paint(p.width, p.height, p.seed, &job_parameters_text(job))
+        let seed = job.generation().seed;
+        let png = paint(p.width, p.height, seed, &job_parameters_text(job))
             .map_err(|e| EngineError::Failed(format!("fake engine: encoding PNG: {e}")))?;
         Ok(EngineOutput {
             png,
             width: p.width,
             height: p.height,
-            seed: p.seed,
+            seed,
         })
     }
 }
@@ -196,7 +198,7 @@ fn job_parameters_text(job: &RunnableJob) -> String {
             .a1111_name()
             .to_string(),
         guidance_scale: p.guidance_scale,
-        seed: p.seed,
+        seed: job.generation().seed,
         width: p.width as usize,
         height: p.height as usize,
         model: "fake".to_string(),

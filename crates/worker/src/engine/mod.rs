@@ -4,7 +4,8 @@
 //! The server never touches a model. It hands validated jobs, their pictures
 //! decoded, to an [`Engine`] on the engine thread ([`runner`]), which reports each denoising step through
 //! a callback, carrying a live preview on some steps of jobs that asked for
-//! one ([`preview`]). The job's cancel flag reaches the engine as an
+//! one ([`preview`]). A job of several images is several calls, one per
+//! seed, made by the runner. The job's cancel flag reaches the engine as an
 //! [`Interrupt`], which stops it inside long phases too (text encoding, one
 //! UNet pass, the VAE), not only between steps. [`stable_diffusion::SdEngine`] is
 //! the real engine; [`fake::FakeEngine`] implements the trait without a model,
@@ -82,7 +83,9 @@ pub trait Engine {
     /// What the model is and accepts.
     fn profile(&self) -> ModelProfile;
 
-    /// Generates one image, calling `on_step` after every denoising step.
+    /// Generates one image, with the seed of the image of the job that
+    /// [`ValidJob::select_image`] chose (the runner loops over a job's
+    /// images), calling `on_step` after every denoising step of it.
     /// Once `interrupt` is raised, or `on_step` returns `Break`, stops as soon
     /// as it can and returns [`EngineError::Cancelled`].
     fn generate(

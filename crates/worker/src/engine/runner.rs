@@ -17,6 +17,7 @@ use sd_core::Interrupt;
 use super::{Engine, EngineError, EngineLoader, StepUpdate};
 use crate::jobs::Job;
 use crate::state::{AppState, Phase};
+use crate::validation::RunnableJob;
 
 /// Starts the engine thread: it loads the model with `loader`, marks the
 /// worker ready (or failed), then serves the queue until it is closed.
@@ -76,21 +77,16 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
     let Some(work) = job.start() else {
         return;
     };
-    tracing::info!(job = job.id(), "job started");
-    let mut on_step = |p: StepUpdate| {
-        job.progress(p.step, p.total, p.preview);
-        match job.cancel_requested() {
-            Some(_) => ControlFlow::Break(()),
-            None => ControlFlow::Continue(()),
-        }
-    };
-    let cancel_requested = || job.cancel_requested().is_some();
-    let interrupt = Interrupt::new(&cancel_requested);
-    // The pictures decode here, so they are freed with `work` when the
-    // closure returns, whatever the outcome.
+    tracing::info!(
+        job = job.id(),
+        images = work.params().num_images,
+        "job started"
+    );
+    // The pictures decode here, so they are freed with the runnable job when
+    // the closure returns, whatever the outcome.
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let work = work.into_runnable()?;
-        engine.generate(&work, interrupt, &mut on_step)
+        let mut work = work.into_runnable()?;
+        generate_all(engine, job, &mut work)
     }))
     .unwrap_or_else(|panic| {
         Err(EngineError::Failed(format!(
@@ -99,8 +95,8 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
         )))
     });
     match outcome {
-        Ok(out) => {
-            job.finish_complete(&out.png, out.width, out.height, out.seed);
+        Ok(()) => {
+            job.finish_complete();
             state.record_generation_time(job);
             tracing::info!(job = job.id(), "job completed");
         }
@@ -122,6 +118,35 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
             job.finish_failed(ErrorDetail::new(ErrorCode::GenerationFailed, message));
         }
     }
+}
+
+/// Makes the job's images one after the other (the pipeline caches the text
+/// encodings, so only the first runs the text encoder), recording each as it
+/// is finished. Progress counts the steps of all the images: step `s` of
+/// image `i` is `i * total + s` of `num_images * total`. The job's cancel
+/// flag interrupts whichever image is being made.
+fn generate_all(
+    engine: &mut dyn Engine,
+    job: &Job,
+    work: &mut RunnableJob,
+) -> Result<(), EngineError> {
+    let cancel_requested = || job.cancel_requested().is_some();
+    let interrupt = Interrupt::new(&cancel_requested);
+    let images = work.num_images();
+    for index in 0..images {
+        work.select_image(index);
+        let mut on_step = |p: StepUpdate| {
+            let before = index as usize * p.total;
+            job.progress(before + p.step, images as usize * p.total, p.preview);
+            match job.cancel_requested() {
+                Some(_) => ControlFlow::Break(()),
+                None => ControlFlow::Continue(()),
+            }
+        };
+        let out = engine.generate(work, interrupt, &mut on_step)?;
+        job.image_done(&out.png, out.width, out.height, out.seed);
+    }
+    Ok(())
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -12,6 +12,11 @@
 //! however many steps ran. Clients following live see every preview; one that
 //! replays sees the newest only.
 //!
+//! A job of several images (`num_images`) logs an `image` event as each is
+//! finished and keeps the images until it completes, when its `complete`
+//! event lists them all; a job of one image logs no `image` event, so its
+//! stream is the same as before batches existed.
+//!
 //! The validated request is held only until the job starts or ends. While
 //! the job is queued it holds the pictures of image-to-image and inpainting
 //! encoded, as the client sent them (a few dozen KB where the pixels of a
@@ -28,7 +33,8 @@ use std::time::{Duration, Instant};
 use futures_util::Stream;
 use sd_contract::event::CancelReason;
 use sd_contract::{
-    ErrorDetail, ImageResult, JobEvent, JobParams, JobState, JobStatus, ProgressPreview, Timings,
+    BatchImage, ErrorDetail, ImageFormat, ImageResult, JobEvent, JobParams, JobState, JobStatus,
+    ProgressPreview, Timings,
 };
 use tokio::sync::watch;
 
@@ -60,6 +66,8 @@ struct JobInner {
     preview_at: Option<usize>,
     step: Option<u32>,
     total: Option<u32>,
+    /// The images finished so far, in order.
+    images: Vec<BatchImage>,
     started: Option<Instant>,
     finished: Option<Instant>,
 }
@@ -84,6 +92,7 @@ impl Job {
                 preview_at: None,
                 step: None,
                 total: None,
+                images: Vec::new(),
                 started: None,
                 finished: None,
             }),
@@ -177,7 +186,7 @@ impl Job {
         let work = inner.work.take()?;
         inner.state = JobState::Running;
         inner.started = Some(Instant::now());
-        inner.total = Some(self.params.steps);
+        inner.total = Some(self.params.steps.saturating_mul(self.params.num_images));
         let params = self.params.clone();
         self.push(&mut inner, JobEvent::Started { params });
         Some(work)
@@ -210,27 +219,64 @@ impl Job {
         );
     }
 
-    /// Ends the job with its image. Returns false if it had already ended.
-    pub fn finish_complete(&self, png: &[u8], width: u32, height: u32, seed: u64) -> bool {
+    /// Records the next finished image of a running job, and logs an `image`
+    /// event for it if the job makes several. Ignored once the job has ended.
+    pub fn image_done(&self, png: &[u8], width: u32, height: u32, seed: u64) {
         use base64::Engine as _;
         let now = Instant::now();
         let image = base64::engine::general_purpose::STANDARD.encode(png);
         let mut inner = self.lock();
-        let started = inner.started.unwrap_or(now);
-        let timings = Timings {
-            queued_ms: millis(started - self.submitted),
-            generation_ms: millis(now - started),
-            total_ms: millis(now - self.submitted),
-        };
-        let result = ImageResult {
+        if inner.state != JobState::Running {
+            return;
+        }
+        let finished = BatchImage {
+            index: u32::try_from(inner.images.len()).unwrap_or(u32::MAX),
             image,
-            format: sd_contract::ImageFormat::Png,
+            format: ImageFormat::Png,
             seed,
             width,
             height,
-            timings,
+            timings: self.timings(&inner, now),
+        };
+        if self.params.num_images > 1 {
+            self.push(&mut inner, JobEvent::Image(finished.clone()));
+        }
+        inner.images.push(finished);
+    }
+
+    /// Ends the job with the images [`Job::image_done`] recorded: the first
+    /// one's fields, and all of them in `images` when it made several.
+    /// Returns false if it had already ended, or had no image to end with.
+    pub fn finish_complete(&self) -> bool {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let mut images = std::mem::take(&mut inner.images);
+        let Some(first) = images.first().cloned() else {
+            return false;
+        };
+        if images.len() == 1 {
+            images.clear();
+        }
+        let result = ImageResult {
+            image: first.image,
+            format: first.format,
+            seed: first.seed,
+            width: first.width,
+            height: first.height,
+            timings: self.timings(&inner, now),
+            images,
         };
         self.finish(&mut inner, JobState::Completed, JobEvent::Complete(result))
+    }
+
+    /// The job's timings up to `now`.
+    fn timings(&self, inner: &JobInner, now: Instant) -> Timings {
+        let started = inner.started.unwrap_or(now);
+        Timings {
+            queued_ms: millis(started - self.submitted),
+            generation_ms: millis(now - started),
+            total_ms: millis(now - self.submitted),
+        }
     }
 
     /// Ends the job with an error. Returns false if it had already ended.
@@ -256,6 +302,7 @@ impl Job {
         inner.state = state;
         inner.finished = Some(Instant::now());
         inner.work = None;
+        inner.images = Vec::new();
         self.push(inner, event);
         true
     }
@@ -366,7 +413,10 @@ fn event_bytes(event: &JobEvent) -> usize {
             preview: Some(preview),
             ..
         } => preview.data_url.len(),
-        JobEvent::Complete(result) => result.image.len(),
+        JobEvent::Image(image) => image.image.len(),
+        JobEvent::Complete(result) => {
+            result.image.len() + result.images.iter().map(|i| i.image.len()).sum::<usize>()
+        }
         JobEvent::Error(error) => error.message.len() + error.field.as_ref().map_or(0, String::len),
         JobEvent::Queued { .. } | JobEvent::Progress { .. } | JobEvent::Cancelled { .. } => 0,
     };
@@ -382,7 +432,7 @@ mod tests {
     use futures_util::StreamExt;
     use sd_contract::ErrorCode;
 
-    use super::super::testing::{inpaint_job, job};
+    use super::super::testing::{batch, inpaint_job, job};
     use super::*;
 
     fn names(events: &[LoggedEvent]) -> Vec<&'static str> {
@@ -397,7 +447,8 @@ mod tests {
         assert!(job.start().is_some());
         job.progress(1, 2, None);
         job.progress(2, 2, None);
-        assert!(job.finish_complete(b"png", 64, 64, 7));
+        job.image_done(b"png", 64, 64, 7);
+        assert!(job.finish_complete());
         assert!(!job.finish_failed(ErrorDetail::new(ErrorCode::Internal, "late")));
         let early = early.await.unwrap();
         let late: Vec<_> = job.subscribe(0).collect().await;
@@ -456,7 +507,8 @@ mod tests {
         job.progress(3, 4, Some(preview(3)));
         assert_eq!(previews(&job), [None, None, Some(3)]);
         job.progress(4, 4, None);
-        assert!(job.finish_complete(b"png", 64, 64, 7));
+        job.image_done(b"png", 64, 64, 7);
+        assert!(job.finish_complete());
         assert_eq!(previews(&job), [None, None, Some(3), None]);
         let JobEvent::Progress { step, percent, .. } = job.lock().log[1].as_ref().clone() else {
             panic!("not a progress event")
@@ -507,7 +559,8 @@ mod tests {
         job.progress(2, 2, Some(preview(10_000)));
         assert!(job.retained_bytes() < one + 1_000);
         let before = job.retained_bytes();
-        assert!(job.finish_complete(&[0; 30_000], 64, 64, 7));
+        job.image_done(&[0; 30_000], 64, 64, 7);
+        assert!(job.finish_complete());
         assert!(job.retained_bytes() >= before + 40_000);
     }
 
@@ -534,5 +587,40 @@ mod tests {
         assert_eq!((input.image.width(), input.image.height()), (2048, 2048));
         assert!(input.image.pixels().chunks(3).all(|p| p == [90, 160, 30]));
         assert!(input.mask.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_batch_logs_each_image_and_completes_with_all_of_them() {
+        let job = batch(3);
+        let work = job.start().expect("a queued job starts");
+        assert_eq!(work.params().num_images, 3);
+        assert_eq!(job.status(None).total, Some(6));
+        let seed = job.params().seed;
+        for (i, png) in [b"one", b"two", b"333"].iter().enumerate() {
+            job.progress(2 * i + 1, 6, None);
+            job.progress(2 * i + 2, 6, None);
+            job.image_done(*png, 64, 64, seed + i as u64);
+        }
+        assert!(job.finish_complete());
+        let events: Vec<_> = job.subscribe(0).collect().await;
+        assert_eq!(
+            names(&events),
+            ["started", "progress", "progress", "image", "progress", "progress", "image"]
+                .into_iter()
+                .chain(["progress", "progress", "image", "complete"])
+                .collect::<Vec<_>>()
+        );
+        let JobEvent::Image(second) = events[6].1.as_ref() else {
+            panic!("not an image event")
+        };
+        assert_eq!(
+            (second.index, second.seed, second.image.as_str()),
+            (1, seed + 1, "dHdv")
+        );
+        let result = job.status(None).result.expect("a result");
+        assert_eq!((result.seed, result.image.as_str()), (seed, "b25l"));
+        let seeds: Vec<u64> = result.images.iter().map(|i| i.seed).collect();
+        assert_eq!(seeds, [seed, seed + 1, seed + 2]);
+        assert_eq!(result.images[1], *second);
     }
 }

@@ -25,10 +25,16 @@ mod testing {
 
     /// A fresh queued two-step SD 1 job.
     pub(super) fn job() -> Arc<Job> {
+        batch(1)
+    }
+
+    /// A fresh queued two-step SD 1 job of `num_images` images.
+    pub(super) fn batch(num_images: u32) -> Arc<Job> {
         queued(JobRequest::ImageGeneration(ImageGenerationRequest {
             generation: GenerationFields {
                 prompt: "x".into(),
                 steps: Some(2),
+                num_images: Some(num_images),
                 ..Default::default()
             },
         }))
@@ -73,6 +79,7 @@ mod testing {
             max_prompt_chars: 4096,
             max_steps: 150,
             max_guidance_scale: 30.0,
+            max_num_images: 8,
             max_queue: 4,
             max_body_bytes: 1024,
             max_input_pixels: 1 << 22,

@@ -144,7 +144,8 @@ mod tests {
     fn done(image_bytes: usize) -> Arc<Job> {
         let job = job();
         assert!(job.start().is_some());
-        assert!(job.finish_complete(&vec![0; image_bytes / 4 * 3], 64, 64, 1));
+        job.image_done(&vec![0; image_bytes / 4 * 3], 64, 64, 1);
+        assert!(job.finish_complete());
         std::thread::sleep(Duration::from_millis(2));
         job
     }

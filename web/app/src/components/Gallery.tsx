@@ -1,11 +1,11 @@
 /** The images of this browser session, newest first. */
 import { imageDataUrl } from "@sd-worker/sdk";
-import type { GalleryEntry } from "../hooks/useImageGeneration";
+import { entryKey, type GalleryEntry } from "../hooks/useImageGeneration";
 
 /** Props of {@link Gallery}. */
 export interface GalleryProps {
   entries: GalleryEntry[];
-  /** The job id of the image shown large. */
+  /** The {@link entryKey} of the image shown large. */
   selected: string | null;
   onSelect: (entry: GalleryEntry) => void;
   onClear: () => void;
@@ -28,11 +28,11 @@ export function Gallery({ entries, selected, onSelect, onClear }: GalleryProps) 
       ) : (
         <ul className="gallery-grid">
           {entries.map((entry) => (
-            <li key={entry.jobId}>
+            <li key={entryKey(entry)}>
               <button
                 type="button"
                 className="thumb"
-                aria-pressed={entry.jobId === selected}
+                aria-pressed={entryKey(entry) === selected}
                 aria-label={`Show “${entry.params.prompt}” (seed ${entry.result.seed})`}
                 onClick={() => onSelect(entry)}
               >

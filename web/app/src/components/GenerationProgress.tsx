@@ -1,6 +1,6 @@
 /** The current job's progress bar, step counter, elapsed time, live preview and Cancel button. */
 import type { JobStatusState } from "../hooks/useJobStatus";
-import { isFinished } from "../hooks/jobView";
+import { currentImage, isFinished } from "../hooks/jobView";
 
 /** Props of {@link GenerationProgress}. */
 export interface GenerationProgressProps {
@@ -27,9 +27,13 @@ function statusText(job: JobStatusState, cancelling: boolean): string {
       return job.queuePosition && job.queuePosition > 1
         ? `Queued: ${job.queuePosition - 1} job(s) ahead`
         : "Queued: next to run";
-    case "running":
+    case "running": {
       if (cancelling) return "Cancelling…";
-      return job.step === 0 ? "Starting…" : `Generating: step ${job.step} of ${job.total ?? "?"}`;
+      if (job.step === 0) return "Starting…";
+      const image = currentImage(job);
+      const which = image ? ` image ${image.index} of ${image.count},` : "";
+      return `Generating:${which} step ${job.step} of ${job.total ?? "?"}`;
+    }
     case "completed":
       return "Done";
     case "failed":

@@ -58,6 +58,7 @@ export function ImageDisplay({ entry, onReuseSeed, onUseSettings, onUseAsInput, 
         <p className="image-prompt">{params.prompt}</p>
         <p className="image-meta">
           {made}
+          {entry.index !== undefined && `image ${entry.index + 1} of ${params.num_images} · `}
           {result.width}×{result.height} · seed {result.seed} · {params.steps} steps · guidance {params.guidance_scale} ·{" "}
           {schedulerLabel(params.scheduler)} · {formatElapsed(result.timings.generation_ms)}
         </p>

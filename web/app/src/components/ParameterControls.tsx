@@ -1,4 +1,4 @@
-/** Steps, guidance, size, seed, scheduler and live preview. */
+/** Steps, guidance, size, seed, scheduler, image count and live preview. */
 import type { SchedulerKind, WorkerInfo } from "@sd-worker/sdk";
 import {
   MAX_SEED,
@@ -168,7 +168,23 @@ export function ParameterControls({ settings, onChange, info, invalidField, disa
           ))}
         </select>
       </div>
-      <label className="check wide" title="A rough picture of the image every few steps, at almost no cost">
+      <div className="field">
+        <label htmlFor="num-images">Images</label>
+        <input
+          id="num-images"
+          name="num_images"
+          type="number"
+          inputMode="numeric"
+          min={1}
+          max={limits?.max_num_images}
+          step={1}
+          value={settings.numImages}
+          title="Images in one job, with the seeds seed, seed + 1, …"
+          aria-invalid={invalid("num_images")}
+          onChange={(e) => onChange({ numImages: e.target.value })}
+        />
+      </div>
+      <label className="check" title="A rough picture of the image every few steps, at almost no cost">
         <input
           type="checkbox"
           name="preview"

@@ -1,6 +1,6 @@
 /** The images this browser tab made, kept in sessionStorage as far as it has room. */
 import { useCallback, useEffect, useState } from "react";
-import type { GalleryEntry } from "./useImageGeneration";
+import { entryKey, type GalleryEntry } from "./useImageGeneration";
 
 /** The sessionStorage key of the gallery. */
 export const GALLERY_STORAGE = "sd-worker.gallery";
@@ -36,7 +36,7 @@ export function useGallery() {
   useEffect(() => save(entries), [entries]);
   const add = useCallback(
     (entry: GalleryEntry) =>
-      setEntries((list) => [entry, ...list.filter((e) => e.jobId !== entry.jobId)].slice(0, GALLERY_LIMIT)),
+      setEntries((list) => [entry, ...list.filter((e) => entryKey(e) !== entryKey(entry))].slice(0, GALLERY_LIMIT)),
     [],
   );
   const clear = useCallback(() => setEntries([]), []);

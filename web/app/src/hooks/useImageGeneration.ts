@@ -1,6 +1,13 @@
 /** Submits jobs (text to image, image to image, inpainting), follows the current one, and cancels it. */
 import { useCallback, useEffect, useRef, useState } from "react";
-import { ApiError, type ImageGenerationRequest, type ImageResult, type JobParams, type JobRequest } from "@sd-worker/sdk";
+import {
+  ApiError,
+  resultImages,
+  type ImageGenerationRequest,
+  type ImageResult,
+  type JobParams,
+  type JobRequest,
+} from "@sd-worker/sdk";
 import { useClient } from "../client";
 import { isFinished } from "./jobView";
 import { useJobStatus, type JobStatusState } from "./useJobStatus";
@@ -8,12 +15,44 @@ import { useJobStatus, type JobStatusState } from "./useJobStatus";
 /** A finished image with what made it. */
 export interface GalleryEntry {
   jobId: string;
+  /** Its place in a job of several images (from 0); absent for a job of one. */
+  index?: number;
+  /** The job's parameters, with this image's seed. */
   params: JobParams;
+  /** This image alone (no `images` list). */
   result: ImageResult;
   /** The operation that made it; `image_generation` when absent. */
   operation?: JobRequest["operation"];
   /** When it finished (`Date.now()`). */
   finishedAt: number;
+}
+
+/** What tells gallery entries apart: the job id, and the image's index in a batch. */
+export function entryKey(entry: Pick<GalleryEntry, "jobId" | "index">): string {
+  return entry.index === undefined ? entry.jobId : `${entry.jobId}#${entry.index}`;
+}
+
+/**
+ * A finished job's gallery entries, one per image in order, each with its
+ * own seed in `params`.
+ */
+export function entriesOf(
+  jobId: string,
+  params: JobParams,
+  result: ImageResult,
+  operation: JobRequest["operation"],
+  finishedAt: number,
+): GalleryEntry[] {
+  const images = resultImages(result);
+  if (images.length <= 1) return [{ jobId, params, result, operation, finishedAt }];
+  return images.map(({ index, ...image }) => ({
+    jobId,
+    index,
+    params: { ...params, seed: image.seed },
+    result: image,
+    operation,
+    finishedAt,
+  }));
 }
 
 /** What {@link useImageGeneration} returns. */
@@ -40,7 +79,9 @@ export interface ImageGeneration {
 
 /**
  * The generation workflow: `generate` submits, the returned `job` follows the
- * stream, `cancel` stops it, and `onComplete` gets each finished image once.
+ * stream, `cancel` stops it, and `onComplete` gets each finished image once
+ * (those of a job of several last one first, so that a gallery that puts the
+ * newest first shows them in order).
  */
 export function useImageGeneration(options: { onComplete?: (entry: GalleryEntry) => void } = {}): ImageGeneration {
   const client = useClient();
@@ -58,13 +99,8 @@ export function useImageGeneration(options: { onComplete?: (entry: GalleryEntry)
   useEffect(() => {
     if (jobId && job.phase === "completed" && job.result && job.params && reported.current !== jobId) {
       reported.current = jobId;
-      onComplete.current?.({
-        jobId,
-        params: job.params,
-        result: job.result,
-        operation: operation.current,
-        finishedAt: Date.now(),
-      });
+      const entries = entriesOf(jobId, job.params, job.result, operation.current, Date.now());
+      for (const entry of entries.reverse()) onComplete.current?.(entry);
     }
     if (isFinished(job.phase)) setCancelling(false);
   }, [jobId, job.phase, job.result, job.params]);
