@@ -60,6 +60,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/images/edits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Edits a picture from a prompt (OpenAI's "create image edit"): inpainting
+         *     with a mask, image-to-image without one.
+         */
+        post: operations["edit_images"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/images/generations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Makes images from a prompt (OpenAI's "create image"). */
+        post: operations["generate_images"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/info": {
         parameters: {
             query?: never;
@@ -129,6 +166,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The model this worker serves, as OpenAI lists models. */
+        get: operations["list_models"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -152,10 +206,7 @@ export interface components {
              * @description Its place in the job, from 0; its seed is the job's seed plus this.
              */
             index: number;
-            /**
-             * Format: int64
-             * @description The seed that produced it.
-             */
+            /** @description The seed that produced it. */
             seed: number;
             /** @description Time spent queued, and generating until this image was encoded. */
             timings: components["schemas"]["Timings"];
@@ -268,7 +319,6 @@ export interface components {
             prompt_syntax?: null | components["schemas"]["PromptSyntax"];
             scheduler?: null | components["schemas"]["SchedulerKind"];
             /**
-             * Format: int64
              * @description Seed of the initial noise (of the first image, with `num_images`);
              *     drawn at random when absent and always reported back.
              */
@@ -366,10 +416,7 @@ export interface components {
              *     order, the first one included; absent for a job of one image.
              */
             images?: components["schemas"]["BatchImage"][];
-            /**
-             * Format: int64
-             * @description The seed that produced it.
-             */
+            /** @description The seed that produced it. */
             seed: number;
             /** @description Time spent queued and generating, the whole job's. */
             timings: components["schemas"]["Timings"];
@@ -491,7 +538,6 @@ export interface components {
             /** @description Denoising scheduler. */
             scheduler: components["schemas"]["SchedulerKind"];
             /**
-             * Format: int64
              * @description Seed of the initial noise of the first image; image `i` of the job
              *     (0-based) has the seed `seed + i`, wrapping past the largest seed.
              */
@@ -620,6 +666,196 @@ export interface components {
              */
             strength?: number | null;
         };
+        /**
+         * @description The text fields of `POST /v1/images/edits` besides the prompt. A form
+         *     has no `null`: the schema leaves a field out rather than null it.
+         */
+        OpenAiEditFields: {
+            /**
+             * Format: double
+             * @description Extension: classifier-free guidance scale, 0 to 30.
+             */
+            guidance_scale?: number;
+            /** @description Accepted and ignored: a worker serves one model. */
+            model?: string;
+            /**
+             * Format: int32
+             * @description How many images, 1 to 8 (1 when absent).
+             */
+            n?: number;
+            /** @description Extension: what to steer away from, up to 4096 characters. */
+            negative_prompt?: string;
+            /** @description Extension: how the prompts are read. */
+            prompt_syntax?: components["schemas"]["PromptSyntax"];
+            /** @description `b64_json` (the default) or `url` (a `data:` URL). */
+            response_format?: components["schemas"]["OpenAiResponseFormat"];
+            /** @description Extension: the denoising scheduler. */
+            scheduler?: components["schemas"]["SchedulerKind"];
+            /** @description Extension: the seed of the first image, up to 2^64 - 1; random when absent. */
+            seed?: number;
+            /**
+             * @description `WIDTHxHEIGHT`, each a multiple of 8 from 64 up to the worker's
+             *     `max_size`; `auto` or absent: the picture's size rounded down to 8.
+             */
+            size?: string;
+            /**
+             * Format: int32
+             * @description Extension: denoising steps, 1 to 150.
+             */
+            steps?: number;
+            /**
+             * Format: double
+             * @description Extension: how far to move away from the picture, above 0 up to 1
+             *     (0.8 without a mask, 1 with one, when absent). Without a mask,
+             *     `strength x steps` must make at least one step.
+             */
+            strength?: number;
+            /** @description Accepted and ignored. */
+            user?: string;
+        };
+        /** @description One error, in OpenAI's shape. */
+        OpenAiError: {
+            /** @description sd-worker's error code (`invalid_request`, `queue_full`, …; see `ErrorCode`), or null. */
+            code?: string | null;
+            /** @description What went wrong, naming the limit and the value given where there is one. */
+            message: string;
+            /**
+             * @description The request field at fault, as OpenAI names it (`size` for a bad
+             *     width or height), or null.
+             */
+            param?: string | null;
+            /**
+             * @description `invalid_request_error` for the client's errors (4xx), `server_error`
+             *     for the worker's (5xx).
+             */
+            type: string;
+        };
+        /**
+         * @description The body of every error answer of the OpenAI routes:
+         *     `{"error": {"message", "type", "param", "code"}}`.
+         */
+        OpenAiErrorBody: {
+            /** @description The error. */
+            error: components["schemas"]["OpenAiError"];
+        };
+        /** @description One image of an images call. */
+        OpenAiImage: {
+            /** @description The PNG file, base64-encoded, when `response_format` is `b64_json`. */
+            b64_json?: string | null;
+            /** @description Extension: its job, which `GET /v1/jobs/{id}` shows for the retention period. */
+            job_id: string;
+            /** @description Extension: the seed that made it. */
+            seed: number;
+            /**
+             * @description The PNG file as a `data:image/png;base64,...` URL, when
+             *     `response_format` is `url`.
+             */
+            url?: string | null;
+        };
+        /**
+         * @description The body of `POST /v1/images/edits`, sent as `multipart/form-data`.
+         *
+         *     With a `mask` the call inpaints (`image_inpaint`): the mask's fully
+         *     transparent pixels are repainted, the rest kept. Without one it is
+         *     image-to-image (`image_transform`): the whole picture moves toward the
+         *     prompt by `strength`.
+         */
+        OpenAiImageEditForm: components["schemas"]["OpenAiEditFields"] & {
+            /**
+             * Format: binary
+             * @description The picture to edit: a PNG file (JPEG is read too). `image[]` is
+             *     accepted for it, holding one file.
+             */
+            image: string;
+            /**
+             * Format: binary
+             * @description A PNG with an alpha channel, whose fully transparent pixels (alpha 0)
+             *     mark the area to edit, as OpenAI's masks do; resized to the output size.
+             */
+            mask?: string;
+            /**
+             * @description What the edited picture should show: up to 4096 characters, not all of
+             *     them white space.
+             */
+            prompt: string;
+        };
+        /** @description The body of `POST /v1/images/generations`. */
+        OpenAiImageRequest: {
+            /**
+             * Format: double
+             * @description Extension: classifier-free guidance scale, 0 to 30.
+             */
+            guidance_scale?: number | null;
+            /** @description Accepted and ignored: a worker serves one model (`GET /v1/models`). */
+            model?: string | null;
+            /**
+             * Format: int32
+             * @description How many images, 1 to 8 (1 when absent): one job each, with the seeds
+             *     `seed`, `seed + 1`, ….
+             */
+            n?: number | null;
+            /** @description Extension: what to steer away from, up to 4096 characters. */
+            negative_prompt?: string | null;
+            /** @description What to draw: up to 4096 characters, not all of them white space. */
+            prompt: string;
+            prompt_syntax?: null | components["schemas"]["PromptSyntax"];
+            /** @description Accepted and ignored. */
+            quality?: string | null;
+            response_format?: null | components["schemas"]["OpenAiResponseFormat"];
+            scheduler?: null | components["schemas"]["SchedulerKind"];
+            /** @description Extension: the seed of the first image, up to 2^64 - 1; random when absent. */
+            seed?: number | null;
+            /**
+             * @description `WIDTHxHEIGHT` in pixels (`512x512`), each a multiple of 8 from 64 up
+             *     to the worker's `max_size`; `auto` or absent: the worker's default size.
+             */
+            size?: string | null;
+            /**
+             * Format: int32
+             * @description Extension: denoising steps, 1 to 150 (the worker's default when absent).
+             */
+            steps?: number | null;
+            /** @description Accepted and ignored. */
+            style?: string | null;
+            /** @description Accepted and ignored. */
+            user?: string | null;
+        };
+        /** @description The answer to an images call. */
+        OpenAiImagesResponse: {
+            /**
+             * Format: int64
+             * @description When the images were made, in seconds since the Unix epoch.
+             */
+            created: number;
+            /** @description The images, in seed order. */
+            data: components["schemas"]["OpenAiImage"][];
+        };
+        /** @description A model, as OpenAI lists one. */
+        OpenAiModel: {
+            /**
+             * Format: int64
+             * @description When the worker started, in seconds since the Unix epoch.
+             */
+            created: number;
+            /** @description The model's name: its Hugging Face repo id or folder (`GET /v1/info`'s `model`). */
+            id: string;
+            /** @description Always `model`. */
+            object: string;
+            /** @description Always `sd-worker`. */
+            owned_by: string;
+        };
+        /** @description The answer to `GET /v1/models`. */
+        OpenAiModelList: {
+            /** @description The one model this worker serves. */
+            data: components["schemas"]["OpenAiModel"][];
+            /** @description Always `list`. */
+            object: string;
+        };
+        /**
+         * @description How the images come back.
+         * @enum {string}
+         */
+        OpenAiResponseFormat: "b64_json" | "url";
         /**
          * @description A live preview of a job in progress: the latents projected linearly to RGB
          *     (no VAE pass), a few hundred pixels wide, blurry and with muted colours.
@@ -830,6 +1066,220 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Readiness"];
+                };
+            };
+        };
+    };
+    edit_images: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["OpenAiImageEditForm"];
+            };
+        };
+        responses: {
+            /** @description The images, once all are made */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiImagesResponse"];
+                };
+            };
+            /** @description A malformed form, a picture that does not decode, a mask without an alpha channel, or a bad field (`param` names it) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Host or Origin not served */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Body not received within the body timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Body over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Body not sent as multipart/form-data */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description A job was cancelled through the job API */
+            499: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Generating an image failed */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Queue full, model not ready, or shutting down */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+        };
+    };
+    generate_images: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OpenAiImageRequest"];
+            };
+        };
+        responses: {
+            /** @description The images, once all are made */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiImagesResponse"];
+                };
+            };
+            /** @description Malformed JSON or a bad field (`param` names it, as OpenAI does: `size` for a bad width or height) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Host or Origin not served */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Body not received within the body timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Body over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Body not sent as JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description A job was cancelled through the job API */
+            499: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Generating an image failed */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
+                };
+            };
+            /** @description Queue full, model not ready, or shutting down */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
                 };
             };
         };
@@ -1141,6 +1591,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_models: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The one model served */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiModelList"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiErrorBody"];
                 };
             };
         };
