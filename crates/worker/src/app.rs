@@ -9,7 +9,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::require_api_key;
 use crate::body::guard_body;
 use crate::guard::{check_host_and_origin, cors_layer};
-use crate::routes::{self, health, info, jobs, openapi, stream};
+use crate::routes::{self, a1111, health, info, jobs, openapi, stream};
 use crate::state::AppState;
 
 /// The worker's HTTP API over `state`; other `GET` paths serve the web UI.
@@ -21,6 +21,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{id}/stream", get(stream::stream_job))
         .route("/v1/info", get(info::info))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(a1111::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
