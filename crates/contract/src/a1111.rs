@@ -15,45 +15,63 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The sampler names the worker knows, as `GET /sdapi/v1/samplers` lists
-/// them (case does not matter when a request names one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub enum SamplerName {
-    /// Euler Ancestral (`euler_a`).
-    #[serde(rename = "Euler a")]
-    EulerA,
-    /// Euler (`euler`).
-    #[serde(rename = "Euler")]
-    Euler,
-    /// DPM-Solver++ 2M (`dpmpp_2m`; with the `Karras` scheduler, `dpmpp_2m_karras`).
-    #[serde(rename = "DPM++ 2M")]
-    Dpmpp2m,
-    /// DPM-Solver++ 2M with Karras sigmas (`dpmpp_2m_karras`), A1111's name before schedulers.
-    #[serde(rename = "DPM++ 2M Karras")]
-    Dpmpp2mKarras,
-    /// DDIM (`ddim`).
-    #[serde(rename = "DDIM")]
-    Ddim,
-    /// PLMS (`pndm`).
-    #[serde(rename = "PLMS")]
-    Plms,
-    /// UniPC (`unipc`).
-    #[serde(rename = "UniPC")]
-    UniPc,
-    /// LCM (`lcm`), for LCM-distilled models.
-    #[serde(rename = "LCM")]
-    Lcm,
+/// The sampler names a request may give, as `GET /sdapi/v1/samplers` lists
+/// them; case does not matter, and `""` (like absent or `null`) takes the
+/// worker's default. `PLMS` is the worker's `pndm`.
+pub const SAMPLER_NAMES: [&str; 8] = [
+    "Euler a",
+    "Euler",
+    "DPM++ 2M",
+    "DPM++ 2M Karras",
+    "DDIM",
+    "PLMS",
+    "UniPC",
+    "LCM",
+];
+
+/// The noise schedules a request may give (`scheduler`): the sampler's own,
+/// or Karras sigmas (with `DPM++ 2M` only); `""` is `automatic`.
+pub const SCHEDULE_NAMES: [&str; 2] = ["automatic", "karras"];
+
+/// The schema of a name from `names`, `""` or `null`.
+fn name_schema(names: &[&str], description: &str) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some(
+            names
+                .iter()
+                .copied()
+                .chain([""])
+                .map(serde_json::Value::from)
+                .chain([serde_json::Value::Null]),
+        ))
+        .description(Some(description))
+        .build()
 }
 
-/// The scheduler (noise schedule) names the worker knows (case does not matter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub enum SchedulerName {
-    /// The sampler's own schedule.
-    #[serde(rename = "automatic", alias = "Automatic")]
-    Automatic,
-    /// Karras sigmas: with `DPM++ 2M`, the sampler `dpmpp_2m_karras`.
-    #[serde(rename = "karras", alias = "Karras")]
-    Karras,
+fn sampler_schema() -> utoipa::openapi::schema::Object {
+    name_schema(
+        &SAMPLER_NAMES,
+        "The sampler, by A1111 name (`GET /sdapi/v1/samplers`; any case); the worker's default \
+         when absent, `null` or empty.",
+    )
+}
+
+fn sampler_index_schema() -> utoipa::openapi::schema::Object {
+    name_schema(
+        &SAMPLER_NAMES,
+        "A1111's older name for `sampler_name`, used when that is absent, `null` or empty \
+         (a name given here must be known either way).",
+    )
+}
+
+fn schedule_schema() -> utoipa::openapi::schema::Object {
+    name_schema(
+        &SCHEDULE_NAMES,
+        "The noise schedule (`GET /sdapi/v1/schedulers`; any case): `karras` goes with \
+         `DPM++ 2M` only.",
+    )
 }
 
 /// The A1111 settings a request may override for itself.
@@ -110,15 +128,15 @@ pub struct A1111Generation {
     pub seed: Option<i64>,
     /// The sampler, by A1111 name (`GET /sdapi/v1/samplers`); the worker's default when absent.
     #[serde(default)]
-    #[schema(value_type = Option<SamplerName>)]
+    #[schema(schema_with = sampler_schema)]
     pub sampler_name: Option<String>,
     /// A1111's older name for `sampler_name`, read when that is absent.
     #[serde(default)]
-    #[schema(value_type = Option<SamplerName>)]
+    #[schema(schema_with = sampler_index_schema)]
     pub sampler_index: Option<String>,
     /// The noise schedule (`GET /sdapi/v1/schedulers`).
     #[serde(default)]
-    #[schema(value_type = Option<SchedulerName>)]
+    #[schema(schema_with = schedule_schema)]
     pub scheduler: Option<String>,
     /// Images per batch, 1 to 8 (each image is one job).
     #[serde(default, deserialize_with = "crate::whole::option")]
@@ -129,11 +147,16 @@ pub struct A1111Generation {
     #[schema(minimum = 1, maximum = 16)]
     pub n_iter: Option<u32>,
     /// Settings for this request only; keys other than these are ignored.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "settings")]
     pub override_settings: Option<OverrideSettings>,
 }
 
 impl A1111Generation {
+    /// The most images per batch (`batch_size`).
+    pub const MAX_BATCH_SIZE: u32 = 8;
+    /// The most batches (`n_iter`).
+    pub const MAX_N_ITER: u32 = 16;
+
     /// How many images the request asks for: `batch_size × n_iter`.
     pub fn image_count(&self) -> u32 {
         self.batch_size.unwrap_or(1).max(1) * self.n_iter.unwrap_or(1).max(1)
@@ -379,6 +402,21 @@ pub struct A1111Error {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct A1111Done {}
 
+/// Override settings: an object or `null` (serde's derived structs would
+/// also take an array of the values in order).
+fn settings<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<OverrideSettings>, D::Error> {
+    let Some(map) =
+        Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
 /// A seed: -1 (random), a whole number, or `null`; `5.0` is taken as 5.
 fn seed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
     struct SeedVisitor;
@@ -454,5 +492,20 @@ mod tests {
         assert!(seed("-2").is_err());
         assert!(seed("1.5").is_err());
         assert!(seed("\"5\"").is_err());
+    }
+
+    #[test]
+    fn override_settings_are_an_object() {
+        let parse = |json: &str| {
+            serde_json::from_str::<Txt2ImgRequest>(&format!(
+                r#"{{"prompt":"x","override_settings":{json}}}"#
+            ))
+            .map(|r| r.generation.override_settings)
+        };
+        let settings = parse(r#"{"CLIP_stop_at_last_layers":1.0,"sd_vae":"x"}"#).unwrap();
+        assert_eq!(settings.unwrap().clip_stop_at_last_layers, Some(1));
+        assert_eq!(parse("null").unwrap(), None);
+        assert!(parse("[null, null]").is_err());
+        assert!(parse(r#"{"CLIP_stop_at_last_layers":"2"}"#).is_err());
     }
 }

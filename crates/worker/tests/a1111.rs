@@ -90,7 +90,8 @@ fn batches_and_iterations_multiply_and_a_karras_schedule_combines() {
     // -1 draws a seed.
     let resp = txt2img(
         &server.url,
-        json!({"prompt": "x", "seed": -1, "steps": 1, "width": 64, "height": 64}),
+        json!({"prompt": "x", "seed": -1, "steps": 1, "width": 64, "height": 64,
+            "sampler_name": "", "scheduler": ""}),
     );
     assert_eq!(info_of(&resp)["all_seeds"].as_array().unwrap().len(), 1);
 }
@@ -133,7 +134,15 @@ fn bad_input_is_a_422_in_a1111_shape() {
     };
     for (body, needle) in [
         (with("sampler_name", json!("Heun")), "known: Euler a, Euler"),
+        (
+            with("sampler_name", json!("Euler a ")),
+            "known: Euler a, Euler",
+        ),
         (with("sampler_index", json!("Heun")), "sampler_index"),
+        (
+            json!({"prompt": "x", "sampler_name": "Euler", "sampler_index": "Heun"}),
+            "sampler_index",
+        ),
         (with("scheduler", json!("Exponential")), "automatic, karras"),
         (with("steps", json!(0)), "steps"),
         (with("cfg_scale", json!(99)), "cfg_scale"),
@@ -141,6 +150,9 @@ fn bad_input_is_a_422_in_a1111_shape() {
         (with("seed", json!(-5)), "seed"),
         (with("seed", json!("5")), "seed"),
         (with("batch_size", json!(1.5)), "batch_size"),
+        (with("batch_size", json!(9)), "between 1 and 8"),
+        (with("n_iter", json!(0)), "n_iter"),
+        (with("n_iter", json!(17)), "between 1 and 16"),
         (with("prompt", json!("  ")), "prompt"),
         (
             with("override_settings", json!({"CLIP_stop_at_last_layers": 2})),

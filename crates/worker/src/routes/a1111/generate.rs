@@ -7,6 +7,8 @@ use axum::{Extension, Json};
 use sd_contract::a1111::{
     A1111Error, A1111Generation, A1111Images, A1111Info, Img2ImgRequest, Txt2ImgRequest,
 };
+#[cfg(doc)]
+use sd_contract::a1111::{SAMPLER_NAMES, SCHEDULE_NAMES};
 use sd_contract::{
     GenerationFields, ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest, JobEvent,
     JobRequest, SchedulerKind,
@@ -21,7 +23,8 @@ use crate::state::AppState;
 /// The strength of an `img2img` call that gives none (A1111's default).
 const DEFAULT_DENOISING_STRENGTH: f64 = 0.75;
 
-/// The samplers, by A1111 name, with the other names taken for them.
+/// The samplers, by A1111 name (in [`SAMPLER_NAMES`]' order), with the
+/// other names taken for them.
 pub(super) const SAMPLERS: [(&str, SchedulerKind, &[&str]); 8] = [
     (
         "Euler a",
@@ -45,7 +48,7 @@ pub(super) const SAMPLERS: [(&str, SchedulerKind, &[&str]); 8] = [
     ("LCM", SchedulerKind::Lcm, &["k_lcm", "lcm"]),
 ];
 
-/// The schedules, by name, with their label.
+/// The schedules, by name (in [`SCHEDULE_NAMES`]' order), with their label.
 pub(super) const SCHEDULES: [(&str, &str); 2] = [("automatic", "Automatic"), ("karras", "Karras")];
 
 /// Text to image.
@@ -264,6 +267,21 @@ fn generation_fields(asked: &A1111Generation) -> Result<GenerationFields, ApiErr
             ));
         }
     }
+    for (field, value, max) in [
+        (
+            "batch_size",
+            asked.batch_size,
+            A1111Generation::MAX_BATCH_SIZE,
+        ),
+        ("n_iter", asked.n_iter, A1111Generation::MAX_N_ITER),
+    ] {
+        if let Some(n) = value.filter(|n| !(1..=max).contains(n)) {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be between 1 and {max}, got {n}"),
+            ));
+        }
+    }
     let seed = match asked.seed {
         None | Some(-1) => None,
         Some(seed) => Some(u64::try_from(seed).map_err(|_| {
@@ -285,14 +303,10 @@ fn generation_fields(asked: &A1111Generation) -> Result<GenerationFields, ApiErr
 }
 
 /// The scheduler an A1111 sampler and schedule name; `None` (the worker's
-/// default) when neither names one.
+/// default) when neither names one (absent, `null` or `""`). Names match
+/// without regard to case, but exactly otherwise.
 fn sampler(asked: &A1111Generation) -> Result<Option<SchedulerKind>, ApiError> {
-    let (field, name) = match (&asked.sampler_name, &asked.sampler_index) {
-        (Some(name), _) => ("sampler_name", name.trim()),
-        (None, Some(name)) => ("sampler_index", name.trim()),
-        (None, None) => ("sampler_name", ""),
-    };
-    let karras = match asked.scheduler.as_deref().map(str::trim) {
+    let karras = match asked.scheduler.as_deref() {
         None | Some("") => false,
         Some(s) if s.eq_ignore_ascii_case("automatic") => false,
         Some(s) if s.eq_ignore_ascii_case("karras") => true,
@@ -304,7 +318,10 @@ fn sampler(asked: &A1111Generation) -> Result<Option<SchedulerKind>, ApiError> {
             ));
         }
     };
-    if name.is_empty() {
+    // Both names must be known; `sampler_name` wins (A1111 reads `sampler_index` only without it).
+    let by_name = sampler_named("sampler_name", asked.sampler_name.as_deref())?;
+    let by_index = sampler_named("sampler_index", asked.sampler_index.as_deref())?;
+    let Some((name, kind)) = by_name.or(by_index) else {
         return if karras {
             Err(ApiError::invalid(
                 "scheduler",
@@ -313,20 +330,7 @@ fn sampler(asked: &A1111Generation) -> Result<Option<SchedulerKind>, ApiError> {
         } else {
             Ok(None)
         };
-    }
-    let kind = SAMPLERS
-        .iter()
-        .find(|(a1111, _, aliases)| {
-            a1111.eq_ignore_ascii_case(name) || aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
-        })
-        .map(|(_, kind, _)| *kind)
-        .ok_or_else(|| {
-            let known: Vec<&str> = SAMPLERS.iter().map(|(a1111, _, _)| *a1111).collect();
-            ApiError::invalid(
-                field,
-                format!("unknown sampler `{name}`; known: {}", known.join(", ")),
-            )
-        })?;
+    };
     match (kind, karras) {
         (kind, false) => Ok(Some(kind)),
         (SchedulerKind::Dpmpp2m | SchedulerKind::Dpmpp2mKarras, true) => {
@@ -337,6 +341,29 @@ fn sampler(asked: &A1111Generation) -> Result<Option<SchedulerKind>, ApiError> {
             format!("the karras schedule is supported with `DPM++ 2M` only, not `{name}`"),
         )),
     }
+}
+
+/// The sampler `field` names (`None` when absent or empty), with its name.
+fn sampler_named<'a>(
+    field: &str,
+    name: Option<&'a str>,
+) -> Result<Option<(&'a str, SchedulerKind)>, ApiError> {
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    SAMPLERS
+        .iter()
+        .find(|(a1111, _, aliases)| {
+            a1111.eq_ignore_ascii_case(name) || aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+        .map(|(_, kind, _)| Some((name, *kind)))
+        .ok_or_else(|| {
+            let known: Vec<&str> = SAMPLERS.iter().map(|(a1111, _, _)| *a1111).collect();
+            ApiError::invalid(
+                field,
+                format!("unknown sampler `{name}`; known: {}", known.join(", ")),
+            )
+        })
 }
 
 /// A validation error with the job API's field names put in A1111's.
@@ -418,6 +445,14 @@ mod tests {
         for (name, kind_expected, _) in SAMPLERS {
             assert_eq!(kind(Some(name), None), Some(kind_expected));
         }
+    }
+
+    #[test]
+    fn the_tables_list_the_contracts_names() {
+        let samplers: Vec<&str> = SAMPLERS.iter().map(|(name, _, _)| *name).collect();
+        assert_eq!(samplers, sd_contract::a1111::SAMPLER_NAMES);
+        let schedules: Vec<&str> = SCHEDULES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(schedules, sd_contract::a1111::SCHEDULE_NAMES);
     }
 
     #[test]
