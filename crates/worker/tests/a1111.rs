@@ -303,3 +303,42 @@ fn the_routes_need_the_api_key() {
     );
     assert_eq!(resp.status, 200);
 }
+
+#[test]
+fn a_body_over_the_limit_is_a_413_in_the_workers_format() {
+    let mut config = config();
+    config.max_body_bytes = 1024;
+    let server = TestServer::ready(config);
+    let resp = txt2img(&server.url, json!({"prompt": "x".repeat(2000)}));
+    assert_eq!(resp.status, 413, "{}", resp.body);
+    assert_eq!(resp.value()["error"]["code"], "payload_too_large");
+}
+
+#[test]
+fn the_openapi_document_covers_every_a1111_route() {
+    use utoipa::OpenApi;
+    let doc = serde_json::to_value(sd_worker::routes::openapi::ApiDoc::openapi()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("txt2img", "post"),
+        ("img2img", "post"),
+        ("progress", "get"),
+        ("interrupt", "post"),
+        ("options", "get"),
+        ("options", "post"),
+        ("sd-models", "get"),
+        ("samplers", "get"),
+        ("schedulers", "get"),
+        ("loras", "get"),
+        ("upscalers", "get"),
+        ("latent-upscale-modes", "get"),
+        ("sd-vae", "get"),
+        ("embeddings", "get"),
+        ("scripts", "get"),
+    ] {
+        let path = format!("/sdapi/v1/{path}");
+        assert!(paths[&path][method].is_object(), "{method} {path} missing");
+    }
+    let sdapi = paths.keys().filter(|p| p.starts_with("/sdapi/")).count();
+    assert_eq!(sdapi, 14, "a route not listed here");
+}

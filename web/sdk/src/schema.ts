@@ -1424,7 +1424,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["A1111Error"];
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Body not sent as JSON */
@@ -1638,7 +1638,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["A1111Error"];
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Body not sent as JSON */
@@ -1890,7 +1890,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["A1111Error"];
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Body not sent as JSON */

@@ -62,7 +62,7 @@ pub(super) const SCHEDULES: [(&str, &str); 2] = [("automatic", "Automatic"), ("k
         (status = 401, description = "Missing or wrong API key", body = sd_contract::ErrorBody),
         (status = 403, description = "Host or Origin not served", body = sd_contract::ErrorBody),
         (status = 408, description = "Body not received within the body timeout", body = A1111Error),
-        (status = 413, description = "Body over the size limit", body = A1111Error),
+        (status = 413, description = "Body over the size limit", body = sd_contract::ErrorBody),
         (status = 415, description = "Body not sent as JSON", body = A1111Error),
         (status = 422, description = "Not JSON, or a field with a bad value", body = A1111Error),
         (status = 500, description = "A job failed", body = A1111Error),
@@ -93,7 +93,7 @@ pub async fn txt2img(
         (status = 401, description = "Missing or wrong API key", body = sd_contract::ErrorBody),
         (status = 403, description = "Host or Origin not served", body = sd_contract::ErrorBody),
         (status = 408, description = "Body not received within the body timeout", body = A1111Error),
-        (status = 413, description = "Body over the size limit", body = A1111Error),
+        (status = 413, description = "Body over the size limit", body = sd_contract::ErrorBody),
         (status = 415, description = "Body not sent as JSON", body = A1111Error),
         (status = 422, description = "Not JSON, or a field with a bad value (a picture that \
             does not decode included)", body = A1111Error),

@@ -84,7 +84,9 @@ impl Interrupts {
 
 /// An [`ApiError`] answered in A1111's shape: a bad body or field is 422, as
 /// FastAPI answers a body it cannot validate; the others keep their status
-/// (and `Retry-After`).
+/// (and `Retry-After`). A body over the size limit is the exception: the
+/// body guard refuses one that declares its length before any route runs, in
+/// the worker's own format, so one sent in chunks gets the same answer.
 #[derive(Debug)]
 pub struct A1111ApiError(pub ApiError);
 
@@ -97,6 +99,9 @@ impl From<ApiError> for A1111ApiError {
 impl IntoResponse for A1111ApiError {
     fn into_response(self) -> Response {
         let err = self.0;
+        if matches!(err, ApiError::PayloadTooLarge { .. }) {
+            return err.into_response();
+        }
         let status = match err {
             ApiError::InvalidJson { .. } | ApiError::InvalidField { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY

@@ -127,7 +127,7 @@ pub async fn get_options(State(state): State<AppState>) -> Json<A1111Options> {
         (status = 401, description = "Missing or wrong API key", body = sd_contract::ErrorBody),
         (status = 403, description = "Host or Origin not served", body = sd_contract::ErrorBody),
         (status = 408, description = "Body not received within the body timeout", body = A1111Error),
-        (status = 413, description = "Body over the size limit", body = A1111Error),
+        (status = 413, description = "Body over the size limit", body = sd_contract::ErrorBody),
         (status = 415, description = "Body not sent as JSON", body = A1111Error),
         (status = 422, description = "Not a JSON object, or another model named", body = A1111Error),
     ),
