@@ -27,6 +27,20 @@ schema-valid request may rightly get a 400 naming the field. In schema-valid
   control characters and quotes cannot go, so generated extra fields with
   such names are dropped.
 
+The AUTOMATIC1111 routes (`/sdapi/v1/...`) have rules of the same kind:
+
+- `init_images` holds one picture and `mask` is one: real 64x64 PNGs;
+- `img2img` runs `denoising_strength x steps` steps, at least one (0.75
+  when absent, steps taken as 1): too small becomes 1;
+- the `LCM` sampler runs at most 50 steps;
+- the `karras` schedule goes with the `DPM++ 2M` samplers only (the schema
+  lists samplers and schedules separately): with another, it becomes
+  `automatic`;
+- `POST /sdapi/v1/options` accepts only the model served as
+  `sd_model_checkpoint`: it becomes that (`tiny-sd15`, the CI model);
+- `batch_size x n_iter` images of up to 2048x2048 each would make one case
+  take minutes on CI's CPUs: a case over 4 megapixels in all asks for one image.
+
 Schema-violating (negative) cases are left as generated.
 """
 
@@ -102,10 +116,58 @@ PICTURE_NAMES = {
 DEFAULT_STRENGTH = {"image_transform": 0.8, "image_inpaint": 1.0}
 
 
+# The model CI serves, as `GET /sdapi/v1/sd-models` names it.
+CI_MODEL = "tiny-sd15"
+KARRAS_SAMPLERS = ("dpm++ 2m", "dpm++ 2m karras")
+# The most pixels one A1111 case may ask for, in all its images.
+A1111_PIXEL_BUDGET = 4 * 1024 * 1024
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def map_a1111(path, body):
+    """Makes a schema-valid A1111 body follow the rules its schema cannot say."""
+    if path.endswith("/options"):
+        if isinstance(body.get("sd_model_checkpoint"), str):
+            body["sd_model_checkpoint"] = CI_MODEL
+        return
+    if isinstance(body.get("init_images"), list):
+        body["init_images"] = [PNG_64 for _ in body["init_images"]]
+    if isinstance(body.get("mask"), str):
+        body["mask"] = PNG_64
+    sampler = body.get("sampler_name") or body.get("sampler_index")
+    steps = body.get("steps")
+    if isinstance(sampler, str) and sampler.lower() == "lcm" and isinstance(steps, int) \
+            and steps > LCM_MAX_STEPS:
+        body["steps"] = steps = LCM_MAX_STEPS
+    scheduler = body.get("scheduler")
+    if isinstance(scheduler, str) and scheduler.lower() == "karras" and \
+            not (isinstance(sampler, str) and sampler.lower() in KARRAS_SAMPLERS):
+        body["scheduler"] = "automatic"
+    if path.endswith("/img2img"):
+        strength = body.get("denoising_strength")
+        if not is_number(strength):
+            strength = 0.75
+        if strength * (steps if isinstance(steps, int) else 1) < 1:
+            body["denoising_strength"] = 1.0
+    width, height = body.get("width"), body.get("height")
+    size = (width if isinstance(width, int) else 512) * (height if isinstance(height, int) else 512)
+    count = 1
+    for field in ("batch_size", "n_iter"):
+        if isinstance(body.get(field), int):
+            count *= body[field]
+    if size * count > A1111_PIXEL_BUDGET:
+        body["batch_size"] = body["n_iter"] = 1
+
+
 @schemathesis.hook
 def map_case(context, case):
     positive = case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE
-    if positive and isinstance(case.body, dict):
+    if positive and isinstance(case.body, dict) and case.path.startswith("/sdapi/"):
+        map_a1111(case.path, case.body)
+    elif positive and isinstance(case.body, dict):
         for field in PICTURE_FIELDS:
             if field in case.body:
                 case.body[field] = PNG_64

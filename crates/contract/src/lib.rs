@@ -4,6 +4,7 @@
 //! schemas, so the worker, its tests and the generated TypeScript SDK share one
 //! source of truth. This crate holds no tensors and no HTTP code.
 //!
+//! - [`a1111`]: the AUTOMATIC1111 web UI API subset (`/sdapi/v1/...`).
 //! - [`request`]: the rbee operation body of `POST /v1/jobs`, tagged by `operation`.
 //! - [`limits`]: the bounds on a request's fields that hold for every worker.
 //! - [`job`]: the answer to a submission, a job's status and its finished image.
@@ -15,6 +16,7 @@
 //! - [`whole`]: whole numbers written as `480` or `480.0`, as JSON Schema counts them.
 #![deny(missing_docs)]
 
+pub mod a1111;
 pub mod error;
 pub mod event;
 pub mod hive;

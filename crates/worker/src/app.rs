@@ -11,7 +11,7 @@ use crate::auth::require_api_key;
 use crate::body::guard_body;
 use crate::guard::{check_host_and_origin, cors_layer};
 use crate::openai::openai_errors;
-use crate::routes::{self, health, info, jobs, openai, openapi, stream};
+use crate::routes::{self, a1111, health, info, jobs, openai, openapi, stream};
 use crate::state::AppState;
 
 /// The worker's HTTP API over `state`; other `GET` paths serve the web UI.
@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/images/edits", post(openai::edit_images))
         .route("/v1/models", get(openai::list_models))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(a1111::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,

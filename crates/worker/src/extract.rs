@@ -93,7 +93,7 @@ impl FromRequest<AppState> for JobBody {
 
 /// Requires a JSON content type. Without one, a plain HTML form of any site
 /// could post a job (a form can send `text/plain`, or nothing, but not JSON).
-fn check_content_type(req: &Request) -> Result<(), ApiError> {
+pub(crate) fn check_content_type(req: &Request) -> Result<(), ApiError> {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType("no content type".into()));
     };

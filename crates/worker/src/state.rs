@@ -336,6 +336,15 @@ impl AppState {
         self.0.busy.send_replace(busy);
     }
 
+    /// The job the engine runs now, if any.
+    pub fn running_job(&self) -> Option<Arc<Job>> {
+        self.0
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Remembers how long a finished job took, for `Retry-After`.
     pub fn record_generation_time(&self, job: &Job) {
         if let Some(result) = job.status(None).result {

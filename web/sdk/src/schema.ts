@@ -60,6 +60,252 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sdapi/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Textual inversion embeddings: none. */
+        get: operations["embeddings"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/img2img": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Image to image, or inpainting when a `mask` is given. */
+        post: operations["img2img"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/interrupt": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Interrupts every `txt2img` and `img2img` call in progress: their queued
+         *     jobs leave the queue, the running one stops within a step, and the calls
+         *     answer with no images. Jobs submitted through the job API are not touched.
+         */
+        post: operations["interrupt"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/latent-upscale-modes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Latent upscale modes: none. */
+        get: operations["latent_upscale_modes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/loras": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** LoRAs: none (this worker applies none). */
+        get: operations["loras"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The settings clients read. */
+        get: operations["get_options"];
+        put?: never;
+        /**
+         * Changes settings: `sd_model_checkpoint` may name the model served (a
+         *     no-op); other settings are ignored.
+         */
+        post: operations["set_options"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/progress": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The running job's progress, with its newest live preview. */
+        get: operations["progress"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/samplers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The samplers, by A1111 name. */
+        get: operations["samplers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/schedulers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The noise schedules: `automatic` (the sampler's own) and `karras`. */
+        get: operations["schedulers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/scripts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Scripts: none (`webuiapi` reads this when it connects). */
+        get: operations["scripts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/sd-models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The model served, as the one checkpoint. */
+        get: operations["sd_models"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/sd-vae": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** VAEs to choose from: none (the model's own is used). */
+        get: operations["sd_vae"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/txt2img": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Text to image. */
+        post: operations["txt2img"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sdapi/v1/upscalers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Upscalers: none. */
+        get: operations["upscalers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/images/edits": {
         parameters: {
             query?: never;
@@ -187,6 +433,300 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description An empty JSON object, the answer of calls that only act. */
+        A1111Done: Record<string, never>;
+        /** @description The answer of `GET /sdapi/v1/embeddings`: none loaded. */
+        A1111Embeddings: {
+            /** @description Loaded embeddings (none). */
+            loaded: Record<string, never>;
+            /** @description Skipped embeddings (none). */
+            skipped: Record<string, never>;
+        };
+        /**
+         * @description An A1111 error, in the shape its API answers with: FastAPI's exception
+         *     name in `error`, the message in `detail` and `errors`.
+         */
+        A1111Error: {
+            /** @description Always empty. */
+            body: string;
+            /** @description What went wrong, naming the field and the values accepted. */
+            detail: string;
+            /** @description The kind of error: the worker's error code (`invalid_request`, `queue_full`, ...). */
+            error: string;
+            /** @description The same message as `detail`. */
+            errors: string;
+        };
+        /**
+         * @description The fields `txt2img` and `img2img` share. Absent or `null` fields take the
+         *     worker's defaults (`GET /v1/info`), not A1111's.
+         */
+        A1111Generation: {
+            /**
+             * Format: int32
+             * @description Images per batch, 1 to 8 (each image is one job).
+             */
+            batch_size?: number | null;
+            /**
+             * Format: double
+             * @description Classifier-free guidance scale, 0 to 30.
+             */
+            cfg_scale?: number | null;
+            /**
+             * Format: int32
+             * @description Height in pixels, a multiple of 8 from 64 up to the worker's `max_size`.
+             */
+            height?: number | null;
+            /**
+             * Format: int32
+             * @description Batches, 1 to 16: `batch_size × n_iter` images, seeds `seed`, `seed + 1`, ...
+             */
+            n_iter?: number | null;
+            /** @description What to steer away from: up to 4096 characters. */
+            negative_prompt?: string | null;
+            override_settings?: null | components["schemas"]["OverrideSettings"];
+            /** @description What to draw: up to 4096 characters, not all of them white space. */
+            prompt: string;
+            /**
+             * @description A1111's older name for `sampler_name`, used when that is absent, `null` or empty (a name given here must be known either way).
+             * @enum {string|null}
+             */
+            sampler_index?: "Euler a" | "Euler" | "DPM++ 2M" | "DPM++ 2M Karras" | "DDIM" | "PLMS" | "UniPC" | "LCM" | "" | null;
+            /**
+             * @description The sampler, by A1111 name (`GET /sdapi/v1/samplers`; any case); the worker's default when absent, `null` or empty.
+             * @enum {string|null}
+             */
+            sampler_name?: "Euler a" | "Euler" | "DPM++ 2M" | "DPM++ 2M Karras" | "DDIM" | "PLMS" | "UniPC" | "LCM" | "" | null;
+            /**
+             * @description The noise schedule (`GET /sdapi/v1/schedulers`; any case): `karras` goes with `DPM++ 2M` only.
+             * @enum {string|null}
+             */
+            scheduler?: "automatic" | "karras" | "" | null;
+            /**
+             * @description Seed of the first image (the next ones take seed + 1, ...); -1 or
+             *     absent: drawn at random.
+             */
+            seed?: number | null;
+            /**
+             * Format: int32
+             * @description Denoising steps, 1 to 150.
+             */
+            steps?: number | null;
+            /**
+             * Format: int32
+             * @description Width in pixels, a multiple of 8 from 64 up to the worker's `max_size`.
+             */
+            width?: number | null;
+        };
+        /** @description The answer of `txt2img` and `img2img`. */
+        A1111Images: {
+            /**
+             * @description The images, base64 PNGs with A1111's `parameters` text. Empty when the
+             *     call was interrupted (`POST /sdapi/v1/interrupt`).
+             */
+            images: string[];
+            /** @description An [`A1111Info`] encoded as a JSON string, as A1111 sends it. */
+            info: string;
+            /** @description The request as received (for `img2img`, with `init_images` and `mask` set to `null`). */
+            parameters: Record<string, never>;
+        };
+        /** @description What a generation ran with, sent JSON-encoded in [`A1111Images::info`]. */
+        A1111Info: {
+            /** @description The negative prompt of each image. */
+            all_negative_prompts: string[];
+            /** @description The prompt of each image. */
+            all_prompts: string[];
+            /** @description Each image's seed. */
+            all_seeds: number[];
+            /** @description Subseeds are not used: the seeds. */
+            all_subseeds: number[];
+            /**
+             * Format: int32
+             * @description Images per batch.
+             */
+            batch_size: number;
+            /**
+             * Format: double
+             * @description Guidance scale.
+             */
+            cfg_scale: number;
+            /**
+             * Format: int32
+             * @description Always 1.
+             */
+            clip_skip: number;
+            /**
+             * Format: double
+             * @description Image-to-image strength (`null` for text to image).
+             */
+            denoising_strength?: number | null;
+            /**
+             * Format: int32
+             * @description Height in pixels.
+             */
+            height: number;
+            /**
+             * Format: int32
+             * @description Always 0.
+             */
+            index_of_first_image: number;
+            /** @description Each image's `parameters` text. */
+            infotexts: string[];
+            /**
+             * Format: int32
+             * @description Batches.
+             */
+            n_iter: number;
+            /** @description The negative prompt (empty when none). */
+            negative_prompt: string;
+            /** @description The prompt. */
+            prompt: string;
+            /** @description The sampler, by A1111 name. */
+            sampler_name: string;
+            /** @description The model's name. */
+            sd_model_name: string;
+            /** @description The first image's seed. */
+            seed: number;
+            /**
+             * Format: int32
+             * @description Denoising steps.
+             */
+            steps: number;
+            /** @description Always empty. */
+            styles: string[];
+            /**
+             * Format: int64
+             * @description Subseeds are not used: the seed.
+             */
+            subseed: number;
+            /**
+             * Format: double
+             * @description Always 0 (no subseed variation).
+             */
+            subseed_strength: number;
+            /**
+             * Format: int32
+             * @description Width in pixels.
+             */
+            width: number;
+        };
+        /** @description One model of `GET /sdapi/v1/sd-models`. */
+        A1111Model: {
+            /** @description A config file (none: `null`). */
+            config?: string | null;
+            /** @description The model's name (never a path on the worker's machine). */
+            filename: string;
+            /** @description A1111's short hash (not computed: `null`). */
+            hash?: string | null;
+            /** @description The model's name. */
+            model_name: string;
+            /** @description The weights' SHA-256 (not computed: `null`). */
+            sha256?: string | null;
+            /** @description The name clients show and set as `sd_model_checkpoint`. */
+            title: string;
+        };
+        /** @description The answer of `GET /sdapi/v1/options`: the settings clients read. */
+        A1111Options: {
+            /**
+             * Format: int32
+             * @description CLIP skip: 1.
+             */
+            CLIP_stop_at_last_layers: number;
+            /** @description `png`. */
+            samples_format: string;
+            /** @description The model served. */
+            sd_model_checkpoint: string;
+            /** @description `Automatic`. */
+            sd_vae: string;
+        };
+        /** @description The body of `POST /sdapi/v1/options`; other settings are ignored. */
+        A1111OptionsUpdate: {
+            /** @description The model to use: only the model served (`GET /sdapi/v1/sd-models`) is accepted. */
+            sd_model_checkpoint?: string | null;
+        };
+        /** @description The answer of `GET /sdapi/v1/progress`. */
+        A1111Progress: {
+            /** @description A live preview (base64 PNG) of the running job, once it has one. */
+            current_image?: string | null;
+            /**
+             * Format: double
+             * @description Seconds left for the running job, estimated from the time its steps took.
+             */
+            eta_relative: number;
+            /**
+             * Format: double
+             * @description The running job's share of steps done, 0 to 1 (0 when idle).
+             */
+            progress: number;
+            /** @description The worker's state. */
+            state: components["schemas"]["A1111State"];
+            /** @description `Step n/m` while a job runs. */
+            textinfo?: string | null;
+        };
+        /** @description One sampler of `GET /sdapi/v1/samplers`. */
+        A1111Sampler: {
+            /** @description Other names accepted for it (the worker's own names included). */
+            aliases: string[];
+            /** @description The A1111 name. */
+            name: string;
+            /** @description Sampler options (none). */
+            options: {
+                [key: string]: string;
+            };
+        };
+        /** @description One scheduler of `GET /sdapi/v1/schedulers`. */
+        A1111Scheduler: {
+            /** @description Other names accepted for it. */
+            aliases?: string[] | null;
+            /**
+             * Format: double
+             * @description Always -1.
+             */
+            default_rho: number;
+            /** @description The name to show. */
+            label: string;
+            /** @description The name a request gives. */
+            name: string;
+            /** @description Always false. */
+            need_inner_model: boolean;
+        };
+        /** @description The answer of `GET /sdapi/v1/scripts`: no scripts. */
+        A1111Scripts: {
+            /** @description Image-to-image scripts (none). */
+            img2img: string[];
+            /** @description Text-to-image scripts (none). */
+            txt2img: string[];
+        };
+        /** @description The `state` of `GET /sdapi/v1/progress`. */
+        A1111State: {
+            /** @description Whether the running job has been asked to stop. */
+            interrupted: boolean;
+            /** @description The running job's id (empty when idle). */
+            job: string;
+            /**
+             * Format: int32
+             * @description Jobs running or queued.
+             */
+            job_count: number;
+            /**
+             * Format: int32
+             * @description Always 0.
+             */
+            job_no: number;
+            /** @description Always `"0"`. */
+            job_timestamp: string;
+            /**
+             * Format: int32
+             * @description The running job's last finished step.
+             */
+            sampling_step: number;
+            /**
+             * Format: int32
+             * @description The running job's steps.
+             */
+            sampling_steps: number;
+            /** @description Whether the running job was skipped (never: skipping is not supported). */
+            skipped: boolean;
+        };
         /**
          * @description One finished image of a job that makes several: the `image` event
          *     announces it, and the job's result lists it.
@@ -436,6 +976,33 @@ export interface components {
              *     absent): the share of the denoising steps that run, at least one.
              */
             strength?: number | null;
+        };
+        /** @description The body of `POST /sdapi/v1/img2img`: image to image, or inpainting with a `mask`. */
+        Img2ImgRequest: components["schemas"]["A1111Generation"] & {
+            /**
+             * Format: double
+             * @description How far to move away from the input, above 0 up to 1 (0.75 when absent).
+             */
+            denoising_strength?: number | null;
+            /**
+             * @description The input picture: one base64 PNG or JPEG, with or without a
+             *     `data:image/...;base64,` prefix. It is resized to `width` × `height`.
+             */
+            init_images: string[];
+            /**
+             * Format: int32
+             * @description What the masked area starts from (A1111: 0 fill, 1 original, 2 latent
+             *     noise, 3 latent nothing). Every value runs as 1 (the original, noised
+             *     to `denoising_strength`).
+             */
+            inpainting_fill?: number | null;
+            /**
+             * Format: int32
+             * @description Whether to repaint the black part of the mask instead: only 0 (no) is supported.
+             */
+            inpainting_mask_invert?: number | null;
+            /** @description A mask (base64 PNG or JPEG, white = repaint): inpainting. */
+            mask?: string | null;
         };
         /** @description How many jobs the worker holds. */
         JobCounts: {
@@ -856,6 +1423,16 @@ export interface components {
          * @enum {string}
          */
         OpenAiResponseFormat: "b64_json" | "url";
+        /** @description The A1111 settings a request may override for itself. */
+        OverrideSettings: {
+            /**
+             * Format: int32
+             * @description CLIP skip: only 1 (the last layer) is supported.
+             */
+            CLIP_stop_at_last_layers?: number | null;
+            /** @description The checkpoint to use: ignored (the worker serves one model). */
+            sd_model_checkpoint?: string | null;
+        };
         /**
          * @description A live preview of a job in progress: the latents projected linearly to RGB
          *     (no VAE pass), a few hundred pixels wide, blurry and with muted colours.
@@ -933,6 +1510,8 @@ export interface components {
              */
             total_ms: number;
         };
+        /** @description The body of `POST /sdapi/v1/txt2img`. */
+        Txt2ImgRequest: components["schemas"]["A1111Generation"];
         /** @description `POST {callback_url}/v1/worker-heartbeat`, sent every heartbeat interval. */
         WorkerHeartbeat: {
             /** @description When it was sent, RFC 3339 in UTC. */
@@ -1066,6 +1645,628 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Readiness"];
+                };
+            };
+        };
+    };
+    embeddings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description None loaded */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Embeddings"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    img2img: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Img2ImgRequest"];
+            };
+        };
+        responses: {
+            /** @description The images (none if interrupted) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Images"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Host or Origin not served */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body not received within the body timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+            /** @description Body over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body not sent as JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+            /** @description Not JSON, or a field with a bad value (a picture that does not decode included) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+            /** @description A job failed */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+            /** @description Queue full, model not ready, or shutting down */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+        };
+    };
+    interrupt: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Interrupted (also when nothing was running) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Done"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    latent_upscale_modes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Empty */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>[];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    loras: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Empty */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>[];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_options: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The settings */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Options"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    set_options: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["A1111OptionsUpdate"];
+            };
+        };
+        responses: {
+            /** @description Done (other settings ignored) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Done"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Host or Origin not served */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body not received within the body timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+            /** @description Body over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body not sent as JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+            /** @description Not a JSON object, or another model named */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+        };
+    };
+    progress: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Progress of the running job */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Progress"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    samplers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The samplers */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Sampler"][];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    schedulers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedules */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Scheduler"][];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    scripts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No scripts */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Scripts"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    sd_models: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The model served */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Model"][];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    sd_vae: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Empty */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>[];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    txt2img: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Txt2ImgRequest"];
+            };
+        };
+        responses: {
+            /** @description The images (none if interrupted) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Images"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Host or Origin not served */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body not received within the body timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+            /** @description Body over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body not sent as JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+            /** @description Not JSON, or a field with a bad value */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+            /** @description A job failed */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+            /** @description Queue full, model not ready, or shutting down */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Error"];
+                };
+            };
+        };
+    };
+    upscalers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Empty */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>[];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

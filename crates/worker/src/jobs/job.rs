@@ -330,6 +330,27 @@ impl Job {
         }
     }
 
+    /// When the engine started it, if it has.
+    pub fn started_at(&self) -> Option<Instant> {
+        self.lock().started
+    }
+
+    /// The newest live preview in the log, if the job has one.
+    pub fn latest_preview(&self) -> Option<ProgressPreview> {
+        let inner = self.lock();
+        match inner
+            .preview_at
+            .and_then(|i| inner.log.get(i))
+            .map(Arc::as_ref)
+        {
+            Some(JobEvent::Progress {
+                preview: Some(preview),
+                ..
+            }) => Some(preview.clone()),
+            _ => None,
+        }
+    }
+
     /// How many events the log holds: the next event's id.
     pub fn logged(&self) -> usize {
         self.lock().log.len()

@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per concern. Each handler extracts, validates,
 //! calls the state and answers; the OpenAPI annotation sits on the handler.
 
+pub mod a1111;
 pub mod blocking;
 pub mod health;
 pub mod info;

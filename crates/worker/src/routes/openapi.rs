@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
-use super::{health, info, jobs, openai, stream};
+use super::{a1111, health, info, jobs, openai, stream};
 use crate::state::AppState;
 
 /// The API's OpenAPI document.
@@ -36,6 +36,21 @@ use crate::state::AppState;
         openai::generate_images,
         openai::edit_images,
         openai::list_models,
+        a1111::txt2img,
+        a1111::img2img,
+        a1111::progress,
+        a1111::interrupt,
+        a1111::get_options,
+        a1111::set_options,
+        a1111::sd_models,
+        a1111::samplers,
+        a1111::schedulers,
+        a1111::loras,
+        a1111::upscalers,
+        a1111::latent_upscale_modes,
+        a1111::sd_vae,
+        a1111::embeddings,
+        a1111::scripts,
     ),
     components(schemas(
         JobRequest,
@@ -80,6 +95,7 @@ use crate::state::AppState;
         OpenAiModel,
         OpenAiErrorBody,
         OpenAiError,
+        sd_contract::a1111::A1111Info,
     )),
     modifiers(&ApiKeyScheme, &JobLinks, &WholeSeeds),
     tags(
@@ -88,6 +104,8 @@ use crate::state::AppState;
         (name = "health", description = "Liveness and readiness (never need the API key)"),
         (name = "openai", description = "The OpenAI Images API: each image is a job, and the \
             call answers once all are made; errors in OpenAI's shape"),
+        (name = "a1111", description = "The AUTOMATIC1111 web UI API subset its clients use \
+            (Open WebUI, SillyTavern, webuiapi); unknown A1111 fields are ignored"),
     )
 )]
 pub struct ApiDoc;
@@ -201,14 +219,16 @@ pub fn served_document(max_size: u32) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::schema::Schema;
 
     let mut doc = ApiDoc::openapi();
-    let fields = doc
-        .components
-        .as_mut()
-        .and_then(|c| c.schemas.get_mut("GenerationFields"));
-    if let Some(RefOr::T(Schema::Object(fields))) = fields {
-        for name in ["width", "height"] {
-            if let Some(RefOr::T(Schema::Object(size))) = fields.properties.get_mut(name) {
-                size.maximum = Some(max_size.into());
+    for schema in ["GenerationFields", "A1111Generation"] {
+        let fields = doc
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut(schema));
+        if let Some(RefOr::T(Schema::Object(fields))) = fields {
+            for name in ["width", "height"] {
+                if let Some(RefOr::T(Schema::Object(size))) = fields.properties.get_mut(name) {
+                    size.maximum = Some(max_size.into());
+                }
             }
         }
     }
