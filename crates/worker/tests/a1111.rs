@@ -302,6 +302,22 @@ fn the_routes_need_the_api_key() {
         None,
     );
     assert_eq!(resp.status, 200);
+    // Open WebUI's `user:password` credentials, as HTTP Basic auth.
+    for (credentials, status) in [("webui:secret", 200), ("webui:wrong", 401)] {
+        use base64::Engine as _;
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        );
+        let resp = request(
+            "GET",
+            &server.url,
+            "/sdapi/v1/sd-models",
+            &[("authorization", basic.as_str())],
+            None,
+        );
+        assert_eq!(resp.status, status, "{credentials}");
+    }
 }
 
 #[test]
