@@ -32,6 +32,7 @@ fn model() -> ModelProfile {
         vae_scale_factor: 8,
         scheduler: sd_core::schedulers::SchedulerKind::Pndm,
         step_limits: Default::default(),
+        max_clip_skip: 11,
     }
 }
 
