@@ -77,13 +77,15 @@ fn schedule_schema() -> utoipa::openapi::schema::Object {
 /// The A1111 settings a request may override for itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OverrideSettings {
-    /// CLIP skip: only 1 (the last layer) is supported.
+    /// Clip skip, 1 to 12 (1, the last layer, when absent): the text encoders'
+    /// layer the prompts are taken from, counted from the last; the job's
+    /// `clip_skip` is one less.
     #[serde(
         default,
         rename = "CLIP_stop_at_last_layers",
         deserialize_with = "crate::whole::option"
     )]
-    #[schema(minimum = 1, maximum = 1)]
+    #[schema(minimum = 1, maximum = 12)]
     pub clip_stop_at_last_layers: Option<u32>,
     /// The checkpoint to use: ignored (the worker serves one model).
     #[serde(default)]
@@ -251,7 +253,7 @@ pub struct A1111Info {
     pub n_iter: u32,
     /// Image-to-image strength (`null` for text to image).
     pub denoising_strength: Option<f64>,
-    /// Always 1.
+    /// Clip skip as A1111 counts it (1: the last layer).
     pub clip_skip: u32,
     /// The model's name.
     pub sd_model_name: String,

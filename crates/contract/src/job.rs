@@ -59,6 +59,9 @@ pub struct JobParams {
     pub negative_prompt: Option<String>,
     /// How the prompts were read.
     pub prompt_syntax: PromptSyntax,
+    /// How many of the text encoders' last layers the prompts skipped (0: none).
+    #[serde(default)]
+    pub clip_skip: u32,
     /// Denoising steps.
     pub steps: u32,
     /// Classifier-free guidance scale.

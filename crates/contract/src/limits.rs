@@ -32,6 +32,10 @@ pub const DEFAULT_MAX_SIZE: u32 = 2048;
 /// prompts seen in use; beyond it a megabyte of prompt could hold the engine
 /// in the tokenizer for seconds.
 pub const MAX_PROMPT_CHARS: usize = 4096;
+/// The most text-encoder layers a job may skip (`clip_skip`): one less than
+/// the 12 layers of SD 1.x's and SDXL's first encoder, AUTOMATIC1111's
+/// "Clip skip" 12.
+pub const MAX_CLIP_SKIP: u32 = 11;
 /// The fewest images a job may ask for.
 pub const MIN_NUM_IMAGES: u32 = 1;
 /// The most images a job may ask for (`num_images`): one job holds all its

@@ -30,13 +30,14 @@ impl JobRequest {
     /// image fields' aliases included; `None` for an unknown operation.
     /// Anything else in a body is an unknown field.
     pub fn fields(operation: &str) -> Option<&'static [&'static str]> {
-        const SHARED: [&str; 16] = [
+        const SHARED: [&str; 17] = [
             "operation",
             "hive_id",
             "model",
             "prompt",
             "negative_prompt",
             "prompt_syntax",
+            "clip_skip",
             "steps",
             "guidance_scale",
             "seed",
@@ -48,8 +49,8 @@ impl JobRequest {
             "preview",
             "num_images",
         ];
-        const TRANSFORM: [&str; 19] = concat(SHARED, ["strength", "input_image", "init_image"]);
-        const INPAINT: [&str; 20] = concat(
+        const TRANSFORM: [&str; 20] = concat(SHARED, ["strength", "input_image", "init_image"]);
+        const INPAINT: [&str; 21] = concat(
             SHARED,
             ["strength", "input_image", "init_image", "mask_image"],
         );
@@ -160,6 +161,12 @@ pub struct GenerationFields {
     /// (`--prompt-syntax`, `a1111` unless set) when absent.
     #[serde(default)]
     pub prompt_syntax: Option<PromptSyntax>,
+    /// How many of the text encoders' last layers both prompts skip, 0 to 11
+    /// (0 when absent or `null`): diffusers' `clip_skip`, AUTOMATIC1111's
+    /// "Clip skip" minus one.
+    #[serde(default, deserialize_with = "crate::whole::option")]
+    #[schema(minimum = 0, maximum = 11)]
+    pub clip_skip: Option<u32>,
     /// Denoising steps, 1 to 150; with the `lcm` scheduler at most the model's
     /// `original_inference_steps` (50 unless its scheduler config says otherwise).
     #[serde(default, deserialize_with = "crate::whole::option")]

@@ -99,6 +99,8 @@ pub enum Param {
     InitLatents,
     /// The dtype weights are stored in.
     WeightDtype,
+    /// How many of the text encoders' last layers are skipped.
+    ClipSkip,
 }
 
 impl Param {
@@ -115,6 +117,7 @@ impl Param {
             Param::Strength => "strength",
             Param::InitLatents => "init_latents",
             Param::WeightDtype => "weight_dtype",
+            Param::ClipSkip => "clip_skip",
         }
     }
 }

@@ -11,6 +11,9 @@
 //! (emphasis brackets and `BREAK` parsed by [`a1111`], the tokens cut into
 //! 75-token [`chunks`] that are encoded one by one and concatenated, each
 //! token's hidden state multiplied by its weight).
+//!
+//! Either syntax can skip the encoders' last layers ([`PromptEncoding::clip_skip`],
+//! diffusers' `clip_skip`, AUTOMATIC1111's "Clip skip" minus one).
 
 pub mod a1111;
 pub mod chunks;
@@ -22,7 +25,7 @@ use candle_core::{Device, Tensor};
 use self::a1111::Segment;
 use self::chunks::{chunk_prompt, PromptChunk};
 use crate::clip::{ClipTextConfig, ClipTextModel, ClipTextOutput};
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, ParamError, Result};
 use crate::interrupt::Interrupt;
 use crate::model::{Component, LoadOptions, ModelSource};
 use crate::tokenizer::ClipTokenizer;
@@ -68,6 +71,32 @@ impl std::str::FromStr for PromptSyntax {
                 "unknown prompt syntax `{name}` (expected one of: {})",
                 Self::NAMES
             )),
+        }
+    }
+}
+
+/// How a prompt is turned into embeddings: its syntax and how many of the
+/// text encoders' last layers are skipped. A bare [`PromptSyntax`] converts
+/// into one that skips none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PromptEncoding {
+    /// How the text is read.
+    pub syntax: PromptSyntax,
+    /// diffusers' `clip_skip` (AUTOMATIC1111's "Clip skip" minus one); 0 skips
+    /// nothing. SD 1.x/2.x take `hidden_states[-(clip_skip + 1)]` through the
+    /// encoder's `final_layer_norm` (0 is its `last_hidden_state`); SDXL takes
+    /// `hidden_states[-(clip_skip + 2)]` of both encoders, without the norm,
+    /// and keeps its pooled embedding from the last layer. Unlike diffusers,
+    /// which skips layers for the prompt only, the negative prompt is encoded
+    /// the same way, as AUTOMATIC1111 does.
+    pub clip_skip: usize,
+}
+
+impl From<PromptSyntax> for PromptEncoding {
+    fn from(syntax: PromptSyntax) -> Self {
+        Self {
+            syntax,
+            clip_skip: 0,
         }
     }
 }
@@ -168,6 +197,7 @@ impl Encoder {
         &self,
         segments: &[Segment],
         layer: HiddenLayer,
+        clip_skip: usize,
         device: &Device,
         interrupt: Interrupt<'_>,
     ) -> Result<(Tensor, Option<Tensor>)> {
@@ -178,31 +208,33 @@ impl Encoder {
             let out = self
                 .model
                 .forward_interruptible(&self.ids(ids, device)?, interrupt)?;
-            hidden.push(emphasise(&layer.of(&out)?, &weights)?);
+            hidden.push(emphasise(&self.select(&out, layer, clip_skip)?, &weights)?);
             if pooled.is_none() {
                 pooled = out.text_embeds;
             }
         }
         Ok((Tensor::cat(&hidden, 1)?, pooled))
     }
+
+    /// The hidden state `layer` names in `out`, `clip_skip` layers further back.
+    fn select(&self, out: &ClipTextOutput, layer: HiddenLayer, clip_skip: usize) -> Result<Tensor> {
+        match layer {
+            HiddenLayer::Last if clip_skip == 0 => Ok(out.last_hidden_state.clone()),
+            HiddenLayer::Last => Ok(self
+                .model
+                .apply_final_layer_norm(&from_end(&out.hidden_states, clip_skip + 1)?)?),
+            HiddenLayer::Penultimate => from_end(&out.hidden_states, clip_skip + 2),
+        }
+    }
 }
 
-/// Which hidden state of an encoder conditions the UNet.
+/// Which hidden state of an encoder conditions the UNet when no layer is skipped.
 #[derive(Debug, Clone, Copy)]
 enum HiddenLayer {
     /// After the final layer norm (SD 1.x and 2.x).
     Last,
     /// The layer before the last, without the final norm (SDXL).
     Penultimate,
-}
-
-impl HiddenLayer {
-    fn of(self, out: &ClipTextOutput) -> Result<Tensor> {
-        match self {
-            HiddenLayer::Last => Ok(out.last_hidden_state.clone()),
-            HiddenLayer::Penultimate => penultimate(&out.hidden_states),
-        }
-    }
 }
 
 /// A1111's "Original" emphasis: every position's hidden state multiplied by
@@ -258,66 +290,106 @@ impl TextEncoders {
         })
     }
 
-    /// Encodes one text read in `syntax`, reusing a recent result for the same text.
-    pub fn encode(&mut self, text: &str, syntax: PromptSyntax) -> Result<PromptEmbeds> {
-        self.encode_interruptible(text, syntax, Interrupt::NEVER)
+    /// Encodes one text as `encoding` says (a [`PromptSyntax`] alone skips no
+    /// layer), reusing a recent result for the same text and encoding.
+    pub fn encode(
+        &mut self,
+        text: &str,
+        encoding: impl Into<PromptEncoding>,
+    ) -> Result<PromptEmbeds> {
+        self.encode_interruptible(text, encoding, Interrupt::NEVER)
+    }
+
+    /// The largest [`PromptEncoding::clip_skip`] these encoders take: one less
+    /// than the layer count of the shallower encoder.
+    pub fn max_clip_skip(&self) -> usize {
+        let layers = std::iter::once(&self.first)
+            .chain(&self.second)
+            .map(|encoder| encoder.model.num_layers())
+            .min()
+            .unwrap_or(0);
+        layers.saturating_sub(1)
+    }
+
+    /// Refuses a `clip_skip` beyond [`TextEncoders::max_clip_skip`].
+    pub fn check_clip_skip(&self, clip_skip: usize) -> Result<(), ParamError> {
+        check_clip_skip(clip_skip, self.max_clip_skip())
     }
 
     /// [`TextEncoders::encode`] that stops with [`Error::Cancelled`] once
     /// `interrupt` is raised: checked before tokenizing, before each encoder
-    /// (and chunk) and between encoder layers.
+    /// (and chunk) and between encoder layers. A `clip_skip` beyond
+    /// [`TextEncoders::max_clip_skip`] is an [`Error::Param`] naming it.
     pub fn encode_interruptible(
         &mut self,
         text: &str,
-        syntax: PromptSyntax,
+        encoding: impl Into<PromptEncoding>,
         interrupt: Interrupt<'_>,
     ) -> Result<PromptEmbeds> {
+        let encoding = encoding.into();
         interrupt.check_cancelled()?;
-        if let Some(hit) = self.cache.get(text, syntax) {
+        self.check_clip_skip(encoding.clip_skip)?;
+        if let Some(hit) = self.cache.get(text, encoding) {
             return Ok(hit);
         }
-        let embeds = match syntax {
-            PromptSyntax::Plain => self.encode_plain(text, interrupt)?,
-            PromptSyntax::A1111 => self.encode_a1111(text, interrupt)?,
+        let embeds = match encoding.syntax {
+            PromptSyntax::Plain => self.encode_plain(text, encoding.clip_skip, interrupt)?,
+            PromptSyntax::A1111 => self.encode_a1111(text, encoding.clip_skip, interrupt)?,
         };
-        self.cache.insert(text, syntax, embeds.clone());
+        self.cache.insert(text, encoding, embeds.clone());
         Ok(embeds)
     }
 
-    fn encode_plain(&self, text: &str, interrupt: Interrupt<'_>) -> Result<PromptEmbeds> {
+    fn encode_plain(
+        &self,
+        text: &str,
+        clip_skip: usize,
+        interrupt: Interrupt<'_>,
+    ) -> Result<PromptEmbeds> {
         Ok(match &self.second {
-            None => PromptEmbeds {
-                hidden: self
-                    .first
-                    .plain(text, &self.device, interrupt)?
-                    .last_hidden_state,
-                pooled: None,
-            },
+            None => {
+                let out = self.first.plain(text, &self.device, interrupt)?;
+                PromptEmbeds {
+                    hidden: self.first.select(&out, HiddenLayer::Last, clip_skip)?,
+                    pooled: None,
+                }
+            }
             Some(second) => {
                 let a = self.first.plain(text, &self.device, interrupt)?;
                 let b = second.plain(text, &self.device, interrupt)?;
-                let pooled = b.text_embeds.ok_or_else(no_text_embeds)?;
+                let hidden = Tensor::cat(
+                    &[
+                        self.first.select(&a, HiddenLayer::Penultimate, clip_skip)?,
+                        second.select(&b, HiddenLayer::Penultimate, clip_skip)?,
+                    ],
+                    2,
+                )?;
                 PromptEmbeds {
-                    hidden: Tensor::cat(
-                        &[
-                            penultimate(&a.hidden_states)?,
-                            penultimate(&b.hidden_states)?,
-                        ],
-                        2,
-                    )?,
-                    pooled: Some(pooled),
+                    hidden,
+                    pooled: Some(b.text_embeds.ok_or_else(no_text_embeds)?),
                 }
             }
         })
     }
 
-    fn encode_a1111(&self, text: &str, interrupt: Interrupt<'_>) -> Result<PromptEmbeds> {
+    fn encode_a1111(
+        &self,
+        text: &str,
+        clip_skip: usize,
+        interrupt: Interrupt<'_>,
+    ) -> Result<PromptEmbeds> {
         let segments = a1111::parse(text);
         Ok(match &self.second {
             None => PromptEmbeds {
                 hidden: self
                     .first
-                    .weighted(&segments, HiddenLayer::Last, &self.device, interrupt)?
+                    .weighted(
+                        &segments,
+                        HiddenLayer::Last,
+                        clip_skip,
+                        &self.device,
+                        interrupt,
+                    )?
                     .0,
                 pooled: None,
             },
@@ -325,12 +397,14 @@ impl TextEncoders {
                 let (a, _) = self.first.weighted(
                     &segments,
                     HiddenLayer::Penultimate,
+                    clip_skip,
                     &self.device,
                     interrupt,
                 )?;
                 let (b, pooled) = second.weighted(
                     &segments,
                     HiddenLayer::Penultimate,
+                    clip_skip,
                     &self.device,
                     interrupt,
                 )?;
@@ -347,29 +421,46 @@ fn no_text_embeds() -> Error {
     candle_core::Error::Msg("the second text encoder gave no text_embeds".into()).into()
 }
 
-/// The hidden state before the last layer (SDXL's conditioning layer).
-fn penultimate(hidden_states: &[Tensor]) -> Result<Tensor> {
+/// `hidden_states[-n]`, Python's way (`n` = 1 is the last layer's output).
+fn from_end(hidden_states: &[Tensor], n: usize) -> Result<Tensor> {
     hidden_states
         .len()
-        .checked_sub(2)
+        .checked_sub(n)
         .map(|i| hidden_states[i].clone())
-        .ok_or_else(|| candle_core::Error::Msg("text encoder has no hidden layers".into()).into())
+        .ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "text encoder has {} hidden states, none at -{n}",
+                hidden_states.len()
+            ))
+            .into()
+        })
+}
+
+/// Refuses a `clip_skip` above `max` with an error naming [`Param::ClipSkip`].
+pub fn check_clip_skip(clip_skip: usize, max: usize) -> Result<(), ParamError> {
+    if clip_skip > max {
+        return Err(ParamError::new(
+            Param::ClipSkip,
+            format!("must be at most {max} for this model's text encoders, got {clip_skip}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Recently used text embeddings, oldest evicted first.
 #[derive(Default)]
 struct EmbeddingCache {
-    entries: HashMap<(String, PromptSyntax), PromptEmbeds>,
-    order: VecDeque<(String, PromptSyntax)>,
+    entries: HashMap<(String, PromptEncoding), PromptEmbeds>,
+    order: VecDeque<(String, PromptEncoding)>,
 }
 
 impl EmbeddingCache {
-    fn get(&self, text: &str, syntax: PromptSyntax) -> Option<PromptEmbeds> {
-        self.entries.get(&(text.to_string(), syntax)).cloned()
+    fn get(&self, text: &str, encoding: PromptEncoding) -> Option<PromptEmbeds> {
+        self.entries.get(&(text.to_string(), encoding)).cloned()
     }
 
-    fn insert(&mut self, text: &str, syntax: PromptSyntax, embeds: PromptEmbeds) {
-        let key = (text.to_string(), syntax);
+    fn insert(&mut self, text: &str, encoding: PromptEncoding, embeds: PromptEmbeds) {
+        let key = (text.to_string(), encoding);
         if self.entries.insert(key.clone(), embeds).is_none() {
             self.order.push_back(key);
         }

@@ -117,6 +117,7 @@ fn generate_stops_before_and_during_text_encoding() {
         prompt: "a lighthouse".into(),
         negative_prompt: Some("fog".into()),
         prompt_syntax: PromptSyntax::A1111,
+        clip_skip: 0,
         steps: 2,
         guidance_scale: 7.5,
         width: 64,

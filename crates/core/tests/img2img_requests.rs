@@ -22,6 +22,7 @@ fn params(image: Option<ImageInput>) -> GenerateParams {
         prompt: "a lighthouse".into(),
         negative_prompt: None,
         prompt_syntax: PromptSyntax::Plain,
+        clip_skip: 0,
         steps: 4,
         guidance_scale: 1.0,
         width: 64,

@@ -131,6 +131,7 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
             prompt: case.prompt.clone(),
             negative_prompt: case.negative_prompt.clone(),
             prompt_syntax: PromptSyntax::Plain,
+            clip_skip: 0,
             steps: case.steps,
             guidance_scale: case.guidance_scale,
             width: case.width,

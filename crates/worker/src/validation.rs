@@ -12,8 +12,8 @@
 //! work: callers on the async runtime run [`validate`] on the blocking pool.
 
 use sd_contract::limits::{
-    MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, MIN_GUIDANCE_SCALE,
-    MIN_NUM_IMAGES, MIN_STEPS,
+    MAX_CLIP_SKIP, MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS,
+    MIN_GUIDANCE_SCALE, MIN_NUM_IMAGES, MIN_STEPS,
 };
 use sd_contract::{GenerationFields, JobParams, JobRequest, Limits};
 use sd_core::model::ModelProfile;
@@ -193,6 +193,13 @@ fn validate_job(
             format!("must be between {MIN_NUM_IMAGES} and {MAX_NUM_IMAGES}, got {num_images}"),
         ));
     }
+    let clip_skip = req.clip_skip.unwrap_or(0);
+    if clip_skip > MAX_CLIP_SKIP {
+        return Err(ApiError::invalid(
+            "clip_skip",
+            format!("must be between 0 and {MAX_CLIP_SKIP}, got {clip_skip}"),
+        ));
+    }
     let image_field = pictures.as_ref().map_or("init_image", |p| p.image_field);
     let in_field = |e: ParamError| ApiError::invalid(field_of(e.param, image_field), e.message);
     let max_pixels = usize::try_from(limits.max_input_pixels).unwrap_or(usize::MAX);
@@ -219,6 +226,7 @@ fn validate_job(
         prompt_syntax: req
             .prompt_syntax
             .map_or(defaults.prompt_syntax, syntax_from_wire),
+        clip_skip: clip_skip as usize,
         steps,
         guidance_scale,
         width,
@@ -233,6 +241,7 @@ fn validate_job(
         prompt: generation.prompt.clone(),
         negative_prompt: generation.negative_prompt.clone(),
         prompt_syntax: syntax_to_wire(generation.prompt_syntax),
+        clip_skip,
         steps: narrow(steps),
         guidance_scale,
         width: narrow(width),

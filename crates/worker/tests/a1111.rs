@@ -77,6 +77,31 @@ fn txt2img_makes_a_batch_with_consecutive_seeds() {
 }
 
 #[test]
+fn clip_stop_at_last_layers_sets_the_jobs_clip_skip() {
+    let server = TestServer::ready(config());
+    let resp = txt2img(
+        &server.url,
+        json!({"prompt": "x", "seed": 1, "steps": 1, "width": 64, "height": 64,
+            "override_settings": {"CLIP_stop_at_last_layers": 2}}),
+    );
+    let info = info(&resp);
+    assert_eq!(info["clip_skip"], 2);
+    // The job ran with clip_skip 1 (A1111's 2 is diffusers' 1), which its PNG
+    // writes back in A1111's count.
+    let text = info["infotexts"][0].as_str().unwrap();
+    assert!(text.ends_with(", Clip skip: 2"), "{text}");
+    // Clip skip 1 (A1111's default) skips nothing and is not written.
+    let resp = txt2img(
+        &server.url,
+        json!({"prompt": "x", "seed": 1, "steps": 1, "width": 64, "height": 64,
+            "override_settings": {"CLIP_stop_at_last_layers": 1}}),
+    );
+    let info = info_of(&resp);
+    assert_eq!(info["clip_skip"], 1);
+    assert!(!info["infotexts"][0].as_str().unwrap().contains("Clip skip"));
+}
+
+#[test]
 fn batches_and_iterations_multiply_and_a_karras_schedule_combines() {
     let server = TestServer::ready(config());
     let resp = txt2img(
@@ -155,8 +180,12 @@ fn bad_input_is_a_422_in_a1111_shape() {
         (with("n_iter", json!(17)), "between 1 and 16"),
         (with("prompt", json!("  ")), "prompt"),
         (
-            with("override_settings", json!({"CLIP_stop_at_last_layers": 2})),
+            with("override_settings", json!({"CLIP_stop_at_last_layers": 0})),
             "CLIP_stop_at_last_layers",
+        ),
+        (
+            with("override_settings", json!({"CLIP_stop_at_last_layers": 13})),
+            "between 1 and 12",
         ),
         (json!({"steps": 1}), "prompt"),
     ] {

@@ -160,6 +160,15 @@ fn generate_writes_a_png_with_its_parameters() {
         !parameters.contains(model.to_str().unwrap()),
         "{parameters}"
     );
+    assert!(!parameters.contains("Clip skip"), "{parameters}");
+    let mut skipped = line.to_vec();
+    skipped.extend(["--clip-skip", "1"]);
+    let (_, parameters) = generate_png(&skipped, &dir.join("skipped.png"));
+    assert_eq!(setting(&parameters, "Clip skip"), "2", "A1111's count");
+    assert_ne!(
+        png_pixels(&std::fs::read(dir.join("skipped.png")).unwrap()),
+        png_pixels(&std::fs::read(dir.join("boat.png")).unwrap()),
+    );
 }
 
 #[test]
@@ -182,6 +191,14 @@ fn generate_names_the_flag_of_a_bad_value() {
         .to_string();
     assert!(error.starts_with("--width: "), "{error}");
     assert!(error.contains("60"), "{error}");
+    assert!(!output.exists());
+    let mut skip = line.to_vec();
+    skip.retain(|arg| *arg != "--width" && *arg != "60");
+    skip.extend(["--clip-skip", "3"]);
+    let error = generate::run(parse(&skip).unwrap(), Backend::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(error.starts_with("--clip-skip: "), "{error}");
     assert!(!output.exists());
 }
 

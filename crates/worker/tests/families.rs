@@ -272,6 +272,72 @@ fn a1111_prompts_run_end_to_end() {
     }
 }
 
+/// `clip_skip` changes the image on SD 1.5 and SDXL, is reported back, is
+/// written into the PNG as A1111's `Clip skip: N`, and is refused past the
+/// model's encoders (the tiny ones have 3 layers) naming the field.
+#[test]
+fn clip_skip_runs_end_to_end() {
+    for model in ["tiny-sd15", "tiny-sdxl"] {
+        let folder = fixtures().join(model);
+        let worker = WorkerProcess::spawn(&["--model", folder.to_str().unwrap()], &[]);
+        worker.wait_ready();
+        let body = |clip_skip: Option<u32>| {
+            serde_json::json!({
+                "operation": "image_generation", "prompt": "a red lighthouse",
+                "negative_prompt": "blurry", "width": 64, "height": 64, "steps": 2, "seed": 5,
+                "clip_skip": clip_skip,
+            })
+            .to_string()
+        };
+        let run = |clip_skip: Option<u32>| {
+            let created = submit(&worker.url, &body(clip_skip));
+            let events = stream(&worker.url, &created.sse_url, &[]).events();
+            let Some(JobEvent::Complete(result)) = events.last() else {
+                panic!("{model}: no image: {events:?}")
+            };
+            let status: JobStatus =
+                get(&worker.url, &format!("/v1/jobs/{}", created.job_id)).json();
+            (result.image.clone(), status.params.clip_skip)
+        };
+        let (absent, reported) = run(None);
+        assert_eq!(reported, 0);
+        let (zero, _) = run(Some(0));
+        assert_eq!(absent, zero, "{model}: clip_skip 0 is the default");
+        let (skipped, reported) = run(Some(1));
+        assert_eq!(reported, 1);
+        assert_ne!(skipped, zero, "{model}: clip_skip must change the image");
+        let text = png_text(&skipped);
+        assert!(text.ends_with(", Clip skip: 2"), "{model}: {text}");
+        assert!(!png_text(&zero).contains("Clip skip"), "{model}");
+
+        let refused = post_json(&worker.url, "/v1/jobs", &body(Some(3)));
+        assert_eq!(refused.status, 400, "{model}");
+        let error = &refused.value()["error"];
+        assert_eq!(error["field"], "clip_skip", "{model}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains("at most 2"),
+            "{model}: {error}"
+        );
+    }
+}
+
+/// The `parameters` text chunk of a base64 PNG.
+fn png_text(b64: &str) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let info = reader.info();
+    info.uncompressed_latin1_text
+        .iter()
+        .find(|chunk| chunk.keyword == "parameters")
+        .map(|chunk| chunk.text.clone())
+        .unwrap()
+}
+
 #[test]
 fn live_previews_on_the_real_model() {
     let folder = fixtures().join("tiny-sdxl");

@@ -173,6 +173,7 @@ const CHECKED_BOUNDS: &[(&str, &[&str])] = &[
     ("loras", &["maxItems"]),
     ("seed", &["minimum"]),
     ("num_images", &["minimum", "maximum"]),
+    ("clip_skip", &["minimum", "maximum"]),
     ("input_image", &["minLength"]),
     ("init_image", &["minLength"]),
     ("mask_image", &["minLength"]),
@@ -229,6 +230,7 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
         vae_scale_factor: 8,
         scheduler: sd_core::schedulers::SchedulerKind::Pndm,
         step_limits: Default::default(),
+        max_clip_skip: 11,
     });
     let operations = doc["components"]["schemas"]["JobRequest"]["oneOf"]
         .as_array()
@@ -251,7 +253,13 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
         }
         assert_eq!(verdict(&state, &base), None, "{operation}: {base:?}");
         let try_value = |field: &str, value: f64| verdict(&state, &with(&base, field, value));
-        for field in ["steps", "guidance_scale", "strength", "num_images"] {
+        for field in [
+            "steps",
+            "guidance_scale",
+            "strength",
+            "num_images",
+            "clip_skip",
+        ] {
             let Some(property) = fields.get(field) else {
                 assert_eq!(field, "strength", "{operation} has no `{field}`");
                 continue;

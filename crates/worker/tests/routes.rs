@@ -27,6 +27,7 @@ fn ready(config: WorkerConfig) -> AppState {
         vae_scale_factor: 8,
         scheduler: CoreScheduler::Pndm,
         step_limits: Default::default(),
+        max_clip_skip: 11,
     });
     state
 }
@@ -356,6 +357,7 @@ async fn an_inpainting_model_takes_only_inpainting_jobs() {
         vae_scale_factor: 8,
         scheduler: CoreScheduler::Pndm,
         step_limits: Default::default(),
+        max_clip_skip: 11,
     });
     let app = app(state);
     let photo = png_base64(140, 106);
@@ -560,6 +562,7 @@ async fn readiness_follows_the_model() {
         vae_scale_factor: 8,
         scheduler: CoreScheduler::EulerA,
         step_limits: Default::default(),
+        max_clip_skip: 11,
     });
     let reply = send(&app, get("/ready")).await;
     assert_eq!(reply.status, StatusCode::OK);

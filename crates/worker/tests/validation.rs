@@ -4,7 +4,9 @@
 mod common;
 
 use common::png_base64;
-use sd_contract::limits::{MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS};
+use sd_contract::limits::{
+    MAX_CLIP_SKIP, MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS,
+};
 use sd_contract::{
     ErrorCode, GenerationFields, ImageGenerationRequest, ImageInpaintRequest,
     ImageTransformRequest, JobRequest, Limits, LoraConfig, SchedulerKind,
@@ -32,6 +34,7 @@ fn model() -> ModelProfile {
         vae_scale_factor: 8,
         scheduler: sd_core::schedulers::SchedulerKind::Pndm,
         step_limits: Default::default(),
+        max_clip_skip: 11,
     }
 }
 
@@ -83,6 +86,40 @@ fn defaults_fill_missing_values_and_a_seed_is_chosen() {
     assert_eq!(p.scheduler, SchedulerKind::Pndm);
     assert!(p.seed < 1 << 32);
     assert_eq!(p.num_images, 1);
+    assert_eq!(p.clip_skip, 0);
+    assert_eq!(job.into_runnable().unwrap().generation().clip_skip, 0);
+}
+
+/// `clip_skip` reaches the generation and the reported parameters; past the
+/// wire's bound, or past the model's encoders, it is refused by name.
+#[test]
+fn clip_skip_is_bounded_by_the_wire_and_by_the_model() {
+    let with = |clip_skip| GenerationFields {
+        clip_skip: Some(clip_skip),
+        ..generation("a cat")
+    };
+    let job = validate(
+        text_job(with(MAX_CLIP_SKIP)),
+        &model(),
+        &defaults(),
+        &limits(),
+    )
+    .unwrap();
+    assert_eq!(job.params().clip_skip, MAX_CLIP_SKIP);
+    assert_eq!(
+        job.into_runnable().unwrap().generation().clip_skip,
+        MAX_CLIP_SKIP as usize
+    );
+    assert_eq!(field_of(with(MAX_CLIP_SKIP + 1)), "clip_skip");
+    // A model whose shallower encoder has fewer layers takes less.
+    let shallow = ModelProfile {
+        max_clip_skip: 2,
+        ..model()
+    };
+    let refused = validate(text_job(with(3)), &shallow, &defaults(), &limits()).unwrap_err();
+    let detail = refused.detail();
+    assert_eq!(detail.field.as_deref(), Some("clip_skip"));
+    assert!(detail.message.contains("at most 2"), "{}", detail.message);
 }
 
 #[test]

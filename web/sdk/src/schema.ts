@@ -551,7 +551,7 @@ export interface components {
             cfg_scale: number;
             /**
              * Format: int32
-             * @description Always 1.
+             * @description Clip skip as A1111 counts it (1: the last layer).
              */
             clip_skip: number;
             /**
@@ -817,6 +817,13 @@ export interface components {
          */
         GenerationFields: {
             /**
+             * Format: int32
+             * @description How many of the text encoders' last layers both prompts skip, 0 to 11
+             *     (0 when absent or `null`): diffusers' `clip_skip`, AUTOMATIC1111's
+             *     "Clip skip" minus one.
+             */
+            clip_skip?: number | null;
+            /**
              * Format: double
              * @description Classifier-free guidance scale, 0 to 30; 1 or less runs the conditional pass only.
              */
@@ -1081,6 +1088,11 @@ export interface components {
         };
         /** @description The parameters a job runs with, every default filled in and the seed chosen. */
         JobParams: {
+            /**
+             * Format: int32
+             * @description How many of the text encoders' last layers the prompts skipped (0: none).
+             */
+            clip_skip?: number;
             /**
              * Format: double
              * @description Classifier-free guidance scale.
@@ -1427,7 +1439,9 @@ export interface components {
         OverrideSettings: {
             /**
              * Format: int32
-             * @description CLIP skip: only 1 (the last layer) is supported.
+             * @description Clip skip, 1 to 12 (1, the last layer, when absent): the text encoders'
+             *     layer the prompts are taken from, counted from the last; the job's
+             *     `clip_skip` is one less.
              */
             CLIP_stop_at_last_layers?: number | null;
             /** @description The checkpoint to use: ignored (the worker serves one model). */

@@ -178,6 +178,11 @@ impl ClipTextModel {
         self.final_layer_norm.forward(xs)
     }
 
+    /// How many encoder layers the model has (`num_hidden_layers`).
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
     /// Whether the checkpoint has `text_projection.weight`.
     pub fn has_text_projection(&self) -> bool {
         self.text_projection.is_some()

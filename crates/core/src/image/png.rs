@@ -29,6 +29,9 @@ pub struct GenerationSettings {
     pub model_hash: Option<String>,
     /// Image-to-image and inpainting strength.
     pub denoising_strength: Option<f64>,
+    /// Text-encoder layers skipped (diffusers' `clip_skip`); written as
+    /// AUTOMATIC1111's `Clip skip: N` (N = `clip_skip` + 1) when any is.
+    pub clip_skip: usize,
 }
 
 impl GenerationSettings {
@@ -49,6 +52,9 @@ impl GenerationSettings {
         text.push_str(&format!("Model: {}", self.model));
         if let Some(strength) = self.denoising_strength {
             text.push_str(&format!(", Denoising strength: {strength}"));
+        }
+        if self.clip_skip > 0 {
+            text.push_str(&format!(", Clip skip: {}", self.clip_skip + 1));
         }
         text
     }
@@ -107,6 +113,7 @@ mod tests {
             model: "v1-5".to_string(),
             model_hash: Some("6ce0161689".to_string()),
             denoising_strength: None,
+            clip_skip: 0,
         }
     }
 
@@ -145,6 +152,12 @@ mod tests {
         assert!(img2img
             .a1111_parameters()
             .ends_with("Model: v1-5, Denoising strength: 0.75"));
+        // A1111 writes "Clip skip" (its N, one more than diffusers' clip_skip)
+        // after the denoising strength, and only when N > 1.
+        img2img.clip_skip = 1;
+        assert!(img2img
+            .a1111_parameters()
+            .ends_with("Denoising strength: 0.75, Clip skip: 2"));
     }
 
     #[test]

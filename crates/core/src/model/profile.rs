@@ -84,4 +84,7 @@ pub struct ModelProfile {
     pub scheduler: SchedulerKind,
     /// How many steps each scheduler runs on the model's scheduler config.
     pub step_limits: StepLimits,
+    /// The largest `clip_skip` the text encoders take (one less than the
+    /// shallower encoder's layer count: 11 for SD 1.x and SDXL, 22 for SD 2.x).
+    pub max_clip_skip: usize,
 }

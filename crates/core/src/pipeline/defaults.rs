@@ -69,6 +69,7 @@ mod tests {
             vae_scale_factor: 8,
             scheduler,
             step_limits: Default::default(),
+            max_clip_skip: 11,
         }
     }
 

@@ -47,14 +47,15 @@ impl StableDiffusion {
         let guided = params.guidance_scale > 1.0;
 
         let started = Instant::now();
-        let mut prompt =
-            self.text
-                .encode_interruptible(&params.prompt, params.prompt_syntax, interrupt)?;
+        let encoding = params.prompt_encoding();
+        let mut prompt = self
+            .text
+            .encode_interruptible(&params.prompt, encoding, interrupt)?;
         let negative = if guided {
             let (negative, padded) = self.encode_negative_until(
                 params.negative_prompt.as_deref(),
                 prompt,
-                params.prompt_syntax,
+                encoding,
                 interrupt,
             )?;
             prompt = padded;
@@ -151,6 +152,7 @@ impl StableDiffusion {
             model: self.name.clone(),
             model_hash: self.model_hash.clone(),
             denoising_strength: params.image.as_ref().map(|input| input.strength),
+            clip_skip: params.clip_skip,
         };
         let png = encode_png(&rgb, params.width, params.height, Some(&settings))?;
         timings.decoding = started.elapsed();

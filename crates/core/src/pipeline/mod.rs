@@ -33,7 +33,7 @@ use crate::model::{
     load_unet, load_vae, model_hash, Component, DiffusersFolder, LoadOptions, ModelFamily,
     ModelProfile, ModelSource,
 };
-use crate::prompt::{PromptEmbeds, PromptSyntax, TextEncoders};
+use crate::prompt::{PromptEmbeds, PromptEncoding, TextEncoders};
 use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind, StepLimits};
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::AutoencoderKL;
@@ -170,6 +170,7 @@ impl StableDiffusion {
             vae_scale_factor: self.vae_scale_factor(),
             scheduler: self.default_scheduler,
             step_limits: StepLimits::of(&self.scheduler_config),
+            max_clip_skip: self.text.max_clip_skip(),
         }
     }
 
@@ -199,12 +200,17 @@ impl StableDiffusion {
         &self.device
     }
 
-    /// Encodes one prompt read in `syntax`, reusing recent results.
-    pub fn encode_prompt(&mut self, text: &str, syntax: PromptSyntax) -> Result<PromptEmbeds> {
-        self.text.encode(text, syntax)
+    /// Encodes one prompt as `encoding` says (a [`crate::prompt::PromptSyntax`] alone skips
+    /// no layer), reusing recent results.
+    pub fn encode_prompt(
+        &mut self,
+        text: &str,
+        encoding: impl Into<PromptEncoding>,
+    ) -> Result<PromptEmbeds> {
+        self.text.encode(text, encoding)
     }
 
-    /// Encodes the negative prompt as diffusers does: an absent one is the empty
+    /// Encodes the negative prompt (with the prompt's `encoding`) as diffusers does: an absent one is the empty
     /// prompt, except for SDXL folders with `force_zeros_for_empty_prompt`, where
     /// it is zeros shaped like `prompt`. The shorter of the two is then padded
     /// with the empty prompt's chunk to the other's length (only A1111-syntax
@@ -214,9 +220,9 @@ impl StableDiffusion {
         &mut self,
         negative: Option<&str>,
         prompt: PromptEmbeds,
-        syntax: PromptSyntax,
+        encoding: impl Into<PromptEncoding>,
     ) -> Result<(PromptEmbeds, PromptEmbeds)> {
-        self.encode_negative_until(negative, prompt, syntax, Interrupt::NEVER)
+        self.encode_negative_until(negative, prompt, encoding.into(), Interrupt::NEVER)
     }
 
     /// [`StableDiffusion::encode_negative`], stopped by `interrupt`.
@@ -224,19 +230,19 @@ impl StableDiffusion {
         &mut self,
         negative: Option<&str>,
         prompt: PromptEmbeds,
-        syntax: PromptSyntax,
+        encoding: PromptEncoding,
         interrupt: Interrupt<'_>,
     ) -> Result<(PromptEmbeds, PromptEmbeds)> {
         let negative = match negative {
             None if self.force_zeros_for_empty_prompt => return Ok((prompt.zeros_like()?, prompt)),
             _ => self
                 .text
-                .encode_interruptible(negative.unwrap_or(""), syntax, interrupt)?,
+                .encode_interruptible(negative.unwrap_or(""), encoding, interrupt)?,
         };
         if negative.len() == prompt.len() {
             return Ok((negative, prompt));
         }
-        let empty = self.text.encode_interruptible("", syntax, interrupt)?;
+        let empty = self.text.encode_interruptible("", encoding, interrupt)?;
         let len = negative.len().max(prompt.len());
         Ok((
             negative.padded_to(len, &empty)?,

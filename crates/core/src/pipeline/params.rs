@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use crate::error::{Param, ParamError};
 use crate::image::DecodedImage;
 use crate::model::ModelProfile;
-use crate::prompt::PromptSyntax;
+use crate::prompt::{check_clip_skip, PromptEncoding, PromptSyntax};
 use crate::schedulers::SchedulerKind;
 
 /// Strength diffusers' image-to-image pipeline uses by default.
@@ -28,6 +28,9 @@ pub struct GenerateParams {
     pub negative_prompt: Option<String>,
     /// How both prompts are read.
     pub prompt_syntax: PromptSyntax,
+    /// How many of the text encoders' last layers both prompts skip
+    /// (diffusers' `clip_skip`, [`PromptEncoding::clip_skip`]); 0 skips none.
+    pub clip_skip: usize,
     /// Denoising steps asked for (PNDM runs one UNet pass more).
     pub steps: usize,
     /// Classifier-free guidance scale; at 1 or below only the conditional pass runs.
@@ -69,12 +72,22 @@ pub struct DebugOptions {
 }
 
 impl GenerateParams {
+    /// How both prompts are encoded: [`Self::prompt_syntax`] and [`Self::clip_skip`].
+    pub fn prompt_encoding(&self) -> PromptEncoding {
+        PromptEncoding {
+            syntax: self.prompt_syntax,
+            clip_skip: self.clip_skip,
+        }
+    }
+
     /// Checks the parameters against the model that will run them: sizes in
     /// whole latent cells, a step count the scheduler runs on the model's
     /// scheduler config ([`crate::schedulers::StepLimits`]), a usable guidance scale, and for
-    /// a picture its strength, its mask and at least one step that runs. An
-    /// inpainting model needs a picture and a mask.
+    /// a picture its strength, its mask and at least one step that runs, and a
+    /// `clip_skip` the text encoders have layers for. An inpainting model
+    /// needs a picture and a mask.
     pub fn check(&self, model: &ModelProfile) -> Result<(), ParamError> {
+        check_clip_skip(self.clip_skip, model.max_clip_skip)?;
         let factor = model.vae_scale_factor;
         for (param, value) in [(Param::Width, self.width), (Param::Height, self.height)] {
             if value == 0 || value % factor != 0 {

@@ -47,6 +47,10 @@ pub struct GenerateArgs {
     /// BREAK, no 75-token limit) or plain (diffusers': as written, cut at 77 tokens).
     #[arg(long, env = "SD_WORKER_PROMPT_SYNTAX", default_value = "a1111")]
     pub prompt_syntax: PromptSyntax,
+    /// How many of the text encoders' last layers both prompts skip (diffusers'
+    /// `clip_skip`; AUTOMATIC1111's "Clip skip" N is N - 1).
+    #[arg(long, default_value_t = 0)]
+    pub clip_skip: usize,
     /// Denoising steps [default: the preset's].
     #[arg(long)]
     pub steps: Option<usize>,
@@ -195,6 +199,7 @@ fn resolve_params(
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
         prompt_syntax: args.prompt_syntax,
+        clip_skip: args.clip_skip,
         steps: args.steps.unwrap_or(defaults.steps),
         guidance_scale: args.guidance_scale.unwrap_or(defaults.guidance_scale),
         width: args.width.unwrap_or(width),
@@ -237,10 +242,10 @@ fn write_trace(
     let (negative, negative_pooled) = match trace.negative_prompt_embeds {
         Some(hidden) => (hidden, trace.negative_pooled_prompt_embeds),
         None => {
-            let syntax = params.prompt_syntax;
-            let prompt = model.encode_prompt(&params.prompt, syntax)?;
+            let encoding = params.prompt_encoding();
+            let prompt = model.encode_prompt(&params.prompt, encoding)?;
             let (negative, _) =
-                model.encode_negative(params.negative_prompt.as_deref(), prompt, syntax)?;
+                model.encode_negative(params.negative_prompt.as_deref(), prompt, encoding)?;
             (negative.hidden, negative.pooled)
         }
     };

@@ -113,6 +113,7 @@ impl Engine for FakeEngine {
             vae_scale_factor: 8,
             scheduler: SchedulerKind::Pndm,
             step_limits: Default::default(),
+            max_clip_skip: 11,
         }
     }
 
@@ -204,6 +205,7 @@ fn job_parameters_text(job: &RunnableJob) -> String {
         model: "fake".to_string(),
         model_hash: Some(FAKE_MODEL_HASH.to_string()),
         denoising_strength: p.strength,
+        clip_skip: p.clip_skip as usize,
     }
     .a1111_parameters()
 }

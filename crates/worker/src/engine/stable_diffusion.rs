@@ -62,6 +62,7 @@ fn warm_up(pipeline: &mut StableDiffusion) {
         prompt: String::new(),
         negative_prompt: None,
         prompt_syntax: sd_core::prompt::PromptSyntax::Plain,
+        clip_skip: 0,
         steps: 2,
         guidance_scale: 2.0,
         width: 64,

@@ -70,6 +70,7 @@ mod testing {
             vae_scale_factor: 8,
             scheduler: sd_core::schedulers::SchedulerKind::Euler,
             step_limits: Default::default(),
+            max_clip_skip: 11,
         };
         let defaults = sd_core::pipeline::Defaults::resolve(None, &model);
         let limits = Limits {

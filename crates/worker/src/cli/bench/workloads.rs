@@ -156,6 +156,7 @@ pub fn image_runs(
             prompt: run_prompt(run),
             negative_prompt: None,
             prompt_syntax: PromptSyntax::Plain,
+            clip_skip: 0,
             steps,
             guidance_scale,
             width: spec.size,

@@ -9,6 +9,7 @@ use sd_contract::a1111::{
 };
 #[cfg(doc)]
 use sd_contract::a1111::{SAMPLER_NAMES, SCHEDULE_NAMES};
+use sd_contract::limits::MAX_CLIP_SKIP;
 use sd_contract::{
     GenerationFields, ImageGenerationRequest, ImageInpaintRequest, ImageTransformRequest, JobEvent,
     JobRequest, SchedulerKind,
@@ -241,7 +242,16 @@ fn answer(
         batch_size: asked.batch_size.unwrap_or(1).max(1),
         n_iter: asked.n_iter.unwrap_or(1).max(1),
         denoising_strength: params.and_then(|p| p.strength),
-        clip_skip: 1,
+        clip_skip: params.map_or_else(
+            || {
+                asked
+                    .override_settings
+                    .as_ref()
+                    .and_then(|s| s.clip_stop_at_last_layers)
+                    .unwrap_or(1)
+            },
+            |p| p.clip_skip + 1,
+        ),
         sd_model_name: model,
         infotexts,
         index_of_first_image: 0,
@@ -259,13 +269,16 @@ fn answer(
 /// The job fields an A1111 request stands for; live previews are on, for
 /// `GET /sdapi/v1/progress`'s `current_image`.
 fn generation_fields(asked: &A1111Generation) -> Result<GenerationFields, ApiError> {
-    if let Some(settings) = &asked.override_settings {
-        if settings.clip_stop_at_last_layers.is_some_and(|n| n != 1) {
-            return Err(ApiError::invalid(
-                "override_settings.CLIP_stop_at_last_layers",
-                "only 1 (CLIP's last layer) is supported",
-            ));
-        }
+    let clip_stop = asked
+        .override_settings
+        .as_ref()
+        .and_then(|settings| settings.clip_stop_at_last_layers);
+    let max_stop = MAX_CLIP_SKIP + 1;
+    if let Some(n) = clip_stop.filter(|n| !(1..=max_stop).contains(n)) {
+        return Err(ApiError::invalid(
+            "override_settings.CLIP_stop_at_last_layers",
+            format!("must be between 1 and {max_stop}, got {n}"),
+        ));
     }
     for (field, value, max) in [
         (
@@ -297,6 +310,7 @@ fn generation_fields(asked: &A1111Generation) -> Result<GenerationFields, ApiErr
         width: asked.width,
         height: asked.height,
         scheduler: sampler(asked)?,
+        clip_skip: clip_stop.map(|n| n - 1),
         preview: Some(true),
         ..Default::default()
     })

@@ -95,6 +95,7 @@ fn saved_weights_load_as_the_same_pipeline() {
         prompt: "a cat".into(),
         negative_prompt: None,
         prompt_syntax: sd_core::prompt::PromptSyntax::Plain,
+        clip_skip: 0,
         steps: 2,
         guidance_scale: 5.0,
         width: 64,
