@@ -13,6 +13,7 @@ Usage: openai_client.py BASE_URL API_KEY MODEL
 
 import base64
 import io
+import os
 import struct
 import sys
 import zlib
@@ -120,7 +121,9 @@ def main(base_url, api_key, model):
 
     models = client.models.list()
     ids = [m.id for m in models.data]
-    assert ids == [model], ids
+    # A local folder is named by its last component, as in the PNG's `Model:`.
+    name = os.path.basename(model.rstrip("/")) if os.path.isdir(model) else model
+    assert ids == [name], ids
     assert models.data[0].owned_by == "sd-worker", models.data[0]
     print(f"models: {ids}")
 

@@ -419,7 +419,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The model this worker serves, as OpenAI lists models. */
+        /**
+         * The model this worker serves, as OpenAI lists models: named as the PNGs name it (a
+         *     repository id, or a local folder's last component, never its path).
+         */
         get: operations["list_models"];
         put?: never;
         post?: never;

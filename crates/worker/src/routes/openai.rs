@@ -88,7 +88,8 @@ pub async fn edit_images(
     Ok(Json(run(&state, call).await?))
 }
 
-/// The model this worker serves, as OpenAI lists models.
+/// The model this worker serves, as OpenAI lists models: named as the PNGs name it (a
+/// repository id, or a local folder's last component, never its path).
 #[utoipa::path(
     get,
     path = "/v1/models",
@@ -103,7 +104,7 @@ pub async fn list_models(State(state): State<AppState>) -> Json<OpenAiModelList>
     Json(OpenAiModelList {
         object: "list".into(),
         data: vec![OpenAiModel {
-            id: state.config().model.clone(),
+            id: sd_core::model::model_name(&state.config().model),
             object: "model".into(),
             created: state.started_unix(),
             owned_by: "sd-worker".into(),
