@@ -81,7 +81,7 @@ impl RunnableJob {
     }
 
     /// The same parameters as the pipeline takes them, pictures decoded, the
-    /// seed that of the image [`ValidJob::select_image`] chose (the first, at first).
+    /// seed that of the image [`RunnableJob::select_image`] chose (the first, at first).
     pub fn generation(&self) -> &GenerateParams {
         &self.generation
     }
@@ -93,7 +93,7 @@ impl RunnableJob {
 
     /// Points the pipeline's parameters at image `index` (from 0) of the job:
     /// their seed becomes the job's seed plus `index`, wrapping, as
-    /// AUTOMATIC1111 numbers a batch. [`ValidJob::params`] keep the first seed.
+    /// AUTOMATIC1111 numbers a batch. [`RunnableJob::params`] keep the first seed.
     pub fn select_image(&mut self, index: u32) {
         self.generation.seed = self.params.seed.wrapping_add(u64::from(index));
     }

@@ -84,7 +84,7 @@ pub trait Engine {
     fn profile(&self) -> ModelProfile;
 
     /// Generates one image, with the seed of the image of the job that
-    /// [`ValidJob::select_image`] chose (the runner loops over a job's
+    /// [`RunnableJob::select_image`] chose (the runner loops over a job's
     /// images), calling `on_step` after every denoising step of it.
     /// Once `interrupt` is raised, or `on_step` returns `Break`, stops as soon
     /// as it can and returns [`EngineError::Cancelled`].
