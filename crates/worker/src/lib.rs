@@ -8,7 +8,8 @@
 //!   wait there encoded and decode when the job starts ([`pictures`]).
 //! - [`queue`] is the bounded FIFO in front of the engine; [`engine::runner`]
 //!   is the one named thread that owns the model ([`engine::Engine`]) and runs
-//!   jobs from it, checking for cancellation after every step.
+//!   jobs from it (each of a job's `num_images` in turn), interrupting one
+//!   mid-step when it is cancelled.
 //! - [`jobs`] keeps each job's event log, which any number of SSE subscribers
 //!   replay and follow, and expires finished jobs.
 //! - [`mod@app`] is the router; [`routes`] the handlers; [`error`] the one error
@@ -17,6 +18,10 @@
 //! - [`hive`] sends the ready callback and heartbeats; [`server`] binds, serves
 //!   and shuts down; [`connections`] is the accept loop with its deadlines and
 //!   caps, [`body`] the guards on request bodies.
+//!
+//! Two other APIs sit on the same queue, validation and limits, each call
+//! waiting for ordinary jobs ([`routes::blocking`]): OpenAI's Images API
+//! ([`openai`], [`routes::openai`]) and AUTOMATIC1111's (`routes::a1111`).
 #![deny(missing_docs)]
 
 pub mod app;

@@ -1,5 +1,7 @@
 //! The HTTP routes, one module per concern. Each handler extracts, validates,
 //! calls the state and answers; the OpenAPI annotation sits on the handler.
+//! `jobs` and `stream` are rbee's job API; `openai` and `a1111` the other
+//! APIs, whose calls wait for their jobs through `blocking`.
 
 pub mod a1111;
 pub mod blocking;
