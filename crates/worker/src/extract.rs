@@ -67,10 +67,7 @@ impl FromRequest<AppState> for JobBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        check_content_type(&req)?;
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|r| body_rejection(r, state.config().max_body_bytes))?;
+        let bytes = json_body(req, state).await?;
         let request = parse_job_request(&bytes)?;
         let unknown_fields = unknown_fields(&bytes, request.operation());
         if state.config().strict {
@@ -91,9 +88,18 @@ impl FromRequest<AppState> for JobBody {
     }
 }
 
+/// The bytes of a body sent as JSON: the content type checked, the size
+/// limit and body timeout applied, every refusal in the API's error format.
+pub(crate) async fn json_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    check_content_type(&req)?;
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|r| body_rejection(r, state.config().max_body_bytes))
+}
+
 /// Requires a JSON content type. Without one, a plain HTML form of any site
 /// could post a job (a form can send `text/plain`, or nothing, but not JSON).
-pub(crate) fn check_content_type(req: &Request) -> Result<(), ApiError> {
+fn check_content_type(req: &Request) -> Result<(), ApiError> {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType("no content type".into()));
     };
@@ -112,7 +118,7 @@ pub(crate) fn check_content_type(req: &Request) -> Result<(), ApiError> {
 }
 
 /// The error for a body that could not be read: too slow, too large or broken.
-pub fn body_rejection(rejection: BytesRejection, limit: u64) -> ApiError {
+fn body_rejection(rejection: BytesRejection, limit: u64) -> ApiError {
     if let Some(BodyTimedOut(timeout)) = BodyTimedOut::find(&rejection) {
         ApiError::BodyTimeout {
             secs: timeout.as_secs_f64(),
@@ -136,10 +142,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonObject<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        check_content_type(&req)?;
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|r| body_rejection(r, state.config().max_body_bytes))?;
+        let bytes = json_body(req, state).await?;
         require_object(&bytes)?;
         parse(&bytes).map(JsonObject)
     }

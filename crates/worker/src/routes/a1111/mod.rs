@@ -15,7 +15,7 @@
 mod generate;
 mod status;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,7 +30,7 @@ pub use generate::*;
 pub use status::*;
 
 use crate::error::ApiError;
-use crate::extract::{body_rejection, check_content_type};
+use crate::extract::json_body;
 use crate::state::AppState;
 
 /// The `/sdapi/v1` routes, with the interrupt signal their calls share.
@@ -141,10 +141,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for A1111Json<T> {
     type Rejection = A1111ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        check_content_type(&req)?;
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|r| body_rejection(r, state.config().max_body_bytes))?;
+        let bytes = json_body(req, state).await?;
         let raw: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson {
                 field: None,
