@@ -44,42 +44,17 @@ The AUTOMATIC1111 routes (`/sdapi/v1/...`) have rules of the same kind:
 Schema-violating (negative) cases are left as generated.
 """
 
-import struct
-import zlib
+import base64
 
 import schemathesis
+from pngs import png
 from schemathesis.generation.modes import GenerationMode
 
 # A 64x64 RGB PNG, mid grey: a valid picture and, for inpainting, a mask of the
 # same size.
-PNG_64 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAIAAAAlC+aJAAAAS0lEQVR42u3PMQ0AAAwDoEqv9ErYvQQckD4XAQEB"
-    "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAYHLAB8+AWnmfUycAAAAAElFTkSuQmCC"
-)
-MAX_SIZE = 2048  # the worker's default --max-size, which tools/ci/schemathesis.sh keeps
-
-
-def png(width, height, channels, pixel):
-    """A PNG of 8-bit grey, RGB (3) or RGBA (4) pixels; pixel(x, y) gives each."""
-    color_type = {3: 2, 4: 6}[channels]
-    rows = b"".join(
-        b"\x00" + b"".join(bytes(pixel(x, y)) for x in range(width)) for y in range(height)
-    )
-
-    def chunk(kind, data):
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
 IMAGE_FILE = png(64, 64, 3, lambda x, y: (128, 128, 128))
+PNG_64 = base64.b64encode(IMAGE_FILE).decode()
+MAX_SIZE = 2048  # the worker's default --max-size, which tools/ci/schemathesis.sh keeps
 MASK_FILE = png(64, 64, 4, lambda x, y: (0, 0, 0, 0 if x < 32 else 255))
 
 
