@@ -11,12 +11,18 @@ use crate::auth::require_api_key;
 use crate::body::guard_body;
 use crate::guard::{check_host_and_origin, cors_layer};
 use crate::openai::openai_errors;
-use crate::routes::{self, a1111, health, info, jobs, openai, openapi, stream};
+use crate::routes::{self, a1111, health, info, jobs, metrics, openai, openapi, stream};
 use crate::state::AppState;
 
 /// The worker's HTTP API over `state`; other `GET` paths serve the web UI.
 pub fn app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config().max_body_bytes).unwrap_or(usize::MAX);
+    let metrics_route = Router::new().route("/metrics", get(metrics::metrics));
+    let (public_metrics, protected_metrics) = if state.config().metrics_public {
+        (metrics_route, Router::new())
+    } else {
+        (Router::new(), metrics_route)
+    };
     let protected = Router::new()
         .route("/v1/jobs", post(jobs::create_job))
         .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
@@ -27,6 +33,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(openai::list_models))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(a1111::routes())
+        .merge(protected_metrics)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
@@ -34,6 +41,7 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .merge(public_metrics)
         .merge(protected)
         .fallback(routes::ui::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)

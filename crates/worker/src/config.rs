@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// ignoring them with a `Warning` header.
     #[arg(long, env = "SD_WORKER_STRICT")]
     pub strict: bool,
+    /// Serve `GET /metrics` without the API key (for a Prometheus that
+    /// scrapes without credentials).
+    #[arg(long, env = "SD_WORKER_METRICS_PUBLIC")]
+    pub metrics_public: bool,
     /// How long finished jobs (and their images) are kept for status and late streams.
     #[arg(long, env = "SD_WORKER_JOB_RETENTION", default_value_t = DEFAULT_JOB_RETENTION.into())]
     pub job_retention: humantime::Duration,
@@ -319,6 +323,8 @@ pub struct WorkerConfig {
     pub allowed_origins: Vec<String>,
     /// Whether unknown request fields are refused.
     pub strict: bool,
+    /// Whether `/metrics` is served without the API key.
+    pub metrics_public: bool,
     /// How long finished jobs are kept.
     pub job_retention: Duration,
     /// Most finished jobs kept at once.
@@ -392,6 +398,7 @@ impl WorkerConfig {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             strict: false,
+            metrics_public: false,
             job_retention: DEFAULT_JOB_RETENTION,
             max_finished_jobs: DEFAULT_MAX_FINISHED_JOBS,
             max_retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
@@ -454,6 +461,7 @@ impl WorkerConfig {
             .filter(|origin| !matches!(origin, Ok(o) if o.is_empty()))
             .collect::<Result<_, _>>()?;
         config.strict = args.strict;
+        config.metrics_public = args.metrics_public;
         config.job_retention = args.job_retention.into();
         config.max_finished_jobs = args.max_finished_jobs;
         config.max_retained_bytes = args.max_retained_bytes;

@@ -15,6 +15,8 @@
 //! - [`mod@app`] is the router; [`routes`] the handlers; [`error`] the one error
 //!   type; [`extract`] the JSON extractor that names bad fields; [`guard`]
 //!   refuses requests for hosts and from origins the worker does not serve.
+//! - [`metrics`] counts jobs, steps and images for `GET /metrics`
+//!   (Prometheus' text format).
 //! - [`hive`] sends the ready callback and heartbeats; [`server`] binds, serves
 //!   and shuts down; [`connections`] is the accept loop with its deadlines and
 //!   caps, [`body`] the guards on request bodies.
@@ -37,6 +39,7 @@ pub mod extract;
 pub mod guard;
 pub mod hive;
 pub mod jobs;
+pub mod metrics;
 pub mod openai;
 pub mod pictures;
 pub mod queue;

@@ -22,6 +22,7 @@ use crate::config::WorkerConfig;
 use crate::convert::defaults_to_wire;
 use crate::error::ApiError;
 use crate::jobs::{new_job_id, Job, Jobs, Retention};
+use crate::metrics::{Metrics, Rejection, Snapshot};
 use crate::queue::{JobQueue, PushError};
 use crate::validation::ValidJob;
 
@@ -61,6 +62,7 @@ struct Shared {
     last_generation_ms: AtomicU64,
     streams: Arc<Semaphore>,
     started: SystemTime,
+    metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -73,7 +75,9 @@ impl AppState {
             max_finished: config.max_finished_jobs,
             max_bytes: config.max_retained_bytes,
         });
+        let metrics = Arc::new(Metrics::new(&config.worker_id, &config.model));
         Self(Arc::new(Shared {
+            metrics,
             config,
             addr,
             jobs,
@@ -117,6 +121,20 @@ impl AppState {
     /// The job registry.
     pub fn jobs(&self) -> &Jobs {
         &self.0.jobs
+    }
+
+    /// The worker's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The worker's metrics in Prometheus' text format, as of now.
+    pub fn render_metrics(&self) -> String {
+        self.0.metrics.render(Snapshot {
+            queued: self.0.queue.len(),
+            running: self.is_busy(),
+            ready: self.phase() == Phase::Ready,
+        })
     }
 
     /// The queue.
@@ -249,15 +267,20 @@ impl AppState {
 
     /// Queues a validated job and registers it.
     pub fn submit(&self, job: ValidJob) -> Result<Arc<Job>, ApiError> {
-        let job = Arc::new(Job::new(new_job_id(), job));
+        let job = Arc::new(Job::new(new_job_id(), job).observed_by(Arc::clone(&self.0.metrics)));
         self.0.jobs.insert(Arc::clone(&job));
         match self.0.queue.push(Arc::clone(&job)) {
             Ok(position) => {
+                self.0.metrics.job_submitted();
                 tracing::info!(job = job.id(), position, "job queued");
                 Ok(job)
             }
             Err(err) => {
                 self.0.jobs.remove(job.id());
+                self.0.metrics.job_rejected(match err {
+                    PushError::Full => Rejection::QueueFull,
+                    PushError::Closed => Rejection::ShuttingDown,
+                });
                 Err(match err {
                     PushError::Full => ApiError::QueueFull {
                         capacity: self.0.queue.capacity(),

@@ -29,6 +29,7 @@ pub fn spawn_engine(state: AppState, loader: EngineLoader) -> std::io::Result<Jo
 
 fn run(state: AppState, loader: EngineLoader) {
     tracing::info!(model = %state.config().model, "loading the model");
+    let loading = std::time::Instant::now();
     let loaded = catch_unwind(AssertUnwindSafe(loader))
         .unwrap_or_else(|panic| Err(EngineError::Failed(panic_message(&panic))));
     let mut engine = match loaded {
@@ -39,6 +40,7 @@ fn run(state: AppState, loader: EngineLoader) {
             return;
         }
     };
+    state.metrics().model_loaded(loading.elapsed());
     let profile = engine.profile();
     tracing::info!(family = %profile.family, scheduler = %profile.scheduler, "model loaded; ready");
     state.mark_ready(profile);

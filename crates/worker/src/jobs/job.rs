@@ -38,6 +38,7 @@ use sd_contract::{
 };
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::validation::ValidJob;
 
 /// One event of a job's log with its index, the stream's event id.
@@ -52,6 +53,8 @@ pub struct Job {
     cancel: AtomicU8,
     inner: Mutex<JobInner>,
     events: watch::Sender<usize>,
+    /// Where the job records its lifecycle, if anywhere.
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Debug)]
@@ -69,6 +72,8 @@ struct JobInner {
     /// The images finished so far, in order.
     images: Vec<BatchImage>,
     started: Option<Instant>,
+    /// When the last step (or the start) was logged.
+    last_step: Option<Instant>,
     finished: Option<Instant>,
 }
 
@@ -94,10 +99,18 @@ impl Job {
                 total: None,
                 images: Vec::new(),
                 started: None,
+                last_step: None,
                 finished: None,
             }),
             events: watch::channel(0).0,
+            metrics: None,
         }
+    }
+
+    /// The same job, recording its start, steps, images and end in `metrics`.
+    pub fn observed_by(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The job's id.
@@ -184,8 +197,13 @@ impl Job {
             return None;
         }
         let work = inner.work.take()?;
+        let now = Instant::now();
         inner.state = JobState::Running;
-        inner.started = Some(Instant::now());
+        inner.started = Some(now);
+        inner.last_step = Some(now);
+        if let Some(metrics) = &self.metrics {
+            metrics.job_started(now - self.submitted);
+        }
         inner.total = Some(self.params.steps.saturating_mul(self.params.num_images));
         let params = self.params.clone();
         self.push(&mut inner, JobEvent::Started { params });
@@ -199,6 +217,11 @@ impl Job {
         if inner.state != JobState::Running {
             return;
         }
+        let now = Instant::now();
+        if let (Some(metrics), Some(last)) = (&self.metrics, inner.last_step) {
+            metrics.step_done(now - last);
+        }
+        inner.last_step = Some(now);
         let step = u32::try_from(step).unwrap_or(u32::MAX);
         let total = u32::try_from(total).unwrap_or(u32::MAX).max(1);
         inner.step = Some(step);
@@ -242,6 +265,10 @@ impl Job {
             self.push(&mut inner, JobEvent::Image(finished.clone()));
         }
         inner.images.push(finished);
+        inner.last_step = Some(now);
+        if let Some(metrics) = &self.metrics {
+            metrics.image_done();
+        }
     }
 
     /// Ends the job with the images [`Job::image_done`] recorded: the first
@@ -299,8 +326,12 @@ impl Job {
         if inner.state.is_terminal() {
             return false;
         }
+        let now = Instant::now();
         inner.state = state;
-        inner.finished = Some(Instant::now());
+        inner.finished = Some(now);
+        if let Some(metrics) = &self.metrics {
+            metrics.job_ended(state, now - self.submitted);
+        }
         inner.work = None;
         inner.images = Vec::new();
         self.push(inner, event);

@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
-use super::{a1111, health, info, jobs, openai, stream};
+use super::{a1111, health, info, jobs, metrics, openai, stream};
 use crate::state::AppState;
 
 /// The API's OpenAPI document.
@@ -32,6 +32,7 @@ use crate::state::AppState;
         info::info,
         health::health,
         health::ready,
+        metrics::metrics,
         openapi_json,
         openai::generate_images,
         openai::edit_images,
