@@ -18,7 +18,7 @@ use crate::state::AppState;
 pub fn app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config().max_body_bytes).unwrap_or(usize::MAX);
     let protected = Router::new()
-        .route("/v1/jobs", post(jobs::create_job))
+        .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/v1/jobs/{id}/stream", get(stream::stream_job))
         .route("/v1/info", get(info::info))

@@ -38,6 +38,7 @@ pub mod guard;
 pub mod hive;
 pub mod jobs;
 pub mod openai;
+pub mod outputs;
 pub mod pictures;
 pub mod queue;
 pub mod routes;
