@@ -557,7 +557,7 @@ fn the_listing_shows_the_running_job_the_queue_and_the_newest_finished_without_i
     server.wait_ready();
     let done = submit(&server.url, &generation(r#","steps":1,"seed":1"#));
     assert_eq!(stream(&server.url, &done.sse_url, &[]).marker(), "[DONE]");
-    let running = submit(&server.url, &generation(r#","steps":200"#));
+    let running = submit(&server.url, &generation(r#","steps":150"#));
     wait_until(Duration::from_secs(10), || {
         server.state.status(&running.job_id).unwrap().state == JobState::Running
     });
@@ -585,7 +585,7 @@ fn the_listing_shows_the_running_job_the_queue_and_the_newest_finished_without_i
         ]
     );
     assert_eq!(list.queued, 1);
-    assert_eq!(list.jobs[0].total, Some(200));
+    assert_eq!(list.jobs[0].total, Some(150));
     assert_eq!(list.jobs[1].params.num_images, 2);
     assert_eq!(list.jobs[2].step, Some(1));
 

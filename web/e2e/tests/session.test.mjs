@@ -41,6 +41,16 @@ async function fillJob(page, { prompt, steps, scheduler = "euler_a", images = 1,
   await page.getByLabel("Batch count").fill(String(batch));
 }
 
+/** Answers the page's next confirm() (accepting or not); resolves with its question. */
+function answerNextDialog(page, accept) {
+  return new Promise((resolve) => {
+    page.once("dialog", async (dialog) => {
+      resolve(dialog.message());
+      await (accept ? dialog.accept() : dialog.dismiss());
+    });
+  });
+}
+
 /** The step counter's "done / total". */
 async function stepCounter(page) {
   return (await page.getByTestId("step-counter").textContent()).split(" / ").map(Number);
@@ -103,15 +113,13 @@ test("20 images survive a reload, and Clear asks first", async () => {
   await page.getByRole("heading", { name: "Gallery (20)" }).waitFor();
   assert.equal(await page.getByRole("button", { name: /^Show “pebbles”/ }).count(), 20);
 
-  const question = page.waitForEvent("dialog");
+  const asked = answerNextDialog(page, false);
   await page.getByRole("button", { name: "Clear" }).click();
-  const asked = await question;
-  assert.match(asked.message(), /Delete all 20 image\(s\)/);
-  await asked.dismiss();
+  assert.match(await asked, /Delete all 20 image\(s\)/);
   assert.equal(await page.getByRole("heading", { name: "Gallery (20)" }).count(), 1, "dismissed: nothing deleted");
-  const again = page.waitForEvent("dialog");
+  const accepted = answerNextDialog(page, true);
   await page.getByRole("button", { name: "Clear" }).click();
-  await (await again).accept();
+  await accepted;
   await page.getByRole("heading", { name: "Gallery (0)" }).waitFor();
   await page.reload({ waitUntil: "domcontentloaded" });
   await page.getByRole("heading", { name: "Gallery (0)" }).waitFor();
@@ -292,11 +300,9 @@ test("inpainting: undo takes back strokes, a mask blur blends the result, a big 
   const info = await (await fetch(`${worker.url}/v1/info`, { headers: { authorization: `Bearer ${worker.apiKey}` } })).json();
   const side = info.limits.max_size + 200;
   const big = png(side, 100, () => [20, 120, 200]);
-  const question = page.waitForEvent("dialog");
+  const asked = answerNextDialog(page, false);
   await page.getByLabel("Input image", { exact: true }).setInputFiles({ name: "wide.png", mimeType: "image/png", buffer: big });
-  const asked = await question;
-  assert.match(asked.message(), new RegExp(`wide\\.png is ${side}×100 pixels.*Shrink it to ${info.limits.max_size}×`));
-  await asked.dismiss();
+  assert.match(await asked, new RegExp(`wide\\.png is ${side}×100 pixels.*Shrink it to ${info.limits.max_size}×`));
   await page.getByText("Drop a PNG or JPEG here, or choose a file.").first().waitFor();
   assert.equal(await page.getByText(/^wide\.png ·/).count(), 0, "declined: the picture is not taken");
   assert.deepEqual(problems, []);
