@@ -11,8 +11,8 @@ use sd_contract::limits::{
     MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE,
 };
 use sd_contract::{
-    JobCounts, JobList, JobState, JobStatus, Limits, MAX_LISTED_FINISHED, MAX_LISTED_QUEUED, Readiness, ReadinessState, SchedulerKind, WorkerInfo,
-    WorkerStatus,
+    JobCounts, JobList, JobState, JobStatus, Limits, Readiness, ReadinessState, SchedulerKind,
+    WorkerInfo, WorkerStatus, MAX_LISTED_FINISHED, MAX_LISTED_QUEUED,
 };
 use sd_core::model::ModelProfile;
 use sd_core::pipeline::Defaults;
@@ -307,7 +307,10 @@ impl AppState {
                 unfinished.push(summary);
             }
         }
-        let queued = unfinished.iter().filter(|j| j.state == JobState::Queued).count();
+        let queued = unfinished
+            .iter()
+            .filter(|j| j.state == JobState::Queued)
+            .count();
         // The running job (no position) first, then the queue in order.
         unfinished.sort_by_key(|job| job.queue_position.unwrap_or(0));
         unfinished.truncate(MAX_LISTED_QUEUED + 1);

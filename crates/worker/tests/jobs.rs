@@ -589,8 +589,14 @@ fn the_listing_shows_the_running_job_the_queue_and_the_newest_finished_without_i
     assert_eq!(list.jobs[1].params.num_images, 2);
     assert_eq!(list.jobs[2].step, Some(1));
 
-    assert_eq!(delete(&server.url, &format!("/v1/jobs/{}", queued.job_id)).status, 200);
-    assert_eq!(delete(&server.url, &format!("/v1/jobs/{}", running.job_id)).status, 202);
+    assert_eq!(
+        delete(&server.url, &format!("/v1/jobs/{}", queued.job_id)).status,
+        200
+    );
+    assert_eq!(
+        delete(&server.url, &format!("/v1/jobs/{}", running.job_id)).status,
+        202
+    );
     wait_until(Duration::from_secs(10), || {
         get(&server.url, "/v1/jobs")
             .json::<sd_contract::JobList>()
@@ -618,9 +624,15 @@ fn the_output_dir_keeps_every_image_with_its_parameters() {
         &server.url,
         &generation(r#","steps":2,"seed":40,"num_images":2,"width":64,"height":64"#),
     );
-    assert_eq!(stream(&server.url, &created.sse_url, &[]).marker(), "[DONE]");
+    assert_eq!(
+        stream(&server.url, &created.sse_url, &[]).marker(),
+        "[DONE]"
+    );
 
-    let days: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let days: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(days.len(), 1, "one folder per day: {days:?}");
     let mut files: Vec<String> = std::fs::read_dir(&days[0])
         .unwrap()
@@ -648,4 +660,3 @@ fn the_output_dir_keeps_every_image_with_its_parameters() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
-

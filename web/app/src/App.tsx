@@ -106,7 +106,8 @@ export function App() {
     if (generation.jobId) document.getElementById("progress")?.scrollIntoView?.({ block: "nearest" });
   }, [generation.jobId]);
 
-  const unauthorized = generation.requestError instanceof ApiError && generation.requestError.status === 401;
+  const isUnauthorized = (error: unknown) => error instanceof ApiError && error.status === 401;
+  const unauthorized = isUnauthorized(generation.requestError) || isUnauthorized(generation.job.streamError);
   const needsKey = worker.needsKey || unauthorized;
   const offline = connection.state === "offline";
   const jobList = useJobList(!needsKey && info !== null);
@@ -124,7 +125,8 @@ export function App() {
   };
   const jobError = generation.job.error ? describeDetail(generation.job.error) : null;
   // While the worker is unreachable the badge says so, in one place.
-  const streamError = generation.job.streamError && !offline ? describeError(generation.job.streamError) : null;
+  const streamError =
+    generation.job.streamError && !offline && !unauthorized ? describeError(generation.job.streamError) : null;
   const shown = useMemo(
     () => gallery.entries.find((e) => entryKey(e) === selected) ?? gallery.entries[0] ?? null,
     [gallery.entries, selected],
@@ -250,6 +252,7 @@ export function App() {
   const saveKey = (key: string) => {
     saveApiKey(key);
     generation.clearError();
+    generation.resume();
     worker.reload();
   };
 

@@ -86,6 +86,8 @@ test("a reload mid-job follows it again; a second tab sees the queue and cancels
   await queue.getByTestId("queue-item").filter({ hasText: /Running \d+\/150/ }).waitFor();
   const queued = queue.getByTestId("queue-item").filter({ hasText: "a second lighthouse, queued" });
   await queued.filter({ hasText: "Queued #1" }).waitFor();
+  // The tab shares the browser's jobs: it follows the running one too.
+  await second.page.getByRole("status").filter({ hasText: /Generating: step \d+ of 150/ }).waitFor();
   if (screenshots) await second.page.screenshot({ path: join(screenshots, "queue.png") });
   await queued.getByRole("button", { name: /^Cancel/ }).click();
   await queued.filter({ hasText: "Cancelled" }).waitFor();
