@@ -30,5 +30,7 @@ export default defineConfig({
     environment: "jsdom",
     include: ["test/**/*.test.{ts,tsx}"],
     setupFiles: ["test/setup.ts"],
+    // The machines that run these are shared and often busy: give a slow render room.
+    testTimeout: 20_000,
   },
 });

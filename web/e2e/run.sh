@@ -2,14 +2,17 @@
 # End-to-end test of the web UI and the SDK against the real worker binary.
 #
 # Builds the worker (cargo) and the SDK (tsc), starts the worker on a free
-# port with an API key, runs the browser test (playwright-core driving
-# Debian's chromium) and the Node SDK test, then stops the worker.
+# port with an API key, runs the browser tests (playwright-core driving
+# Debian's chromium) and the Node SDK test, then stops the worker. The
+# session test stops the worker for a moment (SIGSTOP, then SIGCONT) to see
+# the page's connection badge follow.
 #
 # Environment:
 #   E2E_ENGINE     real (default): serve the tiny model fixtures/tiny-sd15;
 #                  fake: the worker's test engine (gradient images, no model)
 #   SD_WORKER_BIN  a prebuilt worker binary (skips cargo build)
 #   CHROMIUM       the browser (default /usr/bin/chromium)
+#   E2E_TESTS      which of e2e/tests/NAME.test.mjs to run (default "sdk ui session")
 #   SCREENSHOTS    where the screenshots go, relative to the repository root
 #                  (default web/e2e/out; SCREENSHOTS=docs/screenshots refreshes
 #                  the committed ones)
@@ -67,9 +70,11 @@ shots="${SCREENSHOTS:-web/e2e/out}"
 [[ "$shots" = /* ]] || shots="$root/$shots"
 
 status=0
-SD_WORKER_URL="$url" SD_WORKER_API_KEY="$key" E2E_ENGINE="$engine" \
+tests=()
+for name in ${E2E_TESTS:-sdk ui session}; do tests+=("$web/e2e/tests/$name.test.mjs"); done
+SD_WORKER_URL="$url" SD_WORKER_API_KEY="$key" SD_WORKER_PID="$worker" E2E_ENGINE="$engine" \
   SCREENSHOTS="$shots" \
-  node --test --test-concurrency=1 "$web/e2e/tests/sdk.test.mjs" "$web/e2e/tests/ui.test.mjs" || status=$?
+  node --test --test-concurrency=1 "${tests[@]}" || status=$?
 if [[ $status -ne 0 ]]; then
   echo "--- worker log (last 40 lines) ---" >&2
   tail -n 40 "$log" >&2

@@ -4,5 +4,7 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     environment: "node",
+    // The machines that run these are shared and often busy: give a slow test room.
+    testTimeout: 20_000,
   },
 });

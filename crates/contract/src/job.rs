@@ -148,6 +148,47 @@ pub struct BatchImage {
     pub timings: Timings,
 }
 
+/// The answer to `GET /v1/jobs`: the running job, the first
+/// [`MAX_LISTED_QUEUED`] of the queue in order, then the newest
+/// [`MAX_LISTED_FINISHED`] finished jobs.
+///
+/// A listing shows each job's state and parameters, never its images or
+/// error details (`GET /v1/jobs/{id}` has those).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// The jobs: running, then queued (next first), then finished (newest first).
+    pub jobs: Vec<JobSummary>,
+    /// How many jobs wait in the queue, the ones not listed included.
+    pub queued: u32,
+}
+
+/// Most queued jobs a listing shows (the next ones to run).
+pub const MAX_LISTED_QUEUED: usize = 100;
+
+/// Most finished jobs a listing shows (the newest ones).
+pub const MAX_LISTED_FINISHED: usize = 32;
+
+/// One job of a [`JobList`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobSummary {
+    /// The job's id.
+    pub job_id: String,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// 1 for the next job to run; present while queued.
+    pub queue_position: Option<u32>,
+    /// The last finished denoising step, as in [`JobStatus`]; present once running.
+    pub step: Option<u32>,
+    /// The number of denoising steps, as in [`JobStatus`]; present once running.
+    pub total: Option<u32>,
+    /// Whether a cancellation was asked for and has not taken effect yet.
+    pub cancel_requested: bool,
+    /// Milliseconds since it was submitted.
+    pub age_ms: u64,
+    /// The parameters it runs with.
+    pub params: JobParams,
+}
+
 /// The answer to `GET /v1/jobs/{id}` and `DELETE /v1/jobs/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobStatus {

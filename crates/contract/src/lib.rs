@@ -35,7 +35,8 @@ pub use info::{
     GenerationDefaults, Health, JobCounts, Limits, Readiness, ReadinessState, WorkerInfo,
 };
 pub use job::{
-    BatchImage, ImageFormat, ImageResult, JobCreated, JobParams, JobState, JobStatus, Timings,
+    BatchImage, ImageFormat, ImageResult, JobCreated, JobList, JobParams, JobState, JobStatus,
+    JobSummary, Timings, MAX_LISTED_FINISHED, MAX_LISTED_QUEUED,
 };
 pub use openai::{
     OpenAiEditFields, OpenAiError, OpenAiErrorBody, OpenAiImage, OpenAiImageEditForm,

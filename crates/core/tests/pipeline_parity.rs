@@ -161,9 +161,20 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
                 ControlFlow::Continue(())
             })
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let total = progress.last().map_or(0, |p| p.1);
-        assert!(progress.iter().all(|p| p.1 == total));
-        assert_eq!(progress.len(), total, "{}: progress reports", case.name);
+        // One report per UNet pass, counted in the steps asked for: the
+        // count never falls, starts at 1 and ends at the total, however many
+        // passes the scheduler makes (PNDM one more than its steps).
+        let asked = case.steps
+            - params
+                .image
+                .as_ref()
+                .map_or(0, |input| input.first_step(case.steps));
+        assert!(progress.iter().all(|p| p.1 == asked), "{}", case.name);
+        let steps: Vec<usize> = progress.iter().map(|p| p.0).collect();
+        assert_eq!(steps.first(), Some(&1), "{}: first step", case.name);
+        assert_eq!(steps.last(), Some(&asked), "{}: last step", case.name);
+        assert!(steps.windows(2).all(|w| w[0] <= w[1] && w[1] - w[0] <= 1));
+        assert_eq!(progress.len(), image.steps_run, "{}: passes", case.name);
         // Every scheduler but PNDM hands its clean prediction to the step callback.
         let trace = image.trace.expect("a trace was asked for");
         let latent_dims = trace.latents_final.dims().to_vec();
@@ -182,7 +193,7 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
             case.name
         );
         if let Some(steps_run) = case.steps_run {
-            assert_eq!(total, steps_run, "{}: steps run", case.name);
+            assert_eq!(image.steps_run, steps_run, "{}: passes run", case.name);
         }
         // Without guidance the pipeline skips the negative prompt; encode it the
         // same way to compare with the reference.

@@ -24,7 +24,7 @@ pub fn app(state: AppState) -> Router {
         (Router::new(), metrics_route)
     };
     let protected = Router::new()
-        .route("/v1/jobs", post(jobs::create_job))
+        .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/v1/jobs/{id}/stream", get(stream::stream_job))
         .route("/v1/info", get(info::info))

@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// Most event streams open at once; more get 503.
     #[arg(long, env = "SD_WORKER_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
+    /// Save every finished image (PNG with its `parameters` text) and a JSON
+    /// file of its job's parameters in this folder, one subfolder per day (UTC).
+    #[arg(long, env = "SD_WORKER_OUTPUT_DIR")]
+    pub output_dir: Option<std::path::PathBuf>,
     /// Test aid: serve a fake engine that paints gradients instead of loading a model.
     /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...`).
     #[arg(long, env = "SD_WORKER_FAKE_ENGINE", hide = true, num_args = 0..=1, default_missing_value = "")]
@@ -349,6 +353,8 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// The connections' deadlines and caps.
     pub connections: ConnectionLimits,
+    /// Where finished images are saved, when they are.
+    pub output_dir: Option<std::path::PathBuf>,
 }
 
 /// Deadlines and caps on connections and streams.
@@ -411,6 +417,7 @@ impl WorkerConfig {
             prompt_syntax: DEFAULT_PROMPT_SYNTAX,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             connections: ConnectionLimits::default(),
+            output_dir: None,
         }
     }
 
@@ -482,6 +489,7 @@ impl WorkerConfig {
             max_connections: args.max_connections as usize,
             max_streams: args.max_streams as usize,
         };
+        config.output_dir = args.output_dir.clone();
         Ok(config)
     }
 }

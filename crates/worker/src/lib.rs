@@ -41,6 +41,7 @@ pub mod hive;
 pub mod jobs;
 pub mod metrics;
 pub mod openai;
+pub mod outputs;
 pub mod pictures;
 pub mod queue;
 pub mod routes;

@@ -21,6 +21,7 @@ use crate::connections;
 use crate::engine::runner::spawn_engine;
 use crate::engine::EngineLoader;
 use crate::hive::HiveClient;
+use crate::outputs::OutputDir;
 use crate::state::AppState;
 
 /// A worker whose port is bound.
@@ -41,6 +42,10 @@ impl Worker {
                 "listening beyond this machine without --api-key: anyone who can reach the port \
                  can submit jobs and read their results"
             );
+        }
+        if let Some(outputs) = config.output_dir.as_deref().map(OutputDir::new) {
+            outputs.prepare()?;
+            tracing::info!(folder = %outputs.root().display(), "saving finished images");
         }
         Ok(Worker {
             state: AppState::new(config, addr),

@@ -11,8 +11,8 @@ use sd_contract::limits::{
     MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE,
 };
 use sd_contract::{
-    JobCounts, JobState, JobStatus, Limits, Readiness, ReadinessState, SchedulerKind, WorkerInfo,
-    WorkerStatus,
+    JobCounts, JobList, JobState, JobStatus, Limits, Readiness, ReadinessState, SchedulerKind,
+    WorkerInfo, WorkerStatus, MAX_LISTED_FINISHED, MAX_LISTED_QUEUED,
 };
 use sd_core::model::ModelProfile;
 use sd_core::pipeline::Defaults;
@@ -314,6 +314,36 @@ impl AppState {
     pub fn status(&self, id: &str) -> Result<JobStatus, ApiError> {
         let job = self.job(id)?;
         Ok(job.status(self.0.queue.position(id)))
+    }
+
+    /// The running job, the first [`MAX_LISTED_QUEUED`] of the queue in
+    /// order and the newest [`MAX_LISTED_FINISHED`] finished jobs, without
+    /// their images.
+    pub fn list(&self) -> JobList {
+        let mut unfinished = Vec::new();
+        let mut finished = Vec::new();
+        for job in self.0.jobs.all() {
+            let summary = job.summary(self.0.queue.position(job.id()));
+            if summary.state.is_terminal() {
+                finished.push(summary);
+            } else {
+                unfinished.push(summary);
+            }
+        }
+        let queued = unfinished
+            .iter()
+            .filter(|j| j.state == JobState::Queued)
+            .count();
+        // The running job (no position) first, then the queue in order.
+        unfinished.sort_by_key(|job| job.queue_position.unwrap_or(0));
+        unfinished.truncate(MAX_LISTED_QUEUED + 1);
+        finished.reverse();
+        finished.truncate(MAX_LISTED_FINISHED);
+        unfinished.extend(finished);
+        JobList {
+            jobs: unfinished,
+            queued: u32::try_from(queued).unwrap_or(u32::MAX),
+        }
     }
 
     /// The job with this id.

@@ -586,7 +586,12 @@ fn check_image_case(traces: &str, case_name: &str) {
             _ => None,
         })
         .collect();
-    let expected: Vec<(u32, u32)> = (1..=case.steps_run).map(|s| (s, case.steps_run)).collect();
+    // Progress counts the steps asked for at this strength, `floor(steps ·
+    // strength)`, once per UNet pass (PNDM makes one pass more: a step twice).
+    let asked = (f64::from(case.steps) * case.strength) as u32;
+    let expected: Vec<(u32, u32)> = (1..=case.steps_run)
+        .map(|pass| ((pass * asked).div_ceil(case.steps_run), asked))
+        .collect();
     assert_eq!(totals, expected, "{case_name}: progress");
     let Some(JobEvent::Complete(result)) = events.last() else {
         panic!("{case_name}: no image")

@@ -550,3 +550,113 @@ fn fifty_concurrent_jobs_each_end_exactly_once_and_then_expire() {
         serde_json::json!({"queued": 0, "running": 0, "retained": 0})
     );
 }
+
+#[test]
+fn the_listing_shows_the_running_job_the_queue_and_the_newest_finished_without_images() {
+    let server = TestServer::start(config(), fake("step_ms=40"));
+    server.wait_ready();
+    let done = submit(&server.url, &generation(r#","steps":1,"seed":1"#));
+    assert_eq!(stream(&server.url, &done.sse_url, &[]).marker(), "[DONE]");
+    let running = submit(&server.url, &generation(r#","steps":150"#));
+    wait_until(Duration::from_secs(10), || {
+        server.state.status(&running.job_id).unwrap().state == JobState::Running
+    });
+    let queued = submit(&server.url, &generation(r#","steps":2,"num_images":2"#));
+
+    let listing = get(&server.url, "/v1/jobs");
+    assert_eq!(listing.status, 200, "{}", listing.body);
+    assert!(
+        !listing.body.contains("\"image\""),
+        "a listing carries no image: {}",
+        listing.body
+    );
+    let list: sd_contract::JobList = listing.json();
+    let rows: Vec<_> = list
+        .jobs
+        .iter()
+        .map(|j| (j.job_id.as_str(), j.state, j.queue_position))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (running.job_id.as_str(), JobState::Running, None),
+            (queued.job_id.as_str(), JobState::Queued, Some(1)),
+            (done.job_id.as_str(), JobState::Completed, None),
+        ]
+    );
+    assert_eq!(list.queued, 1);
+    assert_eq!(list.jobs[0].total, Some(150));
+    assert_eq!(list.jobs[1].params.num_images, 2);
+    assert_eq!(list.jobs[2].step, Some(1));
+
+    assert_eq!(
+        delete(&server.url, &format!("/v1/jobs/{}", queued.job_id)).status,
+        200
+    );
+    assert_eq!(
+        delete(&server.url, &format!("/v1/jobs/{}", running.job_id)).status,
+        202
+    );
+    wait_until(Duration::from_secs(10), || {
+        get(&server.url, "/v1/jobs")
+            .json::<sd_contract::JobList>()
+            .jobs
+            .iter()
+            .all(|j| j.state.is_terminal())
+    });
+}
+
+#[test]
+fn the_listing_needs_the_api_key() {
+    let mut config = config();
+    config.api_key = Some("k".into());
+    let server = TestServer::ready(config);
+    assert_eq!(get(&server.url, "/v1/jobs").status, 401);
+}
+
+#[test]
+fn the_output_dir_keeps_every_image_with_its_parameters() {
+    let dir = std::env::temp_dir().join(format!("sd-worker-output-{:016x}", rand::random::<u64>()));
+    let mut config = config();
+    config.output_dir = Some(dir.clone());
+    let server = TestServer::ready(config);
+    let created = submit(
+        &server.url,
+        &generation(r#","steps":2,"seed":40,"num_images":2,"width":64,"height":64"#),
+    );
+    assert_eq!(
+        stream(&server.url, &created.sse_url, &[]).marker(),
+        "[DONE]"
+    );
+
+    let days: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(days.len(), 1, "one folder per day: {days:?}");
+    let mut files: Vec<String> = std::fs::read_dir(&days[0])
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    for (index, seed) in [(0, 40), (1, 41)] {
+        let stem = format!("-{seed}-{}-{index}", created.job_id);
+        let png = files
+            .iter()
+            .find(|f| f.ends_with(&format!("{stem}.png")))
+            .unwrap_or_else(|| panic!("no image {stem} in {files:?}"));
+        let bytes = std::fs::read(days[0].join(png)).unwrap();
+        use base64::Engine as _;
+        let text = png_parameters_text(&base64::engine::general_purpose::STANDARD.encode(&bytes));
+        assert!(text.contains(&format!("Seed: {seed}")), "{text}");
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(days[0].join(png.replace(".png", ".json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["seed"], seed);
+        assert_eq!(json["job_id"], created.job_id.as_str());
+        assert_eq!(json["params"]["prompt"], "a lighthouse at dusk");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -52,6 +52,8 @@ export const FIELD_LABELS: Record<string, string> = {
   init_image: "Input image",
   mask_image: "Mask",
   strength: "Strength",
+  num_images: "Images",
+  batch_count: "Batch count",
 };
 
 /** The API fields the picture section of the form shows errors for. */
@@ -68,10 +70,17 @@ export function describeDetail(detail: ErrorDetail): ShownError {
   };
 }
 
-/** Any thrown value, ready to show. */
+/** A message with job ids (`job-` and 32 hex digits) put in words: people do not read ids. */
+export function withoutJobIds(message: string): string {
+  return message.replace(/\b(?:the )?job[ -]?(?:`|")?job-[0-9a-f]{32}(?:`|")?/gi, "the job").replace(/job-[0-9a-f]{32}/gi, "the job");
+}
+
+/** Any thrown value, ready to show; messages name no job id and show no raw browser error. */
 export function describeError(error: unknown): ShownError {
   if (error instanceof ApiError) {
-    let message = error.message;
+    let message = error.code === "not_found" && error.status === 404 && /job/i.test(error.message)
+      ? "The worker no longer has this job: it restarted, or the job ended long ago."
+      : withoutJobIds(error.message);
     if (error.retryAfter !== null) message += ` Try again in ${error.retryAfter} s.`;
     return {
       title: (TITLES as Record<string, string>)[error.code] ?? `Request failed (HTTP ${error.status})`,
@@ -86,11 +95,13 @@ export function describeError(error: unknown): ShownError {
     return { title: "Cancelled", message: error.message, field: null, status: null, code: null };
   }
   if (error instanceof NetworkError) {
-    return { title: "Cannot reach the worker", message: error.message, field: null, status: null, code: null };
+    const message = "The worker did not answer. Check that it is running; the page reconnects by itself when it is back.";
+    return { title: "Cannot reach the worker", message, field: null, status: null, code: null };
   }
   if (error instanceof StreamError) {
-    return { title: "Lost the progress stream", message: error.message, field: null, status: null, code: null };
+    const message = "The connection dropped while following the job; the page follows it again when the worker is back.";
+    return { title: "Lost the progress stream", message, field: null, status: null, code: null };
   }
-  const message = error instanceof Error ? error.message : String(error);
+  const message = withoutJobIds(error instanceof Error ? error.message : String(error));
   return { title: "Something went wrong", message, field: null, status: null, code: null };
 }

@@ -27,7 +27,7 @@ describe("App", () => {
     act(() => worker.run("job-1", 2, 31337));
     await waitFor(() => expect(screen.getByRole("img", { name: "Generated image: a lighthouse" })).toBeInTheDocument());
     expect(screen.getByTestId("percent")).toHaveTextContent("100 %");
-    expect(screen.getByRole("heading", { name: "This session (1)" })).toBeInTheDocument();
+    expect(screen.getByRole("heading", { name: "Gallery (1)" })).toBeInTheDocument();
     await userEvent.click(screen.getByRole("button", { name: "Reuse seed" }));
     expect(screen.getByLabelText("Seed")).toHaveValue("fixed");
     expect(screen.getByLabelText("Seed value")).toHaveValue(31337);
@@ -44,7 +44,7 @@ describe("App", () => {
     await waitFor(() => expect(worker.submitted).toHaveLength(1));
     expect(worker.submitted[0]).toMatchObject({ num_images: 3 });
     act(() => worker.run("job-1", 2, 100));
-    const gallery = await screen.findByRole("region", { name: "This session (3)" });
+    const gallery = await screen.findByRole("region", { name: "Gallery (3)" });
     const thumbs = within(gallery).getAllByRole("button", { name: /^Show/ });
     expect(thumbs.map((t) => t.getAttribute("aria-label"))).toEqual([100, 101, 102].map((seed) => `Show “a lighthouse” (seed ${seed})`));
     expect(thumbs[0]).toHaveAttribute("aria-pressed", "true");
@@ -93,18 +93,42 @@ describe("App", () => {
     const worker = renderApp();
     worker.submitAnswers.push({
       status: 400,
-      body: { error: { code: "invalid_request", field: "steps", message: "must be between 1 and 150, got 500" } },
+      body: { error: { code: "invalid_request", field: "steps", message: "lcm takes at most 50 steps, got 140" } },
     });
     await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));
     await userEvent.type(screen.getByLabelText("Prompt"), "x");
     await userEvent.clear(screen.getByLabelText("Steps"));
-    await userEvent.type(screen.getByLabelText("Steps"), "500");
+    await userEvent.type(screen.getByLabelText("Steps"), "140");
     await userEvent.click(screen.getByRole("button", { name: "Generate" }));
     const alert = await screen.findByRole("alert");
-    expect(alert).toHaveTextContent("Steps: must be between 1 and 150, got 500");
+    expect(alert).toHaveTextContent("Steps: lcm takes at most 50 steps, got 140");
     expect(screen.getByLabelText("Steps")).toHaveAttribute("aria-invalid", "true");
     await userEvent.click(within(alert).getByRole("button", { name: "Dismiss error" }));
     expect(screen.queryByRole("alert")).toBeNull();
+  });
+
+  it("checks numbers in plain words before sending, and sends nothing then", async () => {
+    const worker = renderApp();
+    await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));
+    await userEvent.type(screen.getByLabelText("Prompt"), "x");
+    const cases: Array<[string, string, string]> = [
+      ["Steps", "500", "Steps must be at most 150; 500 is too large."],
+      ["Steps", "", "Steps is empty: enter a whole number from 1 to 150."],
+      ["Steps", "2.5", "Steps must be a whole number; 2.5 has a fraction."],
+      ["Width", "-8", "Width must be at least 64; -8 is too small."],
+      ["Width", "100", "Width must be a multiple of 8, such as 96 or 104."],
+    ];
+    for (const [label, value, message] of cases) {
+      await userEvent.clear(screen.getByLabelText(label));
+      if (value) await userEvent.type(screen.getByLabelText(label), value);
+      await userEvent.click(screen.getByRole("button", { name: "Generate" }));
+      const alert = await screen.findByRole("alert");
+      expect(alert).toHaveTextContent(message);
+      expect(screen.getByLabelText(label)).toHaveAttribute("aria-invalid", "true");
+      await userEvent.clear(screen.getByLabelText(label));
+      await userEvent.type(screen.getByLabelText(label), label === "Steps" ? "25" : "512");
+    }
+    expect(worker.submitted).toHaveLength(0);
   });
 
   it("asks for the API key on 401 and keeps it in sessionStorage", async () => {

@@ -242,7 +242,7 @@ describe("Gallery", () => {
     const onClear = vi.fn();
     const second = { ...entry, jobId: "job-2" };
     render(<Gallery entries={[second, entry]} selected="job-2" onSelect={onSelect} onClear={onClear} />);
-    expect(screen.getByRole("heading", { name: "This session (2)" })).toBeInTheDocument();
+    expect(screen.getByRole("heading", { name: "Gallery (2)" })).toBeInTheDocument();
     const thumbs = screen.getAllByRole("button", { name: /Show “a red fox”/ });
     expect(thumbs[0]).toHaveAttribute("aria-pressed", "true");
     await userEvent.click(thumbs[1]!);

@@ -153,6 +153,7 @@ export class FakeWorker {
     const method = init.method ?? "GET";
     this.requests.push(`${method} ${url}`);
     const headers = new Headers(init.headers);
+    if (url === "/health") return this.json({ status: 200, body: { status: "ok" } });
     if (this.apiKey !== null && headers.get("authorization") !== `Bearer ${this.apiKey}`) {
       return this.json({
         status: 401,
@@ -160,6 +161,7 @@ export class FakeWorker {
       });
     }
     if (url === "/v1/info") return this.json({ status: 200, body: this.info });
+    if (url === "/v1/jobs" && method === "GET") return this.json({ status: 200, body: { jobs: [] } });
     if (url === "/v1/jobs" && method === "POST") {
       this.submitted.push(JSON.parse(String(init.body)) as SubmittedBody);
       const answer = this.submitAnswers.shift();

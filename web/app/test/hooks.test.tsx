@@ -7,7 +7,8 @@ import { useImageGeneration } from "../src/hooks/useImageGeneration";
 import { useJobStatus } from "../src/hooks/useJobStatus";
 import { useSSEStream } from "../src/hooks/useSSEStream";
 import { useWorkerInfo } from "../src/hooks/useWorkerInfo";
-import { useGallery, GALLERY_STORAGE } from "../src/hooks/useGallery";
+import { GALLERY_LIMIT, useGallery } from "../src/hooks/useGallery";
+import { memoryStore } from "../src/storage/galleryStore";
 import { FakeWorker, PNG_1x1 } from "./fakeWorker";
 
 function setup() {
@@ -133,6 +134,39 @@ describe("useImageGeneration", () => {
     expect(onComplete.mock.calls[0]![0]).toMatchObject({ operation: "image_transform", params: { strength: 0.6 } });
   });
 
+  it("queues a job submitted while one runs, and follows it when that one ends", async () => {
+    const { worker, wrapper } = setup();
+    const onComplete = vi.fn();
+    const { result } = renderHook(() => useImageGeneration({ onComplete }), { wrapper });
+    await act(() => result.current.generate({ prompt: "first" }));
+    await waitFor(() => expect(result.current.job.phase).toBe("queued"));
+    await act(() => result.current.generate({ prompt: "second" }));
+    expect(result.current.jobId).toBe("job-1");
+    expect(result.current.waiting.map((j) => j.jobId)).toEqual(["job-2"]);
+    act(() => worker.run("job-1", 1, 1));
+    await waitFor(() => expect(result.current.jobId).toBe("job-2"));
+    expect(result.current.waiting).toEqual([]);
+    act(() => worker.run("job-2", 1, 2));
+    await waitFor(() => expect(onComplete).toHaveBeenCalledTimes(2));
+  });
+
+  it("follows its jobs again after a reload, and reports an image once", async () => {
+    const { worker, wrapper } = setup();
+    const onComplete = vi.fn();
+    const first = renderHook(() => useImageGeneration({ onComplete }), { wrapper });
+    await act(() => first.result.current.generate({ prompt: "kept" }));
+    await waitFor(() => expect(first.result.current.job.phase).toBe("queued"));
+    first.unmount();
+    const again = renderHook(() => useImageGeneration({ onComplete }), { wrapper });
+    expect(again.result.current.jobId).toBe("job-1");
+    act(() => worker.run("job-1", 2, 7));
+    await waitFor(() => expect(onComplete).toHaveBeenCalledTimes(1));
+    again.unmount();
+    const later = renderHook(() => useImageGeneration({ onComplete }), { wrapper });
+    await waitFor(() => expect(later.result.current.job.phase).toBe("completed"));
+    expect(onComplete).toHaveBeenCalledTimes(1);
+  });
+
   it("cancels the current job", async () => {
     const { worker, wrapper } = setup();
     const { result } = renderHook(() => useImageGeneration(), { wrapper });
@@ -184,21 +218,34 @@ describe("useWorkerInfo", () => {
 });
 
 describe("useGallery", () => {
-  it("keeps entries newest first in sessionStorage", () => {
-    const { result } = renderHook(() => useGallery());
-    const entry = (n: number) => ({
-      jobId: `job-${n}`,
-      params: { prompt: `p${n}`, negative_prompt: null, prompt_syntax: "a1111" as const, steps: 1, guidance_scale: 1, width: 8, height: 8, seed: n, num_images: 1, scheduler: "ddim" as const },
-      result: { image: PNG_1x1, format: "png" as const, seed: n, width: 8, height: 8, timings: { queued_ms: 0, generation_ms: 0, total_ms: 0 } },
-      finishedAt: n,
-    });
+  const entry = (n: number) => ({
+    jobId: `job-${n}`,
+    params: { prompt: `p${n}`, negative_prompt: null, prompt_syntax: "a1111" as const, steps: 1, guidance_scale: 1, width: 8, height: 8, seed: n, num_images: 1, scheduler: "ddim" as const },
+    result: { image: PNG_1x1, format: "png" as const, seed: n, width: 8, height: 8, timings: { queued_ms: 0, generation_ms: 0, total_ms: 0 } },
+    finishedAt: n,
+  });
+
+  it("keeps entries newest first in its store, which a new page reads back", async () => {
+    const store = memoryStore();
+    const { result } = renderHook(() => useGallery(store));
+    await waitFor(() => expect(result.current.loaded).toBe(true));
     act(() => result.current.add(entry(1)));
     act(() => result.current.add(entry(2)));
     expect(result.current.entries.map((e) => e.jobId)).toEqual(["job-2", "job-1"]);
-    expect(JSON.parse(sessionStorage.getItem(GALLERY_STORAGE)!)).toHaveLength(2);
-    const again = renderHook(() => useGallery());
-    expect(again.result.current.entries).toHaveLength(2);
+    const again = renderHook(() => useGallery(store));
+    await waitFor(() => expect(again.result.current.entries.map((e) => e.jobId)).toEqual(["job-2", "job-1"]));
     act(() => result.current.clear());
     expect(result.current.entries).toEqual([]);
+    expect(await store.load()).toEqual([]);
+  });
+
+  it("drops the oldest beyond its bound, from the store too", async () => {
+    const store = memoryStore();
+    const { result } = renderHook(() => useGallery(store));
+    await waitFor(() => expect(result.current.loaded).toBe(true));
+    for (let n = 1; n <= GALLERY_LIMIT + 2; n++) act(() => result.current.add(entry(n)));
+    expect(result.current.entries).toHaveLength(GALLERY_LIMIT);
+    expect(result.current.entries.at(-1)?.jobId).toBe("job-3");
+    await waitFor(async () => expect(await store.load()).toHaveLength(GALLERY_LIMIT));
   });
 });

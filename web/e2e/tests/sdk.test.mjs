@@ -30,15 +30,15 @@ test("generate streams typed events in order and returns a PNG of the requested 
     { onEvent: (event) => events.push(event) },
   );
   const types = events.map((e) => e.type);
-  // One progress event per UNet step: PNDM (PLMS) runs one more than `steps`.
+  // One progress event per UNet pass, counted in the steps asked for: PNDM (PLMS)
+  // makes one pass more than `steps`, and reports one step twice.
   const progress = events.filter((e) => e.type === "progress");
-  const total = progress[0].total;
-  assert.ok(total >= 4, `total ${total}`);
+  assert.ok(progress.every((e) => e.total === 4), `totals ${progress.map((e) => e.total)}`);
   assert.deepEqual(types, ["queued", "started", ...progress.map(() => "progress"), "complete"]);
-  assert.deepEqual(
-    progress.map((e) => e.step),
-    Array.from({ length: total }, (_, i) => i + 1),
-  );
+  const steps = progress.map((e) => e.step);
+  assert.ok(progress.length === 4 || progress.length === 5, `${progress.length} progress events`);
+  assert.deepEqual([...new Set(steps)], [1, 2, 3, 4]);
+  assert.deepEqual(steps, [...steps].sort((a, b) => a - b));
   assert.equal(progress.at(-1).percent, 100);
   assert.equal(outcome.params.seed, 1234);
   assert.equal(outcome.result.seed, 1234);
@@ -57,7 +57,9 @@ test("generate streams typed events in order and returns a PNG of the requested 
 });
 
 test("a stream resumed with Last-Event-ID yields nothing twice", async () => {
-  const { job_id } = await client.submit({ prompt: "resume", steps: 3, width: 64, height: 64 });
+  // Long enough to be running when the flaky stream below connects: a finished
+  // job's log could arrive in one chunk, with nothing left to reconnect for.
+  const { job_id } = await client.submit({ prompt: "resume", steps: 30, width: 64, height: 64 });
   const first = [];
   for await (const event of client.stream(job_id)) {
     first.push(event.type);

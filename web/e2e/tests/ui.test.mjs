@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { base64ToBytes, imageInfo } from "@sd-worker/sdk";
 import { launch, workerFromEnv } from "./browser.mjs";
+import { openPage, unlock, watchProgress } from "./pages.mjs";
 import { png } from "./png.mjs";
 
 const worker = workerFromEnv();
@@ -25,68 +26,7 @@ after(async () => {
   await browser?.close();
 });
 
-/** A page at the given viewport that records console errors (CSP violations among them) and page crashes. */
-async function open(viewport) {
-  const context = await browser.newContext({
-    viewport,
-    deviceScaleFactor: 1,
-    colorScheme: "light",
-    acceptDownloads: true,
-    permissions: ["clipboard-read", "clipboard-write"],
-  });
-  const page = await context.newPage();
-  const problems = [];
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    // The browser logs every non-2xx fetch; the 401 before the key and the 400 we provoke are expected.
-    if (message.type() === "error" && !/status of (400|401)/.test(message.text())) {
-      problems.push(`console: ${message.text()}`);
-    }
-  });
-  const response = await page.goto(worker.url, { waitUntil: "domcontentloaded" });
-  // The page works under its Content-Security-Policy: a violation is a console error above.
-  assert.match(response.headers()["content-security-policy"], /frame-ancestors 'none'/);
-  assert.equal(response.headers()["x-frame-options"], "DENY");
-  return { context, page, problems };
-}
-
-/** The worker asks for the key: enter it, and wait for the defaults from /v1/info. */
-async function unlock(page) {
-  const key = page.getByLabel("API key", { exact: true });
-  await key.waitFor();
-  assert.equal(await page.getByRole("button", { name: "Generate" }).isDisabled(), true);
-  await key.fill(worker.apiKey);
-  await page.getByRole("button", { name: "Use key" }).click();
-  await page.waitForFunction(() => document.querySelector("#steps")?.value !== "");
-  assert.equal(await page.getByLabel("API key", { exact: true }).count(), 0);
-}
-
-/** Watches the percentage from the next job's start until it ends; returns every value seen. */
-async function watchProgress(page) {
-  return page.evaluate(
-    () =>
-      new Promise((resolve, reject) => {
-        const seen = [];
-        const started = Date.now();
-        let active = false;
-        const timer = setInterval(() => {
-          const percent = document.querySelector('[data-testid="percent"]')?.textContent ?? "";
-          const status = document.querySelector(".progress-status")?.textContent ?? "";
-          const ended = /^(Done|Failed|Cancelled)/.test(status);
-          if (!ended && status !== "") active = true;
-          if (!active) return;
-          if (seen.at(-1) !== percent) seen.push(percent);
-          if (ended) {
-            clearInterval(timer);
-            resolve({ seen, status });
-          } else if (Date.now() - started > 120_000) {
-            clearInterval(timer);
-            reject(new Error(`no end after 120 s; last status "${status}", percents ${seen.join(", ")}`));
-          }
-        }, 10);
-      }),
-  );
-}
+const open = (viewport) => openPage(browser, viewport);
 
 test("desktop: generate with live progress, cancel a second job, show an API error", async () => {
   const { context, page, problems } = await open({ width: 1280, height: 800 });
@@ -114,7 +54,7 @@ test("desktop: generate with live progress, cancel a second job, show an API err
   const natural = await image.evaluate((img) => [img.complete, img.naturalWidth, img.naturalHeight]);
   assert.deepEqual(natural, [true, SIZE, SIZE]);
   assert.match(await page.getByRole("link", { name: "Download" }).getAttribute("download"), /^sd-\d+-[0-9a-f]{8}\.png$/);
-  assert.equal(await page.getByRole("heading", { name: "This session (1)" }).count(), 1);
+  assert.equal(await page.getByRole("heading", { name: "Gallery (1)" }).count(), 1);
   if (screenshots) await page.screenshot({ path: join(screenshots, "desktop.png") });
 
   const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name: "Download" }).click()]);
@@ -144,9 +84,9 @@ test("desktop: generate with live progress, cancel a second job, show an API err
   await page.getByRole("img", { name: /^Live preview after step/ }).waitFor();
   await page.waitForFunction(() => (document.querySelector("img.progress-preview")?.naturalWidth ?? 0) > 0);
   if (screenshots) await page.screenshot({ path: join(screenshots, "desktop-progress.png") });
-  await page.getByRole("button", { name: "Cancel" }).click();
+  await page.getByRole("button", { name: "Cancel", exact: true }).click();
   assert.equal((await second).status, "Cancelled");
-  assert.equal(await page.getByRole("heading", { name: "This session (1)" }).count(), 1);
+  assert.equal(await page.getByRole("heading", { name: "Gallery (1)" }).count(), 1);
   const info = await (await fetch(`${worker.url}/v1/info`, { headers: { authorization: `Bearer ${worker.apiKey}` } })).json();
   assert.equal(info.jobs.running + info.jobs.queued, 0);
 
@@ -156,19 +96,36 @@ test("desktop: generate with live progress, cancel a second job, show an API err
   const batch = watchProgress(page);
   await page.getByRole("button", { name: "Generate" }).click();
   assert.equal((await batch).status, "Done");
-  await page.getByRole("heading", { name: "This session (3)" }).waitFor();
+  await page.getByRole("heading", { name: "Gallery (3)" }).waitFor();
   await page.getByText(new RegExp(`image 1 of 2 · ${SIZE}×${SIZE} · seed ${copied.seed} `)).waitFor();
   const secondSeed = new RegExp(`\\(seed ${copied.seed + 1}\\)$`);
   assert.equal(await page.getByRole("button", { name: secondSeed }).count(), 1);
   await page.getByLabel("Images").fill("1");
 
-  // The worker rejects an out-of-range value; the page shows its message at the field.
-  await page.getByLabel("Steps").fill("500");
+  // The page checks numbers itself, in plain words at the field, and sends nothing.
+  const posts = [];
+  page.on("request", (r) => r.method() === "POST" && posts.push(r.url()));
+  for (const [value, message] of [
+    ["500", "Steps must be at most 150; 500 is too large."],
+    ["-3", "Steps must be at least 1; -3 is too small."],
+    ["2.5", "Steps must be a whole number; 2.5 has a fraction."],
+    ["", "Steps is empty: enter a whole number from 1 to 150."],
+  ]) {
+    await page.getByLabel("Steps").fill(value);
+    await page.getByRole("button", { name: "Generate" }).click();
+    await page.getByRole("alert").filter({ hasText: message }).waitFor();
+    assert.equal(await page.getByLabel("Steps").getAttribute("aria-invalid"), "true");
+  }
+  assert.deepEqual(posts, []);
+  await page.getByLabel("Steps").fill("4");
+
+  // What only the worker knows it answers with a 400, shown at the field.
+  await page.getByLabel("Prompt", { exact: true }).fill("   ");
   await page.getByRole("button", { name: "Generate" }).click();
-  const alert = page.getByRole("alert");
+  const alert = page.getByRole("alert").filter({ hasText: "HTTP 400" });
   await alert.waitFor();
-  assert.match(await alert.textContent(), /Invalid setting.*Steps: must be between 1 and 150, got 500.*HTTP 400 · invalid_request/);
-  assert.equal(await page.getByLabel("Steps").getAttribute("aria-invalid"), "true");
+  assert.match(await alert.textContent(), /Invalid setting.*Prompt: .*HTTP 400 · invalid_request/);
+  assert.equal(await page.getByLabel("Prompt", { exact: true }).getAttribute("aria-invalid"), "true");
   if (screenshots) await page.screenshot({ path: join(screenshots, "desktop-error.png") });
 
   assert.deepEqual(problems, []);
@@ -282,7 +239,7 @@ test("desktop: image to image from a file, then inpainting with a painted mask",
   assert.equal(inpainted.status, "Done", `percents seen: ${inpainted.seen.join(", ")}`);
   assert.deepEqual(await resultSize(page), [128, 96]);
   assert.match(await page.locator(".image-meta").textContent(), /^Inpaint · strength 1 · 128×96/);
-  assert.equal(await page.getByRole("heading", { name: "This session (2)" }).count(), 1);
+  assert.equal(await page.getByRole("heading", { name: "Gallery (2)" }).count(), 1);
   if (screenshots) {
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: join(screenshots, "inpaint.png") });

@@ -9,6 +9,7 @@ import {
   type ImageResult,
   type JobCreated,
   type JobEvent,
+  type JobList,
   type JobParams,
   type JobRequest,
   type JobStatus,
@@ -125,6 +126,14 @@ export class SdWorkerClient {
     const body: JobRequest =
       "operation" in request ? request : { ...request, operation: "image_generation" };
     return this.json<JobCreated>("POST", "/v1/jobs", body, signal);
+  }
+
+  /**
+   * `GET /v1/jobs`: the running job, the queue in order and the newest
+   * finished jobs, each with its state and parameters (no images).
+   */
+  jobs(signal?: AbortSignal): Promise<JobList> {
+    return this.json<JobList>("GET", "/v1/jobs", undefined, signal);
   }
 
   /** `GET /v1/jobs/{id}`: the job's state, progress and result. */

@@ -387,7 +387,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * The jobs the worker holds: the running one, the queue in order (the
+         *     first 100; `queued` counts them all), then the newest finished ones (at
+         *     most 32), each with its state and parameters but no image, for a page
+         *     that shows the queue.
+         */
+        get: operations["list_jobs"];
         put?: never;
         /** Submits a job. */
         post: operations["create_job"];
@@ -1109,6 +1115,23 @@ export interface components {
             /** @enum {string} */
             type: "cancelled";
         };
+        /**
+         * @description The answer to `GET /v1/jobs`: the running job, the first
+         *     [`MAX_LISTED_QUEUED`] of the queue in order, then the newest
+         *     [`MAX_LISTED_FINISHED`] finished jobs.
+         *
+         *     A listing shows each job's state and parameters, never its images or
+         *     error details (`GET /v1/jobs/{id}` has those).
+         */
+        JobList: {
+            /** @description The jobs: running, then queued (next first), then finished (newest first). */
+            jobs: components["schemas"]["JobSummary"][];
+            /**
+             * Format: int32
+             * @description How many jobs wait in the queue, the ones not listed included.
+             */
+            queued: number;
+        };
         /** @description The parameters a job runs with, every default filled in and the seed chosen. */
         JobParams: {
             /**
@@ -1202,6 +1225,37 @@ export interface components {
             /**
              * Format: int32
              * @description The number of denoising steps, of all the job's images; present once running.
+             */
+            total?: number | null;
+        };
+        /** @description One job of a [`JobList`]. */
+        JobSummary: {
+            /**
+             * Format: int64
+             * @description Milliseconds since it was submitted.
+             */
+            age_ms: number;
+            /** @description Whether a cancellation was asked for and has not taken effect yet. */
+            cancel_requested: boolean;
+            /** @description The job's id. */
+            job_id: string;
+            /** @description The parameters it runs with. */
+            params: components["schemas"]["JobParams"];
+            /**
+             * Format: int32
+             * @description 1 for the next job to run; present while queued.
+             */
+            queue_position?: number | null;
+            /** @description Where it is in its life. */
+            state: components["schemas"]["JobState"];
+            /**
+             * Format: int32
+             * @description The last finished denoising step, as in [`JobStatus`]; present once running.
+             */
+            step?: number | null;
+            /**
+             * Format: int32
+             * @description The number of denoising steps, as in [`JobStatus`]; present once running.
              */
             total?: number | null;
         };
@@ -2567,6 +2621,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["WorkerInfo"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_jobs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The jobs */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobList"];
                 };
             };
             /** @description Missing or wrong API key */

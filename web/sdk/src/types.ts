@@ -26,6 +26,10 @@ export type SchedulerKind = Schemas["SchedulerKind"];
 export type JobCreated = Schemas["JobCreated"];
 /** A job's state, progress and, once it ended, its image or error. */
 export type JobStatus = Schemas["JobStatus"];
+/** `GET /v1/jobs`: the running job, the queue, then the newest finished jobs. */
+export type JobList = Schemas["JobList"];
+/** One job of a {@link JobList}: its state and parameters, no image. */
+export type JobSummary = Schemas["JobSummary"];
 /** Where a job is in its life. */
 export type JobState = Schemas["JobState"];
 /** The parameters a job runs with, every default filled in and the seed chosen. */

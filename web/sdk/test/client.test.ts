@@ -51,19 +51,22 @@ describe("requests", () => {
     expect(calls[0]!.url).toBe("/health");
   });
 
-  it("gets status, cancels and reads info at their paths", async () => {
+  it("gets status, cancels, lists jobs and reads info at their paths", async () => {
     const { fetch, calls } = mockFetch(
       () => json({ job_id: "a/b", state: "running" }),
       () => json({ job_id: "a/b", state: "cancelled" }, 200),
+      () => json({ jobs: [{ job_id: "a/b", state: "cancelled" }] }),
       () => json({ worker_id: "w", schedulers: ["ddim"] }),
     );
     const client = new SdWorkerClient({ fetch });
     expect((await client.status("a/b")).state).toBe("running");
     expect((await client.cancel("a/b")).state).toBe("cancelled");
+    expect((await client.jobs()).jobs.map((j) => j.job_id)).toEqual(["a/b"]);
     expect((await client.info()).worker_id).toBe("w");
     expect(calls.map((c) => `${c.method} ${c.url}`)).toEqual([
       "GET /v1/jobs/a%2Fb",
       "DELETE /v1/jobs/a%2Fb",
+      "GET /v1/jobs",
       "GET /v1/info",
     ]);
   });

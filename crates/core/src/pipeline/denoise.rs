@@ -91,7 +91,10 @@ impl StableDiffusion {
         let mut rng = TorchRng::new(params.seed);
         let start = self.prepare_start(params, debug, scheduler.as_ref(), &mut rng, interrupt)?;
         let timesteps = scheduler.timesteps().to_vec();
-        let total = timesteps.len() - start.first_step;
+        let passes = timesteps.len() - start.first_step;
+        // Progress counts the steps asked for (at a strength, those that run),
+        // not UNet passes: PNDM makes one pass more than it has steps.
+        let asked = params.steps - start.first_step;
         let inpaint_input = start
             .inpaint_channels
             .as_ref()
@@ -124,8 +127,8 @@ impl StableDiffusion {
                 latents = known.reimpose(&latents, scheduler.as_ref(), index + 1)?;
             }
             if on_step(StepProgress {
-                step: index + 1 - start.first_step,
-                total,
+                step: ((index + 1 - start.first_step) * asked).div_ceil(passes),
+                total: asked,
                 latents: &latents,
                 predicted_original: scheduler.predicted_original(),
             })
@@ -176,7 +179,7 @@ impl StableDiffusion {
             png,
             seed: params.seed,
             scheduler: kind,
-            steps_run: total,
+            steps_run: passes,
             timings,
             trace,
         })

@@ -22,8 +22,8 @@ use candle_core::{Device, Tensor};
 pub use defaults::Defaults;
 pub use output::{GeneratedImage, ImageTrace, StageTimings, StepProgress, Trace};
 pub use params::{
-    random_seed, DebugOptions, GenerateParams, ImageInput, DEFAULT_IMG2IMG_STRENGTH,
-    DEFAULT_INPAINT_STRENGTH,
+    random_seed, steps_at_strength, DebugOptions, GenerateParams, ImageInput,
+    DEFAULT_IMG2IMG_STRENGTH, DEFAULT_INPAINT_STRENGTH,
 };
 
 use crate::clip::ClipTextConfig;

@@ -9,9 +9,12 @@ use crate::schedulers::SchedulerKind;
 /// Progress after one denoising step.
 #[derive(Debug, Clone, Copy)]
 pub struct StepProgress<'a> {
-    /// Steps done so far, from 1.
+    /// Steps done so far, from 1, counted in the steps asked for: when the
+    /// scheduler makes more UNet passes than that (PNDM's warm-up pass), one
+    /// step is reported twice, and the last pass reports `total`.
     pub step: usize,
-    /// Steps this generation runs in all.
+    /// Steps asked for that run: all of them, or at a strength below 1
+    /// `floor(steps · strength)`, as the request's hint says.
     pub total: usize,
     /// The latents after this step `[1, C, H/8, W/8]`, still noisy.
     pub latents: &'a Tensor,

@@ -191,8 +191,7 @@ impl ImageInput {
     /// Index of the first scheduler step that runs, as diffusers' `get_timesteps`:
     /// `steps - min(floor(steps · strength), steps)`.
     pub fn first_step(&self, steps: usize) -> usize {
-        let run = ((steps as f64 * self.strength) as usize).min(steps);
-        steps - run
+        steps - steps_at_strength(steps, self.strength)
     }
 
     /// The strength diffusers uses when none is given: 1 for inpainting, 0.8 otherwise.
@@ -203,6 +202,12 @@ impl ImageInput {
             DEFAULT_IMG2IMG_STRENGTH
         }
     }
+}
+
+/// How many of `steps` run from a picture at `strength`:
+/// `min(floor(steps · strength), steps)`, as diffusers' `get_timesteps`.
+pub fn steps_at_strength(steps: usize, strength: f64) -> usize {
+    ((steps as f64 * strength) as usize).min(steps)
 }
 
 /// A fresh seed for a generation that gave none. Seeds stay below 2^32, as

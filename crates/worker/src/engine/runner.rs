@@ -9,13 +9,15 @@ use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
 use sd_contract::event::CancelReason;
 use sd_contract::{ErrorCode, ErrorDetail};
 use sd_core::Interrupt;
 
-use super::{Engine, EngineError, EngineLoader, StepUpdate};
+use super::{Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
 use crate::jobs::Job;
+use crate::outputs::{FinishedImage, OutputDir};
 use crate::state::{AppState, Phase};
 use crate::validation::RunnableJob;
 
@@ -88,7 +90,7 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
     // the closure returns, whatever the outcome.
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let mut work = work.into_runnable()?;
-        generate_all(engine, job, &mut work)
+        generate_all(engine, state, job, &mut work)
     }))
     .unwrap_or_else(|panic| {
         Err(EngineError::Failed(format!(
@@ -129,6 +131,7 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
 /// flag interrupts whichever image is being made.
 fn generate_all(
     engine: &mut dyn Engine,
+    state: &AppState,
     job: &Job,
     work: &mut RunnableJob,
 ) -> Result<(), EngineError> {
@@ -147,8 +150,35 @@ fn generate_all(
         };
         let out = engine.generate(work, interrupt, &mut on_step)?;
         job.image_done(&out.png, out.width, out.height, out.seed);
+        save_image(state, job, index, &out);
     }
     Ok(())
+}
+
+/// Saves a finished image in `--output-dir`, when one is set; a file that
+/// cannot be written is logged, and the job goes on.
+fn save_image(state: &AppState, job: &Job, index: u32, out: &EngineOutput) {
+    let Some(folder) = &state.config().output_dir else {
+        return;
+    };
+    let image = FinishedImage {
+        job_id: job.id(),
+        index,
+        seed: out.seed,
+        width: out.width,
+        height: out.height,
+        png: &out.png,
+        params: job.params(),
+    };
+    match OutputDir::new(folder).save(image, SystemTime::now()) {
+        Ok(path) => tracing::info!(job = job.id(), path = %path.display(), "image saved"),
+        Err(error) => tracing::error!(
+            job = job.id(),
+            folder = %folder.display(),
+            %error,
+            "could not save the image in --output-dir"
+        ),
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -34,7 +34,7 @@ use futures_util::Stream;
 use sd_contract::event::CancelReason;
 use sd_contract::{
     BatchImage, ErrorDetail, ImageFormat, ImageResult, JobEvent, JobParams, JobState, JobStatus,
-    ProgressPreview, Timings,
+    JobSummary, ProgressPreview, Timings,
 };
 use tokio::sync::watch;
 
@@ -138,6 +138,26 @@ impl Job {
         self.lock().state
     }
 
+    /// When it was submitted.
+    pub fn submitted_at(&self) -> Instant {
+        self.submitted
+    }
+
+    /// The job as a listing shows it, with its queue position if it is queued.
+    pub fn summary(&self, queue_position: Option<usize>) -> JobSummary {
+        let inner = self.lock();
+        JobSummary {
+            job_id: self.id.clone(),
+            state: inner.state,
+            queue_position: queue_position.map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
+            step: inner.step,
+            total: inner.total,
+            cancel_requested: self.cancel_requested().is_some() && !inner.state.is_terminal(),
+            age_ms: millis(self.submitted.elapsed()),
+            params: self.params.clone(),
+        }
+    }
+
     /// When it ended, if it has.
     pub fn finished_at(&self) -> Option<Instant> {
         self.lock().finished
@@ -204,7 +224,13 @@ impl Job {
         if let Some(metrics) = &self.metrics {
             metrics.job_started(now - self.submitted);
         }
-        inner.total = Some(self.params.steps.saturating_mul(self.params.num_images));
+        let steps = match self.params.strength {
+            Some(strength) => {
+                sd_core::pipeline::steps_at_strength(self.params.steps as usize, strength) as u32
+            }
+            None => self.params.steps,
+        };
+        inner.total = Some(steps.saturating_mul(self.params.num_images));
         let params = self.params.clone();
         self.push(&mut inner, JobEvent::Started { params });
         Some(work)

@@ -65,6 +65,13 @@ impl Jobs {
             .collect()
     }
 
+    /// Every job held, the oldest submitted first.
+    pub fn all(&self) -> Vec<Arc<Job>> {
+        let mut jobs: Vec<Arc<Job>> = self.lock().values().cloned().collect();
+        jobs.sort_by_key(|job| job.submitted_at());
+        jobs
+    }
+
     /// How many jobs are held.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -1,9 +1,9 @@
-//! `POST /v1/jobs`, `GET /v1/jobs/{id}` and `DELETE /v1/jobs/{id}`.
+//! `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}` and `DELETE /v1/jobs/{id}`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
-use sd_contract::{ErrorBody, JobCreated, JobRequest, JobStatus};
+use sd_contract::{ErrorBody, JobCreated, JobList, JobRequest, JobStatus};
 
 use crate::error::ApiError;
 use crate::extract::{JobBody, JobId};
@@ -90,6 +90,24 @@ fn unknown_fields_warning(fields: &[String]) -> HeaderValue {
     );
     HeaderValue::from_str(&text)
         .unwrap_or_else(|_| HeaderValue::from_static("299 sd-worker \"unknown fields ignored\""))
+}
+
+/// The jobs the worker holds: the running one, the queue in order (the
+/// first 100; `queued` counts them all), then the newest finished ones (at
+/// most 32), each with its state and parameters but no image, for a page
+/// that shows the queue.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    responses(
+        (status = 200, description = "The jobs", body = JobList),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn list_jobs(State(state): State<AppState>) -> Json<JobList> {
+    Json(state.list())
 }
 
 /// A job's state, progress and, once it ended, its image or error.

@@ -26,6 +26,7 @@ use crate::state::AppState;
     ),
     paths(
         jobs::create_job,
+        jobs::list_jobs,
         jobs::get_job,
         jobs::cancel_job,
         stream::stream_job,
@@ -63,6 +64,8 @@ use crate::state::AppState;
         SchedulerKind,
         JobCreated,
         JobStatus,
+        JobList,
+        JobSummary,
         JobState,
         JobParams,
         ImageResult,

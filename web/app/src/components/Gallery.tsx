@@ -1,4 +1,4 @@
-/** The images of this browser session, newest first. */
+/** The images made in this browser, newest first. */
 import { imageDataUrl } from "@sd-worker/sdk";
 import { entryKey, type GalleryEntry } from "../hooks/useImageGeneration";
 
@@ -8,23 +8,31 @@ export interface GalleryProps {
   /** The {@link entryKey} of the image shown large. */
   selected: string | null;
   onSelect: (entry: GalleryEntry) => void;
+  /** Asks before clearing (the caller's job). */
   onClear: () => void;
+  /** Shown above the thumbnails: the gallery is about to drop its oldest images. */
+  warning?: string | null;
 }
 
-/** Thumbnails of this session's images; a click shows one large. */
-export function Gallery({ entries, selected, onSelect, onClear }: GalleryProps) {
+/** Thumbnails of the images kept in this browser; a click shows one large. */
+export function Gallery({ entries, selected, onSelect, onClear, warning }: GalleryProps) {
   return (
     <section className="gallery" aria-labelledby="gallery-title">
       <div className="gallery-head">
-        <h2 id="gallery-title">This session ({entries.length})</h2>
+        <h2 id="gallery-title">Gallery ({entries.length})</h2>
         {entries.length > 0 && (
           <button type="button" className="link" onClick={onClear}>
             Clear
           </button>
         )}
       </div>
+      {warning && (
+        <p className="warning" role="status">
+          {warning}
+        </p>
+      )}
       {entries.length === 0 ? (
-        <p className="hint">Images you generate in this tab appear here.</p>
+        <p className="hint">Images you generate appear here, and stay in this browser until you clear them.</p>
       ) : (
         <ul className="gallery-grid">
           {entries.map((entry) => (

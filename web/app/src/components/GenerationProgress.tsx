@@ -9,6 +9,8 @@ export interface GenerationProgressProps {
   onCancel: () => void;
   /** A cancellation is on its way. */
   cancelling: boolean;
+  /** This browser's jobs waiting after this one. */
+  waiting?: number;
 }
 
 /** "4.2 s", or "1 min 03 s" past a minute. */
@@ -46,7 +48,7 @@ function statusText(job: JobStatusState, cancelling: boolean): string {
 }
 
 /** Live progress of one job. The status line is an aria-live region. */
-export function GenerationProgress({ job, onCancel, cancelling }: GenerationProgressProps) {
+export function GenerationProgress({ job, onCancel, cancelling, waiting = 0 }: GenerationProgressProps) {
   const percent = Math.round(job.percent);
   const finished = isFinished(job.phase);
   const canCancel = !finished && job.phase !== "connecting" && !job.streamError;
@@ -94,8 +96,10 @@ export function GenerationProgress({ job, onCancel, cancelling }: GenerationProg
           alt={`Live preview after step ${job.step}`}
         />
       )}
-      {job.reconnects > 0 && !finished && (
-        <p className="hint">Reconnected to the progress stream {job.reconnects} time(s).</p>
+      {waiting > 0 && (
+        <p className="hint" data-testid="waiting">
+          {waiting} more job(s) of yours wait after this one.
+        </p>
       )}
     </section>
   );

@@ -12,6 +12,8 @@ export interface ImageDisplayProps {
   onReuseSeed: (seed: number) => void;
   /** Puts all of the image's settings into the form. */
   onUseSettings: (entry: GalleryEntry) => void;
+  /** Shows the image full screen; the button shows when given. */
+  onFullScreen?: () => void;
   /** Makes the image the input of the next image-to-image (or inpainting) job; the button shows when given. */
   onUseAsInput?: (entry: GalleryEntry) => void;
   /** Writes text to the clipboard; `navigator.clipboard` by default. */
@@ -24,7 +26,14 @@ export function downloadName(entry: GalleryEntry): string {
 }
 
 /** One finished image. */
-export function ImageDisplay({ entry, onReuseSeed, onUseSettings, onUseAsInput, writeClipboard }: ImageDisplayProps) {
+export function ImageDisplay({
+  entry,
+  onReuseSeed,
+  onUseSettings,
+  onUseAsInput,
+  onFullScreen,
+  writeClipboard,
+}: ImageDisplayProps) {
   const [copied, setCopied] = useState<string>("");
   const { params, result } = entry;
   const src = imageDataUrl(result);
@@ -46,7 +55,7 @@ export function ImageDisplay({ entry, onReuseSeed, onUseSettings, onUseAsInput, 
     }
   };
   return (
-    <figure className="image-display">
+    <figure className="image-display" id="result">
       <img
         src={src}
         width={result.width}
@@ -66,6 +75,11 @@ export function ImageDisplay({ entry, onReuseSeed, onUseSettings, onUseAsInput, 
           <a className="button" href={src} download={downloadName(entry)}>
             Download
           </a>
+          {onFullScreen && (
+            <button type="button" onClick={onFullScreen}>
+              Full screen
+            </button>
+          )}
           <button type="button" onClick={copy}>
             Copy settings
           </button>

@@ -6,6 +6,7 @@ import { outputSize, pictureUrl, previewWidth } from "../images";
 import type { Mode } from "../settings";
 import { ErrorMessage } from "./ErrorMessage";
 import { ImagePicker } from "./ImagePicker";
+import { MAX_MASK_BLUR } from "../maskBlur";
 import { MaskEditor } from "./MaskEditor";
 
 /** Props of {@link ImageInputs}. */
@@ -27,6 +28,9 @@ export interface ImageInputsProps {
   /** An error the worker (or the form) gave for one of these fields. */
   error: ShownError | null;
   onDismissError: () => void;
+  /** Inpainting: pixels over which the result fades into the picture (0: a hard edge). */
+  maskBlur?: number;
+  onMaskBlurChange?: (pixels: number) => void;
   disabled?: boolean;
 }
 
@@ -90,6 +94,28 @@ export function ImageInputs(props: ImageInputsProps) {
               : "Paint over the part to repaint."}
             {maskSizeWrong && ` The worker needs a mask of the image's size, ${image.width}×${image.height}.`}
           </p>
+          {props.onMaskBlurChange && (
+            <div className="mask-blur">
+              <label htmlFor="mask-blur">
+                Mask blur <output htmlFor="mask-blur">{props.maskBlur ?? 0} px</output>
+              </label>
+              <input
+                id="mask-blur"
+                type="range"
+                min={0}
+                max={MAX_MASK_BLUR}
+                step={1}
+                value={props.maskBlur ?? 0}
+                disabled={props.disabled}
+                aria-describedby="mask-blur-hint"
+                onChange={(e) => props.onMaskBlurChange?.(Number(e.target.value))}
+              />
+              <p id="mask-blur-hint" className="hint">
+                The result fades into the picture over this many pixels at the mask's edge (laid over it in this page, as
+                AUTOMATIC1111 does).
+              </p>
+            </div>
+          )}
         </>
       )}
       {errorAt(["mask_image"])}

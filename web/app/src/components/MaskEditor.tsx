@@ -1,4 +1,4 @@
-/** Paints an inpainting mask over the input picture: brush, eraser, clear; exported at the picture's size. */
+/** Paints an inpainting mask over the input picture: brush with its outline, eraser, undo, clear; exported at the picture's size. */
 import { useEffect, useRef, useState, type PointerEvent } from "react";
 import { stripDataUrl } from "@sd-worker/sdk";
 import {
@@ -28,6 +28,8 @@ export interface MaskEditorProps {
 /** Brush sizes, in screen pixels. */
 const BRUSH_MIN = 4;
 const BRUSH_MAX = 96;
+/** Most strokes Undo can take back. */
+const UNDO_DEPTH = 30;
 
 type Point = { x: number; y: number };
 
@@ -50,12 +52,15 @@ async function picturePixels(picture: Picture, width: number, height: number): P
  * each one the overlay is exported as a black-and-white PNG of the
  * picture's exact size (white = repaint). A mask given from outside (an
  * uploaded file) is drawn onto the canvas, scaled to the picture, so
- * painting continues from it.
+ * painting continues from it. Undo (or Ctrl+Z) takes back the last stroke.
  */
 export function MaskEditor({ image, mask, onChange, invalid, disabled }: MaskEditorProps) {
   const canvasRef = useRef<HTMLCanvasElement>(null);
   const [brush, setBrush] = useState(32);
   const [erase, setErase] = useState(false);
+  const [outline, setOutline] = useState<Point | null>(null);
+  const [undoDepth, setUndoDepth] = useState(0);
+  const undoStack = useRef<ImageData[]>([]);
   const last = useRef<Point | null>(null);
   // The base64 of the mask this editor exported last: no need to draw it back.
   const exported = useRef<string | null>(null);
@@ -153,10 +158,15 @@ export function MaskEditor({ image, mask, onChange, invalid, disabled }: MaskEdi
     event.preventDefault();
     event.currentTarget.setPointerCapture?.(event.pointerId);
     const { point, radius } = pointOf(event);
+    const canvas = event.currentTarget;
+    undoStack.current = [...undoStack.current, ctx.getImageData(0, 0, canvas.width, canvas.height)].slice(-UNDO_DEPTH);
+    setUndoDepth(undoStack.current.length);
     last.current = point;
     paint(ctx, point, point, radius);
   };
   const onPointerMove = (event: PointerEvent<HTMLCanvasElement>) => {
+    const rect = event.currentTarget.getBoundingClientRect();
+    setOutline({ x: event.clientX - rect.left, y: event.clientY - rect.top });
     const ctx = context();
     if (!last.current || !ctx) return;
     const { point, radius } = pointOf(event);
@@ -168,16 +178,37 @@ export function MaskEditor({ image, mask, onChange, invalid, disabled }: MaskEdi
     last.current = null;
     exportMask();
   };
+  const undo = () => {
+    const ctx = context();
+    const previous = undoStack.current.at(-1);
+    if (!ctx || !previous) return;
+    undoStack.current = undoStack.current.slice(0, -1);
+    setUndoDepth(undoStack.current.length);
+    ctx.putImageData(previous, 0, 0);
+    exportMask();
+  };
   const clear = () => {
     const canvas = canvasRef.current;
+    if (canvas && context()) {
+      undoStack.current = [...undoStack.current, context()!.getImageData(0, 0, canvas.width, canvas.height)].slice(-UNDO_DEPTH);
+      setUndoDepth(undoStack.current.length);
+    }
     context()?.clearRect(0, 0, canvas?.width ?? 0, canvas?.height ?? 0);
     exported.current = null;
     onChange(null);
   };
 
   return (
-    <div className="mask-editor">
-      <div className="mask-stage" style={{ width: previewWidth(image) }}>
+    <div
+      className="mask-editor"
+      onKeyDown={(event) => {
+        if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") {
+          event.preventDefault();
+          undo();
+        }
+      }}
+    >
+      <div className="mask-stage" style={{ width: previewWidth(image) }} onPointerLeave={() => setOutline(null)}>
         <img src={pictureUrl(image)} alt={`Input image: ${image.name}`} width={image.width} height={image.height} draggable={false} />
         <canvas
           ref={canvasRef}
@@ -194,6 +225,14 @@ export function MaskEditor({ image, mask, onChange, invalid, disabled }: MaskEdi
           onPointerCancel={onPointerEnd}
           onLostPointerCapture={onPointerEnd}
         />
+        {outline && !disabled && (
+          <div
+            className={erase ? "brush-outline erasing" : "brush-outline"}
+            data-testid="brush-outline"
+            aria-hidden="true"
+            style={{ left: outline.x - brush / 2, top: outline.y - brush / 2, width: brush, height: brush }}
+          />
+        )}
       </div>
       <div className="mask-tools">
         <label htmlFor="brush-size">
@@ -212,6 +251,9 @@ export function MaskEditor({ image, mask, onChange, invalid, disabled }: MaskEdi
         <label className="check">
           <input type="checkbox" checked={erase} disabled={disabled} onChange={(e) => setErase(e.target.checked)} /> Erase
         </label>
+        <button type="button" onClick={undo} disabled={disabled || undoDepth === 0} title="Ctrl+Z">
+          Undo
+        </button>
         <button type="button" onClick={clear} disabled={disabled || !mask}>
           Clear mask
         </button>

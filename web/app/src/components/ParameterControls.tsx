@@ -1,5 +1,6 @@
-/** Steps, guidance, size, seed, scheduler, image count and live preview. */
+/** Steps, guidance, size, seed, scheduler, image count, batch count and live preview. */
 import type { SchedulerKind, WorkerInfo } from "@sd-worker/sdk";
+import { MAX_BATCH_COUNT } from "../formCheck";
 import {
   MAX_SEED,
   presetFor,
@@ -18,10 +19,21 @@ export interface ParameterControlsProps {
   /** The API field the last error named, to mark its input. */
   invalidField?: string | null;
   disabled?: boolean;
+  /** How many jobs one Generate queues (a form value, not part of a job). */
+  batchCount?: string;
+  onBatchCountChange?: (value: string) => void;
 }
 
-/** The generation parameters. Inputs carry the worker's limits as hints; the worker validates. */
-export function ParameterControls({ settings, onChange, info, invalidField, disabled }: ParameterControlsProps) {
+/** The generation parameters. Inputs carry the worker's limits as hints; the form and the worker validate. */
+export function ParameterControls({
+  settings,
+  onChange,
+  info,
+  invalidField,
+  disabled,
+  batchCount,
+  onBatchCountChange,
+}: ParameterControlsProps) {
   const presets = info ? sizePresets(info) : [];
   const preset = presetFor(presets, settings.width, settings.height);
   const limits = info?.limits;
@@ -184,6 +196,24 @@ export function ParameterControls({ settings, onChange, info, invalidField, disa
           onChange={(e) => onChange({ numImages: e.target.value })}
         />
       </div>
+      {onBatchCountChange && (
+        <div className="field">
+          <label htmlFor="batch-count">Batch count</label>
+          <input
+            id="batch-count"
+            name="batch_count"
+            type="number"
+            inputMode="numeric"
+            min={1}
+            max={MAX_BATCH_COUNT}
+            step={1}
+            value={batchCount ?? "1"}
+            title="Jobs queued by one Generate, one after the other"
+            aria-invalid={invalid("batch_count")}
+            onChange={(e) => onBatchCountChange(e.target.value)}
+          />
+        </div>
+      )}
       <label className="check" title="A rough picture of the image every few steps, at almost no cost">
         <input
           type="checkbox"

@@ -55,14 +55,55 @@ export function entriesOf(
   }));
 }
 
+/** A job this browser submitted, as remembered across reloads. */
+export interface OwnJob {
+  jobId: string;
+  operation: JobRequest["operation"];
+  /** When it was submitted (`Date.now()`). */
+  submittedAt: number;
+  /** Its images went to the gallery already. */
+  reported?: boolean;
+}
+
+/** The localStorage key of this browser's current and waiting jobs. */
+export const JOBS_STORAGE = "sd-worker.jobs";
+
+interface OwnJobs {
+  /** The job followed now. */
+  current: OwnJob | null;
+  /** Submitted while another ran, in order: each is followed when the one before ends. */
+  waiting: OwnJob[];
+}
+
+function loadJobs(): OwnJobs {
+  try {
+    const parsed = JSON.parse(localStorage.getItem(JOBS_STORAGE) ?? "null") as OwnJobs | null;
+    if (parsed && typeof parsed === "object" && Array.isArray(parsed.waiting)) return parsed;
+  } catch {
+    // Unreadable: start afresh.
+  }
+  return { current: null, waiting: [] };
+}
+
+function saveJobs(jobs: OwnJobs): void {
+  try {
+    if (!jobs.current && jobs.waiting.length === 0) localStorage.removeItem(JOBS_STORAGE);
+    else localStorage.setItem(JOBS_STORAGE, JSON.stringify(jobs));
+  } catch {
+    // Storage can be disabled: the jobs are then followed until the page closes.
+  }
+}
+
 /** What {@link useImageGeneration} returns. */
 export interface ImageGeneration {
-  /** Submits a job (the current one, if any, keeps running on the worker but is no longer followed). */
-  generate: (request: ImageGenerationRequest | JobRequest) => Promise<void>;
+  /** Submits a job: followed at once when none is, else after the ones before it. Resolves with its id, or null when the worker refused it. */
+  generate: (request: ImageGenerationRequest | JobRequest) => Promise<string | null>;
   /** Asks the worker to cancel the current job. */
   cancel: () => Promise<void>;
   /** The current job's id. */
   jobId: string | null;
+  /** The jobs submitted after the current one, not yet followed. */
+  waiting: OwnJob[];
   /** The current job's live status. */
   job: JobStatusState;
   /** A submission is on its way. */
@@ -75,48 +116,83 @@ export interface ImageGeneration {
   requestError: unknown;
   /** Forgets the last request error. */
   clearError: () => void;
+  /** Follows the current job's stream again (after the worker came back). */
+  resume: () => void;
 }
 
 /**
  * The generation workflow: `generate` submits, the returned `job` follows the
  * stream, `cancel` stops it, and `onComplete` gets each finished image once
  * (those of a job of several last one first, so that a gallery that puts the
- * newest first shows them in order).
+ * newest first shows them in order). The current job and those waiting are
+ * kept in localStorage, so a reload follows them again (the worker replays
+ * a job's events to a new stream).
  */
 export function useImageGeneration(options: { onComplete?: (entry: GalleryEntry) => void } = {}): ImageGeneration {
   const client = useClient();
-  const [jobId, setJobId] = useState<string | null>(null);
-  const [since, setSince] = useState<number | null>(null);
+  const [jobs, setJobs] = useState<OwnJobs>(loadJobs);
   const [submitting, setSubmitting] = useState(false);
   const [cancelling, setCancelling] = useState(false);
   const [requestError, setRequestError] = useState<unknown>(null);
-  const job = useJobStatus(jobId, since);
+  const [attempt, setAttempt] = useState(0);
+  const current = jobs.current;
+  const jobId = current?.jobId ?? null;
+  const job = useJobStatus(jobId, current?.submittedAt ?? null, { attempt });
   const onComplete = useRef(options.onComplete);
   onComplete.current = options.onComplete;
   const reported = useRef<string | null>(null);
-  const operation = useRef<JobRequest["operation"]>("image_generation");
+  const running = jobId !== null && !isFinished(job.phase) && !job.streamError;
+  const jobIdRef = useRef(jobId);
+  jobIdRef.current = jobId;
+  const runningRef = useRef(running);
+  runningRef.current = running;
+
+  useEffect(() => saveJobs(jobs), [jobs]);
 
   useEffect(() => {
-    if (jobId && job.phase === "completed" && job.result && job.params && reported.current !== jobId) {
-      reported.current = jobId;
-      const entries = entriesOf(jobId, job.params, job.result, operation.current, Date.now());
+    const fresh = current && !current.reported && reported.current !== current.jobId;
+    if (current && fresh && job.phase === "completed" && job.result && job.params) {
+      reported.current = current.jobId;
+      const id = current.jobId;
+      setJobs((j) => (j.current?.jobId === id ? { ...j, current: { ...j.current, reported: true } } : j));
+      const entries = entriesOf(current.jobId, job.params, job.result, current.operation, Date.now());
       for (const entry of entries.reverse()) onComplete.current?.(entry);
     }
-    if (isFinished(job.phase)) setCancelling(false);
-  }, [jobId, job.phase, job.result, job.params]);
+    if (isFinished(job.phase)) {
+      setCancelling(false);
+      // The next waiting job is followed as this one ends.
+      setJobs((j) => (j.current?.jobId === jobId && j.waiting.length > 0 ? { current: j.waiting[0]!, waiting: j.waiting.slice(1) } : j));
+    }
+  }, [current, jobId, job.phase, job.result, job.params]);
+
+  // A job the worker no longer knows (it restarted, or forgot it) is let go.
+  useEffect(() => {
+    if (job.streamError instanceof ApiError && job.streamError.status === 404) {
+      setJobs((j) => (j.current?.jobId === jobId ? { current: j.waiting[0] ?? null, waiting: j.waiting.slice(1) } : j));
+    }
+  }, [job.streamError, jobId]);
 
   const generate = useCallback(
     async (request: ImageGenerationRequest | JobRequest) => {
       setSubmitting(true);
       setRequestError(null);
-      setCancelling(false);
       try {
         const created = await client.submit(request);
-        operation.current = "operation" in request ? request.operation : "image_generation";
-        setSince(Date.now());
-        setJobId(created.job_id);
+        const own: OwnJob = {
+          jobId: created.job_id,
+          operation: "operation" in request ? request.operation : "image_generation",
+          submittedAt: Date.now(),
+        };
+        setJobs((j) => {
+          const following = j.current !== null && j.current.jobId === jobIdRef.current && runningRef.current;
+          if (following) return { current: j.current, waiting: [...j.waiting, own] };
+          setCancelling(false);
+          return { current: own, waiting: j.waiting };
+        });
+        return created.job_id;
       } catch (error) {
         setRequestError(error);
+        return null;
       } finally {
         setSubmitting(false);
       }
@@ -136,16 +212,18 @@ export function useImageGeneration(options: { onComplete?: (entry: GalleryEntry)
   }, [client, jobId]);
 
   const clearError = useCallback(() => setRequestError(null), []);
-  const running = jobId !== null && !isFinished(job.phase) && !job.streamError;
+  const resume = useCallback(() => setAttempt((n) => n + 1), []);
   return {
     generate,
     cancel,
     jobId,
+    waiting: jobs.waiting,
     job,
     submitting,
     cancelling: cancelling && running,
     busy: submitting || running,
     requestError,
     clearError,
+    resume,
   };
 }

@@ -17,14 +17,15 @@ export interface JobStatusState extends JobView {
 /**
  * Follows job `jobId` and returns its phase, step counter, percentage,
  * result or error, and the time elapsed since `since` (a `Date.now()` value,
- * normally the submission), ticking every `tickMs` while the job runs.
+ * normally the submission), ticking every `tickMs` while the job runs. A
+ * new `attempt` follows the stream again from the start.
  */
 export function useJobStatus(
   jobId: string | null,
   since: number | null,
-  options: { onEvent?: (event: JobEvent) => void; tickMs?: number } = {},
+  options: { onEvent?: (event: JobEvent) => void; tickMs?: number; attempt?: number } = {},
 ): JobStatusState {
-  const stream = useSSEStream(jobId, { onEvent: options.onEvent });
+  const stream = useSSEStream(jobId, { onEvent: options.onEvent, attempt: options.attempt });
   const view = useMemo(() => viewOf(stream.events), [stream.events]);
   const active = jobId !== null && !isFinished(view.phase) && !stream.error;
   const [now, setNow] = useState(() => Date.now());

@@ -26,13 +26,15 @@ export function useSSEStream(
   jobId: string | null,
   options: Pick<StreamOptions, "maxReconnects" | "reconnectDelayMs" | "idleTimeoutMs"> & {
     onEvent?: (event: JobEvent) => void;
+    /** A new value follows the stream again from its first event. */
+    attempt?: number;
   } = {},
 ): SSEStreamState {
   const client = useClient();
   const [state, setState] = useState<SSEStreamState & { jobId: string | null }>({ ...IDLE, jobId });
   const onEvent = useRef(options.onEvent);
   onEvent.current = options.onEvent;
-  const { maxReconnects, reconnectDelayMs, idleTimeoutMs } = options;
+  const { maxReconnects, reconnectDelayMs, idleTimeoutMs, attempt } = options;
 
   useEffect(() => {
     setState({ ...IDLE, jobId });
@@ -58,7 +60,7 @@ export function useSSEStream(
       }
     })();
     return () => controller.abort();
-  }, [client, jobId, maxReconnects, reconnectDelayMs, idleTimeoutMs]);
+  }, [client, jobId, maxReconnects, reconnectDelayMs, idleTimeoutMs, attempt]);
 
   return state.jobId === jobId ? state : IDLE;
 }
