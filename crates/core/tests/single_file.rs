@@ -175,6 +175,17 @@ fn header_only(dir: &Path, name: &str, tensors: &[(&str, Vec<usize>)]) -> PathBu
     path
 }
 
+/// A header-only checkpoint: its name, tensors, `--prediction-type`, and the
+/// family, UNet input channels and latent size its built-in configs must give.
+type FullSizeCase = (
+    &'static str,
+    Vec<(&'static str, Vec<usize>)>,
+    Option<PredictionType>,
+    ModelFamily,
+    usize,
+    usize,
+);
+
 /// Full-size checkpoints (headers only) select the built-in configs of their
 /// standard architecture, and those configs parse and agree with the shapes.
 #[test]
@@ -210,14 +221,7 @@ fn full_size_keys_select_the_built_in_configs() {
             vec![77, 1280],
         ),
     ];
-    let cases: Vec<(
-        &str,
-        Vec<(&str, Vec<usize>)>,
-        Option<PredictionType>,
-        ModelFamily,
-        usize,
-        usize,
-    )> = vec![
+    let cases: Vec<FullSizeCase> = vec![
         (
             "sd15",
             [unet(4, 768), vec![sd1_text.clone()]].concat(),

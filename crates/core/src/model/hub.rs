@@ -120,13 +120,14 @@ pub fn vae_weight_candidates(variant: WeightVariant) -> [&'static str; 2] {
     }
 }
 
+/// Chooses among the files `available` (first argument), fetches them with
+/// the second and returns the folder they landed in.
+type FetchPlan<'a> =
+    dyn Fn(&dyn Fn(&str) -> bool, &dyn Fn(&str) -> Result<PathBuf>) -> Result<PathBuf> + 'a;
+
 /// A folder on disk as it is; a repo id through the cache, then the hub,
 /// `plan` choosing and fetching its files and returning their folder.
-fn resolve_with(
-    spec: &str,
-    options: &HubOptions,
-    plan: &dyn Fn(&dyn Fn(&str) -> bool, &dyn Fn(&str) -> Result<PathBuf>) -> Result<PathBuf>,
-) -> Result<PathBuf> {
+fn resolve_with(spec: &str, options: &HubOptions, plan: &FetchPlan) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.is_dir() {
         return Ok(path.to_path_buf());
@@ -157,12 +158,7 @@ fn resolve_with(
 }
 
 /// Downloads what `plan` picks from the hub into the cache.
-fn download(
-    spec: &str,
-    repo: Repo,
-    options: &HubOptions,
-    plan: &dyn Fn(&dyn Fn(&str) -> bool, &dyn Fn(&str) -> Result<PathBuf>) -> Result<PathBuf>,
-) -> Result<PathBuf> {
+fn download(spec: &str, repo: Repo, options: &HubOptions, plan: &FetchPlan) -> Result<PathBuf> {
     let hub_error = |e: hf_hub::api::sync::ApiError| Error::Hub(format!("{spec}: {e}"));
     let api = ApiBuilder::from_cache(Cache::new(options.cache_dir.clone())).with_progress(true);
     let api = match std::env::var("HF_ENDPOINT") {

@@ -375,6 +375,6 @@ impl ModelSource for SingleFileCheckpoint {
     fn force_zeros_for_empty_prompt(&self) -> bool {
         self.configs
             .as_ref()
-            .map_or(true, |folder| folder.force_zeros_for_empty_prompt())
+            .is_none_or(|folder| folder.force_zeros_for_empty_prompt())
     }
 }
