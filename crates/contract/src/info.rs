@@ -101,6 +101,9 @@ pub struct WorkerInfo {
     pub model: String,
     /// The `--sd-version` preset in force, if any.
     pub preset: Option<String>,
+    /// The VAE replacing the model's own (`--vae`: a folder, a repo id or a
+    /// `.safetensors` file, as given), if any.
+    pub vae: Option<String>,
     /// The model family, once the model is loaded (`sd1`, `sd2`, `sdxl`, ...).
     pub family: Option<String>,
     /// The compute backend: `cpu`, `cuda` or `metal`.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use sd_core::model::files::{ModelIndex, WeightVariant};
-use sd_core::model::hub::{needed_files, resolve_model_with, HubOptions};
+use sd_core::model::hub::{needed_files, resolve_model_with, HubOptions, Needed};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -142,7 +142,7 @@ fn only_needed_files_are_chosen_and_fp16_is_preferred_when_asked() {
         "v1-5-pruned.safetensors",
     ];
     let available = |name: &str| repo.contains(&name);
-    let full = needed_files(&index, WeightVariant::Full, &available).unwrap();
+    let full = needed_files(&index, WeightVariant::Full, Needed::Everything, &available).unwrap();
     assert!(full.contains(&"unet/diffusion_pytorch_model.safetensors".to_string()));
     assert!(!full
         .iter()
@@ -150,7 +150,7 @@ fn only_needed_files_are_chosen_and_fp16_is_preferred_when_asked() {
     assert!(!full
         .iter()
         .any(|f| f.contains("pruned") || f.contains("fp16")));
-    let half = needed_files(&index, WeightVariant::Fp16, &available).unwrap();
+    let half = needed_files(&index, WeightVariant::Fp16, Needed::Everything, &available).unwrap();
     assert!(half.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".to_string()));
     assert!(half.contains(&"text_encoder/model.fp16.safetensors".to_string()));
     // The VAE has no fp16 file: the full-precision one is the fallback.

@@ -2,11 +2,14 @@
 //! and the validated configuration it becomes.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::time::Duration;
 
 use candle_core::DType;
 use clap::{Args, ValueEnum};
 use sd_contract::limits::MIN_SIZE;
+use sd_core::model::single_file::is_single_file;
+use sd_core::model::{ModelRequest, PredictionType, WeightVariant};
 use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
 
@@ -22,9 +25,13 @@ pub struct ServeArgs {
     /// Hugging Face repo and the defaults for size, steps, guidance and scheduler.
     #[arg(long, env = "SD_WORKER_SD_VERSION", value_parser = parse_preset)]
     pub sd_version: Option<&'static Preset>,
-    /// A Hugging Face repo id or a local diffusers folder; overrides the preset's repo.
+    /// A Hugging Face repo id, a local diffusers folder or a single-file
+    /// `.safetensors` checkpoint (SD 1.x, 2.x, SDXL); overrides the preset's repo.
     #[arg(long, env = "SD_WORKER_MODEL")]
     pub model: Option<String>,
+    /// What changes the model loaded: `--config`, `--vae`, `--prediction-type`.
+    #[command(flatten)]
+    pub model_flags: ModelFlags,
     /// Address to listen on.
     #[arg(long, env = "SD_WORKER_HOST", default_value_t = DEFAULT_HOST)]
     pub host: IpAddr,
@@ -126,6 +133,44 @@ pub struct ServeArgs {
     /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...`).
     #[arg(long, env = "SD_WORKER_FAKE_ENGINE", hide = true, num_args = 0..=1, default_missing_value = "")]
     pub fake_engine: Option<FakeEngineConfig>,
+}
+
+/// The flags that change what `--model` loads (serve and `generate`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ModelFlags {
+    /// For a single-file checkpoint: a diffusers folder or repo id whose
+    /// configs and tokenizers replace the built-in ones (diffusers' `config=`).
+    #[arg(long = "config", env = "SD_WORKER_MODEL_CONFIG")]
+    pub config: Option<String>,
+    /// A VAE replacing the model's: a diffusers VAE folder or repo id
+    /// (e.g. madebyollin/sdxl-vae-fp16-fix) or a `.safetensors` VAE file.
+    #[arg(long, env = "SD_WORKER_VAE")]
+    pub vae: Option<String>,
+    /// What the UNet predicts, epsilon or v_prediction, overriding the
+    /// scheduler config (single-file SD 2.x models are taken as v_prediction
+    /// at 768 px unless this says epsilon, as diffusers does).
+    #[arg(long, env = "SD_WORKER_PREDICTION_TYPE")]
+    pub prediction_type: Option<PredictionType>,
+}
+
+impl ModelFlags {
+    /// The model request for `model`; `--config` needs a single-file checkpoint.
+    pub fn request(
+        &self,
+        model: &str,
+        variant: WeightVariant,
+    ) -> Result<ModelRequest, ConfigError> {
+        if self.config.is_some() && !is_single_file(Path::new(model)) {
+            return Err(ConfigError::ConfigWithoutSingleFile(model.to_string()));
+        }
+        Ok(ModelRequest {
+            model: model.to_string(),
+            config: self.config.clone(),
+            vae: self.vae.clone(),
+            prediction_type: self.prediction_type,
+            variant,
+        })
+    }
 }
 
 /// Default of `--host`: the loopback interface only.
@@ -275,7 +320,7 @@ pub struct DeviceError {
 pub enum ConfigError {
     /// Neither a model nor a preset.
     #[error(
-        "no model: pass --model (a repo id or a folder) or --sd-version ({})",
+        "no model: pass --model (a repo id, a folder or a .safetensors file) or --sd-version ({})",
         presets::names()
     )]
     NoModel,
@@ -284,6 +329,9 @@ pub enum ConfigError {
         "--allowed-origins takes `*` or origins like `https://host[:port]` (no path), got `{0}`"
     )]
     BadOrigin(String),
+    /// `--config` given for a model that is not a single file.
+    #[error("--config applies to single-file checkpoints; {0} is a folder or a repo id, which has its own configs")]
+    ConfigWithoutSingleFile(String),
     /// A bad callback or public URL.
     #[error("--{flag} must start with http:// or https://, got `{value}`")]
     BadUrl {
@@ -299,8 +347,10 @@ pub enum ConfigError {
 pub struct WorkerConfig {
     /// The worker's id.
     pub worker_id: String,
-    /// The model: a repo id or a folder.
+    /// The model: a repo id, a folder or a single-file checkpoint.
     pub model: String,
+    /// `--config`, `--vae` and `--prediction-type`.
+    pub model_flags: ModelFlags,
     /// The preset in force: the one named by `--sd-version`, or the one whose repo `--model` is.
     pub preset: Option<&'static Preset>,
     /// Address to listen on.
@@ -392,6 +442,7 @@ impl WorkerConfig {
             worker_id: random_worker_id(),
             preset: presets::in_force(None, &model),
             model,
+            model_flags: ModelFlags::default(),
             host: DEFAULT_HOST,
             port: 0,
             public_url: None,
@@ -441,7 +492,9 @@ impl WorkerConfig {
                 }
             }
         }
+        args.model_flags.request(&model, WeightVariant::Full)?;
         let mut config = WorkerConfig::new(model);
+        config.model_flags = args.model_flags.clone();
         config.preset = presets::in_force(args.sd_version, &config.model);
         if let Some(id) = &args.worker_id {
             config.worker_id = id.clone();

@@ -430,6 +430,7 @@ impl AppState {
             version: env!("CARGO_PKG_VERSION").to_string(),
             model: c.model.clone(),
             preset: c.preset.map(|p| p.name.to_string()),
+            vae: c.model_flags.vae.clone(),
             family: model
                 .as_ref()
                 .map(|(profile, _)| profile.family.as_str().to_string()),

@@ -346,3 +346,84 @@ fn bench_measures_each_figure_in_a_child_process() {
     assert!(figures.iter().all(|f| f.finite && f.load_peak_mib > 0.0));
     assert_eq!(figures[1].steps, Some(4), "four steps by default");
 }
+
+/// A single-file checkpoint runs through `generate` and the worker: the same
+/// image as its folder, A1111's name and hash in the PNG, and `--vae` shown
+/// in `/v1/info`.
+#[test]
+fn a_single_file_checkpoint_serves_and_generates() {
+    use sha2::{Digest, Sha256};
+    let dir = scratch("single-file");
+    let folder = fixtures().join("tiny-sd15");
+    let file = fixtures().join("single-file/tiny-sd15.safetensors");
+    let vae = fixtures().join("single-file/tiny-sd15-vae.safetensors");
+    let (file, folder, vae) = (
+        file.to_str().unwrap(),
+        folder.to_str().unwrap(),
+        vae.to_str().unwrap(),
+    );
+    let line = ["--prompt", "a red boat", "--steps", "2", "--seed", "42"];
+    let from_file = [&["--model", file, "--config", folder][..], &line[..]].concat();
+    let (_, parameters) = generate_png(&from_file, &dir.join("file.png"));
+    let from_folder = [&["--model", folder][..], &line[..]].concat();
+    generate_png(&from_folder, &dir.join("folder.png"));
+    let pixels = |name: &str| png_pixels(&std::fs::read(dir.join(name)).unwrap());
+    assert!(
+        pixels("file.png") == pixels("folder.png"),
+        "the file's image is the folder's"
+    );
+    assert_eq!(
+        setting(&parameters, "Model"),
+        "tiny-sd15",
+        "the file's stem"
+    );
+    let digest = Sha256::digest(std::fs::read(file).unwrap());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        setting(&parameters, "Model hash"),
+        &hex[..10],
+        "A1111's sha256 short hash"
+    );
+
+    let output = ["--output", "unused.png"];
+    let bad = [
+        &["--model", folder, "--config", folder][..],
+        &line[..],
+        &output[..],
+    ]
+    .concat();
+    let err = generate::run(parse(&bad).unwrap(), Backend::Cpu).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("--config applies to single-file checkpoints"),
+        "{err:#}"
+    );
+    let ckpt = dir.join("model.ckpt");
+    std::fs::write(&ckpt, b"PK\x03\x04").unwrap();
+    let pickle = [
+        &["--model", ckpt.to_str().unwrap()][..],
+        &line[..],
+        &output[..],
+    ]
+    .concat();
+    let err = generate::run(parse(&pickle).unwrap(), Backend::Cpu).unwrap_err();
+    assert!(format!("{err:#}").contains("pickle"), "{err:#}");
+
+    let worker = WorkerProcess::spawn(&["--model", file, "--config", folder, "--vae", vae], &[]);
+    worker.wait_ready();
+    let info = get(&worker.url, "/v1/info").value().clone();
+    assert_eq!(info["vae"], vae);
+    assert_eq!(info["family"], "sd1");
+    let body = serde_json::json!({"operation": "image_generation", "prompt": "a red boat", "steps": 2, "seed": 42});
+    let created = submit(&worker.url, &body.to_string());
+    let events = stream(&worker.url, &created.sse_url, &[]).events();
+    let Some(JobEvent::Complete(result)) = events.last() else {
+        panic!("no image: {events:?}")
+    };
+    let job_png = base64::engine::general_purpose::STANDARD
+        .decode(&result.image)
+        .unwrap();
+    assert!(
+        png_pixels(&job_png) != pixels("file.png"),
+        "--vae changed the decoder"
+    );
+}

@@ -1636,6 +1636,11 @@ export interface components {
             ready: boolean;
             /** @description Every scheduler a job may name. */
             schedulers: components["schemas"]["SchedulerKind"][];
+            /**
+             * @description The VAE replacing the model's own (`--vae`: a folder, a repo id or a
+             *     `.safetensors` file, as given), if any.
+             */
+            vae?: string | null;
             /** @description The worker's version. */
             version: string;
             /** @description The worker's id (as the hive knows it). */

@@ -58,6 +58,11 @@ pub fn resolve_model(spec: &str, variant: WeightVariant) -> Result<PathBuf> {
 /// component (never its absolute path), or the repo id.
 pub fn model_name(spec: &str) -> String {
     let path = Path::new(spec);
+    if path.is_file() {
+        if let Some(stem) = path.file_stem() {
+            return stem.to_string_lossy().into_owned();
+        }
+    }
     if path.is_dir() || !is_repo_id(spec) {
         let trimmed = spec.trim_end_matches(['/', '\\']);
         if let Some(name) = Path::new(trimmed).file_name() {
@@ -69,6 +74,60 @@ pub fn model_name(spec: &str) -> String {
 
 /// Resolves a model reference to a local diffusers folder with explicit hub options.
 pub fn resolve_model_with(spec: &str, options: &HubOptions) -> Result<PathBuf> {
+    resolve_with(spec, options, &|available, fetch| {
+        plan_and_fetch(options.variant, Needed::Everything, available, fetch)
+    })
+}
+
+/// Resolves `--config`'s reference to a diffusers folder holding at least the
+/// configs and tokenizers (diffusers' `config=`): a repo's weights are not fetched.
+pub fn resolve_config(spec: &str) -> Result<PathBuf> {
+    let options = HubOptions::from_env(WeightVariant::Full);
+    resolve_with(spec, &options, &|available, fetch| {
+        plan_and_fetch(options.variant, Needed::ConfigsOnly, available, fetch)
+    })
+}
+
+/// Resolves a VAE reference to a folder holding `config.json` and the VAE
+/// weights at its top, as VAE repositories (`madebyollin/sdxl-vae-fp16-fix`) ship.
+pub fn resolve_vae(spec: &str, variant: WeightVariant) -> Result<PathBuf> {
+    let options = HubOptions::from_env(variant);
+    resolve_with(spec, &options, &|available, fetch| {
+        let config = fetch(VAE_CONFIG)?;
+        let candidates = vae_weight_candidates(variant);
+        let weights = candidates
+            .iter()
+            .find(|name| available(name))
+            .ok_or_else(|| Error::MissingFile(PathBuf::from(candidates[0])))?;
+        fetch(weights)?;
+        config
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| Error::invalid_file(&config, "has no parent folder"))
+    })
+}
+
+/// A VAE folder's config.
+pub const VAE_CONFIG: &str = "config.json";
+
+/// A VAE folder's weight files, the preferred precision first.
+pub fn vae_weight_candidates(variant: WeightVariant) -> [&'static str; 2] {
+    let full = "diffusion_pytorch_model.safetensors";
+    let half = "diffusion_pytorch_model.fp16.safetensors";
+    match variant {
+        WeightVariant::Full => [full, half],
+        WeightVariant::Fp16 => [half, full],
+    }
+}
+
+/// Chooses among the files `available` (first argument), fetches them with
+/// the second and returns the folder they landed in.
+type FetchPlan<'a> =
+    dyn Fn(&dyn Fn(&str) -> bool, &dyn Fn(&str) -> Result<PathBuf>) -> Result<PathBuf> + 'a;
+
+/// A folder on disk as it is; a repo id through the cache, then the hub,
+/// `plan` choosing and fetching its files and returning their folder.
+fn resolve_with(spec: &str, options: &HubOptions, plan: &FetchPlan) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.is_dir() {
         return Ok(path.to_path_buf());
@@ -78,17 +137,13 @@ pub fn resolve_model_with(spec: &str, options: &HubOptions) -> Result<PathBuf> {
     }
     let repo = Repo::with_revision(spec.to_string(), RepoType::Model, options.revision.clone());
     let cache = Cache::new(options.cache_dir.clone()).repo(repo.clone());
-    match plan_and_fetch(
-        options.variant,
-        &|name: &str| cache.get(name).is_some(),
-        &|name| {
-            cache
-                .get(name)
-                .ok_or_else(|| Error::MissingFile(PathBuf::from(name)))
-        },
-    ) {
+    match plan(&|name: &str| cache.get(name).is_some(), &|name| {
+        cache
+            .get(name)
+            .ok_or_else(|| Error::MissingFile(PathBuf::from(name)))
+    }) {
         Ok(root) => {
-            tracing::info!(repo = spec, path = %root.display(), "using cached model");
+            tracing::info!(repo = spec, path = %root.display(), "using cached files");
             return Ok(root);
         }
         Err(err) if options.offline => {
@@ -99,11 +154,11 @@ pub fn resolve_model_with(spec: &str, options: &HubOptions) -> Result<PathBuf> {
         }
         Err(_) => {}
     }
-    download(spec, repo, options)
+    download(spec, repo, options, plan)
 }
 
-/// Downloads what the pipeline needs from the hub into the cache.
-fn download(spec: &str, repo: Repo, options: &HubOptions) -> Result<PathBuf> {
+/// Downloads what `plan` picks from the hub into the cache.
+fn download(spec: &str, repo: Repo, options: &HubOptions, plan: &FetchPlan) -> Result<PathBuf> {
     let hub_error = |e: hf_hub::api::sync::ApiError| Error::Hub(format!("{spec}: {e}"));
     let api = ApiBuilder::from_cache(Cache::new(options.cache_dir.clone())).with_progress(true);
     let api = match std::env::var("HF_ENDPOINT") {
@@ -116,17 +171,25 @@ fn download(spec: &str, repo: Repo, options: &HubOptions) -> Result<PathBuf> {
     let listing = remote.info().map_err(hub_error)?;
     let names: Vec<String> = listing.siblings.into_iter().map(|s| s.rfilename).collect();
     tracing::info!(repo = spec, "downloading model files");
-    plan_and_fetch(
-        options.variant,
-        &|name: &str| names.iter().any(|n| n == name),
-        &|name| remote.get(name).map_err(hub_error),
-    )
+    plan(&|name: &str| names.iter().any(|n| n == name), &|name| {
+        remote.get(name).map_err(hub_error)
+    })
+}
+
+/// Which of a pipeline's files to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needed {
+    /// Configs, tokenizers and weights.
+    Everything,
+    /// Configs and tokenizers only (a single file brings the weights).
+    ConfigsOnly,
 }
 
 /// Chooses the files the pipeline needs among those `available`, fetches each and
 /// returns the folder they landed in.
 fn plan_and_fetch(
     variant: WeightVariant,
+    needed: Needed,
     available: &dyn Fn(&str) -> bool,
     fetch: &dyn Fn(&str) -> Result<PathBuf>,
 ) -> Result<PathBuf> {
@@ -136,7 +199,7 @@ fn plan_and_fetch(
         .ok_or_else(|| Error::invalid_file(&index_path, "has no parent folder"))?
         .to_path_buf();
     let index: ModelIndex = read_json(&index_path)?;
-    for name in needed_files(&index, variant, available)? {
+    for name in needed_files(&index, variant, needed, available)? {
         let path = fetch(&name)?;
         if name.ends_with(".json") && name.contains(".safetensors.index") {
             let dir = name.rsplit_once('/').map_or("", |(dir, _)| dir);
@@ -152,6 +215,7 @@ fn plan_and_fetch(
 pub fn needed_files(
     index: &ModelIndex,
     variant: WeightVariant,
+    needed: Needed,
     available: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<String>> {
     let mut files = vec![SCHEDULER_CONFIG.to_string()];
@@ -166,6 +230,9 @@ pub fn needed_files(
             continue;
         }
         files.push(component.config_file());
+        if needed == Needed::ConfigsOnly {
+            continue;
+        }
         let candidates = component.weight_candidates(variant);
         let weights = candidates
             .iter()

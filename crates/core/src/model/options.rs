@@ -48,3 +48,44 @@ impl LoadOptions {
         }
     }
 }
+
+/// What the UNet predicts, as diffusers' scheduler configs name it: the noise
+/// (`epsilon`) or the velocity (`v_prediction`, SD 2.x at 768 px).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PredictionType {
+    /// The noise that was added (SD 1.x, SD 2.x base, SDXL).
+    Epsilon,
+    /// The velocity (SD 2.x 768 px models).
+    VPrediction,
+}
+
+impl PredictionType {
+    /// The name diffusers' scheduler configs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PredictionType::Epsilon => "epsilon",
+            PredictionType::VPrediction => "v_prediction",
+        }
+    }
+}
+
+impl std::str::FromStr for PredictionType {
+    type Err = String;
+
+    /// Parses `epsilon` or `v_prediction` (`v` also).
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "epsilon" => Ok(PredictionType::Epsilon),
+            "v_prediction" | "v" => Ok(PredictionType::VPrediction),
+            other => Err(format!(
+                "unknown prediction type `{other}` (expected epsilon or v_prediction)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for PredictionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct SafetensorsReader {
     tensors: HashMap<String, StoredTensor>,
+    /// Tensors in a dtype candle cannot hold, by name: their dtype.
+    unreadable: HashMap<String, String>,
 }
 
 /// Where one tensor lives in its file.
@@ -56,6 +58,7 @@ impl SafetensorsReader {
     /// Reads the headers of `paths` (the shards of one component).
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
         let mut tensors = HashMap::new();
+        let mut unreadable = HashMap::new();
         for path in paths {
             let shared_path = Arc::new(path.clone());
             let (file, header_len, entries) = read_header(path)?;
@@ -78,7 +81,16 @@ impl SafetensorsReader {
                     "F32" => DType::F32,
                     "F16" => DType::F16,
                     "BF16" => DType::BF16,
-                    other => return Err(invalid(format!("unsupported dtype {other}"))),
+                    "F64" => DType::F64,
+                    "I64" => DType::I64,
+                    "U32" => DType::U32,
+                    "U8" => DType::U8,
+                    // Checkpoints carry bookkeeping (step counters, masks) in other
+                    // dtypes; it is an error only if a model asks for it.
+                    other => {
+                        unreadable.insert(name.clone(), other.to_string());
+                        continue;
+                    }
                 };
                 let (start, len) = locate(&entry, dtype, header_len, file_len).map_err(invalid)?;
                 tensors.insert(
@@ -94,12 +106,28 @@ impl SafetensorsReader {
                 );
             }
         }
-        Ok(Self { tensors })
+        Ok(Self {
+            tensors,
+            unreadable,
+        })
+    }
+
+    /// The names of the tensors, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// A tensor's shape as stored, if the files have it.
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.shape.as_slice())
     }
 
     /// Reads one tensor in its stored dtype.
-    fn read(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+    pub(crate) fn read(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
         let Some(t) = self.tensors.get(name) else {
+            if let Some(dtype) = self.unreadable.get(name) {
+                candle_core::bail!("tensor {name} is stored as {dtype}, which cannot be read");
+            }
             return Err(candle_core::Error::CannotFindTensor {
                 path: name.to_string(),
             });

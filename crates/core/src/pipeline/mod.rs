@@ -30,8 +30,8 @@ use crate::clip::ClipTextConfig;
 use crate::error::{Error, Result};
 use crate::interrupt::Interrupt;
 use crate::model::{
-    load_unet, load_vae, model_hash, Component, DiffusersFolder, LoadOptions, ModelFamily,
-    ModelProfile, ModelSource,
+    load_unet, load_vae, model_hash, model_name, open_model, Component, DiffusersFolder,
+    LoadOptions, ModelFamily, ModelProfile, ModelRequest, ModelSource,
 };
 use crate::prompt::{PromptEmbeds, PromptEncoding, TextEncoders};
 use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind, StepLimits};
@@ -69,6 +69,25 @@ impl StableDiffusion {
         let hash = model_hash(folder, options.variant)?;
         tracing::debug!(hash, elapsed = ?started.elapsed(), "model weights hashed");
         model.model_hash = Some(hash);
+        Ok(model)
+    }
+
+    /// Opens and loads the model `request` names (a diffusers folder, a repo
+    /// id or a single-file checkpoint, with its `--vae` and prediction-type
+    /// overrides), names it as [`model_name`] does and hashes its weights for
+    /// PNG metadata.
+    pub fn load_request(
+        request: &ModelRequest,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        let opened = open_model(request)?;
+        let mut model = Self::load_from(opened.source.as_ref(), device, options)?;
+        let started = Instant::now();
+        let hash = opened.hash()?;
+        tracing::debug!(hash, elapsed = ?started.elapsed(), "model weights hashed");
+        model.model_hash = Some(hash);
+        model.set_name(model_name(&request.model));
         Ok(model)
     }
 

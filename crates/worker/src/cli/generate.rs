@@ -10,8 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sd_core::image::DecodedImage;
-use sd_core::model::hub::resolve_model;
-use sd_core::model::{model_name, LoadOptions, WeightVariant};
+use sd_core::model::{LoadOptions, WeightVariant};
 use sd_core::pipeline::{
     random_seed, DebugOptions, Defaults, GenerateParams, ImageInput, StableDiffusion, StepProgress,
     Trace,
@@ -22,7 +21,7 @@ use sd_core::schedulers::SchedulerKind;
 use sd_core::Interrupt;
 use sd_core::{Param, ParamError};
 
-use crate::config::{Backend, Dtype};
+use crate::config::{Backend, Dtype, ModelFlags};
 
 /// The largest init picture or mask the command reads (64 megapixels).
 const MAX_INPUT_PIXELS: usize = 64 << 20;
@@ -30,9 +29,13 @@ const MAX_INPUT_PIXELS: usize = 64 << 20;
 /// Arguments of `sd-worker-cpu generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A local diffusers folder or a Hugging Face repo id [default: the preset's repo].
+    /// A local diffusers folder, a Hugging Face repo id or a single-file
+    /// `.safetensors` checkpoint [default: the preset's repo].
     #[arg(long, required_unless_present = "sd_version")]
     pub model: Option<String>,
+    /// What changes the model loaded: `--config`, `--vae`, `--prediction-type`.
+    #[command(flatten)]
+    pub model_flags: ModelFlags,
     /// A preset (v1-5, v2-1, xl, turbo, sd-turbo): its repo and its defaults for
     /// everything left out below.
     #[arg(long, value_parser = crate::config::parse_preset)]
@@ -166,15 +169,14 @@ fn load_model(args: &GenerateArgs, device: &Device) -> anyhow::Result<(StableDif
         (None, Some(preset)) => preset.repo.to_string(),
         (None, None) => bail!("--model or --sd-version is required"),
     };
-    let folder = resolve_model(&spec, variant)?;
-    tracing::info!(folder = %folder.display(), ?device, "loading the pipeline");
+    let request = args.model_flags.request(&spec, variant)?;
+    tracing::info!(model = %spec, ?device, "loading the pipeline");
     let options = LoadOptions {
         variant,
         weight_dtype: args.dtype.storage(),
     };
-    let mut model = StableDiffusion::load_with(&folder, device, options)
+    let model = StableDiffusion::load_request(&request, device, options)
         .with_context(|| format!("loading model {spec}"))?;
-    model.set_name(model_name(&spec));
     Ok((model, spec))
 }
 

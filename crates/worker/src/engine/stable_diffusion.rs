@@ -1,7 +1,8 @@
 //! The real engine: sd-core's Stable Diffusion pipeline behind [`Engine`].
 //!
-//! The loader resolves the model (a local diffusers folder or a Hugging Face
-//! repo id), opens the device of the binary's backend and loads the pipeline,
+//! The loader resolves the model (a local diffusers folder, a Hugging Face
+//! repo id or a single-file checkpoint, with `--vae` and the other model
+//! flags), opens the device of the binary's backend and loads the pipeline,
 //! all on the engine thread. Pipeline errors map onto engine errors: an
 //! invalid parameter names its field (a 400-style `invalid_request` error
 //! event), a cancellation ends the job as cancelled. Jobs that ask for a
@@ -10,8 +11,7 @@
 
 use std::time::Instant;
 
-use sd_core::model::hub::resolve_model;
-use sd_core::model::{model_name, LoadOptions, ModelProfile, WeightVariant};
+use sd_core::model::{LoadOptions, ModelProfile, WeightVariant};
 use sd_core::pipeline::{GenerateParams, StableDiffusion};
 use sd_core::Interrupt;
 
@@ -28,21 +28,22 @@ pub struct SdEngine {
 impl SdEngine {
     /// A loader for the configured model, backend, device and dtype.
     pub fn loader(config: &WorkerConfig) -> EngineLoader {
-        let spec = config.model.clone();
+        let request = config
+            .model_flags
+            .request(&config.model, WeightVariant::Full);
         let (backend, ordinal, dtype) = (config.backend, config.device as usize, config.dtype);
         Box::new(move || {
             let device = backend
                 .open_device(ordinal)
                 .map_err(|e| EngineError::Failed(e.to_string()))?;
-            let folder = resolve_model(&spec, WeightVariant::Full).map_err(load_error)?;
-            tracing::info!(folder = %folder.display(), ?device, dtype = dtype.as_str(), "loading the pipeline");
+            let request = request.map_err(|e| EngineError::Failed(e.to_string()))?;
+            tracing::info!(model = %request.model, ?device, dtype = dtype.as_str(), "loading the pipeline");
             let options = LoadOptions {
                 variant: WeightVariant::Full,
                 weight_dtype: dtype.storage(),
             };
             let mut pipeline =
-                StableDiffusion::load_with(&folder, &device, options).map_err(load_error)?;
-            pipeline.set_name(model_name(&spec));
+                StableDiffusion::load_request(&request, &device, options).map_err(load_error)?;
             if !device.is_cpu() {
                 warm_up(&mut pipeline);
             }
