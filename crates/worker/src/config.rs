@@ -11,6 +11,11 @@ use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
 
 use crate::engine::fake::FakeEngineConfig;
+use crate::loras::LoraDir;
+
+/// The default budget of the parsed-LoRA cache, in MiB: a few SDXL adapters
+/// or a dozen SD 1.5 ones, in f32.
+pub const DEFAULT_LORA_CACHE_MIB: usize = 1024;
 
 /// Flags of the worker when it serves (the binary's default command).
 #[derive(Debug, Clone, Args)]
@@ -114,6 +119,14 @@ pub struct ServeArgs {
     /// Most event streams open at once; more get 503.
     #[arg(long, env = "SD_WORKER_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
+    /// The folder of LoRA `.safetensors` files jobs may name in `loras`
+    /// (`GET /v1/loras` lists them); without it, jobs with LoRAs are refused.
+    #[arg(long, env = "SD_WORKER_LORA_DIR")]
+    pub lora_dir: Option<std::path::PathBuf>,
+    /// How many MiB of parsed LoRA adapters stay cached between jobs (the
+    /// adapter in use is kept even when larger).
+    #[arg(long, env = "SD_WORKER_LORA_CACHE_MIB", default_value_t = DEFAULT_LORA_CACHE_MIB)]
+    pub lora_cache_mib: usize,
     /// Test aid: serve a fake engine that paints gradients instead of loading a model.
     /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...`).
     #[arg(long, env = "SD_WORKER_FAKE_ENGINE", hide = true, num_args = 0..=1, default_missing_value = "")]
@@ -276,6 +289,9 @@ pub enum ConfigError {
         "--allowed-origins takes `*` or origins like `https://host[:port]` (no path), got `{0}`"
     )]
     BadOrigin(String),
+    /// A `--lora-dir` that is not a readable directory.
+    #[error("--lora-dir: {0}")]
+    BadLoraDir(String),
     /// A bad callback or public URL.
     #[error("--{flag} must start with http:// or https://, got `{value}`")]
     BadUrl {
@@ -343,6 +359,10 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// The connections' deadlines and caps.
     pub connections: ConnectionLimits,
+    /// Where jobs' LoRAs come from, if anywhere.
+    pub lora_dir: Option<LoraDir>,
+    /// The byte budget of the engine's parsed-LoRA cache.
+    pub lora_cache_bytes: usize,
 }
 
 /// Deadlines and caps on connections and streams.
@@ -404,6 +424,8 @@ impl WorkerConfig {
             prompt_syntax: DEFAULT_PROMPT_SYNTAX,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             connections: ConnectionLimits::default(),
+            lora_dir: None,
+            lora_cache_bytes: DEFAULT_LORA_CACHE_MIB << 20,
         }
     }
 
@@ -474,6 +496,13 @@ impl WorkerConfig {
             max_connections: args.max_connections as usize,
             max_streams: args.max_streams as usize,
         };
+        config.lora_dir = args
+            .lora_dir
+            .as_deref()
+            .map(LoraDir::open)
+            .transpose()
+            .map_err(ConfigError::BadLoraDir)?;
+        config.lora_cache_bytes = args.lora_cache_mib.saturating_mul(1 << 20);
         Ok(config)
     }
 }

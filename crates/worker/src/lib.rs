@@ -37,6 +37,7 @@ pub mod extract;
 pub mod guard;
 pub mod hive;
 pub mod jobs;
+pub mod loras;
 pub mod openai;
 pub mod pictures;
 pub mod queue;

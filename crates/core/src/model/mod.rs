@@ -26,4 +26,4 @@ pub use hash::model_hash;
 pub use hub::model_name;
 pub use options::LoadOptions;
 pub use profile::{ModelFamily, ModelProfile};
-pub use source::{ComponentWeights, DiffusersFolder, ModelSource};
+pub use source::{ComponentWeights, DiffusersFolder, ModelSource, SharedSource};

@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct SafetensorsReader {
     tensors: HashMap<String, StoredTensor>,
+    /// The string pairs of the files' `__metadata__` entries.
+    metadata: HashMap<String, String>,
 }
 
 /// Where one tensor lives in its file.
@@ -56,6 +58,7 @@ impl SafetensorsReader {
     /// Reads the headers of `paths` (the shards of one component).
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
         let mut tensors = HashMap::new();
+        let mut metadata = HashMap::new();
         for path in paths {
             let shared_path = Arc::new(path.clone());
             let (file, header_len, entries) = read_header(path)?;
@@ -66,6 +69,12 @@ impl SafetensorsReader {
             let file = Arc::new(file);
             for (name, value) in entries {
                 if name == "__metadata__" {
+                    if let serde_json::Value::Object(pairs) = value {
+                        metadata.extend(pairs.into_iter().filter_map(|(k, v)| match v {
+                            serde_json::Value::String(v) => Some((k, v)),
+                            _ => None,
+                        }));
+                    }
                     continue;
                 }
                 let invalid = |message: String| Error::InvalidFile {
@@ -94,7 +103,22 @@ impl SafetensorsReader {
                 );
             }
         }
-        Ok(Self { tensors })
+        Ok(Self { tensors, metadata })
+    }
+
+    /// The names of every tensor, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// The string entries of the files' `__metadata__`.
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// Reads the tensor `name` in its stored dtype.
+    pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        self.read(name, device).map_err(Error::from)
     }
 
     /// Reads one tensor in its stored dtype.

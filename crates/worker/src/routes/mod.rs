@@ -8,6 +8,7 @@ pub mod blocking;
 pub mod health;
 pub mod info;
 pub mod jobs;
+pub mod loras;
 pub mod openai;
 pub mod openapi;
 pub mod stream;
