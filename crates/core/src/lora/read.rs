@@ -239,7 +239,14 @@ fn module_of(prefix: &str, format: LoraFormat) -> Option<(Component, ModuleKey)>
 /// is it or ends in `.` and it).
 #[derive(Default)]
 struct PeftAlphas {
-    by_component: HashMap<&'static str, (Option<f64>, Vec<(String, f64)>)>,
+    by_component: HashMap<&'static str, ComponentAlphas>,
+}
+
+/// One component's `lora_alpha` and its `alpha_pattern` overrides.
+#[derive(Default)]
+struct ComponentAlphas {
+    alpha: Option<f64>,
+    patterns: Vec<(String, f64)>,
 }
 
 impl PeftAlphas {
@@ -262,7 +269,9 @@ impl PeftAlphas {
                         .collect()
                 })
                 .unwrap_or_default();
-            alphas.by_component.insert(prefix, (alpha, patterns));
+            alphas
+                .by_component
+                .insert(prefix, ComponentAlphas { alpha, patterns });
         }
         alphas
     }
@@ -272,7 +281,7 @@ impl PeftAlphas {
             .iter()
             .find(|(_, c)| *c == component)
             .map(|(p, _)| *p)?;
-        let (alpha, patterns) = self.by_component.get(prefix)?;
+        let ComponentAlphas { alpha, patterns } = self.by_component.get(prefix)?;
         patterns
             .iter()
             .find(|(pattern, _)| module == pattern || module.ends_with(&format!(".{pattern}")))
