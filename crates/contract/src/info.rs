@@ -122,4 +122,36 @@ pub struct WorkerInfo {
     pub schedulers: Vec<SchedulerKind>,
     /// Jobs held now.
     pub jobs: JobCounts,
+    /// The LoRA directory, when the worker has one (`--lora-dir`).
+    pub loras: Option<LoraDirectory>,
+}
+
+/// The worker's LoRA directory, in `GET /v1/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoraDirectory {
+    /// The directory, as the worker was started with it.
+    pub directory: String,
+    /// How many adapters it holds (`GET /v1/loras` lists them).
+    pub count: usize,
+}
+
+/// One LoRA adapter a job may name (`GET /v1/loras`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoraInfo {
+    /// The name a job gives as `loras[].path`: the file's path inside the
+    /// directory, without `.safetensors`.
+    pub name: String,
+    /// The file's size in bytes.
+    pub size_bytes: u64,
+    /// Its key layout, `kohya` or `peft`; absent when its header is not a LoRA's.
+    pub format: Option<String>,
+    /// What it adapts: `text_encoder`, `text_encoder_2`, `unet`.
+    pub targets: Vec<String>,
+}
+
+/// `GET /v1/loras`: the adapters in the worker's `--lora-dir`, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoraList {
+    /// Every `.safetensors` file in the directory and its folders.
+    pub loras: Vec<LoraInfo>,
 }

@@ -41,3 +41,9 @@ pub const MIN_NUM_IMAGES: u32 = 1;
 /// The most images a job may ask for (`num_images`): one job holds all its
 /// images (and, in its event log, each twice) until it expires.
 pub const MAX_NUM_IMAGES: u32 = 8;
+/// The most LoRA adapters one job may apply (`loras`).
+pub const MAX_LORAS: usize = 8;
+/// The bounds of a LoRA's `strength`: diffusers' `lora_scale`, where 1 is the
+/// adapter as trained and negative values push away from it. Beyond ±4 an
+/// adapter only breaks the image.
+pub const MAX_LORA_STRENGTH: f32 = 4.0;

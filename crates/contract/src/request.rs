@@ -119,10 +119,14 @@ const fn concat<const N: usize, const K: usize, const M: usize>(
 /// A LoRA adapter to apply (rbee's `LoRAConfig`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LoraConfig {
-    /// Path of the adapter's `.safetensors` file on the worker's machine.
+    /// The adapter's name in the worker's `--lora-dir` (as `GET /v1/loras`
+    /// lists it), with or without `.safetensors`; a path inside the directory
+    /// may have folders, never `..` or a leading `/`.
     pub path: String,
-    /// Strength multiplier; 1.0 when absent.
+    /// Its strength, diffusers' `lora_scale` (1: as trained; negative:
+    /// pushes away from it); 1.0 when absent.
     #[serde(default)]
+    #[schema(minimum = -4, maximum = 4)]
     pub strength: Option<f32>,
 }
 
@@ -193,9 +197,10 @@ pub struct GenerationFields {
     #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 64, maximum = 2048, multiple_of = 8)]
     pub height: Option<u32>,
-    /// LoRA adapters; this worker accepts only an empty list.
+    /// LoRA adapters to apply, at most 8, each at its strength; they need a
+    /// worker started with `--lora-dir`.
     #[serde(default)]
-    #[schema(max_items = 0)]
+    #[schema(max_items = 8)]
     pub loras: Option<Vec<LoraConfig>>,
     /// The worker the job was routed to (informational).
     #[serde(default)]

@@ -40,6 +40,16 @@ pub enum Error {
         cause: candle_core::Error,
     },
 
+    /// A LoRA file is unreadable, in no known layout, or names a module the
+    /// model does not have.
+    #[error("LoRA {path}: {message}")]
+    Lora {
+        /// The adapter's file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+
     /// A generation parameter is out of range or inconsistent with the model.
     #[error(transparent)]
     Param(#[from] ParamError),

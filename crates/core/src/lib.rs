@@ -14,6 +14,7 @@ pub mod error;
 pub mod image;
 pub mod interrupt;
 pub mod layers;
+pub mod lora;
 pub mod model;
 pub mod pipeline;
 pub mod presets;

@@ -27,6 +27,8 @@ use self::chunks::{chunk_prompt, PromptChunk};
 use crate::clip::{ClipTextConfig, ClipTextModel, ClipTextOutput};
 use crate::error::{Error, Param, ParamError, Result};
 use crate::interrupt::Interrupt;
+use crate::lora::fuse::{build_fused, Deltas};
+use crate::lora::ModuleIndex;
 use crate::model::{Component, LoadOptions, ModelSource};
 use crate::tokenizer::ClipTokenizer;
 
@@ -155,6 +157,8 @@ impl PromptEmbeds {
 struct Encoder {
     tokenizer: ClipTokenizer,
     model: ClipTextModel,
+    /// The encoder's modules, which LoRA keys resolve against.
+    modules: ModuleIndex,
 }
 
 impl Encoder {
@@ -165,11 +169,26 @@ impl Encoder {
         device: &Device,
     ) -> Result<Self> {
         let tokenizer = source.tokenizer(component)?;
+        let (model, modules) =
+            Self::build_model(source, component, options, device, &Deltas::default())?;
+        Ok(Self {
+            tokenizer,
+            model,
+            modules,
+        })
+    }
+
+    /// The encoder's model with `deltas` fused into its weights.
+    fn build_model(
+        source: &dyn ModelSource,
+        component: Component,
+        options: LoadOptions,
+        device: &Device,
+        deltas: &Deltas,
+    ) -> Result<(ClipTextModel, ModuleIndex)> {
         let config = ClipTextConfig::from_config(&source.config(component)?)?;
-        let model = source
-            .weights(component, options.dtype_for(component), device)?
-            .build(|vb| ClipTextModel::new(vb, &config))?;
-        Ok(Self { tokenizer, model })
+        let weights = source.weights(component, options.dtype_for(component), device)?;
+        build_fused(weights, deltas, |vb| ClipTextModel::new(vb, &config))
     }
 
     fn ids(&self, ids: Vec<u32>, device: &Device) -> Result<Tensor> {
@@ -298,6 +317,44 @@ impl TextEncoders {
         encoding: impl Into<PromptEncoding>,
     ) -> Result<PromptEmbeds> {
         self.encode_interruptible(text, encoding, Interrupt::NEVER)
+    }
+
+    /// The module index of `component` (`TextEncoder` or `TextEncoder2`), if loaded.
+    pub(crate) fn modules(&self, component: Component) -> Option<&ModuleIndex> {
+        self.encoder(component).map(|e| &e.modules)
+    }
+
+    fn encoder(&self, component: Component) -> Option<&Encoder> {
+        match component {
+            Component::TextEncoder => Some(&self.first),
+            Component::TextEncoder2 => self.second.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds the model of `component` from `source` with `deltas` fused in
+    /// and forgets every cached encoding.
+    pub(crate) fn rebuild(
+        &mut self,
+        source: &dyn ModelSource,
+        component: Component,
+        options: LoadOptions,
+        deltas: &Deltas,
+    ) -> Result<()> {
+        self.cache = EmbeddingCache::default();
+        let encoder = match component {
+            Component::TextEncoder => &mut self.first,
+            Component::TextEncoder2 => match self.second.as_mut() {
+                Some(second) => second,
+                None => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let (model, modules) =
+            Encoder::build_model(source, component, options, &self.device, deltas)?;
+        encoder.model = model;
+        encoder.modules = modules;
+        Ok(())
     }
 
     /// The largest [`PromptEncoding::clip_skip`] these encoders take: one less

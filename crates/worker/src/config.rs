@@ -14,6 +14,11 @@ use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
 
 use crate::engine::fake::FakeEngineConfig;
+use crate::loras::LoraDir;
+
+/// The default budget of the parsed-LoRA cache, in MiB: a few SDXL adapters
+/// or a dozen SD 1.5 ones, in f32.
+pub const DEFAULT_LORA_CACHE_MIB: usize = 1024;
 
 /// Flags of the worker when it serves (the binary's default command).
 #[derive(Debug, Clone, Args)]
@@ -129,6 +134,14 @@ pub struct ServeArgs {
     /// file of its job's parameters in this folder, one subfolder per day (UTC).
     #[arg(long, env = "SD_WORKER_OUTPUT_DIR")]
     pub output_dir: Option<std::path::PathBuf>,
+    /// The folder of LoRA `.safetensors` files jobs may name in `loras`
+    /// (`GET /v1/loras` lists them); without it, jobs with LoRAs are refused.
+    #[arg(long, env = "SD_WORKER_LORA_DIR")]
+    pub lora_dir: Option<std::path::PathBuf>,
+    /// How many MiB of parsed LoRA adapters stay cached between jobs (the
+    /// adapter in use is kept even when larger).
+    #[arg(long, env = "SD_WORKER_LORA_CACHE_MIB", default_value_t = DEFAULT_LORA_CACHE_MIB)]
+    pub lora_cache_mib: usize,
     /// Test aid: serve a fake engine that paints gradients instead of loading a model.
     /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...`).
     #[arg(long, env = "SD_WORKER_FAKE_ENGINE", hide = true, num_args = 0..=1, default_missing_value = "")]
@@ -332,6 +345,9 @@ pub enum ConfigError {
     /// `--config` given for a model that is not a single file.
     #[error("--config applies to single-file checkpoints; {0} is a folder or a repo id, which has its own configs")]
     ConfigWithoutSingleFile(String),
+    /// A `--lora-dir` that is not a readable directory.
+    #[error("--lora-dir: {0}")]
+    BadLoraDir(String),
     /// A bad callback or public URL.
     #[error("--{flag} must start with http:// or https://, got `{value}`")]
     BadUrl {
@@ -405,6 +421,10 @@ pub struct WorkerConfig {
     pub connections: ConnectionLimits,
     /// Where finished images are saved, when they are.
     pub output_dir: Option<std::path::PathBuf>,
+    /// Where jobs' LoRAs come from, if anywhere.
+    pub lora_dir: Option<LoraDir>,
+    /// The byte budget of the engine's parsed-LoRA cache.
+    pub lora_cache_bytes: usize,
 }
 
 /// Deadlines and caps on connections and streams.
@@ -469,6 +489,8 @@ impl WorkerConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             connections: ConnectionLimits::default(),
             output_dir: None,
+            lora_dir: None,
+            lora_cache_bytes: DEFAULT_LORA_CACHE_MIB << 20,
         }
     }
 
@@ -543,6 +565,13 @@ impl WorkerConfig {
             max_streams: args.max_streams as usize,
         };
         config.output_dir = args.output_dir.clone();
+        config.lora_dir = args
+            .lora_dir
+            .as_deref()
+            .map(LoraDir::open)
+            .transpose()
+            .map_err(ConfigError::BadLoraDir)?;
+        config.lora_cache_bytes = args.lora_cache_mib.saturating_mul(1 << 20);
         Ok(config)
     }
 }

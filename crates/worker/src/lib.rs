@@ -40,6 +40,7 @@ pub mod guard;
 pub mod hive;
 pub mod jobs;
 pub mod metrics;
+pub mod loras;
 pub mod openai;
 pub mod outputs;
 pub mod pictures;

@@ -23,6 +23,7 @@ use crate::convert::defaults_to_wire;
 use crate::error::ApiError;
 use crate::jobs::{new_job_id, Job, Jobs, Retention};
 use crate::metrics::{Metrics, Rejection, Snapshot};
+use crate::loras::LoraDir;
 use crate::queue::{JobQueue, PushError};
 use crate::validation::ValidJob;
 
@@ -448,6 +449,7 @@ impl AppState {
                 running: u32::from(self.is_busy()),
                 retained: count(self.0.jobs.len()),
             },
+            loras: c.lora_dir.as_ref().map(LoraDir::summary),
         }
     }
 

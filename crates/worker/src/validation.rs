@@ -11,19 +11,23 @@
 //! starts, into the [`RunnableJob`] the engine runs. Decoding pictures is CPU
 //! work: callers on the async runtime run [`validate`] on the blocking pool.
 
+use std::path::PathBuf;
+
 use sd_contract::limits::{
-    MAX_CLIP_SKIP, MAX_GUIDANCE_SCALE, MAX_NUM_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS,
-    MIN_GUIDANCE_SCALE, MIN_NUM_IMAGES, MIN_STEPS,
+    MAX_CLIP_SKIP, MAX_GUIDANCE_SCALE, MAX_LORAS, MAX_LORA_STRENGTH, MAX_NUM_IMAGES,
+    MAX_PROMPT_CHARS, MAX_STEPS, MIN_GUIDANCE_SCALE, MIN_NUM_IMAGES, MIN_STEPS,
 };
-use sd_contract::{GenerationFields, JobParams, JobRequest, Limits};
+use sd_contract::{GenerationFields, JobParams, JobRequest, Limits, LoraConfig};
 use sd_core::model::ModelProfile;
 use sd_core::pipeline::{random_seed, Defaults, GenerateParams, ImageInput};
+use sd_core::prompt::PromptSyntax;
 use sd_core::{Param, ParamError};
 
 use crate::convert::{
     field_of, scheduler_from_wire, scheduler_to_wire, syntax_from_wire, syntax_to_wire,
 };
 use crate::error::ApiError;
+use crate::loras::LoraDir;
 use crate::pictures::{EncodedPictures, PictureError};
 
 /// A request that passed validation, ready to queue. Its pictures, if it has
@@ -72,6 +76,19 @@ pub struct RunnableJob {
     preview: bool,
     /// The operation's name for its input picture.
     image_field: &'static str,
+    /// The LoRAs to apply, in the request's order.
+    loras: Vec<JobLora>,
+}
+
+/// A LoRA of a job, its file found inside the LoRA directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobLora {
+    /// The name the request gave.
+    pub name: String,
+    /// The file, every symlink resolved.
+    pub path: PathBuf,
+    /// Its strength.
+    pub strength: f32,
 }
 
 impl RunnableJob {
@@ -98,6 +115,11 @@ impl RunnableJob {
         self.generation.seed = self.params.seed.wrapping_add(u64::from(index));
     }
 
+    /// The LoRAs to apply.
+    pub fn loras(&self) -> &[JobLora] {
+        &self.loras
+    }
+
     /// Whether its progress events should carry live previews.
     pub fn wants_preview(&self) -> bool {
         self.preview
@@ -109,17 +131,23 @@ impl RunnableJob {
     }
 }
 
-/// Validates a request against the loaded model, the worker's defaults and its limits.
+/// Validates a request against the loaded model, the worker's defaults, its
+/// limits and its LoRA directory.
 pub fn validate(
     request: JobRequest,
     model: &ModelProfile,
     defaults: &Defaults,
     limits: &Limits,
+    lora_dir: Option<&LoraDir>,
 ) -> Result<ValidJob, ApiError> {
+    let context = Context {
+        model,
+        defaults,
+        limits,
+        lora_dir,
+    };
     match request {
-        JobRequest::ImageGeneration(req) => {
-            validate_job(req.generation, None, model, defaults, limits)
-        }
+        JobRequest::ImageGeneration(req) => validate_job(req.generation, None, &context),
         JobRequest::ImageTransform(req) => {
             let pictures = Pictures {
                 image_field: "input_image",
@@ -127,7 +155,7 @@ pub fn validate(
                 mask: None,
                 strength: req.strength,
             };
-            validate_job(req.generation, Some(pictures), model, defaults, limits)
+            validate_job(req.generation, Some(pictures), &context)
         }
         JobRequest::ImageInpaint(req) => {
             let pictures = Pictures {
@@ -136,7 +164,7 @@ pub fn validate(
                 mask: Some(req.mask_image),
                 strength: req.strength,
             };
-            validate_job(req.generation, Some(pictures), model, defaults, limits)
+            validate_job(req.generation, Some(pictures), &context)
         }
     }
 }
@@ -150,25 +178,48 @@ struct Pictures {
     strength: Option<f64>,
 }
 
+/// What a request is checked against.
+struct Context<'a> {
+    model: &'a ModelProfile,
+    defaults: &'a Defaults,
+    limits: &'a Limits,
+    lora_dir: Option<&'a LoraDir>,
+}
+
 fn validate_job(
-    req: GenerationFields,
+    mut req: GenerationFields,
     pictures: Option<Pictures>,
-    model: &ModelProfile,
-    defaults: &Defaults,
-    limits: &Limits,
+    context: &Context<'_>,
 ) -> Result<ValidJob, ApiError> {
+    let (model, defaults, limits) = (context.model, context.defaults, context.limits);
     check_prompt_length("prompt", &req.prompt)?;
+    let syntax = req
+        .prompt_syntax
+        .map_or(defaults.prompt_syntax, syntax_from_wire);
+    let mut tagged = Vec::new();
+    if syntax == PromptSyntax::A1111 {
+        let (prompt, tags) =
+            take_lora_tags(&req.prompt).map_err(|m| ApiError::invalid("prompt", m))?;
+        req.prompt = prompt;
+        tagged = tags;
+    }
     if let Some(negative) = &req.negative_prompt {
         check_prompt_length("negative_prompt", negative)?;
     }
     if req.prompt.trim().is_empty() {
         return Err(ApiError::invalid("prompt", "must not be empty"));
     }
-    if req.loras.as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(ApiError::invalid(
-            "loras",
-            "LoRA adapters are not supported by this worker; send an empty list or null",
-        ));
+    let mut loras = check_loras(req.loras.as_deref().unwrap_or_default(), context.lora_dir)?;
+    if !tagged.is_empty() {
+        loras.extend(check_loras(&tagged, context.lora_dir).map_err(|e| {
+            ApiError::invalid("prompt", format!("<lora:…> tag: {}", e.detail().message))
+        })?);
+        if loras.len() > MAX_LORAS {
+            return Err(ApiError::invalid(
+                "prompt",
+                format!("loras and <lora:…> tags must name at most {MAX_LORAS} adapters together"),
+            ));
+        }
     }
     let steps = req.steps.map_or(defaults.steps, widen);
     if !(MIN_STEPS as usize..=MAX_STEPS as usize).contains(&steps) {
@@ -223,9 +274,7 @@ fn validate_job(
     let generation = GenerateParams {
         prompt: req.prompt,
         negative_prompt: req.negative_prompt,
-        prompt_syntax: req
-            .prompt_syntax
-            .map_or(defaults.prompt_syntax, syntax_from_wire),
+        prompt_syntax: syntax,
         clip_skip: clip_skip as usize,
         steps,
         guidance_scale,
@@ -263,9 +312,94 @@ fn validate_job(
             generation,
             preview: req.preview.unwrap_or(false),
             image_field,
+            loras,
         },
         pictures,
     })
+}
+
+/// The request's LoRAs found in the LoRA directory, their strengths checked.
+/// Each field at fault is named: `loras[1].path` for a name that is not a
+/// file inside the directory (nothing outside it is opened).
+fn check_loras(loras: &[LoraConfig], dir: Option<&LoraDir>) -> Result<Vec<JobLora>, ApiError> {
+    if loras.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(dir) = dir else {
+        return Err(ApiError::invalid(
+            "loras",
+            "this worker has no LoRA directory (start it with --lora-dir); send an empty list or null",
+        ));
+    };
+    if loras.len() > MAX_LORAS {
+        return Err(ApiError::invalid(
+            "loras",
+            format!(
+                "must hold at most {MAX_LORAS} adapters, got {}",
+                loras.len()
+            ),
+        ));
+    }
+    loras
+        .iter()
+        .enumerate()
+        .map(|(i, lora)| {
+            let strength = lora.strength.unwrap_or(1.0);
+            if !(-MAX_LORA_STRENGTH..=MAX_LORA_STRENGTH).contains(&strength) {
+                return Err(ApiError::invalid(
+                    format!("loras[{i}].strength"),
+                    format!(
+                        "must be between {} and {MAX_LORA_STRENGTH}, got {strength}",
+                        -MAX_LORA_STRENGTH
+                    ),
+                ));
+            }
+            let path = dir
+                .resolve(&lora.path)
+                .map_err(|message| ApiError::invalid(format!("loras[{i}].path"), message))?;
+            Ok(JobLora {
+                name: lora.path.clone(),
+                path,
+                strength,
+            })
+        })
+        .collect()
+}
+
+/// AUTOMATIC1111's LoRA tags, `<lora:NAME>` or `<lora:NAME:STRENGTH>` (a
+/// third field, A1111's separate UNet multiplier, is not taken): the prompt
+/// without them, and the LoRAs they name, in order.
+fn take_lora_tags(prompt: &str) -> Result<(String, Vec<LoraConfig>), String> {
+    const OPEN: &str = "<lora:";
+    let mut rest = prompt;
+    let mut text = String::with_capacity(prompt.len());
+    let mut loras = Vec::new();
+    while let Some(start) = rest.find(OPEN) {
+        text.push_str(&rest[..start]);
+        let after = &rest[start + OPEN.len()..];
+        let end = after
+            .find('>')
+            .ok_or_else(|| "a <lora:…> tag is not closed with `>`".to_string())?;
+        let mut fields = after[..end].split(':');
+        let path = fields.next().unwrap_or_default().trim().to_string();
+        let strength =
+            match fields.next() {
+                Some(value) => Some(value.trim().parse::<f32>().map_err(|_| {
+                    format!("<lora:{}> takes a number as its strength", &after[..end])
+                })?),
+                None => None,
+            };
+        if fields.next().is_some() {
+            return Err(format!(
+                "<lora:{}>: separate text-encoder and UNet strengths are not supported",
+                &after[..end]
+            ));
+        }
+        loras.push(LoraConfig { path, strength });
+        rest = &after[end + 1..];
+    }
+    text.push_str(rest);
+    Ok((text, loras))
 }
 
 /// Refuses a text over [`MAX_PROMPT_CHARS`] characters before the tokenizer

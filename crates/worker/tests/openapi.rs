@@ -153,7 +153,7 @@ fn verdict(state: &AppState, body: &Map<String, Value>) -> Option<String> {
     let bytes = serde_json::to_vec(body).unwrap();
     let checked = parse_job_request(&bytes).and_then(|request| {
         let (model, defaults) = state.serving_model()?;
-        validate(request, &model, &defaults, &state.limits())
+        validate(request, &model, &defaults, &state.limits(), None)
     });
     let error = checked.err()?.detail();
     assert_eq!(error.code, ErrorCode::InvalidRequest, "{error:?}");
@@ -384,7 +384,9 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
         assert_eq!(with_json("seed", json!(u64::MAX)), None);
         assert_eq!(with_json("seed", json!(-1)), Some("seed".into()));
         let lora = json!([{ "path": "a.safetensors" }]);
-        assert_eq!(fields["loras"]["maxItems"], 0, "{operation}.loras");
+        let max_loras = sd_contract::limits::MAX_LORAS;
+        assert_eq!(fields["loras"]["maxItems"], max_loras, "{operation}.loras");
+        // Without a LoRA directory any LoRA is refused (`loras.rs` tests the bound with one).
         assert_eq!(with_json("loras", lora), Some("loras".into()));
         assert_eq!(with_json("loras", json!([])), None);
         for (field, property) in &fields {

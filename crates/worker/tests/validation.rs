@@ -65,7 +65,7 @@ fn text_job(generation: GenerationFields) -> JobRequest {
 }
 
 fn field_of(req: GenerationFields) -> String {
-    let err = validate(text_job(req), &model(), &defaults(), &limits()).unwrap_err();
+    let err = validate(text_job(req), &model(), &defaults(), &limits(), None).unwrap_err();
     let detail = err.detail();
     assert_eq!(detail.code, ErrorCode::InvalidRequest, "{detail:?}");
     detail.field.unwrap()
@@ -78,6 +78,7 @@ fn defaults_fill_missing_values_and_a_seed_is_chosen() {
         &model(),
         &defaults(),
         &limits(),
+        None,
     )
     .unwrap();
     let p = job.params();
@@ -103,6 +104,7 @@ fn clip_skip_is_bounded_by_the_wire_and_by_the_model() {
         &model(),
         &defaults(),
         &limits(),
+        None,
     )
     .unwrap();
     assert_eq!(job.params().clip_skip, MAX_CLIP_SKIP);
@@ -116,7 +118,7 @@ fn clip_skip_is_bounded_by_the_wire_and_by_the_model() {
         max_clip_skip: 2,
         ..model()
     };
-    let refused = validate(text_job(with(3)), &shallow, &defaults(), &limits()).unwrap_err();
+    let refused = validate(text_job(with(3)), &shallow, &defaults(), &limits(), None).unwrap_err();
     let detail = refused.detail();
     assert_eq!(detail.field.as_deref(), Some("clip_skip"));
     assert!(detail.message.contains("at most 2"), "{}", detail.message);
@@ -134,7 +136,7 @@ fn given_values_win() {
         loras: Some(vec![]),
         ..generation("a cat")
     };
-    let job = validate(text_job(req), &model(), &defaults(), &limits()).unwrap();
+    let job = validate(text_job(req), &model(), &defaults(), &limits(), None).unwrap();
     let p = job.params();
     assert_eq!((p.width, p.height, p.steps, p.seed), (64, 96, 3, 42));
     assert_eq!(p.scheduler, SchedulerKind::EulerA);
@@ -146,8 +148,9 @@ fn given_values_win() {
 #[test]
 fn over_long_prompts_are_refused_by_name() {
     let longest = "é".repeat(MAX_PROMPT_CHARS);
-    let accepted =
-        |req: GenerationFields| validate(text_job(req), &model(), &defaults(), &limits()).is_ok();
+    let accepted = |req: GenerationFields| {
+        validate(text_job(req), &model(), &defaults(), &limits(), None).is_ok()
+    };
     assert!(accepted(generation(&longest)));
     let negative = |text: &str| GenerationFields {
         negative_prompt: Some(text.into()),
@@ -162,6 +165,7 @@ fn over_long_prompts_are_refused_by_name() {
         &model(),
         &defaults(),
         &limits(),
+        None,
     )
     .unwrap_err();
     let message = err.detail().message;
@@ -180,10 +184,11 @@ fn lcm_steps_are_held_to_the_models_original_steps() {
         scheduler: Some(SchedulerKind::Lcm),
         ..generation("x")
     };
-    let job = validate(text_job(lcm(50)), &model(), &defaults(), &limits()).unwrap();
+    let job = validate(text_job(lcm(50)), &model(), &defaults(), &limits(), None).unwrap();
     assert_eq!(job.params().steps, 50);
     for steps in [51, 149, 150] {
-        let err = validate(text_job(lcm(steps)), &model(), &defaults(), &limits()).unwrap_err();
+        let err =
+            validate(text_job(lcm(steps)), &model(), &defaults(), &limits(), None).unwrap_err();
         let detail = err.detail();
         assert_eq!(detail.field.as_deref(), Some("steps"));
         assert!(
@@ -196,7 +201,7 @@ fn lcm_steps_are_held_to_the_models_original_steps() {
         scheduler: Some(SchedulerKind::Euler),
         ..lcm(150)
     };
-    assert!(validate(text_job(euler), &model(), &defaults(), &limits()).is_ok());
+    assert!(validate(text_job(euler), &model(), &defaults(), &limits(), None).is_ok());
 }
 
 #[test]
@@ -247,7 +252,7 @@ fn num_images_is_bounded_and_numbers_the_seeds() {
             num_images: Some(n),
             ..generation("x")
         };
-        let err = validate(text_job(req), &model(), &defaults(), &limits()).unwrap_err();
+        let err = validate(text_job(req), &model(), &defaults(), &limits(), None).unwrap_err();
         let detail = err.detail();
         assert_eq!(detail.field.as_deref(), Some("num_images"), "{detail:?}");
         assert!(detail.message.contains("between 1 and 8"), "{detail:?}");
@@ -257,7 +262,7 @@ fn num_images_is_bounded_and_numbers_the_seeds() {
         seed: Some(u64::MAX - 1),
         ..generation("x")
     };
-    let mut job = validate(text_job(req), &model(), &defaults(), &limits())
+    let mut job = validate(text_job(req), &model(), &defaults(), &limits(), None)
         .unwrap()
         .into_runnable()
         .unwrap();
@@ -290,7 +295,7 @@ fn inpaint(mask_width: usize) -> ImageInpaintRequest {
 }
 
 fn job_field(req: JobRequest) -> String {
-    let err = validate(req, &model(), &defaults(), &limits()).unwrap_err();
+    let err = validate(req, &model(), &defaults(), &limits(), None).unwrap_err();
     let detail = err.detail();
     assert_eq!(detail.code, ErrorCode::InvalidRequest, "{detail:?}");
     detail.field.unwrap()
@@ -303,6 +308,7 @@ fn image_jobs_take_the_picture_size_and_default_strengths() {
         &model(),
         &defaults(),
         &limits(),
+        None,
     )
     .unwrap();
     let p = job.params();
@@ -325,6 +331,7 @@ fn image_jobs_take_the_picture_size_and_default_strengths() {
         &model(),
         &defaults(),
         &limits(),
+        None,
     )
     .unwrap();
     let p = job.params();
@@ -393,7 +400,7 @@ fn an_inpainting_model_needs_a_picture_and_a_mask() {
         inpainting: true,
         ..model()
     };
-    let check = |req: JobRequest| validate(req, &inpainting, &defaults(), &limits());
+    let check = |req: JobRequest| validate(req, &inpainting, &defaults(), &limits(), None);
     let field = |req: JobRequest| check(req).unwrap_err().detail().field.unwrap();
     assert_eq!(field(text_job(generation("x"))), "mask_image");
     assert_eq!(
@@ -403,4 +410,130 @@ fn an_inpainting_model_needs_a_picture_and_a_mask() {
     let job = check(JobRequest::ImageInpaint(inpaint(140))).unwrap();
     let job = job.into_runnable().unwrap();
     assert!(job.generation().image.as_ref().unwrap().mask.is_some());
+}
+
+/// A1111-syntax prompts take `<lora:NAME:STRENGTH>` tags: they leave the
+/// prompt and join the job's LoRAs after `loras`; plain prompts keep them as text.
+#[test]
+fn a1111_lora_tags_become_loras() {
+    let dir = std::env::temp_dir().join(format!("sd-worker-lora-tags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("style.safetensors"), b"x").unwrap();
+    std::fs::write(dir.join("ink.safetensors"), b"x").unwrap();
+    let loras = sd_worker::loras::LoraDir::open(&dir).unwrap();
+    let req = GenerationFields {
+        loras: Some(vec![LoraConfig {
+            path: "ink".into(),
+            strength: Some(-0.5),
+        }]),
+        ..generation("a cat <lora:style:0.7>, red<lora:ink>")
+    };
+    let job = validate(
+        text_job(req.clone()),
+        &model(),
+        &defaults(),
+        &limits(),
+        Some(&loras),
+    )
+    .unwrap()
+    .into_runnable()
+    .unwrap();
+    assert_eq!(job.params().prompt, "a cat , red");
+    let got: Vec<(&str, f32)> = job
+        .loras()
+        .iter()
+        .map(|l| (l.name.as_str(), l.strength))
+        .collect();
+    assert_eq!(got, [("ink", -0.5), ("style", 0.7), ("ink", 1.0)]);
+
+    let plain = GenerationFields {
+        prompt_syntax: Some(sd_contract::PromptSyntax::Plain),
+        loras: None,
+        ..req.clone()
+    };
+    let job = validate(
+        text_job(plain),
+        &model(),
+        &defaults(),
+        &limits(),
+        Some(&loras),
+    )
+    .unwrap();
+    assert_eq!(job.params().prompt, "a cat <lora:style:0.7>, red<lora:ink>");
+
+    for (prompt, needle) in [
+        ("x <lora:missing>", "no LoRA named"),
+        ("x <lora:style:strong>", "a number"),
+        ("x <lora:style:1:1>", "not supported"),
+        ("x <lora:style", "not closed"),
+    ] {
+        let err = validate(
+            text_job(generation(prompt)),
+            &model(),
+            &defaults(),
+            &limits(),
+            Some(&loras),
+        )
+        .unwrap_err();
+        let detail = err.detail();
+        assert_eq!(detail.field.as_deref(), Some("prompt"), "{prompt}");
+        assert!(
+            detail.message.contains(needle),
+            "{prompt}: {}",
+            detail.message
+        );
+    }
+    let refused = validate(
+        text_job(generation("x <lora:style>")),
+        &model(),
+        &defaults(),
+        &limits(),
+        None,
+    )
+    .unwrap_err();
+    assert!(refused.detail().message.contains("--lora-dir"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// At most eight LoRAs, each with a strength from -4 to 4.
+#[test]
+fn loras_are_bounded() {
+    use sd_contract::limits::{MAX_LORAS, MAX_LORA_STRENGTH};
+    let dir = std::env::temp_dir().join(format!("sd-worker-lora-bounds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.safetensors"), b"x").unwrap();
+    let loras = sd_worker::loras::LoraDir::open(&dir).unwrap();
+    let with = |count: usize, strength: f32| GenerationFields {
+        loras: Some(vec![
+            LoraConfig {
+                path: "a".into(),
+                strength: Some(strength),
+            };
+            count
+        ]),
+        ..generation("x")
+    };
+    let verdict = |req| {
+        validate(
+            text_job(req),
+            &model(),
+            &defaults(),
+            &limits(),
+            Some(&loras),
+        )
+        .err()
+        .and_then(|e| e.detail().field)
+    };
+    assert_eq!(verdict(with(MAX_LORAS, MAX_LORA_STRENGTH)), None);
+    assert_eq!(verdict(with(1, -MAX_LORA_STRENGTH)), None);
+    assert_eq!(verdict(with(MAX_LORAS + 1, 1.0)), Some("loras".into()));
+    assert_eq!(
+        verdict(with(2, MAX_LORA_STRENGTH + 0.01)),
+        Some("loras[0].strength".into())
+    );
+    assert_eq!(
+        verdict(with(1, -MAX_LORA_STRENGTH - 0.01)),
+        Some("loras[0].strength".into())
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -159,7 +159,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** LoRAs: none (this worker applies none). */
+        /**
+         * LoRAs: the worker's `--lora-dir`, in A1111's shape (`name`, `alias`,
+         *     `path` inside the directory, `metadata`); empty without a directory.
+         */
         get: operations["loras"];
         put?: never;
         post?: never;
@@ -430,6 +433,26 @@ export interface paths {
         };
         /** Follows a job. */
         get: operations["stream_job"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/loras": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The `.safetensors` files in the worker's `--lora-dir`, by the names jobs
+         *     give as `loras[].path`, with each one's layout and targets (empty without a directory).
+         */
+        get: operations["list_loras"];
         put?: never;
         post?: never;
         delete?: never;
@@ -866,7 +889,10 @@ export interface components {
             height?: number | null;
             /** @description The hive that routed the job (informational). */
             hive_id?: string | null;
-            /** @description LoRA adapters; this worker accepts only an empty list. */
+            /**
+             * @description LoRA adapters to apply, at most 8, each at its strength; they need a
+             *     worker started with `--lora-dir`.
+             */
             loras?: components["schemas"]["LoraConfig"][] | null;
             /** @description The model the caller expects (informational: a worker serves one model). */
             model?: string | null;
@@ -1314,13 +1340,47 @@ export interface components {
         };
         /** @description A LoRA adapter to apply (rbee's `LoRAConfig`). */
         LoraConfig: {
-            /** @description Path of the adapter's `.safetensors` file on the worker's machine. */
+            /**
+             * @description The adapter's name in the worker's `--lora-dir` (as `GET /v1/loras`
+             *     lists it), with or without `.safetensors`; a path inside the directory
+             *     may have folders, never `..` or a leading `/`.
+             */
             path: string;
             /**
              * Format: float
-             * @description Strength multiplier; 1.0 when absent.
+             * @description Its strength, diffusers' `lora_scale` (1: as trained; negative:
+             *     pushes away from it); 1.0 when absent.
              */
             strength?: number | null;
+        };
+        /** @description The worker's LoRA directory, in `GET /v1/info`. */
+        LoraDirectory: {
+            /** @description How many adapters it holds (`GET /v1/loras` lists them). */
+            count: number;
+            /** @description The directory, as the worker was started with it. */
+            directory: string;
+        };
+        /** @description One LoRA adapter a job may name (`GET /v1/loras`). */
+        LoraInfo: {
+            /** @description Its key layout, `kohya` or `peft`; absent when its header is not a LoRA's. */
+            format?: string | null;
+            /**
+             * @description The name a job gives as `loras[].path`: the file's path inside the
+             *     directory, without `.safetensors`.
+             */
+            name: string;
+            /**
+             * Format: int64
+             * @description The file's size in bytes.
+             */
+            size_bytes: number;
+            /** @description What it adapts: `text_encoder`, `text_encoder_2`, `unet`. */
+            targets: string[];
+        };
+        /** @description `GET /v1/loras`: the adapters in the worker's `--lora-dir`, by name. */
+        LoraList: {
+            /** @description Every `.safetensors` file in the directory and its folders. */
+            loras: components["schemas"]["LoraInfo"][];
         };
         /**
          * @description The text fields of `POST /v1/images/edits` besides the prompt. A form
@@ -1628,6 +1688,7 @@ export interface components {
             jobs: components["schemas"]["JobCounts"];
             /** @description Bounds on requests. */
             limits: components["schemas"]["Limits"];
+            loras?: null | components["schemas"]["LoraDirectory"];
             /** @description The model it serves: a Hugging Face repo id or a local folder. */
             model: string;
             /** @description The `--sd-version` preset in force, if any. */
@@ -1968,7 +2029,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Empty */
+            /** @description The LoRA adapters */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2942,6 +3003,35 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_loras: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The LoRA adapters */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoraList"];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

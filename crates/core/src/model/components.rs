@@ -8,6 +8,8 @@ use super::files::Component;
 use super::options::LoadOptions;
 use super::source::ModelSource;
 use crate::error::Result;
+use crate::lora::fuse::{build_fused, Deltas};
+use crate::lora::ModuleIndex;
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
 
@@ -19,9 +21,20 @@ pub fn load_unet(
     options: LoadOptions,
     device: &Device,
 ) -> Result<UNet2DConditionModel> {
-    source
-        .weights(Component::Unet, options.dtype_for(Component::Unet), device)?
-        .build(|vb| UNet2DConditionModel::new(vb, config))
+    Ok(load_unet_fused(source, config, options, device, &Deltas::default())?.0)
+}
+
+/// [`load_unet`] with LoRA updates fused into its weights, and the index of
+/// its modules.
+pub(crate) fn load_unet_fused(
+    source: &dyn ModelSource,
+    config: &UNetConfig,
+    options: LoadOptions,
+    device: &Device,
+    deltas: &Deltas,
+) -> Result<(UNet2DConditionModel, ModuleIndex)> {
+    let weights = source.weights(Component::Unet, options.dtype_for(Component::Unet), device)?;
+    build_fused(weights, deltas, |vb| UNet2DConditionModel::new(vb, config))
 }
 
 /// The VAE of `source`, from its config and weights.

@@ -28,7 +28,7 @@ pub enum WeightVariant {
 }
 
 /// The components a text-to-image pipeline reads, by their folder names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Component {
     /// The (first) CLIP text encoder.
     TextEncoder,

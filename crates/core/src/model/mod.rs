@@ -36,4 +36,4 @@ pub use open::{open_model, ModelRequest, OpenedModel};
 pub use options::{LoadOptions, PredictionType};
 pub use profile::{ModelFamily, ModelProfile};
 pub use single_file::SingleFileCheckpoint;
-pub use source::{ComponentWeights, DiffusersFolder, ModelSource};
+pub use source::{ComponentWeights, DiffusersFolder, ModelSource, SharedSource};

@@ -3,6 +3,7 @@
 //! worker and the `generate` command open a model.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
@@ -12,7 +13,7 @@ use super::hub::{resolve_config, resolve_model};
 use super::options::PredictionType;
 use super::single_file::builtin::with_value;
 use super::single_file::{is_single_file, SingleFileCheckpoint};
-use super::source::{ComponentWeights, DiffusersFolder, ModelSource};
+use super::source::{ComponentWeights, DiffusersFolder, ModelSource, SharedSource};
 use super::vae_override::VaeOverride;
 use crate::error::Result;
 use crate::tokenizer::ClipTokenizer;
@@ -36,7 +37,7 @@ pub struct ModelRequest {
 /// A model opened for loading.
 pub struct OpenedModel {
     /// Its parts.
-    pub source: Box<dyn ModelSource>,
+    pub source: SharedSource,
     /// What its hash is taken of.
     hashed: Hashed,
 }
@@ -67,7 +68,7 @@ impl OpenedModel {
 /// architecture, opens the replacement VAE. No weight is read yet.
 pub fn open_model(request: &ModelRequest) -> Result<OpenedModel> {
     let path = Path::new(&request.model);
-    let (source, hashed): (Box<dyn ModelSource>, Hashed) = if is_single_file(path) {
+    let (source, hashed): (SharedSource, Hashed) = if is_single_file(path) {
         let configs = match &request.config {
             Some(spec) => Some(DiffusersFolder::open(
                 &resolve_config(spec)?,
@@ -76,19 +77,19 @@ pub fn open_model(request: &ModelRequest) -> Result<OpenedModel> {
             None => None,
         };
         let checkpoint = SingleFileCheckpoint::open(path, configs, request.prediction_type)?;
-        (Box::new(checkpoint), Hashed::File(path.to_path_buf()))
+        (Arc::new(checkpoint), Hashed::File(path.to_path_buf()))
     } else {
         let folder = resolve_model(&request.model, request.variant)?;
         tracing::info!(folder = %folder.display(), "diffusers folder");
         let source = DiffusersFolder::open(&folder, request.variant)?;
-        (Box::new(source), Hashed::Folder(folder, request.variant))
+        (Arc::new(source), Hashed::Folder(folder, request.variant))
     };
     let vae = match &request.vae {
         Some(spec) => Some(VaeOverride::open(spec, request.variant)?),
         None => None,
     };
-    let source: Box<dyn ModelSource> = if vae.is_some() || request.prediction_type.is_some() {
-        Box::new(Customized {
+    let source: SharedSource = if vae.is_some() || request.prediction_type.is_some() {
+        Arc::new(Customized {
             inner: source,
             vae,
             prediction_type: request.prediction_type,
@@ -101,7 +102,7 @@ pub fn open_model(request: &ModelRequest) -> Result<OpenedModel> {
 
 /// A source with its VAE replaced and/or its prediction type overridden.
 pub struct Customized {
-    inner: Box<dyn ModelSource>,
+    inner: SharedSource,
     vae: Option<VaeOverride>,
     prediction_type: Option<PredictionType>,
 }

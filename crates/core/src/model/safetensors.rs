@@ -30,6 +30,8 @@ pub struct SafetensorsReader {
     tensors: HashMap<String, StoredTensor>,
     /// Tensors in a dtype candle cannot hold, by name: their dtype.
     unreadable: HashMap<String, String>,
+    /// The string pairs of the files' `__metadata__` entries.
+    metadata: HashMap<String, String>,
 }
 
 /// Where one tensor lives in its file.
@@ -59,6 +61,7 @@ impl SafetensorsReader {
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
         let mut tensors = HashMap::new();
         let mut unreadable = HashMap::new();
+        let mut metadata = HashMap::new();
         for path in paths {
             let shared_path = Arc::new(path.clone());
             let (file, header_len, entries) = read_header(path)?;
@@ -69,6 +72,12 @@ impl SafetensorsReader {
             let file = Arc::new(file);
             for (name, value) in entries {
                 if name == "__metadata__" {
+                    if let serde_json::Value::Object(pairs) = value {
+                        metadata.extend(pairs.into_iter().filter_map(|(k, v)| match v {
+                            serde_json::Value::String(v) => Some((k, v)),
+                            _ => None,
+                        }));
+                    }
                     continue;
                 }
                 let invalid = |message: String| Error::InvalidFile {
@@ -109,10 +118,11 @@ impl SafetensorsReader {
         Ok(Self {
             tensors,
             unreadable,
+            metadata,
         })
     }
 
-    /// The names of the tensors, in no particular order.
+    /// The names of every tensor, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }
@@ -120,6 +130,16 @@ impl SafetensorsReader {
     /// A tensor's shape as stored, if the files have it.
     pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
         self.tensors.get(name).map(|t| t.shape.as_slice())
+    }
+
+    /// The string entries of the files' `__metadata__`.
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// Reads the tensor `name` in its stored dtype.
+    pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        self.read(name, device).map_err(Error::from)
     }
 
     /// Reads one tensor in its stored dtype.

@@ -7,6 +7,7 @@
 //! same parts from elsewhere, and the pipeline built from them is the one jobs run.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
@@ -53,6 +54,9 @@ pub trait ModelSource {
     }
 }
 
+/// A source a loaded model keeps, to rebuild components from (LoRA changes).
+pub type SharedSource = Arc<dyn ModelSource + Send + Sync>;
+
 /// One component's weights, with the origin that tensor errors name.
 pub struct ComponentWeights {
     vb: VarBuilder<'static>,
@@ -65,6 +69,18 @@ impl ComponentWeights {
         Self {
             vb,
             origin: origin.into(),
+        }
+    }
+
+    /// The same weights read through another var builder made from this one
+    /// (one that adapts or watches what is read).
+    pub(crate) fn map_var_builder(
+        self,
+        map: impl FnOnce(VarBuilder<'static>) -> VarBuilder<'static>,
+    ) -> Self {
+        Self {
+            vb: map(self.vb),
+            origin: self.origin,
         }
     }
 

@@ -107,7 +107,7 @@ impl StableDiffusion {
             if let Some(extra) = &inpaint_input {
                 input = Tensor::cat(&[&input, extra], 1)?;
             }
-            let prediction = self.unet.forward_interruptible(
+            let prediction = self.unet()?.forward_interruptible(
                 &input,
                 timestep,
                 &context,

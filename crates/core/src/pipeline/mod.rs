@@ -10,11 +10,13 @@
 
 mod defaults;
 mod denoise;
+mod loras;
 mod output;
 mod params;
 mod start;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -29,9 +31,10 @@ pub use params::{
 use crate::clip::ClipTextConfig;
 use crate::error::{Error, Result};
 use crate::interrupt::Interrupt;
+use crate::model::components::load_unet_fused;
 use crate::model::{
     load_unet, load_vae, model_hash, model_name, open_model, Component, DiffusersFolder,
-    LoadOptions, ModelFamily, ModelProfile, ModelRequest, ModelSource,
+    LoadOptions, ModelFamily, ModelProfile, ModelRequest, ModelSource, SharedSource,
 };
 use crate::prompt::{PromptEmbeds, PromptEncoding, TextEncoders};
 use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind, StepLimits};
@@ -47,8 +50,14 @@ pub struct StableDiffusion {
     text: TextEncoders,
     /// SDXL: an absent negative prompt gives zero embeddings instead of encoding "".
     force_zeros_for_empty_prompt: bool,
-    unet: UNet2DConditionModel,
+    /// `None` only after a LoRA change failed to rebuild it; the next change rebuilds it.
+    unet: Option<UNet2DConditionModel>,
+    unet_config: UNetConfig,
     vae: AutoencoderKL,
+    /// Where the weights come from: LoRA changes rebuild components from it.
+    source: SharedSource,
+    options: LoadOptions,
+    loras: loras::AppliedLoras,
     scheduler_config: SchedulerConfig,
     default_scheduler: SchedulerKind,
 }
@@ -64,7 +73,7 @@ impl StableDiffusion {
     /// ([`model_hash`]) is worked out once, after loading, for PNG metadata.
     pub fn load_with(folder: &Path, device: &Device, options: LoadOptions) -> Result<Self> {
         let source = DiffusersFolder::open(folder, options.variant)?;
-        let mut model = Self::load_from(&source, device, options)?;
+        let mut model = Self::load_from(Arc::new(source), device, options)?;
         let started = Instant::now();
         let hash = model_hash(folder, options.variant)?;
         tracing::debug!(hash, elapsed = ?started.elapsed(), "model weights hashed");
@@ -82,7 +91,7 @@ impl StableDiffusion {
         options: LoadOptions,
     ) -> Result<Self> {
         let opened = open_model(request)?;
-        let mut model = Self::load_from(opened.source.as_ref(), device, options)?;
+        let mut model = Self::load_from(Arc::clone(&opened.source), device, options)?;
         let started = Instant::now();
         let hash = opened.hash()?;
         tracing::debug!(hash, elapsed = ?started.elapsed(), "model weights hashed");
@@ -92,13 +101,12 @@ impl StableDiffusion {
     }
 
     /// Loads every component from `source` onto `device` (`options.variant`
-    /// is the source's business; `options.weight_dtype` applies here).
-    pub fn load_from(
-        source: &dyn ModelSource,
-        device: &Device,
-        options: LoadOptions,
-    ) -> Result<Self> {
+    /// is the source's business; `options.weight_dtype` applies here). The
+    /// model keeps `source` to rebuild the components LoRA adapters change.
+    pub fn load_from(source: SharedSource, device: &Device, options: LoadOptions) -> Result<Self> {
         options.validate()?;
+        let loaded = Arc::clone(&source);
+        let source = &*loaded;
         let started = Instant::now();
         let unet_config = UNetConfig::from_config(&source.config(Component::Unet)?)?;
         let dual = source.has(Component::TextEncoder2);
@@ -115,7 +123,8 @@ impl StableDiffusion {
                 "no text_encoder (refiner-style models are not supported)",
             ));
         }
-        let unet = load_unet(source, &unet_config, options, device)?;
+        let (unet, unet_modules) =
+            load_unet_fused(source, &unet_config, options, device, &Default::default())?;
         let text = TextEncoders::load(source, dual, options, device)?;
         let vae = load_vae(source, options, device)?;
 
@@ -133,8 +142,12 @@ impl StableDiffusion {
             family,
             text,
             force_zeros_for_empty_prompt: dual && source.force_zeros_for_empty_prompt(),
-            unet,
+            unet: Some(unet),
+            unet_config,
             vae,
+            source: loaded,
+            options,
+            loras: loras::AppliedLoras::new(unet_modules),
             scheduler_config,
             default_scheduler,
         })
@@ -195,14 +208,13 @@ impl StableDiffusion {
 
     /// Whether the UNet is an inpainting one (9 input channels: latents, mask, masked image).
     pub fn is_inpainting(&self) -> bool {
-        self.unet.config().in_channels == 9
+        self.unet_config.in_channels == 9
     }
 
     /// The image size the model was trained at, `(width, height)` (diffusers' default).
     fn native_size(&self) -> (usize, usize) {
         let (height, width) = self
-            .unet
-            .config()
+            .unet_config
             .sample_size
             .map_or((64, 64), |size| size.height_width());
         let factor = self.vae_scale_factor();

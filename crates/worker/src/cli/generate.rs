@@ -4,13 +4,16 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sd_core::image::DecodedImage;
-use sd_core::model::{LoadOptions, WeightVariant};
+use sd_core::lora::{ActiveLora, LoraAdapter};
+use sd_core::model::hub::resolve_model;
+use sd_core::model::{model_name, LoadOptions, WeightVariant};
 use sd_core::pipeline::{
     random_seed, DebugOptions, Defaults, GenerateParams, ImageInput, StableDiffusion, StepProgress,
     Trace,
@@ -105,6 +108,39 @@ pub struct GenerateArgs {
     /// Device index (the GPU for cuda and metal builds).
     #[arg(long, default_value_t = 0)]
     pub device: usize,
+    /// A LoRA `.safetensors` file to apply, with its strength after a colon
+    /// (`style.safetensors:0.8`; 1 when absent); repeat for several.
+    #[arg(long = "lora", value_name = "FILE[:STRENGTH]", value_parser = parse_lora)]
+    pub loras: Vec<LoraFlag>,
+}
+
+/// One `--lora FILE[:STRENGTH]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraFlag {
+    /// The adapter's file.
+    pub path: PathBuf,
+    /// Its strength.
+    pub strength: f32,
+}
+
+/// Reads `FILE[:STRENGTH]`: a suffix after the last colon that is a number
+/// is the strength, else the whole value is the file.
+fn parse_lora(value: &str) -> Result<LoraFlag, String> {
+    let (path, strength) = match value.rsplit_once(':') {
+        Some((path, strength)) if !path.is_empty() => match strength.parse::<f32>() {
+            Ok(strength) if strength.is_finite() => (path, strength),
+            Ok(_) => return Err(format!("the strength in {value:?} is not a finite number")),
+            Err(_) => (value, 1.0),
+        },
+        _ => (value, 1.0),
+    };
+    if path.is_empty() {
+        return Err("expected FILE[:STRENGTH]".into());
+    }
+    Ok(LoraFlag {
+        path: PathBuf::from(path),
+        strength,
+    })
 }
 
 /// Runs the command on the binary's `backend`.
@@ -121,6 +157,7 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
     };
     let (mut model, spec) = load_model(&args, &device)?;
     let params = resolve_params(&args, &model, &spec, image_input)?;
+    apply_loras(&mut model, &args.loras)?;
 
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed} (eta {eta})")
@@ -153,6 +190,23 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
         t.denoising.as_secs_f64(),
         t.decoding.as_secs_f64(),
     );
+    Ok(())
+}
+
+/// Reads the `--lora` files and fuses them into the model.
+fn apply_loras(model: &mut StableDiffusion, loras: &[LoraFlag]) -> anyhow::Result<()> {
+    let active = loras
+        .iter()
+        .map(|lora| {
+            let adapter = LoraAdapter::read(&lora.path)
+                .with_context(|| format!("--lora {}", lora.path.display()))?;
+            Ok(ActiveLora {
+                adapter: Arc::new(adapter),
+                strength: lora.strength,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    model.set_loras(&active).context("--lora")?;
     Ok(())
 }
 
@@ -325,4 +379,35 @@ fn read_picture(path: &Path, flag: &str) -> anyhow::Result<DecodedImage> {
         std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))?;
     DecodedImage::decode(&bytes, MAX_INPUT_PIXELS)
         .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lora_flags_take_an_optional_strength() {
+        let flag = |path: &str, strength: f32| LoraFlag {
+            path: PathBuf::from(path),
+            strength,
+        };
+        assert_eq!(
+            parse_lora("a.safetensors").unwrap(),
+            flag("a.safetensors", 1.0)
+        );
+        assert_eq!(
+            parse_lora("a.safetensors:0.6").unwrap(),
+            flag("a.safetensors", 0.6)
+        );
+        assert_eq!(
+            parse_lora("dir/a:b.safetensors:-1").unwrap(),
+            flag("dir/a:b.safetensors", -1.0)
+        );
+        assert_eq!(
+            parse_lora("c:/x.safetensors").unwrap(),
+            flag("c:/x.safetensors", 1.0)
+        );
+        assert!(parse_lora("").is_err());
+        assert!(parse_lora("a.safetensors:inf").is_err());
+    }
 }

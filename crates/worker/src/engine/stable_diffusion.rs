@@ -6,23 +6,29 @@
 //! all on the engine thread. Pipeline errors map onto engine errors: an
 //! invalid parameter names its field (a 400-style `invalid_request` error
 //! event), a cancellation ends the job as cancelled. Jobs that ask for a
-//! preview get one on the steps [`LivePreviews`] picks. On a GPU the loader
-//! also runs one tiny generation before the worker reports ready (`warm_up`).
+//! preview get one on the steps [`LivePreviews`] picks. A job's LoRAs are
+//! parsed (or taken from the [`LoraCache`]) and fused before it runs; a job
+//! without LoRAs runs on the weights as loaded. On a GPU the loader also runs
+//! one tiny generation before the worker reports ready (`warm_up`).
 
 use std::time::Instant;
 
-use sd_core::model::{LoadOptions, ModelProfile, WeightVariant};
+use sd_core::lora::ActiveLora;
+use sd_core::model::hub::resolve_model;
+use sd_core::model::{model_name, LoadOptions, ModelProfile, WeightVariant};
 use sd_core::pipeline::{GenerateParams, StableDiffusion};
 use sd_core::Interrupt;
 
 use super::preview::LivePreviews;
 use super::{Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
 use crate::config::WorkerConfig;
+use crate::loras::LoraCache;
 use crate::validation::RunnableJob;
 
-/// The loaded Stable Diffusion pipeline.
+/// The loaded Stable Diffusion pipeline and the LoRAs recent jobs used.
 pub struct SdEngine {
     pipeline: StableDiffusion,
+    loras: LoraCache,
 }
 
 impl SdEngine {
@@ -32,6 +38,7 @@ impl SdEngine {
             .model_flags
             .request(&config.model, WeightVariant::Full);
         let (backend, ordinal, dtype) = (config.backend, config.device as usize, config.dtype);
+        let lora_cache_bytes = config.lora_cache_bytes;
         Box::new(move || {
             let device = backend
                 .open_device(ordinal)
@@ -47,7 +54,8 @@ impl SdEngine {
             if !device.is_cpu() {
                 warm_up(&mut pipeline);
             }
-            Ok(Box::new(SdEngine { pipeline }) as Box<dyn Engine>)
+            let loras = LoraCache::new(lora_cache_bytes);
+            Ok(Box::new(SdEngine { pipeline, loras }) as Box<dyn Engine>)
         })
     }
 }
@@ -93,6 +101,7 @@ impl Engine for SdEngine {
         interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> std::ops::ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError> {
+        self.apply_loras(job)?;
         let params = job.generation();
         let format = self.pipeline.family().latent_format();
         let mut previews = job.wants_preview().then(|| LivePreviews::new(format));
@@ -117,6 +126,59 @@ impl Engine for SdEngine {
             height: image.height as u32,
             seed: image.seed,
         })
+    }
+}
+
+impl SdEngine {
+    /// Fuses the job's LoRAs into the model (none: the weights as loaded).
+    /// A file that is no LoRA, or one for another kind of model, is an
+    /// invalid request naming the job's field and the LoRA by its name.
+    fn apply_loras(&mut self, job: &RunnableJob) -> Result<(), EngineError> {
+        let mut active = Vec::with_capacity(job.loras().len());
+        for (i, lora) in job.loras().iter().enumerate() {
+            let adapter = self
+                .loras
+                .get(&lora.path)
+                .map_err(|e| lora_error(e, i, &lora.name, &lora.path))?;
+            active.push(ActiveLora {
+                adapter,
+                strength: lora.strength,
+            });
+        }
+        self.pipeline.set_loras(&active).map_err(|e| {
+            let at = match &e {
+                sd_core::Error::Lora { path, .. } => {
+                    job.loras().iter().position(|l| &l.path == path)
+                }
+                _ => None,
+            };
+            match at {
+                Some(i) => lora_error(e, i, &job.loras()[i].name, &job.loras()[i].path),
+                None => engine_error(e, job),
+            }
+        })
+    }
+}
+
+/// A LoRA that cannot be read or applied, named as the job named it (the
+/// worker's own paths stay out of the message).
+fn lora_error(
+    err: sd_core::Error,
+    index: usize,
+    name: &str,
+    path: &std::path::Path,
+) -> EngineError {
+    match err {
+        sd_core::Error::Lora { message, .. } => EngineError::InvalidRequest {
+            field: format!("loras[{index}].path"),
+            message: format!("LoRA {name:?}: {message}"),
+        },
+        other => EngineError::InvalidRequest {
+            field: format!("loras[{index}].path"),
+            message: other
+                .to_string()
+                .replace(&path.display().to_string(), &format!("{name:?}")),
+        },
     }
 }
 

@@ -87,7 +87,7 @@ mod testing {
         };
         Arc::new(Job::new(
             new_job_id(),
-            validate(req, &model, &defaults, &limits).unwrap(),
+            validate(req, &model, &defaults, &limits, None).unwrap(),
         ))
     }
 }

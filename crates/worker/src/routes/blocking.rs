@@ -60,6 +60,7 @@ async fn submit_all(
 ) -> Result<Vec<Arc<Job>>, ApiError> {
     let (model, defaults) = state.serving_model()?;
     let limits = state.limits();
+    let lora_dir = state.config().lora_dir.clone();
     let first_seed = request.generation().seed.unwrap_or_else(random_seed);
     // Decoding pictures is CPU work: keep it off the threads that serve streams.
     let valid = tokio::task::spawn_blocking(move || {
@@ -67,7 +68,7 @@ async fn submit_all(
             .map(|i| {
                 let mut copy = request.clone();
                 copy.generation_mut().seed = Some(first_seed.wrapping_add(i));
-                validate(copy, &model, &defaults, &limits)
+                validate(copy, &model, &defaults, &limits, lora_dir.as_ref())
             })
             .collect::<Result<Vec<_>, _>>()
     })

@@ -43,10 +43,13 @@ pub async fn create_job(
 ) -> Result<(StatusCode, HeaderMap, Json<JobCreated>), ApiError> {
     let (model, defaults) = state.serving_model()?;
     let limits = state.limits();
+    let lora_dir = state.config().lora_dir.clone();
     // Decoding pictures is CPU work: keep it off the threads that serve streams.
-    let job = tokio::task::spawn_blocking(move || validate(request, &model, &defaults, &limits))
-        .await
-        .map_err(|e| ApiError::Internal(format!("validating the request: {e}")))??;
+    let job = tokio::task::spawn_blocking(move || {
+        validate(request, &model, &defaults, &limits, lora_dir.as_ref())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("validating the request: {e}")))??;
     let job = state.submit(job)?;
     let mut headers = HeaderMap::new();
     if !unknown_fields.is_empty() {

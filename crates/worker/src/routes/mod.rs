@@ -9,6 +9,7 @@ pub mod health;
 pub mod info;
 pub mod jobs;
 pub mod metrics;
+pub mod loras;
 pub mod openai;
 pub mod openapi;
 pub mod stream;

@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
-use super::{a1111, health, info, jobs, metrics, openai, stream};
+use super::{a1111, health, info, jobs, loras, metrics, openai, stream};
 use crate::state::AppState;
 
 /// The API's OpenAPI document.
@@ -31,6 +31,7 @@ use crate::state::AppState;
         jobs::cancel_job,
         stream::stream_job,
         info::info,
+        loras::list_loras,
         health::health,
         health::ready,
         metrics::metrics,
@@ -79,6 +80,9 @@ use crate::state::AppState;
         ErrorDetail,
         ErrorCode,
         WorkerInfo,
+        LoraDirectory,
+        LoraList,
+        LoraInfo,
         GenerationDefaults,
         Limits,
         JobCounts,

@@ -2,7 +2,7 @@
 //! text encoders, or the whole production pipeline.
 
 use candle_core::{Device, Tensor};
-use sd_core::model::{self, Component, LoadOptions, ModelSource};
+use sd_core::model::{self, Component, LoadOptions, ModelSource, SharedSource};
 use sd_core::pipeline::StableDiffusion;
 use sd_core::prompt::TextEncoders;
 use sd_core::unet::{UNet2DConditionModel, UNetConfig};
@@ -28,11 +28,12 @@ pub enum Loaded {
 impl Loaded {
     /// Builds what `component`'s figures run, from `source`.
     pub fn load(
-        source: &dyn ModelSource,
+        shared: SharedSource,
         component: BenchComponent,
         options: LoadOptions,
         device: &Device,
     ) -> anyhow::Result<Self> {
+        let source = &*shared;
         Ok(match component {
             BenchComponent::Unet => Loaded::Unet(Box::new(load_unet(source, options, device)?)),
             BenchComponent::VaeDecode | BenchComponent::VaeEncode => {
@@ -44,7 +45,9 @@ impl Loaded {
                 Loaded::Text(Box::new(encoders), prompt_ids(source, device)?)
             }
             BenchComponent::Image => Loaded::Image(Box::new(StableDiffusion::load_from(
-                source, device, options,
+                shared.clone(),
+                device,
+                options,
             )?)),
         })
     }

@@ -5,11 +5,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use sd_core::model::{
-    Component, ComponentWeights, ConfigText, DiffusersFolder, ModelSource, WeightVariant,
+    Component, ComponentWeights, ConfigText, DiffusersFolder, ModelSource, SharedSource,
+    WeightVariant,
 };
 use sd_core::tokenizer::ClipTokenizer;
 
@@ -159,10 +161,10 @@ impl ModelSource for RandomSource {
 
 /// The source of `model`'s parts: the `--weights` folder when given, else
 /// random weights (`--seed`) on the bundled configs.
-pub fn open(args: &BenchArgs, model: BenchModel) -> anyhow::Result<Box<dyn ModelSource>> {
+pub fn open(args: &BenchArgs, model: BenchModel) -> anyhow::Result<SharedSource> {
     Ok(match &args.weights {
-        Some(folder) => Box::new(DiffusersFolder::open(folder, WeightVariant::Full)?),
-        None => Box::new(RandomSource::new(model, args.seed)),
+        Some(folder) => Arc::new(DiffusersFolder::open(folder, WeightVariant::Full)?),
+        None => Arc::new(RandomSource::new(model, args.seed)),
     })
 }
 

@@ -1,6 +1,6 @@
 //! The A1111 calls besides generation: progress, interrupt, options, and the
-//! lists clients read when they connect. Lists of things this worker does not
-//! have (LoRAs, upscalers, VAEs, embeddings, scripts) are empty.
+//! lists clients read when they connect: the LoRAs of `--lora-dir`, and empty
+//! lists of what this worker does not have (upscalers, VAEs, embeddings, scripts).
 
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -232,15 +232,31 @@ pub async fn schedulers() -> Json<Vec<A1111Scheduler>> {
     )
 }
 
-/// LoRAs: none (this worker applies none).
+/// LoRAs: the worker's `--lora-dir`, in A1111's shape (`name`, `alias`,
+/// `path` inside the directory, `metadata`); empty without a directory.
 #[utoipa::path(get, path = "/sdapi/v1/loras", tag = "a1111",
     responses(
-        (status = 200, description = "Empty", body = Vec<Object>),
+        (status = 200, description = "The LoRA adapters", body = Vec<Object>),
         (status = 401, description = "Missing or wrong API key", body = sd_contract::ErrorBody),
     ),
     security((), ("api_key" = [])))]
-pub async fn loras() -> Json<Vec<serde_json::Value>> {
-    Json(Vec::new())
+pub async fn loras(State(state): State<AppState>) -> Json<Vec<serde_json::Value>> {
+    let dir = state.config().lora_dir.clone();
+    let list = tokio::task::spawn_blocking(move || dir.map(|d| d.list()).unwrap_or_default())
+        .await
+        .unwrap_or_default();
+    Json(
+        list.into_iter()
+            .map(|lora| {
+                serde_json::json!({
+                    "name": lora.name,
+                    "alias": lora.name,
+                    "path": format!("{}.safetensors", lora.name),
+                    "metadata": {},
+                })
+            })
+            .collect(),
+    )
 }
 
 /// Upscalers: none.

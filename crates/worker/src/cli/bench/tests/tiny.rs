@@ -3,9 +3,12 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::Device;
-use sd_core::model::{Component, DiffusersFolder, LoadOptions, ModelSource, WeightVariant};
+use sd_core::model::{
+    Component, DiffusersFolder, LoadOptions, ModelSource, SharedSource, WeightVariant,
+};
 use sd_core::pipeline::{GenerateParams, StableDiffusion};
 use sd_core::tokenizer::ClipTokenizer;
 use sd_core::Interrupt;
@@ -61,11 +64,16 @@ fn every_figure_runs_on_a_tiny_random_model() {
         dump.display()
     ))
     .unwrap();
-    let source = tiny_random("tiny-sd15", BenchModel::Sd15);
+    let source: SharedSource = Arc::new(tiny_random("tiny-sd15", BenchModel::Sd15));
     let device = Device::Cpu;
     for spec in args.figures() {
-        let mut loaded =
-            Loaded::load(&source, spec.component, LoadOptions::default(), &device).unwrap();
+        let mut loaded = Loaded::load(
+            source.clone(),
+            spec.component,
+            LoadOptions::default(),
+            &device,
+        )
+        .unwrap();
         let figure = loaded.measure(&args, &spec, &device).unwrap();
         assert!(figure.finite, "{spec:?}");
         assert!(
@@ -104,7 +112,7 @@ fn saved_weights_load_as_the_same_pipeline() {
         scheduler: None,
         image: None,
     };
-    let rgb = |source: &dyn ModelSource| {
+    let rgb = |source: SharedSource| {
         let mut pipeline =
             StableDiffusion::load_from(source, &Device::Cpu, LoadOptions::default()).unwrap();
         let image = pipeline.generate(
@@ -128,7 +136,11 @@ fn saved_weights_load_as_the_same_pipeline() {
             let second = ClipTokenizer::from_dir(&dir.join("tokenizer_2")).unwrap();
             assert_eq!((second.pad_id(), second.max_length()), (0, 77));
         }
-        assert_eq!(rgb(&tiny_random(fixture, model)), rgb(&folder), "{fixture}");
+        assert_eq!(
+            rgb(Arc::new(tiny_random(fixture, model))),
+            rgb(Arc::new(folder)),
+            "{fixture}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
