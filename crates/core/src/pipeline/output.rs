@@ -9,11 +9,13 @@ use crate::schedulers::SchedulerKind;
 /// Progress after one denoising step.
 #[derive(Debug, Clone, Copy)]
 pub struct StepProgress<'a> {
-    /// Steps done so far, from 1.
+    /// Steps done so far, from 1, summed over the images of a batch (a UNet
+    /// pass of `n` images does `n`).
     pub step: usize,
-    /// Steps this generation runs in all.
+    /// Steps this generation runs in all, over all its images.
     pub total: usize,
-    /// The latents after this step `[1, C, H/8, W/8]`, still noisy.
+    /// The latents after this step `[1, C, H/8, W/8]`, still noisy (of the
+    /// first image of the pass).
     pub latents: &'a Tensor,
     /// The scheduler's prediction of the clean latents at this step, when it
     /// makes one (every scheduler but PNDM).
@@ -31,9 +33,10 @@ impl StepProgress<'_> {
 /// for the device, so GPU figures hold).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StageTimings {
-    /// Tokenising and encoding the prompts.
+    /// Tokenising and encoding the prompts (of a batch, the first image's only).
     pub text_encoding: Duration,
-    /// Start latents and the denoising loop.
+    /// Start latents and the denoising loop (of a batch, the pass's time
+    /// divided among its images).
     pub denoising: Duration,
     /// VAE decoding and PNG encoding.
     pub decoding: Duration,
