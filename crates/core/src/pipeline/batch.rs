@@ -31,8 +31,8 @@ pub struct BatchBudget {
 }
 
 impl BatchBudget {
-    /// The default: 2 GiB, which batches eight guided SD 1.5 images at 512²
-    /// or four SDXL images at 1024².
+    /// The default: 2 GiB, which puts five guided SD 1.5 images at 512² in
+    /// a pass (all eight at 256²) and two SDXL images at 1024².
     pub const DEFAULT: BatchBudget = BatchBudget { bytes: 2 << 30 };
 
     /// A budget of `mib` mebibytes.
@@ -47,9 +47,11 @@ impl Default for BatchBudget {
     }
 }
 
-/// Bytes of UNet activations one latent cell of one batch row needs at the
-/// peak of a pass, beyond the weights (measured on SD 1.5 at 256² and 512²,
-/// rounded up; SDXL's extra width is in [`StableDiffusion::batch_plan`]).
+/// Bytes of UNet activations one latent cell of one batch row is taken to
+/// need at the peak of a pass, beyond the weights: the full-size SD 1.5 UNet
+/// at 512², batch 2, peaked 286 MiB above its loaded size on the CPU build
+/// (README, "Weight precision"), about 36 KiB per row and cell; this allows
+/// nearly twice that. Models with wider first blocks scale it by their width.
 const ACTIVATION_BYTES_PER_CELL: u64 = 64 * 1024;
 
 impl StableDiffusion {

@@ -14,7 +14,7 @@ use sd_contract::event::CancelReason;
 use sd_contract::{ErrorCode, ErrorDetail};
 use sd_core::Interrupt;
 
-use super::{Engine, EngineError, EngineLoader, StepUpdate};
+use super::{Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
 use crate::jobs::Job;
 use crate::state::{AppState, Phase};
 use crate::validation::RunnableJob;
@@ -120,11 +120,9 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
     }
 }
 
-/// Makes the job's images one after the other (the pipeline caches the text
-/// encodings, so only the first runs the text encoder), recording each as it
-/// is finished. Progress counts the steps of all the images: step `s` of
-/// image `i` is `i * total + s` of `num_images * total`. The job's cancel
-/// flag interrupts whichever image is being made.
+/// Makes the job's images (the engine batches them as it sees fit),
+/// recording each as it is finished and every step's progress. The job's
+/// cancel flag interrupts the engine wherever it is.
 fn generate_all(
     engine: &mut dyn Engine,
     job: &Job,
@@ -132,21 +130,16 @@ fn generate_all(
 ) -> Result<(), EngineError> {
     let cancel_requested = || job.cancel_requested().is_some();
     let interrupt = Interrupt::new(&cancel_requested);
-    let images = work.num_images();
-    for index in 0..images {
-        work.select_image(index);
-        let mut on_step = |p: StepUpdate| {
-            let before = index as usize * p.total;
-            job.progress(before + p.step, images as usize * p.total, p.preview);
-            match job.cancel_requested() {
-                Some(_) => ControlFlow::Break(()),
-                None => ControlFlow::Continue(()),
-            }
-        };
-        let out = engine.generate(work, interrupt, &mut on_step)?;
-        job.image_done(&out.png, out.width, out.height, out.seed);
-    }
-    Ok(())
+    let mut on_step = |p: StepUpdate| {
+        job.progress(p.step, p.total, p.preview);
+        match job.cancel_requested() {
+            Some(_) => ControlFlow::Break(()),
+            None => ControlFlow::Continue(()),
+        }
+    };
+    let mut on_image =
+        |out: EngineOutput| job.image_done(&out.png, out.width, out.height, out.seed);
+    engine.generate(work, interrupt, &mut on_step, &mut on_image)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
