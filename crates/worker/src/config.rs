@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use sd_contract::limits::MIN_SIZE;
 use sd_core::model::single_file::is_single_file;
 use sd_core::model::{ModelRequest, PredictionType, WeightVariant};
+use sd_core::pipeline::BatchBudget;
 use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
 
@@ -56,6 +57,11 @@ pub struct ServeArgs {
     /// f16 halve their memory, computation stays f32 (the VAE stays f32).
     #[arg(long, env = "SD_WORKER_DTYPE", value_enum, default_value_t = DEFAULT_DTYPE)]
     pub dtype: Dtype,
+    /// Memory in MiB a job of several images may spend on running them
+    /// together through the UNet (each image beyond the first takes its share;
+    /// the images that do not fit run in further passes); 0 makes them one by one.
+    #[arg(long, env = "SD_WORKER_BATCH_MEMORY_MIB", default_value_t = DEFAULT_BATCH_MEMORY_MIB)]
+    pub batch_memory_mib: u64,
     /// Jobs that may wait in the queue besides the running one; more get 503.
     #[arg(long, env = "SD_WORKER_MAX_QUEUE", default_value_t = DEFAULT_MAX_QUEUE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_queue: u32,
@@ -194,6 +200,8 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_DEVICE: u32 = 0;
 /// Default of `--dtype`: weights kept in f32.
 pub const DEFAULT_DTYPE: Dtype = Dtype::F32;
+/// Default of `--batch-memory-mib`: [`BatchBudget::DEFAULT`], on CPUs and GPUs alike.
+pub const DEFAULT_BATCH_MEMORY_MIB: u64 = BatchBudget::DEFAULT.bytes >> 20;
 /// Default of `--max-queue`.
 pub const DEFAULT_MAX_QUEUE: u32 = 16;
 /// Default of `--job-retention`: ten minutes.
@@ -383,6 +391,8 @@ pub struct WorkerConfig {
     pub device: u32,
     /// The weights' dtype.
     pub dtype: Dtype,
+    /// The memory a job's images may take in one batched UNet pass.
+    pub batch_budget: BatchBudget,
     /// Jobs that may wait besides the running one.
     pub max_queue: usize,
     /// The API key, when auth is on.
@@ -470,6 +480,7 @@ impl WorkerConfig {
             backend: Backend::Cpu,
             device: DEFAULT_DEVICE,
             dtype: DEFAULT_DTYPE,
+            batch_budget: BatchBudget::DEFAULT,
             max_queue: DEFAULT_MAX_QUEUE as usize,
             api_key: None,
             allowed_hosts: Vec::new(),
@@ -528,6 +539,7 @@ impl WorkerConfig {
         config.backend = backend;
         config.device = args.device;
         config.dtype = args.dtype;
+        config.batch_budget = BatchBudget::mib(args.batch_memory_mib);
         config.max_queue = args.max_queue as usize;
         config.api_key = args.api_key.clone().filter(|k| !k.is_empty());
         config.allowed_hosts = args

@@ -135,38 +135,42 @@ pub async fn run(
     let finished = submit_and_wait(state, call.request, call.count)
         .await
         .map_err(|e| in_openai_terms(e, size.as_deref()))?;
-    let data = finished
-        .iter()
-        .map(|f| image_of(f, call.format, size.as_deref()))
-        .collect::<Result<_, _>>()?;
+    let mut data = Vec::new();
+    for job in &finished {
+        data.extend(images_of(job, call.format, size.as_deref())?);
+    }
     Ok(OpenAiImagesResponse {
         created: unix_seconds(std::time::SystemTime::now()),
         data,
     })
 }
 
-fn image_of(
+/// The images of one job, or the error it ended with.
+fn images_of(
     finished: &Finished,
     format: OpenAiResponseFormat,
     size: Option<&str>,
-) -> Result<OpenAiImage, OpenAiFailure> {
+) -> Result<Vec<OpenAiImage>, OpenAiFailure> {
     let job_id = finished.job.id();
     match finished.end.as_ref() {
-        JobEvent::Complete(result) => {
-            let (b64_json, url) = match format {
-                OpenAiResponseFormat::B64Json => (Some(result.image.clone()), None),
-                OpenAiResponseFormat::Url => (
-                    None,
-                    Some(format!("data:image/png;base64,{}", result.image)),
-                ),
-            };
-            Ok(OpenAiImage {
-                b64_json,
-                url,
-                seed: result.seed,
-                job_id: job_id.to_string(),
+        JobEvent::Complete(_) => Ok(finished
+            .images()
+            .into_iter()
+            .map(|(image, seed)| {
+                let (b64_json, url) = match format {
+                    OpenAiResponseFormat::B64Json => (Some(image.to_string()), None),
+                    OpenAiResponseFormat::Url => {
+                        (None, Some(format!("data:image/png;base64,{image}")))
+                    }
+                };
+                OpenAiImage {
+                    b64_json,
+                    url,
+                    seed,
+                    job_id: job_id.to_string(),
+                }
             })
-        }
+            .collect()),
         JobEvent::Error(detail) => {
             let status = match detail.code {
                 ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,

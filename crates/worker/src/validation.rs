@@ -97,8 +97,8 @@ impl RunnableJob {
         &self.params
     }
 
-    /// The same parameters as the pipeline takes them, pictures decoded, the
-    /// seed that of the image [`RunnableJob::select_image`] chose (the first, at first).
+    /// The same parameters as the pipeline takes them, pictures decoded, with
+    /// the seed of the job's first image.
     pub fn generation(&self) -> &GenerateParams {
         &self.generation
     }
@@ -108,11 +108,11 @@ impl RunnableJob {
         self.params.num_images
     }
 
-    /// Points the pipeline's parameters at image `index` (from 0) of the job:
-    /// their seed becomes the job's seed plus `index`, wrapping, as
-    /// AUTOMATIC1111 numbers a batch. [`RunnableJob::params`] keep the first seed.
-    pub fn select_image(&mut self, index: u32) {
-        self.generation.seed = self.params.seed.wrapping_add(u64::from(index));
+    /// The seed of image `index` (from 0) of the job: the job's seed plus
+    /// `index`, wrapping, as AUTOMATIC1111 numbers a batch (and as the
+    /// pipeline's [`sd_core::pipeline::StableDiffusion::generate_batch`] seeds its images).
+    pub fn seed_of(&self, index: u32) -> u64 {
+        self.generation.seed.wrapping_add(u64::from(index))
     }
 
     /// The LoRAs to apply.

@@ -299,7 +299,8 @@ fn progress_shows_the_running_job_and_interrupt_ends_the_call() {
         let p = seen["progress"].as_f64().unwrap();
         p > 0.0 && p < 1.0 && !seen["current_image"].is_null()
     });
-    assert_eq!(seen["state"]["job_count"], 3, "{seen}");
+    // The three iterations are one job of three images.
+    assert_eq!(seen["state"]["job_count"], 1, "{seen}");
     assert!(seen["state"]["sampling_step"].as_u64().unwrap() >= 1);
     assert!(seen["eta_relative"].as_f64().unwrap() > 0.0);
     let preview = seen["current_image"].as_str().unwrap();
@@ -314,6 +315,46 @@ fn progress_shows_the_running_job_and_interrupt_ends_the_call() {
     });
     let progress = get(&server.url, "/sdapi/v1/progress").value();
     assert_eq!(progress["state"]["job_count"], 0);
+}
+
+#[test]
+fn skip_cancels_the_running_batch_and_the_call_goes_on_with_the_next() {
+    let server = TestServer::start(config(), fake("step_ms=100"));
+    server.wait_ready();
+    let url = server.url.clone();
+    // 16 images: two jobs of eight, seeds 100..=107 and 108..=115.
+    let call = std::thread::spawn(move || {
+        txt2img(
+            &url,
+            json!({"prompt": "x", "seed": 100, "steps": 2, "width": 64, "height": 64,
+                "batch_size": 8, "n_iter": 2}),
+        )
+    });
+    wait_until(Duration::from_secs(10), || {
+        get(&server.url, "/sdapi/v1/progress").value()["progress"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    });
+    let jobs = server.state.jobs().unfinished();
+    assert_eq!(jobs.len(), 2);
+    let resp = post_json(&server.url, "/sdapi/v1/skip", "");
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let resp = call.join().unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let info = info_of(&resp);
+    let expected: Vec<u64> = (108..116).collect();
+    assert_eq!(info["all_seeds"], json!(expected), "{info}");
+    assert_eq!(resp.value()["images"].as_array().unwrap().len(), 8);
+    let states: Vec<_> = jobs.iter().map(|job| job.state()).collect();
+    assert!(
+        states.contains(&sd_contract::JobState::Cancelled),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&sd_contract::JobState::Completed),
+        "{states:?}"
+    );
 }
 
 #[test]
@@ -369,6 +410,7 @@ fn the_openapi_document_covers_every_a1111_route() {
         ("img2img", "post"),
         ("progress", "get"),
         ("interrupt", "post"),
+        ("skip", "post"),
         ("options", "get"),
         ("options", "post"),
         ("sd-models", "get"),
@@ -385,5 +427,5 @@ fn the_openapi_document_covers_every_a1111_route() {
         assert!(paths[&path][method].is_object(), "{method} {path} missing");
     }
     let sdapi = paths.keys().filter(|p| p.starts_with("/sdapi/")).count();
-    assert_eq!(sdapi, 14, "a route not listed here");
+    assert_eq!(sdapi, 15, "a route not listed here");
 }

@@ -97,7 +97,7 @@ fn openai_error(resp: &Resp) -> (u16, Option<String>) {
 }
 
 #[test]
-fn generations_answer_each_image_as_a_job_with_consecutive_seeds() {
+fn generations_answer_n_images_of_one_job_with_consecutive_seeds() {
     let server = TestServer::ready(config());
     let resp = post_json(
         &server.url,
@@ -111,6 +111,10 @@ fn generations_answer_each_image_as_a_job_with_consecutive_seeds() {
     assert!(body["created"].as_u64().unwrap() > 1_700_000_000);
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
+    assert_eq!(
+        data[0]["job_id"], data[1]["job_id"],
+        "one job of two images"
+    );
     for (image, seed) in data.iter().zip([5, 6]) {
         assert_eq!(image["seed"], seed);
         assert!(image.get("url").is_none());
@@ -124,6 +128,7 @@ fn generations_answer_each_image_as_a_job_with_consecutive_seeds() {
         assert_eq!(job["state"], "completed");
         assert_eq!(job["params"]["steps"], 2);
         assert_eq!(job["params"]["scheduler"], "euler");
+        assert_eq!(job["params"]["num_images"], 2);
     }
 }
 

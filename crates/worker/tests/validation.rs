@@ -262,17 +262,12 @@ fn num_images_is_bounded_and_numbers_the_seeds() {
         seed: Some(u64::MAX - 1),
         ..generation("x")
     };
-    let mut job = validate(text_job(req), &model(), &defaults(), &limits(), None)
+    let job = validate(text_job(req), &model(), &defaults(), &limits(), None)
         .unwrap()
         .into_runnable()
         .unwrap();
     assert_eq!(job.num_images(), 8);
-    let seeds: Vec<u64> = (0..3)
-        .map(|i| {
-            job.select_image(i);
-            job.generation().seed
-        })
-        .collect();
+    let seeds: Vec<u64> = (0..3).map(|i| job.seed_of(i)).collect();
     assert_eq!(seeds, [u64::MAX - 1, u64::MAX, 0]);
     assert_eq!(job.params().seed, u64::MAX - 1);
 }

@@ -1,6 +1,7 @@
 //! The pipeline: prompt → embeddings → denoising loop → VAE → image.
 //!
-//! One loop ([`denoise`]) serves text-to-image, image-to-image and inpainting.
+//! One loop ([`denoise`]) serves text-to-image, image-to-image and inpainting,
+//! for one image or several sharing each UNet pass ([`batch`]).
 //! It follows diffusers' `StableDiffusionPipeline`, `StableDiffusionImg2ImgPipeline`
 //! and `StableDiffusionInpaintPipeline` (and their SDXL versions) step for step:
 //! same preprocessing, same order of generator draws, same start step ([`start`]),
@@ -8,6 +9,7 @@
 //! gives. [`params`] holds what a generation is asked to do and its checks,
 //! [`defaults`] what it takes for what it leaves out, [`output`] what it returns.
 
+mod batch;
 mod defaults;
 mod denoise;
 mod loras;
@@ -21,6 +23,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
+pub use batch::{BatchBudget, BatchPlan};
 pub use defaults::Defaults;
 pub use output::{GeneratedImage, ImageTrace, StageTimings, StepProgress, Trace};
 pub use params::{

@@ -9,14 +9,17 @@ use crate::schedulers::SchedulerKind;
 /// Progress after one denoising step.
 #[derive(Debug, Clone, Copy)]
 pub struct StepProgress<'a> {
-    /// Steps done so far, from 1, counted in the steps asked for: when the
-    /// scheduler makes more UNet passes than that (PNDM's warm-up pass), one
-    /// step is reported twice, and the last pass reports `total`.
+    /// Steps done so far, from 1, summed over the images of a batch (a UNet
+    /// pass of `n` images does `n`), counted in the steps asked for: when
+    /// the scheduler makes more UNet passes than that (PNDM's warm-up pass),
+    /// one step is reported twice, and the last pass reports `total`.
     pub step: usize,
-    /// Steps asked for that run: all of them, or at a strength below 1
-    /// `floor(steps · strength)`, as the request's hint says.
+    /// Steps asked for that run, over all the images: all of them, or at a
+    /// strength below 1 `floor(steps · strength)` per image, as the
+    /// request's hint says.
     pub total: usize,
-    /// The latents after this step `[1, C, H/8, W/8]`, still noisy.
+    /// The latents after this step `[1, C, H/8, W/8]`, still noisy (of the
+    /// first image of the pass).
     pub latents: &'a Tensor,
     /// The scheduler's prediction of the clean latents at this step, when it
     /// makes one (every scheduler but PNDM).
@@ -34,9 +37,10 @@ impl StepProgress<'_> {
 /// for the device, so GPU figures hold).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StageTimings {
-    /// Tokenising and encoding the prompts.
+    /// Tokenising and encoding the prompts (of a batch, the first image's only).
     pub text_encoding: Duration,
-    /// Start latents and the denoising loop.
+    /// Start latents and the denoising loop (of a batch, the pass's time
+    /// divided among its images).
     pub denoising: Duration,
     /// VAE decoding and PNG encoding.
     pub decoding: Duration,

@@ -72,6 +72,12 @@ pub struct DebugOptions {
 }
 
 impl GenerateParams {
+    /// Whether classifier-free guidance runs (a scale above 1): the UNet then
+    /// also sees the negative prompt.
+    pub fn guided(&self) -> bool {
+        self.guidance_scale > 1.0
+    }
+
     /// How both prompts are encoded: [`Self::prompt_syntax`] and [`Self::clip_skip`].
     pub fn prompt_encoding(&self) -> PromptEncoding {
         PromptEncoding {

@@ -122,41 +122,47 @@ impl Engine for FakeEngine {
         job: &RunnableJob,
         interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> ControlFlow<()>,
-    ) -> Result<EngineOutput, EngineError> {
+        on_image: &mut dyn FnMut(EngineOutput),
+    ) -> Result<(), EngineError> {
         let p = job.params();
-        let total = p.steps as usize;
+        let steps = p.steps as usize;
+        let total = steps * p.num_images as usize;
         work(self.config.encode_delay, interrupt)?;
-        for step in 1..=total {
-            work(self.config.step_delay, interrupt)?;
-            let preview = (job.wants_preview() && step < total)
-                .then(|| fake_preview(p.width, p.height, step))
-                .transpose()?;
-            if on_step(StepUpdate {
-                step,
-                total,
-                preview,
-            })
-            .is_break()
-            {
-                return Err(EngineError::Cancelled);
+        for index in 0..p.num_images {
+            for image_step in 1..=steps {
+                work(self.config.step_delay, interrupt)?;
+                let step = index as usize * steps + image_step;
+                let preview = (job.wants_preview() && step < total)
+                    .then(|| fake_preview(p.width, p.height, step))
+                    .transpose()?;
+                if on_step(StepUpdate {
+                    step,
+                    total,
+                    preview,
+                })
+                .is_break()
+                {
+                    return Err(EngineError::Cancelled);
+                }
             }
-        }
-        if let Some(trigger) = &self.config.fail_prompt {
-            if p.prompt.contains(trigger.as_str()) {
-                return Err(EngineError::Failed(format!(
-                    "fake engine: the prompt contains `{trigger}`"
-                )));
+            if let Some(trigger) = &self.config.fail_prompt {
+                if p.prompt.contains(trigger.as_str()) {
+                    return Err(EngineError::Failed(format!(
+                        "fake engine: the prompt contains `{trigger}`"
+                    )));
+                }
             }
+            let seed = job.seed_of(index);
+            let png = paint(p.width, p.height, seed, &job_parameters_text(job, seed))
+                .map_err(|e| EngineError::Failed(format!("fake engine: encoding PNG: {e}")))?;
+            on_image(EngineOutput {
+                png,
+                width: p.width,
+                height: p.height,
+                seed,
+            });
         }
-        let seed = job.generation().seed;
-        let png = paint(p.width, p.height, seed, &job_parameters_text(job))
-            .map_err(|e| EngineError::Failed(format!("fake engine: encoding PNG: {e}")))?;
-        Ok(EngineOutput {
-            png,
-            width: p.width,
-            height: p.height,
-            seed,
-        })
+        Ok(())
     }
 }
 
@@ -189,7 +195,7 @@ fn fake_preview(width: u32, height: u32, step: usize) -> Result<ProgressPreview,
 pub const FAKE_MODEL_HASH: &str = "0000000000";
 
 /// The `parameters` text the real engine writes, naming the model `fake`.
-fn job_parameters_text(job: &RunnableJob) -> String {
+fn job_parameters_text(job: &RunnableJob, seed: u64) -> String {
     let p = job.params();
     GenerationSettings {
         prompt: p.prompt.clone(),
@@ -199,7 +205,7 @@ fn job_parameters_text(job: &RunnableJob) -> String {
             .a1111_name()
             .to_string(),
         guidance_scale: p.guidance_scale,
-        seed: job.generation().seed,
+        seed,
         width: p.width as usize,
         height: p.height as usize,
         model: "fake".to_string(),

@@ -28,9 +28,9 @@ pub mod stable_diffusion;
 /// One finished denoising step, as the engine reports it to the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepUpdate {
-    /// Steps done so far, 1-based.
+    /// Steps done so far, 1-based, over all the job's images.
     pub step: usize,
-    /// Steps in all.
+    /// Steps in all, over all the job's images.
     pub total: usize,
     /// A live preview, on some steps of jobs that asked for one.
     pub preview: Option<ProgressPreview>,
@@ -83,17 +83,18 @@ pub trait Engine {
     /// What the model is and accepts.
     fn profile(&self) -> ModelProfile;
 
-    /// Generates one image, with the seed of the image of the job that
-    /// [`RunnableJob::select_image`] chose (the runner loops over a job's
-    /// images), calling `on_step` after every denoising step of it.
-    /// Once `interrupt` is raised, or `on_step` returns `Break`, stops as soon
-    /// as it can and returns [`EngineError::Cancelled`].
+    /// Generates the job's images, image `i` with [`RunnableJob::seed_of`]`(i)`,
+    /// calling `on_step` after every denoising step (counted over all the
+    /// images, never going back) and `on_image` with each image as it is
+    /// finished, in order. Once `interrupt` is raised, or `on_step` returns
+    /// `Break`, stops as soon as it can and returns [`EngineError::Cancelled`].
     fn generate(
         &mut self,
         job: &RunnableJob,
         interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> ControlFlow<()>,
-    ) -> Result<EngineOutput, EngineError>;
+        on_image: &mut dyn FnMut(EngineOutput),
+    ) -> Result<(), EngineError>;
 }
 
 /// Loads the model; runs on the engine thread, after the port is bound.

@@ -124,11 +124,9 @@ fn run_job(engine: &mut dyn Engine, state: &AppState, job: Arc<Job>) {
     }
 }
 
-/// Makes the job's images one after the other (the pipeline caches the text
-/// encodings, so only the first runs the text encoder), recording each as it
-/// is finished. Progress counts the steps of all the images: step `s` of
-/// image `i` is `i * total + s` of `num_images * total`. The job's cancel
-/// flag interrupts whichever image is being made.
+/// Makes the job's images (the engine batches them as it sees fit),
+/// recording each as it is finished and every step's progress. The job's
+/// cancel flag interrupts the engine wherever it is.
 fn generate_all(
     engine: &mut dyn Engine,
     state: &AppState,
@@ -137,22 +135,20 @@ fn generate_all(
 ) -> Result<(), EngineError> {
     let cancel_requested = || job.cancel_requested().is_some();
     let interrupt = Interrupt::new(&cancel_requested);
-    let images = work.num_images();
-    for index in 0..images {
-        work.select_image(index);
-        let mut on_step = |p: StepUpdate| {
-            let before = index as usize * p.total;
-            job.progress(before + p.step, images as usize * p.total, p.preview);
-            match job.cancel_requested() {
-                Some(_) => ControlFlow::Break(()),
-                None => ControlFlow::Continue(()),
-            }
-        };
-        let out = engine.generate(work, interrupt, &mut on_step)?;
+    let mut on_step = |p: StepUpdate| {
+        job.progress(p.step, p.total, p.preview);
+        match job.cancel_requested() {
+            Some(_) => ControlFlow::Break(()),
+            None => ControlFlow::Continue(()),
+        }
+    };
+    let mut index = 0;
+    let mut on_image = |out: EngineOutput| {
         job.image_done(&out.png, out.width, out.height, out.seed);
         save_image(state, job, index, &out);
-    }
-    Ok(())
+        index += 1;
+    };
+    engine.generate(work, interrupt, &mut on_step, &mut on_image)
 }
 
 /// Saves a finished image in `--output-dir`, when one is set; a file that

@@ -16,7 +16,7 @@ use std::time::Instant;
 use sd_core::lora::ActiveLora;
 use sd_core::model::hub::resolve_model;
 use sd_core::model::{model_name, LoadOptions, ModelProfile, WeightVariant};
-use sd_core::pipeline::{GenerateParams, StableDiffusion};
+use sd_core::pipeline::{BatchBudget, GenerateParams, StableDiffusion};
 use sd_core::Interrupt;
 
 use super::preview::LivePreviews;
@@ -29,6 +29,8 @@ use crate::validation::RunnableJob;
 pub struct SdEngine {
     pipeline: StableDiffusion,
     loras: LoraCache,
+    /// The memory a job's images may take in one batched UNet pass.
+    batch_budget: BatchBudget,
 }
 
 impl SdEngine {
@@ -39,6 +41,7 @@ impl SdEngine {
             .request(&config.model, WeightVariant::Full);
         let (backend, ordinal, dtype) = (config.backend, config.device as usize, config.dtype);
         let lora_cache_bytes = config.lora_cache_bytes;
+        let batch_budget = config.batch_budget;
         Box::new(move || {
             let device = backend
                 .open_device(ordinal)
@@ -55,7 +58,11 @@ impl SdEngine {
                 warm_up(&mut pipeline);
             }
             let loras = LoraCache::new(lora_cache_bytes);
-            Ok(Box::new(SdEngine { pipeline, loras }) as Box<dyn Engine>)
+            Ok(Box::new(SdEngine {
+                pipeline,
+                loras,
+                batch_budget,
+            }) as Box<dyn Engine>)
         })
     }
 }
@@ -100,32 +107,43 @@ impl Engine for SdEngine {
         job: &RunnableJob,
         interrupt: Interrupt<'_>,
         on_step: &mut dyn FnMut(StepUpdate) -> std::ops::ControlFlow<()>,
-    ) -> Result<EngineOutput, EngineError> {
+        on_image: &mut dyn FnMut(EngineOutput),
+    ) -> Result<(), EngineError> {
         self.apply_loras(job)?;
         let params = job.generation();
         let format = self.pipeline.family().latent_format();
         let mut previews = job.wants_preview().then(|| LivePreviews::new(format));
-        let mut last = Instant::now();
-        let image = self
+        let plan = self
             .pipeline
-            .generate(params, interrupt, &mut |s| {
-                let elapsed = last.elapsed();
-                let preview = previews.as_mut().and_then(|p| p.after_step(&s, elapsed));
-                let flow = on_step(StepUpdate {
-                    step: s.step,
-                    total: s.total,
-                    preview,
-                });
-                last = Instant::now();
-                flow
-            })
-            .map_err(|e| engine_error(e, job))?;
-        Ok(EngineOutput {
-            png: image.png,
-            width: image.width as u32,
-            height: image.height as u32,
-            seed: image.seed,
-        })
+            .batch_plan(params, job.num_images() as usize, self.batch_budget);
+        tracing::debug!(images = plan.images, per_pass = plan.per_pass, "batch plan");
+        let mut last = Instant::now();
+        self.pipeline
+            .generate_batch(
+                params,
+                plan,
+                interrupt,
+                &mut |s| {
+                    let elapsed = last.elapsed();
+                    let preview = previews.as_mut().and_then(|p| p.after_step(&s, elapsed));
+                    let flow = on_step(StepUpdate {
+                        step: s.step,
+                        total: s.total,
+                        preview,
+                    });
+                    last = Instant::now();
+                    flow
+                },
+                &mut |_, image| {
+                    on_image(EngineOutput {
+                        png: image.png,
+                        width: image.width as u32,
+                        height: image.height as u32,
+                        seed: image.seed,
+                    })
+                },
+            )
+            .map_err(|e| engine_error(e, job))
     }
 }
 

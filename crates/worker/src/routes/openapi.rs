@@ -43,6 +43,7 @@ use crate::state::AppState;
         a1111::img2img,
         a1111::progress,
         a1111::interrupt,
+        a1111::skip,
         a1111::get_options,
         a1111::set_options,
         a1111::sd_models,

@@ -6,6 +6,8 @@ use anyhow::bail;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use sd_core::pipeline::BatchPlan;
+
 use crate::config::Dtype;
 
 /// A model architecture the benchmark builds.
@@ -70,6 +72,14 @@ pub struct BenchArgs {
     /// [default: 0 for sd-turbo, 7.5 otherwise].
     #[arg(long)]
     pub guidance_scale: Option<f64>,
+    /// Images the `image` figure makes, as one job of that many (`num_images`):
+    /// seeds `--seed`, `--seed + 1`, …, the prompt encoded once.
+    #[arg(long, default_value_t = 1)]
+    pub images: usize,
+    /// Most of the `image` figure's images denoised together in one UNet
+    /// pass (1: one after the other) [default: all of them].
+    #[arg(long)]
+    pub images_per_pass: Option<usize>,
     /// Seed of the random weights and inputs, and of the `image` figure's noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -133,6 +143,9 @@ impl BenchArgs {
         if self.batches.contains(&0) {
             bail!("--batches must be at least 1");
         }
+        if self.images == 0 || self.images_per_pass == Some(0) {
+            bail!("--images and --images-per-pass must be at least 1");
+        }
         if self.steps == Some(0) {
             bail!("--steps must be at least 1");
         }
@@ -157,6 +170,14 @@ impl BenchArgs {
         let steps = self.steps.unwrap_or(if turbo { 1 } else { 4 });
         let guidance = self.guidance_scale.unwrap_or(if turbo { 0.0 } else { 7.5 });
         (steps, guidance)
+    }
+
+    /// How the `image` figure's images share UNet passes.
+    pub fn image_plan(&self) -> BatchPlan {
+        BatchPlan {
+            images: self.images,
+            per_pass: self.images_per_pass.unwrap_or(self.images).min(self.images),
+        }
     }
 
     /// Every figure the arguments select, in order: models, then components,

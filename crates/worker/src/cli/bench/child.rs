@@ -23,6 +23,10 @@ pub fn child_args(args: &BenchArgs, figure: &FigureSpec) -> Vec<OsString> {
     flag("--reps", args.reps.to_string());
     flag("--warmup", args.warmup.to_string());
     flag("--seed", args.seed.to_string());
+    flag("--images", args.images.to_string());
+    if let Some(per_pass) = args.images_per_pass {
+        flag("--images-per-pass", per_pass.to_string());
+    }
     flag("--device", args.device.to_string());
     flag("--dtype", args.dtype.as_str().to_string());
     if let Some(steps) = args.steps {

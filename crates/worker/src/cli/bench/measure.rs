@@ -68,7 +68,8 @@ impl Loaded {
         let (batch, steps) = match spec.component {
             BenchComponent::Image => {
                 let (steps, guidance) = args.image_settings(spec.model);
-                (if guidance > 1.0 { 2 } else { 1 }, Some(steps))
+                let rows = if guidance > 1.0 { 2 } else { 1 };
+                (rows * args.image_plan().per_pass, Some(steps))
             }
             _ => (spec.batch, None),
         };

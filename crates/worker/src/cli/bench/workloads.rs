@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use anyhow::Context;
 use candle_core::{Device, Tensor};
-use sd_core::pipeline::{DebugOptions, GenerateParams, StableDiffusion};
+use sd_core::pipeline::{BatchPlan, DebugOptions, GenerateParams, StableDiffusion};
 use sd_core::prompt::{PromptSyntax, TextEncoders};
 use sd_core::rng::TorchRng;
 use sd_core::unet::{AddedCond, PerBlock, UNet2DConditionModel, UNetConfig};
@@ -140,7 +140,9 @@ pub fn text_runs(
 
 /// One whole image from the production pipeline: the prompt, no negative
 /// prompt, the model's own scheduler, `--seed`; the trace it keeps (tensors
-/// the loop computes anyway) shows whether the image is finite.
+/// the loop computes anyway) shows whether the image is finite. With
+/// `--images N`, N images of one job ([`StableDiffusion::generate_batch`],
+/// as the worker runs a job of `num_images`), `--images-per-pass` at a time.
 pub fn image_runs(
     pipeline: &mut StableDiffusion,
     args: &BenchArgs,
@@ -165,6 +167,9 @@ pub fn image_runs(
             scheduler: None,
             image: None,
         };
+        if args.images > 1 {
+            return batch_run(pipeline, &params, args.image_plan());
+        }
         let image = pipeline.generate_with(&params, &debug, Interrupt::NEVER, &mut |_| {
             ControlFlow::Continue(())
         })?;
@@ -182,5 +187,36 @@ pub fn image_runs(
                 t.decoding.as_secs_f64(),
             ]),
         })
+    })
+}
+
+/// The images of one job of several; each image's pixels are checked to be
+/// finite (as 0..255 values), the stages summed over the images.
+fn batch_run(
+    pipeline: &mut StableDiffusion,
+    params: &GenerateParams,
+    plan: BatchPlan,
+) -> anyhow::Result<RunOutput> {
+    let mut images = Vec::with_capacity(plan.images);
+    pipeline.generate_batch(
+        params,
+        plan,
+        Interrupt::NEVER,
+        &mut |_| ControlFlow::Continue(()),
+        &mut |_, image| images.push(image),
+    )?;
+    let mut stages = [0.0; 3];
+    let mut pixels = Vec::new();
+    for image in &images {
+        let t = image.timings;
+        stages[0] += t.text_encoding.as_secs_f64();
+        stages[1] += t.denoising.as_secs_f64();
+        stages[2] += t.decoding.as_secs_f64();
+        pixels.extend(image.rgb.iter().map(|&v| f32::from(v)));
+    }
+    let len = pixels.len();
+    Ok(RunOutput {
+        tensors: vec![("images_rgb", Tensor::from_vec(pixels, len, &Device::Cpu)?)],
+        stages: Some(stages),
     })
 }

@@ -18,7 +18,7 @@ use sd_contract::{
 use super::{A1111ApiError, A1111Json, Interrupts};
 use crate::convert::scheduler_from_wire;
 use crate::error::ApiError;
-use crate::routes::blocking::{submit_and_wait, Finished};
+use crate::routes::blocking::{submit, Finished};
 use crate::state::AppState;
 
 /// The strength of an `img2img` call that gives none (A1111's default).
@@ -158,7 +158,9 @@ pub async fn img2img(
 }
 
 /// Submits the images' jobs and waits for them, or for an interrupt (which
-/// cancels those that have not ended and answers no images).
+/// cancels those that have not ended and answers no images). A skip cancels
+/// the call's running job (a batch of up to eight images) and the call goes
+/// on with its other jobs, answering without the skipped job's images.
 async fn generate(
     state: &AppState,
     interrupts: &Interrupts,
@@ -167,10 +169,18 @@ async fn generate(
     parameters: serde_json::Value,
 ) -> Result<Json<A1111Images>, A1111ApiError> {
     let interrupted = interrupts.next();
-    let finished = tokio::select! {
-        finished = submit_and_wait(state, request, asked.image_count()) => {
-            finished.map_err(in_a1111_terms)?
+    let call = async {
+        let submitted = submit(state, request, asked.image_count()).await?;
+        loop {
+            let skipped = interrupts.next_skip();
+            tokio::select! {
+                finished = submitted.ended() => break Ok::<_, ApiError>(finished),
+                () = skipped => submitted.cancel_running(),
+            }
         }
+    };
+    let finished = tokio::select! {
+        finished = call => finished.map_err(in_a1111_terms)?,
         () = interrupted => {
             tracing::info!("A1111 call interrupted: its unfinished jobs are cancelled");
             Vec::new()
@@ -192,10 +202,12 @@ fn answer(
     let mut infotexts = Vec::with_capacity(finished.len());
     for done in finished {
         match done.end.as_ref() {
-            JobEvent::Complete(result) => {
-                infotexts.push(parameters_text(&result.image).unwrap_or_default());
-                images.push(result.image.clone());
-                seeds.push(result.seed);
+            JobEvent::Complete(_) => {
+                for (image, seed) in done.images() {
+                    infotexts.push(parameters_text(image).unwrap_or_default());
+                    images.push(image.to_string());
+                    seeds.push(seed);
+                }
             }
             JobEvent::Error(error) => {
                 return Err(ApiError::Internal(format!(

@@ -9,7 +9,7 @@
 //! validate).
 //!
 //! - `generate.rs`: `txt2img` and `img2img`, and how their fields map onto a job.
-//! - `status.rs`: progress, interrupt, options and the lists clients read when
+//! - `status.rs`: progress, interrupt, skip, options and the lists clients read when
 //!   they connect (models, samplers, schedulers, ...).
 
 mod generate;
@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sdapi/v1/img2img", post(img2img))
         .route("/sdapi/v1/progress", get(progress))
         .route("/sdapi/v1/interrupt", post(interrupt))
+        .route("/sdapi/v1/skip", post(skip))
         .route("/sdapi/v1/options", get(get_options).post(set_options))
         .route("/sdapi/v1/sd-models", get(sd_models))
         .route("/sdapi/v1/samplers", get(samplers))
@@ -53,31 +54,55 @@ pub fn routes() -> Router<AppState> {
         .layer(Extension(Interrupts::default()))
 }
 
-/// `POST /sdapi/v1/interrupt`'s signal: a counter every call that waits for
-/// images watches; a call ends when it changes.
+/// `POST /sdapi/v1/interrupt`'s and `POST /sdapi/v1/skip`'s signals: two
+/// counters every call that waits for images watches; a call ends when the
+/// first changes and cancels its running job when the second does.
 #[derive(Debug, Clone)]
-pub struct Interrupts(watch::Sender<u64>);
+pub struct Interrupts {
+    interrupt: watch::Sender<u64>,
+    skip: watch::Sender<u64>,
+}
 
 impl Default for Interrupts {
     fn default() -> Self {
-        Self(watch::channel(0).0)
+        Self {
+            interrupt: watch::channel(0).0,
+            skip: watch::channel(0).0,
+        }
     }
 }
 
 impl Interrupts {
     /// Interrupts every call waiting now.
     pub fn interrupt(&self) {
-        self.0.send_modify(|n| *n = n.wrapping_add(1));
+        self.interrupt.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Skips the running job of every call waiting now.
+    pub fn skip(&self) {
+        self.skip.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Resolves at the first interrupt after this call.
     pub fn next(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.0.subscribe();
-        rx.mark_unchanged();
-        async move {
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+        next_change(&self.interrupt)
+    }
+
+    /// Resolves at the first skip after this call.
+    pub fn next_skip(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        next_change(&self.skip)
+    }
+}
+
+/// Resolves at the first change of `counter` after this call.
+fn next_change(
+    counter: &watch::Sender<u64>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = counter.subscribe();
+    rx.mark_unchanged();
+    async move {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

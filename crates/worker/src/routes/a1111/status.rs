@@ -95,6 +95,28 @@ pub async fn interrupt(Extension(interrupts): Extension<Interrupts>) -> Json<A11
     Json(A1111Done {})
 }
 
+/// Skips the batch being made: the running job of every `txt2img` and
+/// `img2img` call in progress stops within a step (cancelled), and each call
+/// goes on with its other jobs (the further batches of a call of more than
+/// eight images), answering without the skipped job's images. AUTOMATIC1111
+/// skips the current batch of `n_iter` the same way; our engine cannot hand
+/// back a half-denoised image. Jobs submitted through the job API are not touched.
+#[utoipa::path(
+    post,
+    path = "/sdapi/v1/skip",
+    tag = "a1111",
+    responses(
+        (status = 200, description = "Skipped (also when nothing was running)", body = A1111Done),
+        (status = 401, description = "Missing or wrong API key", body = sd_contract::ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
+pub async fn skip(Extension(interrupts): Extension<Interrupts>) -> Json<A1111Done> {
+    tracing::info!("A1111 skip");
+    interrupts.skip();
+    Json(A1111Done {})
+}
+
 /// The settings clients read.
 #[utoipa::path(
     get,
