@@ -10,6 +10,7 @@ use sd_contract::limits::MIN_SIZE;
 use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
 
+use crate::decoding::{DecodingArgs, DecodingError};
 use crate::engine::fake::FakeEngineConfig;
 
 /// Flags of the worker when it serves (the binary's default command).
@@ -44,6 +45,9 @@ pub struct ServeArgs {
     /// f16 halve their memory, computation stays f32 (the VAE stays f32).
     #[arg(long, env = "SD_WORKER_DTYPE", value_enum, default_value_t = DEFAULT_DTYPE)]
     pub dtype: Dtype,
+    /// The tiny autoencoder, the default decoder and VAE tiling.
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
     /// Jobs that may wait in the queue besides the running one; more get 503.
     #[arg(long, env = "SD_WORKER_MAX_QUEUE", default_value_t = DEFAULT_MAX_QUEUE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_queue: u32,
@@ -271,6 +275,9 @@ pub enum ConfigError {
         presets::names()
     )]
     NoModel,
+    /// Inconsistent decoding flags.
+    #[error(transparent)]
+    Decoding(#[from] DecodingError),
     /// A bad `--allowed-origins` entry.
     #[error(
         "--allowed-origins takes `*` or origins like `https://host[:port]` (no path), got `{0}`"
@@ -309,6 +316,8 @@ pub struct WorkerConfig {
     pub device: u32,
     /// The weights' dtype.
     pub dtype: Dtype,
+    /// The tiny autoencoder, the default decoder and VAE tiling.
+    pub decoding: DecodingArgs,
     /// Jobs that may wait besides the running one.
     pub max_queue: usize,
     /// The API key, when auth is on.
@@ -387,6 +396,7 @@ impl WorkerConfig {
             backend: Backend::Cpu,
             device: DEFAULT_DEVICE,
             dtype: DEFAULT_DTYPE,
+            decoding: DecodingArgs::default(),
             max_queue: DEFAULT_MAX_QUEUE as usize,
             api_key: None,
             allowed_hosts: Vec::new(),
@@ -439,6 +449,8 @@ impl WorkerConfig {
         config.backend = backend;
         config.device = args.device;
         config.dtype = args.dtype;
+        args.decoding.check()?;
+        config.decoding = args.decoding.clone();
         config.max_queue = args.max_queue as usize;
         config.api_key = args.api_key.clone().filter(|k| !k.is_empty());
         config.allowed_hosts = args

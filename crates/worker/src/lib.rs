@@ -15,6 +15,7 @@
 //! - [`mod@app`] is the router; [`routes`] the handlers; [`error`] the one error
 //!   type; [`extract`] the JSON extractor that names bad fields; [`guard`]
 //!   refuses requests for hosts and from origins the worker does not serve.
+//! - [`decoding`] sets up the tiny autoencoder and VAE tiling from the flags.
 //! - [`hive`] sends the ready callback and heartbeats; [`server`] binds, serves
 //!   and shuts down; [`connections`] is the accept loop with its deadlines and
 //!   caps, [`body`] the guards on request bodies.
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod convert;
+pub mod decoding;
 pub mod engine;
 pub mod error;
 pub mod extract;

@@ -136,10 +136,11 @@ impl AppState {
 
     /// Records that the model loaded, and works out the request defaults
     /// (sd-core's [`Defaults::resolve`], under the preset in force, with the
-    /// configured prompt syntax).
+    /// configured prompt syntax and decoder).
     pub fn mark_ready(&self, profile: ModelProfile) {
         let defaults = Defaults {
             prompt_syntax: self.0.config.prompt_syntax,
+            decoder: self.0.config.decoding.vae_decoder.decoder(),
             ..Defaults::resolve(self.0.config.preset, &profile)
         };
         *self.0.model.write().unwrap_or_else(|e| e.into_inner()) = Some((profile, defaults));

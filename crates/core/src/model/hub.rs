@@ -13,8 +13,8 @@ use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
 use super::files::{
-    read_json, shard_names, tokenizer_files, Component, ModelIndex, WeightVariant, MODEL_INDEX,
-    SCHEDULER_CONFIG,
+    component_weight_candidates, read_json, shard_names, tokenizer_files, Component, ModelIndex,
+    WeightVariant, COMPONENT_CONFIG, MODEL_INDEX, SCHEDULER_CONFIG,
 };
 use crate::error::{Error, Result};
 
@@ -67,8 +67,24 @@ pub fn model_name(spec: &str) -> String {
     spec.to_string()
 }
 
+/// Resolves a one-component reference, such as a tiny autoencoder
+/// (`madebyollin/taesd`), to a local folder holding its `config.json` and
+/// weights: a folder as is, a repo id through the cache, as [`resolve_model`].
+pub fn resolve_component(spec: &str, variant: WeightVariant) -> Result<PathBuf> {
+    resolve_with(spec, &HubOptions::from_env(variant), plan_and_fetch_component)
+}
+
 /// Resolves a model reference to a local diffusers folder with explicit hub options.
 pub fn resolve_model_with(spec: &str, options: &HubOptions) -> Result<PathBuf> {
+    resolve_with(spec, options, plan_and_fetch)
+}
+
+/// Chooses among the files available and fetches them, returning their folder.
+type Plan = fn(WeightVariant, &dyn Fn(&str) -> bool, &dyn Fn(&str) -> Result<PathBuf>) -> Result<PathBuf>;
+
+/// A folder as is, or a repo id resolved through the cache (then the hub)
+/// with the files `plan` picks.
+fn resolve_with(spec: &str, options: &HubOptions, plan: Plan) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.is_dir() {
         return Ok(path.to_path_buf());
@@ -78,7 +94,7 @@ pub fn resolve_model_with(spec: &str, options: &HubOptions) -> Result<PathBuf> {
     }
     let repo = Repo::with_revision(spec.to_string(), RepoType::Model, options.revision.clone());
     let cache = Cache::new(options.cache_dir.clone()).repo(repo.clone());
-    match plan_and_fetch(
+    match plan(
         options.variant,
         &|name: &str| cache.get(name).is_some(),
         &|name| {
@@ -99,11 +115,11 @@ pub fn resolve_model_with(spec: &str, options: &HubOptions) -> Result<PathBuf> {
         }
         Err(_) => {}
     }
-    download(spec, repo, options)
+    download(spec, repo, options, plan)
 }
 
-/// Downloads what the pipeline needs from the hub into the cache.
-fn download(spec: &str, repo: Repo, options: &HubOptions) -> Result<PathBuf> {
+/// Downloads what `plan` picks from the hub into the cache.
+fn download(spec: &str, repo: Repo, options: &HubOptions, plan: Plan) -> Result<PathBuf> {
     let hub_error = |e: hf_hub::api::sync::ApiError| Error::Hub(format!("{spec}: {e}"));
     let api = ApiBuilder::from_cache(Cache::new(options.cache_dir.clone())).with_progress(true);
     let api = match std::env::var("HF_ENDPOINT") {
@@ -116,7 +132,7 @@ fn download(spec: &str, repo: Repo, options: &HubOptions) -> Result<PathBuf> {
     let listing = remote.info().map_err(hub_error)?;
     let names: Vec<String> = listing.siblings.into_iter().map(|s| s.rfilename).collect();
     tracing::info!(repo = spec, "downloading model files");
-    plan_and_fetch(
+    plan(
         options.variant,
         &|name: &str| names.iter().any(|n| n == name),
         &|name| remote.get(name).map_err(hub_error),
@@ -145,6 +161,27 @@ fn plan_and_fetch(
             }
         }
     }
+    Ok(root)
+}
+
+/// Fetches a single component's `config.json` and its weights (one
+/// safetensors file, `variant`'s precision first) and returns their folder.
+fn plan_and_fetch_component(
+    variant: WeightVariant,
+    available: &dyn Fn(&str) -> bool,
+    fetch: &dyn Fn(&str) -> Result<PathBuf>,
+) -> Result<PathBuf> {
+    let config = fetch(COMPONENT_CONFIG)?;
+    let root = config
+        .parent()
+        .ok_or_else(|| Error::invalid_file(&config, "has no parent folder"))?
+        .to_path_buf();
+    let candidates = component_weight_candidates(variant);
+    let weights = candidates
+        .iter()
+        .find(|name| available(name))
+        .ok_or_else(|| Error::MissingFile(root.join(candidates[0])))?;
+    fetch(weights)?;
     Ok(root)
 }
 

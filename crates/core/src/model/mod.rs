@@ -20,7 +20,7 @@ pub mod profile;
 pub mod safetensors;
 pub mod source;
 
-pub use components::{load_unet, load_vae};
+pub use components::{load_tiny_vae, load_unet, load_vae};
 pub use files::{Component, ConfigText, WeightVariant};
 pub use hash::model_hash;
 pub use hub::model_name;

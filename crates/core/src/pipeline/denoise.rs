@@ -138,7 +138,7 @@ impl StableDiffusion {
         timings.denoising = started.elapsed();
 
         let started = Instant::now();
-        let image = self.decode_latents(&latents, interrupt)?;
+        let image = self.decode_latents(&latents, params.decoder, interrupt)?;
         let rgb = to_rgb8(&image)?;
         let settings = GenerationSettings {
             prompt: params.prompt.clone(),

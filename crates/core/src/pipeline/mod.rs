@@ -15,6 +15,7 @@ mod params;
 mod start;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -22,7 +23,7 @@ use candle_core::{Device, Tensor};
 pub use defaults::Defaults;
 pub use output::{GeneratedImage, ImageTrace, StageTimings, StepProgress, Trace};
 pub use params::{
-    random_seed, DebugOptions, GenerateParams, ImageInput, DEFAULT_IMG2IMG_STRENGTH,
+    random_seed, DebugOptions, GenerateParams, ImageInput, VaeDecoder, DEFAULT_IMG2IMG_STRENGTH,
     DEFAULT_INPAINT_STRENGTH,
 };
 
@@ -36,7 +37,7 @@ use crate::model::{
 use crate::prompt::{PromptEmbeds, PromptEncoding, TextEncoders};
 use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind, StepLimits};
 use crate::unet::{UNet2DConditionModel, UNetConfig};
-use crate::vae::AutoencoderKL;
+use crate::vae::{AutoencoderKL, AutoencoderTiny, TilingMode, VaeTiling};
 
 /// A loaded Stable Diffusion model, ready to generate.
 pub struct StableDiffusion {
@@ -49,6 +50,11 @@ pub struct StableDiffusion {
     force_zeros_for_empty_prompt: bool,
     unet: UNet2DConditionModel,
     vae: AutoencoderKL,
+    /// The tiny autoencoder for fast decodes and live previews, when one is loaded.
+    tiny_vae: Option<Arc<AutoencoderTiny>>,
+    /// When the full VAE runs in tiles, and their geometry.
+    vae_tiling: TilingMode,
+    tile_geometry: VaeTiling,
     scheduler_config: SchedulerConfig,
     default_scheduler: SchedulerKind,
 }
@@ -99,6 +105,7 @@ impl StableDiffusion {
         let unet = load_unet(source, &unet_config, options, device)?;
         let text = TextEncoders::load(source, dual, options, device)?;
         let vae = load_vae(source, options, device)?;
+        let tile_geometry = VaeTiling::for_config(vae.config());
 
         let scheduler_config = SchedulerConfig::from_config(&source.scheduler_config()?)?;
         let default_scheduler = Self::check_scheduler(&scheduler_config)?;
@@ -116,6 +123,9 @@ impl StableDiffusion {
             force_zeros_for_empty_prompt: dual && source.force_zeros_for_empty_prompt(),
             unet,
             vae,
+            tiny_vae: None,
+            vae_tiling: TilingMode::Off,
+            tile_geometry,
             scheduler_config,
             default_scheduler,
         })
@@ -137,6 +147,55 @@ impl StableDiffusion {
         self.default_scheduler = Self::check_scheduler(&config)?;
         self.scheduler_config = config;
         Ok(())
+    }
+
+    /// Loads (or with `None` drops) the tiny autoencoder used for
+    /// [`VaeDecoder::Tiny`] decodes and for live previews. Its latent space
+    /// must be the model's: the same channels and scale factor.
+    pub fn set_tiny_vae(&mut self, tiny: Option<AutoencoderTiny>) -> Result<()> {
+        if let Some(tiny) = &tiny {
+            let config = tiny.config();
+            let expected = (self.vae.config().latent_channels, self.vae_scale_factor());
+            let found = (config.latent_channels, config.scale_factor());
+            if found != expected {
+                return Err(Error::invalid_file(
+                    "config.json",
+                    format!(
+                        "the tiny autoencoder has {} latent channels at 1/{} scale, the model {} at 1/{}",
+                        found.0, found.1, expected.0, expected.1
+                    ),
+                ));
+            }
+        }
+        self.tiny_vae = tiny.map(Arc::new);
+        Ok(())
+    }
+
+    /// The tiny autoencoder, when one is loaded (shared, so a step callback
+    /// can decode previews while the pipeline runs).
+    pub fn tiny_vae(&self) -> Option<Arc<AutoencoderTiny>> {
+        self.tiny_vae.clone()
+    }
+
+    /// Sets when the full VAE encodes and decodes in tiles (default: never).
+    pub fn set_vae_tiling(&mut self, mode: TilingMode) {
+        self.vae_tiling = mode;
+    }
+
+    /// When the full VAE encodes and decodes in tiles.
+    pub fn vae_tiling(&self) -> TilingMode {
+        self.vae_tiling
+    }
+
+    /// Replaces the tile geometry (diffusers' from the VAE config by default),
+    /// e.g. smaller tiles to see tiling at work on a small image.
+    pub fn set_tile_geometry(&mut self, tiling: VaeTiling) {
+        self.tile_geometry = tiling;
+    }
+
+    /// Whether a VAE pass over an image of `height`×`width` runs in tiles.
+    pub(crate) fn tiles(&self, height: usize, width: usize) -> bool {
+        self.vae_tiling.tiles(self.vae.config(), height, width)
     }
 
     /// Sets the model name written into PNG metadata (defaults to the source's
@@ -171,6 +230,7 @@ impl StableDiffusion {
             scheduler: self.default_scheduler,
             step_limits: StepLimits::of(&self.scheduler_config),
             max_clip_skip: self.text.max_clip_skip(),
+            tiny_decoder: self.tiny_vae.is_some(),
         }
     }
 
@@ -250,15 +310,37 @@ impl StableDiffusion {
         ))
     }
 
-    /// Decodes final latents into an image `[1, 3, H, W]` in 0..1, undoing the
-    /// VAE's scaling; stops with [`Error::Cancelled`] once `interrupt` is raised.
-    pub fn decode_latents(&self, latents: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
+    /// Decodes final latents into an image `[1, 3, H, W]` in 0..1 with
+    /// `decoder`, undoing the VAE's scaling. The full VAE runs in tiles when
+    /// the tiling mode says so; stops with [`Error::Cancelled`] once
+    /// `interrupt` is raised.
+    pub fn decode_latents(
+        &self,
+        latents: &Tensor,
+        decoder: VaeDecoder,
+        interrupt: Interrupt<'_>,
+    ) -> Result<Tensor> {
+        if decoder == VaeDecoder::Tiny {
+            let tiny = self.tiny_vae.as_ref().ok_or_else(|| {
+                Error::param(
+                    crate::Param::Decoder,
+                    "asks for the tiny autoencoder, but this model has none loaded",
+                )
+            })?;
+            return tiny.decode_to_unit(latents, interrupt);
+        }
         let config = self.vae.config();
         let mut z = (latents / config.scaling_factor)?;
         if let Some(shift) = config.shift_factor {
             z = (z + shift)?;
         }
-        let decoded = self.vae.decode_interruptible(&z, interrupt)?;
+        let (_, _, h, w) = z.dims4()?;
+        let factor = self.vae_scale_factor();
+        let decoded = if self.tiles(h * factor, w * factor) {
+            self.vae.decode_tiled(&z, &self.tile_geometry, interrupt)?
+        } else {
+            self.vae.decode_interruptible(&z, interrupt)?
+        };
         Ok(((decoded / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }
 }

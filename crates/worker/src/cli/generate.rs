@@ -23,6 +23,7 @@ use sd_core::Interrupt;
 use sd_core::{Param, ParamError};
 
 use crate::config::{Backend, Dtype};
+use crate::decoding::DecodingArgs;
 
 /// The largest init picture or mask the command reads (64 megapixels).
 const MAX_INPUT_PIXELS: usize = 64 << 20;
@@ -102,6 +103,9 @@ pub struct GenerateArgs {
     /// Device index (the GPU for cuda and metal builds).
     #[arg(long, default_value_t = 0)]
     pub device: usize,
+    /// The tiny autoencoder, the decoder and VAE tiling.
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
 }
 
 /// Runs the command on the binary's `backend`.
@@ -175,6 +179,7 @@ fn load_model(args: &GenerateArgs, device: &Device) -> anyhow::Result<(StableDif
     let mut model = StableDiffusion::load_with(&folder, device, options)
         .with_context(|| format!("loading model {spec}"))?;
     model.set_name(model_name(&spec));
+    args.decoding.apply(&mut model)?;
     Ok((model, spec))
 }
 
@@ -207,6 +212,7 @@ fn resolve_params(
         seed,
         scheduler: Some(args.scheduler.unwrap_or(defaults.scheduler)),
         image: image_input,
+        decoder: args.decoding.vae_decoder.decoder(),
     };
     params.check(&profile).map_err(|e| flag_error(args, e))?;
     if args.seed.is_none() {
@@ -224,6 +230,7 @@ fn flag_error(args: &GenerateArgs, error: ParamError) -> anyhow::Error {
     let flag = match error.param {
         Param::Image => format!("--init-image{}", file(&args.init_image)),
         Param::Mask => format!("--mask-image{}", file(&args.mask_image)),
+        Param::Decoder => "--vae-decoder".to_string(),
         other => format!("--{}", other.as_str().replace('_', "-")),
     };
     anyhow::anyhow!("{flag}: {}", error.message)

@@ -114,6 +114,7 @@ impl Engine for FakeEngine {
             scheduler: SchedulerKind::Pndm,
             step_limits: Default::default(),
             max_clip_skip: 11,
+            tiny_decoder: false,
         }
     }
 

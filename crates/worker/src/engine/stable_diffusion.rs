@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use sd_core::model::hub::resolve_model;
 use sd_core::model::{model_name, LoadOptions, ModelProfile, WeightVariant};
-use sd_core::pipeline::{GenerateParams, StableDiffusion};
+use sd_core::pipeline::{GenerateParams, StableDiffusion, VaeDecoder};
 use sd_core::Interrupt;
 
-use super::preview::LivePreviews;
+use super::preview::{LivePreviews, PreviewSource};
 use super::{Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
 use crate::config::WorkerConfig;
 use crate::validation::RunnableJob;
@@ -30,6 +30,7 @@ impl SdEngine {
     pub fn loader(config: &WorkerConfig) -> EngineLoader {
         let spec = config.model.clone();
         let (backend, ordinal, dtype) = (config.backend, config.device as usize, config.dtype);
+        let decoding = config.decoding.clone();
         Box::new(move || {
             let device = backend
                 .open_device(ordinal)
@@ -43,6 +44,9 @@ impl SdEngine {
             let mut pipeline =
                 StableDiffusion::load_with(&folder, &device, options).map_err(load_error)?;
             pipeline.set_name(model_name(&spec));
+            decoding
+                .apply(&mut pipeline)
+                .map_err(|e| EngineError::Failed(e.to_string()))?;
             if !device.is_cpu() {
                 warm_up(&mut pipeline);
             }
@@ -70,6 +74,7 @@ fn warm_up(pipeline: &mut StableDiffusion) {
         seed: 0,
         scheduler: None,
         image: None,
+        decoder: VaeDecoder::Full,
     };
     match pipeline.generate(&params, Interrupt::NEVER, &mut |_| {
         std::ops::ControlFlow::Continue(())
@@ -93,8 +98,11 @@ impl Engine for SdEngine {
         on_step: &mut dyn FnMut(StepUpdate) -> std::ops::ControlFlow<()>,
     ) -> Result<EngineOutput, EngineError> {
         let params = job.generation();
-        let format = self.pipeline.family().latent_format();
-        let mut previews = job.wants_preview().then(|| LivePreviews::new(format));
+        let source = match self.pipeline.tiny_vae() {
+            Some(tiny) => PreviewSource::TinyDecoder(tiny),
+            None => PreviewSource::Projection(self.pipeline.family().latent_format()),
+        };
+        let mut previews = job.wants_preview().then(|| LivePreviews::new(source));
         let mut last = Instant::now();
         let image = self
             .pipeline
