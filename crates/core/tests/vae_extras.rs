@@ -40,8 +40,12 @@ fn references() -> HashMap<String, Tensor> {
 }
 
 fn tiny() -> sd_core::vae::AutoencoderTiny {
-    load_tiny_vae(&extras().join("tiny-taesd"), WeightVariant::Full, &Device::Cpu)
-        .expect("tiny autoencoder")
+    load_tiny_vae(
+        &extras().join("tiny-taesd"),
+        WeightVariant::Full,
+        &Device::Cpu,
+    )
+    .expect("tiny autoencoder")
 }
 
 fn kl_vae() -> AutoencoderKL {
@@ -200,7 +204,11 @@ fn pipeline_with_the_tiny_decoder_matches_diffusers() {
     let mut model = pipeline();
     let params = pipeline_params(VaeDecoder::Tiny);
     let err = model
-        .generate(&params, Interrupt::NEVER, &mut |_| ControlFlow::Continue(()))
+        .generate(
+            &params,
+            Interrupt::NEVER,
+            &mut |_| ControlFlow::Continue(()),
+        )
         .unwrap_err();
     assert!(
         matches!(&err, Error::Param(e) if e.param == Param::Decoder),
@@ -209,7 +217,11 @@ fn pipeline_with_the_tiny_decoder_matches_diffusers() {
     model.set_tiny_vae(Some(tiny())).unwrap();
     assert!(model.profile().tiny_decoder);
     let tiny_image = model
-        .generate(&params, Interrupt::NEVER, &mut |_| ControlFlow::Continue(()))
+        .generate(
+            &params,
+            Interrupt::NEVER,
+            &mut |_| ControlFlow::Continue(()),
+        )
         .unwrap();
     let full_image = model
         .generate(
@@ -229,7 +241,10 @@ fn pipeline_with_the_tiny_decoder_matches_diffusers() {
         .unwrap();
     // 8-bit rounding: half a step, plus the float error.
     let err = max_abs_diff(&got, want);
-    assert!(err <= 0.5 / 255.0 + 1e-3, "tiny-decoder image max |Δ| {err}");
+    assert!(
+        err <= 0.5 / 255.0 + 1e-3,
+        "tiny-decoder image max |Δ| {err}"
+    );
 }
 
 /// With tiling forced on and small tiles, the pipeline's decode is diffusers'

@@ -70,7 +70,9 @@ pub enum TilingChoice {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodingError {
     /// `--vae-decoder tiny` without `--tiny-vae`.
-    #[error("--vae-decoder tiny needs a tiny autoencoder: pass --tiny-vae (e.g. madebyollin/taesd)")]
+    #[error(
+        "--vae-decoder tiny needs a tiny autoencoder: pass --tiny-vae (e.g. madebyollin/taesd)"
+    )]
     NoTinyVae,
     /// The tiny autoencoder could not be resolved or loaded; names the file or tensor.
     #[error("--tiny-vae: {0}")]
@@ -166,7 +168,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        other => return Err(format!("unknown unit `{other}` in `{text}` (use K, M, G or T)")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use K, M, G or T)"
+            ))
+        }
     };
     Ok((value * (1u64 << shift) as f64) as u64)
 }

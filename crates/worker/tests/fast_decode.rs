@@ -109,9 +109,16 @@ fn fast_decode_over_http_gives_diffusers_tiny_vae_image() {
         .map(|(a, b)| a.abs_diff(b))
         .max()
         .unwrap();
-    assert!(worst <= 1, "fast decode differs from diffusers by {worst}/255");
+    assert!(
+        worst <= 1,
+        "fast decode differs from diffusers by {worst}/255"
+    );
     let full = final_image(&run_job(&worker.url, r#","fast_decode":false"#));
-    assert_ne!(decode_png(&full).2, rgb, "fast_decode: false uses the full VAE");
+    assert_ne!(
+        decode_png(&full).2,
+        rgb,
+        "fast_decode: false uses the full VAE"
+    );
     let default = final_image(&run_job(&worker.url, ""));
     assert_eq!(default, full, "the default decoder is the full VAE");
 }
@@ -121,7 +128,14 @@ fn the_tiny_decoder_as_the_workers_default() {
     let model = model();
     let tiny = tiny_vae();
     let worker = WorkerProcess::spawn(
-        &["--model", &model, "--tiny-vae", &tiny, "--vae-decoder", "tiny"],
+        &[
+            "--model",
+            &model,
+            "--tiny-vae",
+            &tiny,
+            "--vae-decoder",
+            "tiny",
+        ],
         &[],
     );
     worker.wait_ready();
@@ -153,8 +167,7 @@ fn previews_are_tiny_decodes_when_a_tiny_vae_is_loaded() {
         let b64 = first.strip_prefix("data:image/png;base64,").unwrap();
         (sizes, decode_png(b64).2, final_image(&events))
     };
-    let (decoded_sizes, decoded, image) =
-        preview_frames(&["--model", &model, "--tiny-vae", &tiny]);
+    let (decoded_sizes, decoded, image) = preview_frames(&["--model", &model, "--tiny-vae", &tiny]);
     let (projected_sizes, projected, same_image) = preview_frames(&["--model", &model]);
     let run = pipeline_run();
     assert!(
@@ -165,7 +178,10 @@ fn previews_are_tiny_decodes_when_a_tiny_vae_is_loaded() {
         "{decoded_sizes:?}"
     );
     assert!(projected_sizes.iter().any(|(_, size)| size.is_some()));
-    assert_ne!(decoded, projected, "previews must come from the tiny decoder");
+    assert_ne!(
+        decoded, projected,
+        "previews must come from the tiny decoder"
+    );
     assert_eq!(image, same_image, "previews do not change the image");
 }
 

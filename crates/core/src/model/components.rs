@@ -6,12 +6,15 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
-use super::files::{component_weight_candidates, existing, weights_error, Component, ComponentFiles, ConfigText, WeightVariant, COMPONENT_CONFIG};
+use super::files::{
+    component_weight_candidates, existing, weights_error, Component, ComponentFiles, ConfigText,
+    WeightVariant, COMPONENT_CONFIG,
+};
 use super::options::LoadOptions;
 use super::source::ModelSource;
+use crate::error::Error;
 use crate::error::Result;
 use crate::unet::{UNet2DConditionModel, UNetConfig};
-use crate::error::Error;
 use crate::vae::{AutoencoderKL, AutoencoderTiny, TinyVaeConfig, VaeConfig};
 
 /// The UNet of `source`, built from `config` (its parsed `unet/config.json`,
@@ -42,7 +45,11 @@ pub fn load_vae(
 /// A tiny autoencoder (`AutoencoderTiny`, e.g. TAESD) from its own folder:
 /// `config.json` and `diffusion_pytorch_model(.fp16).safetensors`, read in f32.
 /// Errors name the file, and for weights the tensor.
-pub fn load_tiny_vae(folder: &Path, variant: WeightVariant, device: &Device) -> Result<AutoencoderTiny> {
+pub fn load_tiny_vae(
+    folder: &Path,
+    variant: WeightVariant,
+    device: &Device,
+) -> Result<AutoencoderTiny> {
     let config = ConfigText::read(&existing(folder, COMPONENT_CONFIG)?)?;
     let class: serde_json::Value = config.parse()?;
     match class.get("_class_name").and_then(serde_json::Value::as_str) {

@@ -71,7 +71,11 @@ pub fn model_name(spec: &str) -> String {
 /// (`madebyollin/taesd`), to a local folder holding its `config.json` and
 /// weights: a folder as is, a repo id through the cache, as [`resolve_model`].
 pub fn resolve_component(spec: &str, variant: WeightVariant) -> Result<PathBuf> {
-    resolve_with(spec, &HubOptions::from_env(variant), plan_and_fetch_component)
+    resolve_with(
+        spec,
+        &HubOptions::from_env(variant),
+        plan_and_fetch_component,
+    )
 }
 
 /// Resolves a model reference to a local diffusers folder with explicit hub options.
@@ -80,7 +84,8 @@ pub fn resolve_model_with(spec: &str, options: &HubOptions) -> Result<PathBuf> {
 }
 
 /// Chooses among the files available and fetches them, returning their folder.
-type Plan = fn(WeightVariant, &dyn Fn(&str) -> bool, &dyn Fn(&str) -> Result<PathBuf>) -> Result<PathBuf>;
+type Plan =
+    fn(WeightVariant, &dyn Fn(&str) -> bool, &dyn Fn(&str) -> Result<PathBuf>) -> Result<PathBuf>;
 
 /// A folder as is, or a repo id resolved through the cache (then the hub)
 /// with the files `plan` picks.

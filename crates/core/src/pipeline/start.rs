@@ -112,7 +112,8 @@ impl StableDiffusion {
     ) -> Result<Tensor> {
         let (_, _, h, w) = image.dims4()?;
         let posterior = if self.tiles(h, w) {
-            self.vae.encode_tiled(image, &self.tile_geometry, interrupt)?
+            self.vae
+                .encode_tiled(image, &self.tile_geometry, interrupt)?
         } else {
             self.vae.encode_interruptible(image, interrupt)?
         };

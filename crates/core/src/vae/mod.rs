@@ -165,7 +165,9 @@ impl AutoencoderKL {
             return self.encode_interruptible(image, interrupt);
         }
         self.check_image(image)?;
-        let moments = grid.run(image, interrupt, |tile| self.encode_moments(tile, interrupt))?;
+        let moments = grid.run(image, interrupt, |tile| {
+            self.encode_moments(tile, interrupt)
+        })?;
         Ok(DiagonalGaussian::from_moments(&moments)?)
     }
 

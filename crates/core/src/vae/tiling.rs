@@ -120,9 +120,11 @@ impl TileGrid {
             let mut left: Option<Tensor> = None;
             for (column, start) in (0..width).step_by(self.stride).enumerate() {
                 interrupt.check_cancelled()?;
-                let tile = input
-                    .narrow(2, top, rows_in)?
-                    .narrow(3, start, self.tile.min(width - start))?;
+                let tile = input.narrow(2, top, rows_in)?.narrow(
+                    3,
+                    start,
+                    self.tile.min(width - start),
+                )?;
                 let mut out = tile_fn(&tile)?;
                 if let Some(upper) = above.get(column) {
                     out = blend(upper, &out, self.blend, 2)?;

@@ -156,7 +156,12 @@ impl TinyVaeConfig {
 }
 
 /// A 3×3 convolution without bias, stride `stride`, padding 1.
-fn conv_no_bias(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> candle_core::Result<Conv2d> {
+fn conv_no_bias(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    stride: usize,
+) -> candle_core::Result<Conv2d> {
     let weight = vb.get((cout, cin, 3, 3), "weight")?;
     Conv2d::from_tensors(weight, None, stride, Padding::uniform(1))
 }
@@ -207,7 +212,11 @@ impl Layer {
 }
 
 /// Runs `layers` in order, checking `interrupt` before each.
-fn run_layers(layers: &[Layer], xs: Tensor, interrupt: Interrupt<'_>) -> candle_core::Result<Tensor> {
+fn run_layers(
+    layers: &[Layer],
+    xs: Tensor,
+    interrupt: Interrupt<'_>,
+) -> candle_core::Result<Tensor> {
     layers.iter().try_fold(xs, |xs, layer| {
         interrupt.check()?;
         layer.forward(&xs)
@@ -216,7 +225,11 @@ fn run_layers(layers: &[Layer], xs: Tensor, interrupt: Interrupt<'_>) -> candle_
 
 /// diffusers' `EncoderTiny`: per level a convolution (stride 2 after the
 /// first, without bias) and its blocks, then a convolution to the latents.
-fn encoder_layers(vb: VarBuilder, cfg: &TinyVaeConfig, act: Activation) -> candle_core::Result<Vec<Layer>> {
+fn encoder_layers(
+    vb: VarBuilder,
+    cfg: &TinyVaeConfig,
+    act: Activation,
+) -> candle_core::Result<Vec<Layer>> {
     let vb = vb.pp("layers");
     let mut layers = Vec::new();
     let channels = &cfg.encoder_block_out_channels;
@@ -248,7 +261,11 @@ fn encoder_layers(vb: VarBuilder, cfg: &TinyVaeConfig, act: Activation) -> candl
 /// diffusers' `DecoderTiny`: a convolution and the activation, then per level
 /// its blocks and a convolution (after a 2× upsampling, except on the last
 /// level, whose convolution has a bias and makes the image).
-fn decoder_layers(vb: VarBuilder, cfg: &TinyVaeConfig, act: Activation) -> candle_core::Result<Vec<Layer>> {
+fn decoder_layers(
+    vb: VarBuilder,
+    cfg: &TinyVaeConfig,
+    act: Activation,
+) -> candle_core::Result<Vec<Layer>> {
     let vb = vb.pp("layers");
     let channels = &cfg.decoder_block_out_channels;
     let conv = conv2d(vb.pp(0), cfg.latent_channels, channels[0], 3, 1, 1)?;

@@ -16,9 +16,7 @@ use base64::Engine as _;
 use candle_core::Tensor;
 use sd_contract::ProgressPreview;
 use sd_core::pipeline::StepProgress;
-use sd_core::preview::{
-    image_preview, latent_preview, preview_scale, LatentFormat, PreviewBudget,
-};
+use sd_core::preview::{image_preview, latent_preview, preview_scale, LatentFormat, PreviewBudget};
 use sd_core::vae::AutoencoderTiny;
 use sd_core::Interrupt;
 
@@ -58,7 +56,10 @@ pub fn render(latents: &Tensor, source: &PreviewSource) -> sd_core::Result<Progr
         }
         PreviewSource::TinyDecoder(tiny) => {
             let first = latents.narrow(0, 0, 1)?;
-            image_preview(&tiny.decode_to_unit(&first, Interrupt::NEVER)?, PREVIEW_SIZE)?
+            image_preview(
+                &tiny.decode_to_unit(&first, Interrupt::NEVER)?,
+                PREVIEW_SIZE,
+            )?
         }
     };
     let png = preview.to_png()?;

@@ -60,7 +60,9 @@ impl Loaded {
             Loaded::Vae(vae, tiling) if spec.component == BenchComponent::VaeEncode => {
                 vae_encode_runs(vae, *tiling, args, spec, &mut rng, device)?
             }
-            Loaded::Vae(vae, tiling) => vae_decode_runs(vae, *tiling, args, spec, &mut rng, device)?,
+            Loaded::Vae(vae, tiling) => {
+                vae_decode_runs(vae, *tiling, args, spec, &mut rng, device)?
+            }
             Loaded::Tiny(tiny) => tiny_decode_runs(tiny, args, spec, &mut rng, device)?,
             Loaded::Text(encoders, ids) => text_runs(encoders, ids, args)?,
             Loaded::Image(pipeline) => image_runs(pipeline, args, spec)?,

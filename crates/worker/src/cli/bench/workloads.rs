@@ -125,7 +125,10 @@ pub fn tiny_decode_runs(
     let latent = spec.size / 8;
     let z = rng.randn_tensor(&[1, tiny.config().latent_channels, latent, latent], device)?;
     repeat(args, vec![("latents", z.clone())], |_| {
-        Ok(RunOutput::of(vec![("out", tiny.decode(&z, Interrupt::NEVER)?)]))
+        Ok(RunOutput::of(vec![(
+            "out",
+            tiny.decode(&z, Interrupt::NEVER)?,
+        )]))
     })
 }
 

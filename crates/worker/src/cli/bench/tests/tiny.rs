@@ -65,8 +65,14 @@ fn every_figure_runs_on_a_tiny_random_model() {
     let source = tiny_random("tiny-sd15", BenchModel::Sd15);
     let device = Device::Cpu;
     for spec in args.figures() {
-        let mut loaded =
-            Loaded::load(&source, spec.component, &args, LoadOptions::default(), &device).unwrap();
+        let mut loaded = Loaded::load(
+            &source,
+            spec.component,
+            &args,
+            LoadOptions::default(),
+            &device,
+        )
+        .unwrap();
         let figure = loaded.measure(&args, &spec, &device).unwrap();
         assert!(figure.finite, "{spec:?}");
         assert!(
