@@ -31,9 +31,6 @@ pub fn child_args(args: &BenchArgs, figure: &FigureSpec) -> Vec<OsString> {
     if let Some(guidance) = args.guidance_scale {
         flag("--guidance-scale", guidance.to_string());
     }
-    if args.default_allocator {
-        line.push("--default-allocator".into());
-    }
     flag("--vae-decoder", name_of(args.decoding.vae_decoder));
     flag("--vae-tiling", name_of(args.decoding.vae_tiling));
     if let Some(tiny) = &args.decoding.tiny_vae {
@@ -41,6 +38,9 @@ pub fn child_args(args: &BenchArgs, figure: &FigureSpec) -> Vec<OsString> {
     }
     if let Some(bytes) = args.decoding.max_memory {
         flag("--max-memory", bytes.to_string());
+    }
+    if args.default_allocator {
+        line.push("--default-allocator".into());
     }
     for (name, path) in [("--weights", &args.weights), ("--dump", &args.dump)] {
         if let Some(path) = path {

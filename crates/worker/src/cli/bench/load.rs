@@ -11,6 +11,7 @@ use sd_core::vae::{AutoencoderKL, AutoencoderTiny, TilingMode, TinyVaeConfig};
 
 use super::args::{BenchArgs, BenchComponent};
 use super::random_weights::RandomBackend;
+use crate::decoding::DecoderChoice;
 
 /// The prompt of the `text` and `image` figures.
 pub const PROMPT: &str = "a photograph of an astronaut riding a horse";
@@ -52,7 +53,10 @@ impl Loaded {
             }
             BenchComponent::Image => {
                 let mut pipeline = StableDiffusion::load_from(source, device, options)?;
-                pipeline.set_tiny_vae(Some(load_tiny(args, device)?))?;
+                let decoding = &args.decoding;
+                if decoding.tiny_vae.is_some() || decoding.vae_decoder == DecoderChoice::Tiny {
+                    pipeline.set_tiny_vae(Some(load_tiny(args, device)?))?;
+                }
                 pipeline.set_vae_tiling(args.decoding.tiling_mode());
                 Loaded::Image(Box::new(pipeline))
             }
