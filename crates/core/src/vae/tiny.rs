@@ -196,7 +196,7 @@ enum Layer {
     /// A convolution, after a nearest 2× upsampling when `upsampled`.
     Conv { conv: Conv2d, upsampled: bool },
     /// A residual block.
-    Block(TinyBlock),
+    Block(Box<TinyBlock>),
     /// The activation after the decoder's first convolution.
     Act(Activation),
 }
@@ -246,7 +246,7 @@ fn encoder_layers(
         });
         for _ in 0..blocks {
             let block = TinyBlock::new(vb.pp(layers.len()), width, act)?;
-            layers.push(Layer::Block(block));
+            layers.push(Layer::Block(Box::new(block)));
         }
     }
     let last = channels[channels.len() - 1];
@@ -282,7 +282,11 @@ fn decoder_layers(
     let mut index = layers.len();
     for (level, (&width, &blocks)) in channels.iter().zip(&cfg.num_decoder_blocks).enumerate() {
         for _ in 0..blocks {
-            layers.push(Layer::Block(TinyBlock::new(vb.pp(index), width, act)?));
+            layers.push(Layer::Block(Box::new(TinyBlock::new(
+                vb.pp(index),
+                width,
+                act,
+            )?)));
             index += 1;
         }
         let last = level + 1 == levels;
