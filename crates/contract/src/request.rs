@@ -220,6 +220,13 @@ pub struct GenerationFields {
     #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 1, maximum = 8)]
     pub num_images: Option<u32>,
+    /// Decode the image with the worker's tiny autoencoder (TAESD, loaded
+    /// with `--tiny-vae`): several times faster, slightly less detailed.
+    /// `false` uses the model's own VAE; absent or `null`, the worker's
+    /// `--vae-decoder`. `true` on a worker without a tiny autoencoder is a 400
+    /// naming this field.
+    #[serde(default)]
+    pub fast_decode: Option<bool>,
 }
 
 /// Text-to-image parameters (rbee's `ImageGenerationRequest`): the shared fields only.

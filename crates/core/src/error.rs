@@ -111,6 +111,8 @@ pub enum Param {
     WeightDtype,
     /// How many of the text encoders' last layers are skipped.
     ClipSkip,
+    /// Which autoencoder decodes the image.
+    Decoder,
 }
 
 impl Param {
@@ -128,6 +130,7 @@ impl Param {
             Param::InitLatents => "init_latents",
             Param::WeightDtype => "weight_dtype",
             Param::ClipSkip => "clip_skip",
+            Param::Decoder => "decoder",
         }
     }
 }

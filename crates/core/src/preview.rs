@@ -1,6 +1,7 @@
 //! Cheap live previews of a generation in progress.
 //!
-//! A fixed linear map from the 4 latent channels to RGB (the widely used
+//! With a tiny autoencoder loaded, a preview is its decode of the latents,
+//! shrunk ([`image_preview`]). Without one, a fixed linear map from the 4 latent channels to RGB (the widely used
 //! per-family "latent RGB factors") approximates what the VAE would decode,
 //! at the latent's resolution (1/8 of the image), for a few microseconds
 //! instead of a VAE pass. Apply it to the scheduler's current latents or,
@@ -11,7 +12,7 @@ use std::time::Duration;
 use candle_core::{DType, Tensor};
 
 use crate::error::Result;
-use crate::image::encode_png;
+use crate::image::{encode_png, to_rgb8};
 
 /// Which latent space the latents live in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +116,26 @@ pub fn latent_preview(latents: &Tensor, format: LatentFormat, scale: usize) -> R
     Ok(Preview { width, height, rgb })
 }
 
+/// The first image of `image` `[B, 3, H, W]` (values in 0..1), shrunk by
+/// the smallest whole factor that brings its longer side to at most
+/// `longest` pixels, each output pixel the mean of its block.
+pub fn image_preview(image: &Tensor, longest: usize) -> Result<Preview> {
+    let (_, _, h, w) = image.dims4()?;
+    let factor = h.max(w).div_ceil(longest.max(1)).max(1);
+    let first = image.narrow(0, 0, 1)?.to_dtype(DType::F32)?;
+    let shrunk = if factor > 1 {
+        first.avg_pool2d(factor)?
+    } else {
+        first
+    };
+    let (_, _, height, width) = shrunk.dims4()?;
+    Ok(Preview {
+        width,
+        height,
+        rgb: to_rgb8(&shrunk)?,
+    })
+}
+
 /// The enlargement (1 to 8) that brings a latent of `width`×`height` cells
 /// closest to, without passing, `longest` pixels on its longer side.
 pub fn preview_scale(width: usize, height: usize, longest: usize) -> usize {
@@ -199,6 +220,19 @@ mod tests {
                 );
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn decoded_previews_shrink_by_block_means() -> Result<()> {
+        // 2×4 blocks of 0 and 1: a 2× shrink averages each 2×2 block to 0.5.
+        let data: Vec<f32> = (0..3 * 4 * 8).map(|i| (i % 2) as f32).collect();
+        let image = Tensor::from_vec(data, (1, 3, 4, 8), &Device::Cpu)?;
+        let preview = image_preview(&image, 4)?;
+        assert_eq!((preview.width, preview.height), (4, 2));
+        assert!(preview.rgb.iter().all(|&v| v == 128));
+        let same = image_preview(&image, 256)?;
+        assert_eq!((same.width, same.height), (8, 4));
         Ok(())
     }
 

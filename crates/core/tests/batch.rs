@@ -17,7 +17,7 @@ use candle_core::Device;
 use common::fixtures;
 use sd_core::image::{ColorMode, DecodedImage};
 use sd_core::pipeline::{
-    BatchBudget, BatchPlan, GenerateParams, GeneratedImage, ImageInput, StableDiffusion,
+    BatchBudget, BatchPlan, GenerateParams, GeneratedImage, ImageInput, StableDiffusion, VaeDecoder,
 };
 use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::SchedulerKind;
@@ -42,6 +42,7 @@ fn params(seed: u64, scheduler: Option<SchedulerKind>) -> GenerateParams {
         height: 64,
         seed,
         scheduler,
+        decoder: VaeDecoder::Full,
         image: None,
     }
 }

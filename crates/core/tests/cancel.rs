@@ -20,7 +20,7 @@ use common::fixtures;
 use sd_core::model::{
     load_unet, load_vae, Component, DiffusersFolder, LoadOptions, ModelSource, WeightVariant,
 };
-use sd_core::pipeline::{GenerateParams, StableDiffusion};
+use sd_core::pipeline::{GenerateParams, StableDiffusion, VaeDecoder};
 use sd_core::prompt::PromptSyntax;
 use sd_core::prompt::TextEncoders;
 use sd_core::unet::UNetConfig;
@@ -125,6 +125,7 @@ fn generate_stops_before_and_during_text_encoding() {
         seed: 1,
         scheduler: None,
         image: None,
+        decoder: VaeDecoder::Full,
     };
     for raise_at in [0, 1, 3] {
         let calls = AtomicUsize::new(0);

@@ -24,7 +24,7 @@ use candle_core::{DType, Device, Tensor};
 use common::{fixtures, max_abs_diff};
 use sd_core::clip::{ClipTextConfig, ClipTextModel, ClipTextOutput};
 use sd_core::model::{Component, DiffusersFolder, LoadOptions, ModelSource, WeightVariant};
-use sd_core::pipeline::{GenerateParams, StableDiffusion};
+use sd_core::pipeline::{GenerateParams, StableDiffusion, VaeDecoder};
 use sd_core::prompt::{PromptEncoding, PromptSyntax, TextEncoders};
 use sd_core::{Error, Param};
 
@@ -161,6 +161,7 @@ fn a_clip_skip_past_the_first_layer_is_refused() {
         seed: 0,
         scheduler: None,
         image: None,
+        decoder: VaeDecoder::Full,
     };
     assert!(params(2).check(&profile).is_ok());
     let refused = params(3).check(&profile).unwrap_err();

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use candle_core::Device;
 use common::fixtures;
 use sd_core::image::{ColorMode, DecodedImage};
-use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion};
+use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion, VaeDecoder};
 use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::SchedulerKind;
 use sd_core::{Error, Interrupt, Param};
@@ -30,6 +30,7 @@ fn params(image: Option<ImageInput>) -> GenerateParams {
         seed: 1,
         scheduler: None,
         image,
+        decoder: VaeDecoder::Full,
     }
 }
 

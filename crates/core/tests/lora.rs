@@ -19,7 +19,9 @@ use candle_core::{Device, Tensor};
 use common::{fixtures, max_abs, max_abs_diff};
 use sd_core::lora::{ActiveLora, LoraAdapter, LoraFormat};
 use sd_core::model::Component;
-use sd_core::pipeline::{DebugOptions, GenerateParams, GeneratedImage, StableDiffusion};
+use sd_core::pipeline::{
+    DebugOptions, GenerateParams, GeneratedImage, StableDiffusion, VaeDecoder,
+};
 use sd_core::prompt::PromptSyntax;
 use sd_core::Interrupt;
 use serde::Deserialize;
@@ -74,6 +76,7 @@ fn generate(model: &mut StableDiffusion, case: &Case) -> GeneratedImage {
         height: case.height,
         seed: case.seed,
         scheduler: None,
+        decoder: VaeDecoder::Full,
         image: None,
     };
     let debug = DebugOptions {

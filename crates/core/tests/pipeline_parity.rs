@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use common::{fixtures, max_abs, max_abs_diff};
 use sd_core::image::DecodedImage;
 use sd_core::model::{LoadOptions, WeightVariant};
-use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion};
+use sd_core::pipeline::{DebugOptions, GenerateParams, ImageInput, StableDiffusion, VaeDecoder};
 use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::{SchedulerConfig, SchedulerKind};
 use sd_core::Interrupt;
@@ -146,6 +146,7 @@ fn check_traces_with(traces_dir: &str, check: Check) -> Vec<(String, f32, f32)> 
                 mask: case.mask_image.as_deref().map(|m| read_picture(&traces, m)),
                 strength: case.strength.expect("image cases give a strength"),
             }),
+            decoder: VaeDecoder::Full,
         };
         let mut progress = Vec::new();
         let mut last_latents = None;

@@ -19,7 +19,7 @@ use sd_core::model::{
     Component, LoadOptions, ModelFamily, ModelRequest, ModelSource, PredictionType,
     SingleFileCheckpoint,
 };
-use sd_core::pipeline::{GenerateParams, ImageInput, StableDiffusion};
+use sd_core::pipeline::{GenerateParams, ImageInput, StableDiffusion, VaeDecoder};
 use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::SchedulerConfig;
 use sd_core::unet::UNetConfig;
@@ -68,6 +68,7 @@ fn params(model: &StableDiffusion, inpaint: bool) -> GenerateParams {
         height,
         seed: 7,
         scheduler: None,
+        decoder: VaeDecoder::Full,
         image: inpaint.then(|| ImageInput {
             image: picture("mask_rect_64.png"),
             mask: Some(picture("mask_rect_64.png")),

@@ -14,6 +14,7 @@ use sd_core::pipeline::BatchBudget;
 use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
 
+use crate::decoding::{DecodingArgs, DecodingError};
 use crate::engine::fake::FakeEngineConfig;
 use crate::loras::LoraDir;
 
@@ -62,6 +63,9 @@ pub struct ServeArgs {
     /// the images that do not fit run in further passes); 0 makes them one by one.
     #[arg(long, env = "SD_WORKER_BATCH_MEMORY_MIB", default_value_t = DEFAULT_BATCH_MEMORY_MIB)]
     pub batch_memory_mib: u64,
+    /// The tiny autoencoder, the default decoder and VAE tiling.
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
     /// Jobs that may wait in the queue besides the running one; more get 503.
     #[arg(long, env = "SD_WORKER_MAX_QUEUE", default_value_t = DEFAULT_MAX_QUEUE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_queue: u32,
@@ -345,6 +349,9 @@ pub enum ConfigError {
         presets::names()
     )]
     NoModel,
+    /// Inconsistent decoding flags.
+    #[error(transparent)]
+    Decoding(#[from] DecodingError),
     /// A bad `--allowed-origins` entry.
     #[error(
         "--allowed-origins takes `*` or origins like `https://host[:port]` (no path), got `{0}`"
@@ -393,6 +400,8 @@ pub struct WorkerConfig {
     pub dtype: Dtype,
     /// The memory a job's images may take in one batched UNet pass.
     pub batch_budget: BatchBudget,
+    /// The tiny autoencoder, the default decoder and VAE tiling.
+    pub decoding: DecodingArgs,
     /// Jobs that may wait besides the running one.
     pub max_queue: usize,
     /// The API key, when auth is on.
@@ -481,6 +490,7 @@ impl WorkerConfig {
             device: DEFAULT_DEVICE,
             dtype: DEFAULT_DTYPE,
             batch_budget: BatchBudget::DEFAULT,
+            decoding: DecodingArgs::default(),
             max_queue: DEFAULT_MAX_QUEUE as usize,
             api_key: None,
             allowed_hosts: Vec::new(),
@@ -540,6 +550,8 @@ impl WorkerConfig {
         config.device = args.device;
         config.dtype = args.dtype;
         config.batch_budget = BatchBudget::mib(args.batch_memory_mib);
+        args.decoding.check()?;
+        config.decoding = args.decoding.clone();
         config.max_queue = args.max_queue as usize;
         config.api_key = args.api_key.clone().filter(|k| !k.is_empty());
         config.allowed_hosts = args

@@ -57,6 +57,7 @@ pub fn field_of(param: Param, image_field: &'static str) -> &'static str {
     match param {
         Param::Image => image_field,
         Param::Mask => "mask_image",
+        Param::Decoder => "fast_decode",
         other => other.as_str(),
     }
 }

@@ -17,6 +17,7 @@
 //!   refuses requests for hosts and from origins the worker does not serve.
 //! - [`metrics`] counts jobs, steps and images for `GET /metrics`
 //!   (Prometheus' text format).
+//! - [`decoding`] sets up the tiny autoencoder and VAE tiling from the flags.
 //! - [`hive`] sends the ready callback and heartbeats; [`server`] binds, serves
 //!   and shuts down; [`connections`] is the accept loop with its deadlines and
 //!   caps, [`body`] the guards on request bodies.
@@ -33,14 +34,15 @@ pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod convert;
+pub mod decoding;
 pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod guard;
 pub mod hive;
 pub mod jobs;
-pub mod metrics;
 pub mod loras;
+pub mod metrics;
 pub mod openai;
 pub mod outputs;
 pub mod pictures;

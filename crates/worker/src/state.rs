@@ -22,8 +22,8 @@ use crate::config::WorkerConfig;
 use crate::convert::defaults_to_wire;
 use crate::error::ApiError;
 use crate::jobs::{new_job_id, Job, Jobs, Retention};
-use crate::metrics::{Metrics, Rejection, Snapshot};
 use crate::loras::LoraDir;
+use crate::metrics::{Metrics, Rejection, Snapshot};
 use crate::queue::{JobQueue, PushError};
 use crate::validation::ValidJob;
 
@@ -155,10 +155,11 @@ impl AppState {
 
     /// Records that the model loaded, and works out the request defaults
     /// (sd-core's [`Defaults::resolve`], under the preset in force, with the
-    /// configured prompt syntax).
+    /// configured prompt syntax and decoder).
     pub fn mark_ready(&self, profile: ModelProfile) {
         let defaults = Defaults {
             prompt_syntax: self.0.config.prompt_syntax,
+            decoder: self.0.config.decoding.vae_decoder.decoder(),
             ..Defaults::resolve(self.0.config.preset, &profile)
         };
         *self.0.model.write().unwrap_or_else(|e| e.into_inner()) = Some((profile, defaults));

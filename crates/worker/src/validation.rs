@@ -19,7 +19,7 @@ use sd_contract::limits::{
 };
 use sd_contract::{GenerationFields, JobParams, JobRequest, Limits, LoraConfig};
 use sd_core::model::ModelProfile;
-use sd_core::pipeline::{random_seed, Defaults, GenerateParams, ImageInput};
+use sd_core::pipeline::{random_seed, Defaults, GenerateParams, ImageInput, VaeDecoder};
 use sd_core::prompt::PromptSyntax;
 use sd_core::{Param, ParamError};
 
@@ -283,6 +283,11 @@ fn validate_job(
         seed: req.seed.unwrap_or_else(random_seed),
         scheduler: Some(scheduler),
         image,
+        decoder: match req.fast_decode {
+            Some(true) => VaeDecoder::Tiny,
+            Some(false) => VaeDecoder::Full,
+            None => defaults.decoder,
+        },
     };
     generation.check(model).map_err(in_field)?;
     let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);

@@ -231,6 +231,7 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
         scheduler: sd_core::schedulers::SchedulerKind::Pndm,
         step_limits: Default::default(),
         max_clip_skip: 11,
+        tiny_decoder: false,
     });
     let operations = doc["components"]["schemas"]["JobRequest"]["oneOf"]
         .as_array()

@@ -28,6 +28,7 @@ fn ready(config: WorkerConfig) -> AppState {
         scheduler: CoreScheduler::Pndm,
         step_limits: Default::default(),
         max_clip_skip: 11,
+        tiny_decoder: false,
     });
     state
 }
@@ -358,6 +359,7 @@ async fn an_inpainting_model_takes_only_inpainting_jobs() {
         scheduler: CoreScheduler::Pndm,
         step_limits: Default::default(),
         max_clip_skip: 11,
+        tiny_decoder: false,
     });
     let app = app(state);
     let photo = png_base64(140, 106);
@@ -563,6 +565,7 @@ async fn readiness_follows_the_model() {
         scheduler: CoreScheduler::EulerA,
         step_limits: Default::default(),
         max_clip_skip: 11,
+        tiny_decoder: false,
     });
     let reply = send(&app, get("/ready")).await;
     assert_eq!(reply.status, StatusCode::OK);

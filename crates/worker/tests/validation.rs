@@ -23,6 +23,7 @@ fn defaults() -> Defaults {
         guidance_scale: 7.5,
         scheduler: sd_core::schedulers::SchedulerKind::Pndm,
         prompt_syntax: sd_core::prompt::PromptSyntax::A1111,
+        decoder: sd_core::pipeline::VaeDecoder::Full,
     }
 }
 
@@ -35,6 +36,7 @@ fn model() -> ModelProfile {
         scheduler: sd_core::schedulers::SchedulerKind::Pndm,
         step_limits: Default::default(),
         max_clip_skip: 11,
+        tiny_decoder: false,
     }
 }
 

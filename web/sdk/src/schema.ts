@@ -876,6 +876,14 @@ export interface components {
              */
             clip_skip?: number | null;
             /**
+             * @description Decode the image with the worker's tiny autoencoder (TAESD, loaded
+             *     with `--tiny-vae`): several times faster, slightly less detailed.
+             *     `false` uses the model's own VAE; absent or `null`, the worker's
+             *     `--vae-decoder`. `true` on a worker without a tiny autoencoder is a 400
+             *     naming this field.
+             */
+            fast_decode?: boolean | null;
+            /**
              * Format: double
              * @description Classifier-free guidance scale, 0 to 30; 1 or less runs the conditional pass only.
              */

@@ -2,16 +2,22 @@
 //! [`LoadOptions`] keeps each in: the pipeline and the benchmark load them
 //! the same way.
 
-use candle_core::Device;
+use std::path::Path;
 
-use super::files::Component;
+use candle_core::{DType, Device};
+
+use super::files::{
+    component_weight_candidates, existing, weights_error, Component, ComponentFiles, ConfigText,
+    WeightVariant, COMPONENT_CONFIG,
+};
 use super::options::LoadOptions;
 use super::source::ModelSource;
+use crate::error::Error;
 use crate::error::Result;
 use crate::lora::fuse::{build_fused, Deltas};
 use crate::lora::ModuleIndex;
 use crate::unet::{UNet2DConditionModel, UNetConfig};
-use crate::vae::{AutoencoderKL, VaeConfig};
+use crate::vae::{AutoencoderKL, AutoencoderTiny, TinyVaeConfig, VaeConfig};
 
 /// The UNet of `source`, built from `config` (its parsed `unet/config.json`,
 /// which callers may check before any weight is read).
@@ -47,4 +53,41 @@ pub fn load_vae(
     source
         .weights(Component::Vae, options.dtype_for(Component::Vae), device)?
         .build(|vb| AutoencoderKL::new(vb, &config))
+}
+
+/// A tiny autoencoder (`AutoencoderTiny`, e.g. TAESD) from its own folder:
+/// `config.json` and `diffusion_pytorch_model(.fp16).safetensors`, read in f32.
+/// Errors name the file, and for weights the tensor.
+pub fn load_tiny_vae(
+    folder: &Path,
+    variant: WeightVariant,
+    device: &Device,
+) -> Result<AutoencoderTiny> {
+    let config = ConfigText::read(&existing(folder, COMPONENT_CONFIG)?)?;
+    let class: serde_json::Value = config.parse()?;
+    match class.get("_class_name").and_then(serde_json::Value::as_str) {
+        Some("AutoencoderTiny") | None => {}
+        Some(other) => {
+            return Err(Error::invalid_file(
+                &config.origin,
+                format!("_class_name is {other:?}; a tiny autoencoder is an AutoencoderTiny"),
+            ))
+        }
+    }
+    let tiny_config = TinyVaeConfig::from_config(&config)?;
+    let candidates = component_weight_candidates(variant);
+    let weights = candidates
+        .iter()
+        .map(|name| folder.join(name))
+        .find(|path| path.is_file())
+        .ok_or_else(|| Error::MissingFile(folder.join(candidates[0])))?;
+    let files = ComponentFiles {
+        config: config.origin.clone(),
+        weights: vec![weights.clone()],
+    };
+    let vb = files.var_builder(DType::F32, device)?;
+    AutoencoderTiny::new(vb, &tiny_config).map_err(|e| match e {
+        Error::InvalidFile { message, .. } => Error::invalid_file(&config.origin, message),
+        other => weights_error(&weights, other),
+    })
 }

@@ -109,6 +109,21 @@ pub fn tokenizer_files(dir: &str) -> [String; 5] {
     ]
 }
 
+/// A single component's config file, relative to its own folder (a
+/// component published alone, such as a tiny autoencoder).
+pub const COMPONENT_CONFIG: &str = "config.json";
+
+/// A single diffusers component's weight files, relative to its own folder,
+/// `variant`'s precision first.
+pub fn component_weight_candidates(variant: WeightVariant) -> [&'static str; 2] {
+    let full = "diffusion_pytorch_model.safetensors";
+    let half = "diffusion_pytorch_model.fp16.safetensors";
+    match variant {
+        WeightVariant::Full => [full, half],
+        WeightVariant::Fp16 => [half, full],
+    }
+}
+
 /// The scheduler's config file, relative to the model folder.
 pub const SCHEDULER_CONFIG: &str = "scheduler/scheduler_config.json";
 

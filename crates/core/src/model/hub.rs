@@ -13,8 +13,8 @@ use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
 use super::files::{
-    read_json, shard_names, tokenizer_files, Component, ModelIndex, WeightVariant, MODEL_INDEX,
-    SCHEDULER_CONFIG,
+    component_weight_candidates, read_json, shard_names, tokenizer_files, Component, ModelIndex,
+    WeightVariant, COMPONENT_CONFIG, MODEL_INDEX, SCHEDULER_CONFIG,
 };
 use crate::error::{Error, Result};
 
@@ -88,13 +88,15 @@ pub fn resolve_config(spec: &str) -> Result<PathBuf> {
     })
 }
 
-/// Resolves a VAE reference to a folder holding `config.json` and the VAE
-/// weights at its top, as VAE repositories (`madebyollin/sdxl-vae-fp16-fix`) ship.
-pub fn resolve_vae(spec: &str, variant: WeightVariant) -> Result<PathBuf> {
+/// Resolves a one-component reference (a VAE such as
+/// `madebyollin/sdxl-vae-fp16-fix`, a tiny autoencoder such as
+/// `madebyollin/taesd`) to a folder holding its `config.json` and weights at
+/// its top: a folder as is, a repo id through the cache, as [`resolve_model`].
+pub fn resolve_component(spec: &str, variant: WeightVariant) -> Result<PathBuf> {
     let options = HubOptions::from_env(variant);
     resolve_with(spec, &options, &|available, fetch| {
-        let config = fetch(VAE_CONFIG)?;
-        let candidates = vae_weight_candidates(variant);
+        let config = fetch(COMPONENT_CONFIG)?;
+        let candidates = component_weight_candidates(variant);
         let weights = candidates
             .iter()
             .find(|name| available(name))
@@ -105,19 +107,6 @@ pub fn resolve_vae(spec: &str, variant: WeightVariant) -> Result<PathBuf> {
             .map(Path::to_path_buf)
             .ok_or_else(|| Error::invalid_file(&config, "has no parent folder"))
     })
-}
-
-/// A VAE folder's config.
-pub const VAE_CONFIG: &str = "config.json";
-
-/// A VAE folder's weight files, the preferred precision first.
-pub fn vae_weight_candidates(variant: WeightVariant) -> [&'static str; 2] {
-    let full = "diffusion_pytorch_model.safetensors";
-    let half = "diffusion_pytorch_model.fp16.safetensors";
-    match variant {
-        WeightVariant::Full => [full, half],
-        WeightVariant::Fp16 => [half, full],
-    }
 }
 
 /// Chooses among the files `available` (first argument), fetches them with

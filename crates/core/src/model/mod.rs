@@ -28,7 +28,7 @@ pub mod single_file;
 pub mod source;
 pub mod vae_override;
 
-pub use components::{load_unet, load_vae};
+pub use components::{load_tiny_vae, load_unet, load_vae};
 pub use files::{Component, ConfigText, WeightVariant};
 pub use hash::model_hash;
 pub use hub::model_name;

@@ -87,4 +87,7 @@ pub struct ModelProfile {
     /// The largest `clip_skip` the text encoders take (one less than the
     /// shallower encoder's layer count: 11 for SD 1.x and SDXL, 22 for SD 2.x).
     pub max_clip_skip: usize,
+    /// Whether a tiny autoencoder is loaded, so images may be decoded with it
+    /// ([`crate::pipeline::VaeDecoder::Tiny`]).
+    pub tiny_decoder: bool,
 }

@@ -12,8 +12,10 @@ use std::sync::Arc;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
-use super::files::{existing, ConfigText, WeightVariant};
-use super::hub::{resolve_vae, vae_weight_candidates, VAE_CONFIG};
+use super::files::{
+    component_weight_candidates, existing, ConfigText, WeightVariant, COMPONENT_CONFIG,
+};
+use super::hub::resolve_component;
 use super::safetensors::SafetensorsReader;
 use super::single_file::renamed::{RenamedTensors, StoredAs};
 use super::single_file::{refuse_pickle, vae_module_path};
@@ -60,14 +62,14 @@ impl VaeOverride {
                 ldm_prefix,
             });
         }
-        let root = resolve_vae(spec, variant)?;
-        let folder = if root.join("vae").join(VAE_CONFIG).is_file() {
+        let root = resolve_component(spec, variant)?;
+        let folder = if root.join("vae").join(COMPONENT_CONFIG).is_file() {
             root.join("vae")
         } else {
             root
         };
-        let config = ConfigText::read(&existing(&folder, VAE_CONFIG)?)?;
-        let candidates = vae_weight_candidates(variant);
+        let config = ConfigText::read(&existing(&folder, COMPONENT_CONFIG)?)?;
+        let candidates = component_weight_candidates(variant);
         let weights = candidates
             .iter()
             .map(|name| folder.join(name))

@@ -6,6 +6,7 @@
 //! repository the model is); the model folder's own configs (its scheduler,
 //! its native size); the base preset of the model's family; fixed fallbacks.
 
+use super::params::VaeDecoder;
 use crate::model::ModelProfile;
 use crate::presets::{self, Preset};
 use crate::prompt::PromptSyntax;
@@ -31,6 +32,8 @@ pub struct Defaults {
     pub scheduler: SchedulerKind,
     /// How prompts are read (A1111's syntax unless the caller says otherwise).
     pub prompt_syntax: PromptSyntax,
+    /// Which autoencoder decodes images (the full one unless the caller says otherwise).
+    pub decoder: VaeDecoder,
 }
 
 impl Defaults {
@@ -52,6 +55,7 @@ impl Defaults {
             guidance_scale,
             scheduler: preset.and_then(|p| p.scheduler).unwrap_or(model.scheduler),
             prompt_syntax: PromptSyntax::default(),
+            decoder: VaeDecoder::default(),
         }
     }
 }
@@ -70,6 +74,7 @@ mod tests {
             scheduler,
             step_limits: Default::default(),
             max_clip_skip: 11,
+            tiny_decoder: false,
         }
     }
 

@@ -308,7 +308,7 @@ impl StableDiffusion {
     ) -> Result<GeneratedImage> {
         let started = Instant::now();
         let kind = params.scheduler.unwrap_or(self.default_scheduler);
-        let image = self.decode_latents(&run.latents, interrupt)?;
+        let image = self.decode_latents(&run.latents, params.decoder, interrupt)?;
         let rgb = to_rgb8(&image)?;
         let settings = GenerationSettings {
             prompt: params.prompt.clone(),

@@ -27,7 +27,7 @@ pub use batch::{BatchBudget, BatchPlan};
 pub use defaults::Defaults;
 pub use output::{GeneratedImage, ImageTrace, StageTimings, StepProgress, Trace};
 pub use params::{
-    random_seed, steps_at_strength, DebugOptions, GenerateParams, ImageInput,
+    random_seed, steps_at_strength, DebugOptions, GenerateParams, ImageInput, VaeDecoder,
     DEFAULT_IMG2IMG_STRENGTH, DEFAULT_INPAINT_STRENGTH,
 };
 
@@ -36,13 +36,13 @@ use crate::error::{Error, Result};
 use crate::interrupt::Interrupt;
 use crate::model::components::load_unet_fused;
 use crate::model::{
-    load_unet, load_vae, model_hash, model_name, open_model, Component, DiffusersFolder,
-    LoadOptions, ModelFamily, ModelProfile, ModelRequest, ModelSource, SharedSource,
+    load_vae, model_hash, model_name, open_model, Component, DiffusersFolder, LoadOptions,
+    ModelFamily, ModelProfile, ModelRequest, SharedSource,
 };
 use crate::prompt::{PromptEmbeds, PromptEncoding, TextEncoders};
 use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind, StepLimits};
 use crate::unet::{UNet2DConditionModel, UNetConfig};
-use crate::vae::AutoencoderKL;
+use crate::vae::{AutoencoderKL, AutoencoderTiny, TilingMode, VaeTiling};
 
 /// A loaded Stable Diffusion model, ready to generate.
 pub struct StableDiffusion {
@@ -61,6 +61,11 @@ pub struct StableDiffusion {
     source: SharedSource,
     options: LoadOptions,
     loras: loras::AppliedLoras,
+    /// The tiny autoencoder for fast decodes and live previews, when one is loaded.
+    tiny_vae: Option<Arc<AutoencoderTiny>>,
+    /// When the full VAE runs in tiles, and their geometry.
+    vae_tiling: TilingMode,
+    tile_geometry: VaeTiling,
     scheduler_config: SchedulerConfig,
     default_scheduler: SchedulerKind,
 }
@@ -130,6 +135,7 @@ impl StableDiffusion {
             load_unet_fused(source, &unet_config, options, device, &Default::default())?;
         let text = TextEncoders::load(source, dual, options, device)?;
         let vae = load_vae(source, options, device)?;
+        let tile_geometry = VaeTiling::for_config(vae.config());
 
         let scheduler_config = SchedulerConfig::from_config(&source.scheduler_config()?)?;
         let default_scheduler = Self::check_scheduler(&scheduler_config)?;
@@ -151,6 +157,9 @@ impl StableDiffusion {
             source: loaded,
             options,
             loras: loras::AppliedLoras::new(unet_modules),
+            tiny_vae: None,
+            vae_tiling: TilingMode::Off,
+            tile_geometry,
             scheduler_config,
             default_scheduler,
         })
@@ -172,6 +181,55 @@ impl StableDiffusion {
         self.default_scheduler = Self::check_scheduler(&config)?;
         self.scheduler_config = config;
         Ok(())
+    }
+
+    /// Loads (or with `None` drops) the tiny autoencoder used for
+    /// [`VaeDecoder::Tiny`] decodes and for live previews. Its latent space
+    /// must be the model's: the same channels and scale factor.
+    pub fn set_tiny_vae(&mut self, tiny: Option<AutoencoderTiny>) -> Result<()> {
+        if let Some(tiny) = &tiny {
+            let config = tiny.config();
+            let expected = (self.vae.config().latent_channels, self.vae_scale_factor());
+            let found = (config.latent_channels, config.scale_factor());
+            if found != expected {
+                return Err(Error::invalid_file(
+                    "config.json",
+                    format!(
+                        "the tiny autoencoder has {} latent channels at 1/{} scale, the model {} at 1/{}",
+                        found.0, found.1, expected.0, expected.1
+                    ),
+                ));
+            }
+        }
+        self.tiny_vae = tiny.map(Arc::new);
+        Ok(())
+    }
+
+    /// The tiny autoencoder, when one is loaded (shared, so a step callback
+    /// can decode previews while the pipeline runs).
+    pub fn tiny_vae(&self) -> Option<Arc<AutoencoderTiny>> {
+        self.tiny_vae.clone()
+    }
+
+    /// Sets when the full VAE encodes and decodes in tiles (default: never).
+    pub fn set_vae_tiling(&mut self, mode: TilingMode) {
+        self.vae_tiling = mode;
+    }
+
+    /// When the full VAE encodes and decodes in tiles.
+    pub fn vae_tiling(&self) -> TilingMode {
+        self.vae_tiling
+    }
+
+    /// Replaces the tile geometry (diffusers' from the VAE config by default),
+    /// e.g. smaller tiles to see tiling at work on a small image.
+    pub fn set_tile_geometry(&mut self, tiling: VaeTiling) {
+        self.tile_geometry = tiling;
+    }
+
+    /// Whether a VAE pass over an image of `height`×`width` runs in tiles.
+    pub(crate) fn tiles(&self, height: usize, width: usize) -> bool {
+        self.vae_tiling.tiles(self.vae.config(), height, width)
     }
 
     /// Sets the model name written into PNG metadata (defaults to the source's
@@ -206,6 +264,7 @@ impl StableDiffusion {
             scheduler: self.default_scheduler,
             step_limits: StepLimits::of(&self.scheduler_config),
             max_clip_skip: self.text.max_clip_skip(),
+            tiny_decoder: self.tiny_vae.is_some(),
         }
     }
 
@@ -284,15 +343,37 @@ impl StableDiffusion {
         ))
     }
 
-    /// Decodes final latents into an image `[1, 3, H, W]` in 0..1, undoing the
-    /// VAE's scaling; stops with [`Error::Cancelled`] once `interrupt` is raised.
-    pub fn decode_latents(&self, latents: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
+    /// Decodes final latents into an image `[1, 3, H, W]` in 0..1 with
+    /// `decoder`, undoing the VAE's scaling. The full VAE runs in tiles when
+    /// the tiling mode says so; stops with [`Error::Cancelled`] once
+    /// `interrupt` is raised.
+    pub fn decode_latents(
+        &self,
+        latents: &Tensor,
+        decoder: VaeDecoder,
+        interrupt: Interrupt<'_>,
+    ) -> Result<Tensor> {
+        if decoder == VaeDecoder::Tiny {
+            let tiny = self.tiny_vae.as_ref().ok_or_else(|| {
+                Error::param(
+                    crate::Param::Decoder,
+                    "asks for the tiny autoencoder, but this model has none loaded",
+                )
+            })?;
+            return tiny.decode_to_unit(latents, interrupt);
+        }
         let config = self.vae.config();
         let mut z = (latents / config.scaling_factor)?;
         if let Some(shift) = config.shift_factor {
             z = (z + shift)?;
         }
-        let decoded = self.vae.decode_interruptible(&z, interrupt)?;
+        let (_, _, h, w) = z.dims4()?;
+        let factor = self.vae_scale_factor();
+        let decoded = if self.tiles(h * factor, w * factor) {
+            self.vae.decode_tiled(&z, &self.tile_geometry, interrupt)?
+        } else {
+            self.vae.decode_interruptible(&z, interrupt)?
+        };
         Ok(((decoded / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }
 }

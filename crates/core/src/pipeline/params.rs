@@ -46,6 +46,19 @@ pub struct GenerateParams {
     /// A picture to start from (image-to-image), with a mask for inpainting;
     /// `None` generates from the prompt alone.
     pub image: Option<ImageInput>,
+    /// Which autoencoder decodes the final latents.
+    pub decoder: VaeDecoder,
+}
+
+/// Which autoencoder turns the final latents into the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VaeDecoder {
+    /// The model's own `AutoencoderKL`.
+    #[default]
+    Full,
+    /// The tiny autoencoder loaded beside the model (TAESD): many times
+    /// faster, close to but not the same as the full decode.
+    Tiny,
 }
 
 /// The picture (and for inpainting, the mask) an image-to-image or inpainting
@@ -94,6 +107,12 @@ impl GenerateParams {
     /// needs a picture and a mask.
     pub fn check(&self, model: &ModelProfile) -> Result<(), ParamError> {
         check_clip_skip(self.clip_skip, model.max_clip_skip)?;
+        if self.decoder == VaeDecoder::Tiny && !model.tiny_decoder {
+            return Err(ParamError::new(
+                Param::Decoder,
+                "asks for the tiny autoencoder, but this model has none loaded",
+            ));
+        }
         let factor = model.vae_scale_factor;
         for (param, value) in [(Param::Width, self.width), (Param::Height, self.height)] {
             if value == 0 || value % factor != 0 {

@@ -110,7 +110,13 @@ impl StableDiffusion {
         rng: &mut TorchRng,
         interrupt: Interrupt<'_>,
     ) -> Result<Tensor> {
-        let posterior = self.vae.encode_interruptible(image, interrupt)?;
+        let (_, _, h, w) = image.dims4()?;
+        let posterior = if self.tiles(h, w) {
+            self.vae
+                .encode_tiled(image, &self.tile_geometry, interrupt)?
+        } else {
+            self.vae.encode_interruptible(image, interrupt)?
+        };
         let eps = rng.randn_tensor(posterior.mean.dims(), &self.device)?;
         let mut z = posterior.sample_with_noise(&eps)?;
         let config = self.vae.config();

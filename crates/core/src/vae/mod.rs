@@ -4,11 +4,18 @@
 //! over latents; [`AutoencoderKL::decode`] maps unscaled latents back to an image
 //! in roughly [-1, 1]. Scaling by `scaling_factor` (and `shift_factor`) is the
 //! caller's job, exactly as with diffusers' `vae.encode` / `vae.decode`.
+//! [`AutoencoderKL::decode_tiled`] and [`AutoencoderKL::encode_tiled`] run in
+//! tiles ([`tiling`]) for bounded memory; [`AutoencoderTiny`] is the small
+//! distilled TAESD autoencoder ([`tiny`]) for fast approximate decodes.
 
 mod coder;
 mod config;
+pub mod tiling;
+pub mod tiny;
 
 pub use config::VaeConfig;
+pub use tiling::{untiled_decode_bytes, TilingMode, VaeTiling};
+pub use tiny::{AutoencoderTiny, TinyVaeConfig};
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
@@ -115,7 +122,15 @@ impl AutoencoderKL {
         interrupt: Interrupt<'_>,
     ) -> Result<DiagonalGaussian> {
         interrupt.check_cancelled()?;
-        let factor = 1usize << self.config.num_downsamplers();
+        self.check_image(image)?;
+        let moments = self.encode_moments(image, interrupt)?;
+        Ok(DiagonalGaussian::from_moments(&moments)?)
+    }
+
+    /// An image the encoder takes: `[B, in_channels, H, W]`, H and W positive
+    /// multiples of the scale factor.
+    fn check_image(&self, image: &Tensor) -> Result<()> {
+        let factor = self.scale_factor();
         let dims = image.dims();
         match *dims {
             [b, c, h, w]
@@ -132,12 +147,42 @@ impl AutoencoderKL {
                 )))
             }
         }
+        Ok(())
+    }
+
+    /// [`AutoencoderKL::encode_interruptible`] in tiles of `tiling` (diffusers'
+    /// `enable_tiling()`): an image larger than one tile is encoded tile by
+    /// tile and the moments blended; a smaller one is encoded whole.
+    pub fn encode_tiled(
+        &self,
+        image: &Tensor,
+        tiling: &VaeTiling,
+        interrupt: Interrupt<'_>,
+    ) -> Result<DiagonalGaussian> {
+        let (_, _, h, w) = image.dims4()?;
+        let grid = tiling.encode_grid(self.scale_factor())?;
+        if grid.fits(h, w) {
+            return self.encode_interruptible(image, interrupt);
+        }
+        self.check_image(image)?;
+        let moments = grid.run(image, interrupt, |tile| {
+            self.encode_moments(tile, interrupt)
+        })?;
+        Ok(DiagonalGaussian::from_moments(&moments)?)
+    }
+
+    /// The encoder and `quant_conv`: image → moments `[B, 2L, h, w]`.
+    fn encode_moments(&self, image: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
         let moments = self.encoder.forward(image, interrupt)?;
-        let moments = match &self.quant_conv {
+        Ok(match &self.quant_conv {
             Some(conv) => conv.forward(&moments)?,
             None => moments,
-        };
-        Ok(DiagonalGaussian::from_moments(&moments)?)
+        })
+    }
+
+    /// Pixels per latent cell: 2^(levels−1), 8 for SD.
+    pub fn scale_factor(&self) -> usize {
+        1usize << self.config.num_downsamplers()
     }
 
     /// Decodes latents `z` `[B, latent_channels, h, w]`, already divided by
@@ -150,6 +195,42 @@ impl AutoencoderKL {
     /// `interrupt` is raised (checked between layers and inside the attention).
     pub fn decode_interruptible(&self, z: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
         interrupt.check_cancelled()?;
+        self.check_latents(z)?;
+        self.decode_unchecked(z, interrupt)
+    }
+
+    /// [`AutoencoderKL::decode_interruptible`] in tiles of `tiling` (diffusers'
+    /// `enable_tiling()`): latents larger than one tile are decoded tile by
+    /// tile, blended where tiles overlap; smaller ones are decoded whole. The
+    /// working memory is one tile's, whatever the size; stops between tiles
+    /// (and between layers) once `interrupt` is raised.
+    pub fn decode_tiled(
+        &self,
+        z: &Tensor,
+        tiling: &VaeTiling,
+        interrupt: Interrupt<'_>,
+    ) -> Result<Tensor> {
+        interrupt.check_cancelled()?;
+        self.check_latents(z)?;
+        let (_, _, h, w) = z.dims4()?;
+        let grid = tiling.decode_grid(self.scale_factor())?;
+        if grid.fits(h, w) {
+            return self.decode_unchecked(z, interrupt);
+        }
+        grid.run(z, interrupt, |tile| self.decode_unchecked(tile, interrupt))
+    }
+
+    /// `post_quant_conv` and the decoder.
+    fn decode_unchecked(&self, z: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
+        let z = match &self.post_quant_conv {
+            Some(conv) => conv.forward(z)?,
+            None => z.clone(),
+        };
+        Ok(self.decoder.forward(&z, interrupt)?)
+    }
+
+    /// Latents the decoder takes: `[B, latent_channels, h, w]`, all positive.
+    fn check_latents(&self, z: &Tensor) -> Result<()> {
         let dims = z.dims();
         match *dims {
             [b, c, h, w] if b > 0 && c == self.config.latent_channels && h > 0 && w > 0 => {}
@@ -160,15 +241,11 @@ impl AutoencoderKL {
                 )))
             }
         }
-        let z = match &self.post_quant_conv {
-            Some(conv) => conv.forward(z)?,
-            None => z.clone(),
-        };
-        Ok(self.decoder.forward(&z, interrupt)?)
+        Ok(())
     }
 }
 
 /// A forward-argument shape error.
-fn shape_error(message: String) -> Error {
+pub(crate) fn shape_error(message: String) -> Error {
     Error::Candle(candle_core::Error::Msg(format!("vae: {message}")))
 }

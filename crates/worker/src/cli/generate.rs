@@ -12,8 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sd_core::image::DecodedImage;
 use sd_core::lora::{ActiveLora, LoraAdapter};
-use sd_core::model::hub::resolve_model;
-use sd_core::model::{model_name, LoadOptions, WeightVariant};
+use sd_core::model::{LoadOptions, WeightVariant};
 use sd_core::pipeline::{
     random_seed, DebugOptions, Defaults, GenerateParams, ImageInput, StableDiffusion, StepProgress,
     Trace,
@@ -25,6 +24,7 @@ use sd_core::Interrupt;
 use sd_core::{Param, ParamError};
 
 use crate::config::{Backend, Dtype, ModelFlags};
+use crate::decoding::DecodingArgs;
 
 /// The largest init picture or mask the command reads (64 megapixels).
 const MAX_INPUT_PIXELS: usize = 64 << 20;
@@ -108,6 +108,9 @@ pub struct GenerateArgs {
     /// Device index (the GPU for cuda and metal builds).
     #[arg(long, default_value_t = 0)]
     pub device: usize,
+    /// The tiny autoencoder, the decoder and VAE tiling.
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
     /// A LoRA `.safetensors` file to apply, with its strength after a colon
     /// (`style.safetensors:0.8`; 1 when absent); repeat for several.
     #[arg(long = "lora", value_name = "FILE[:STRENGTH]", value_parser = parse_lora)]
@@ -229,8 +232,9 @@ fn load_model(args: &GenerateArgs, device: &Device) -> anyhow::Result<(StableDif
         variant,
         weight_dtype: args.dtype.storage(),
     };
-    let model = StableDiffusion::load_request(&request, device, options)
+    let mut model = StableDiffusion::load_request(&request, device, options)
         .with_context(|| format!("loading model {spec}"))?;
+    args.decoding.apply(&mut model)?;
     Ok((model, spec))
 }
 
@@ -263,6 +267,7 @@ fn resolve_params(
         seed,
         scheduler: Some(args.scheduler.unwrap_or(defaults.scheduler)),
         image: image_input,
+        decoder: args.decoding.vae_decoder.decoder(),
     };
     params.check(&profile).map_err(|e| flag_error(args, e))?;
     if args.seed.is_none() {
@@ -280,6 +285,7 @@ fn flag_error(args: &GenerateArgs, error: ParamError) -> anyhow::Error {
     let flag = match error.param {
         Param::Image => format!("--init-image{}", file(&args.init_image)),
         Param::Mask => format!("--mask-image{}", file(&args.mask_image)),
+        Param::Decoder => "--vae-decoder".to_string(),
         other => format!("--{}", other.as_str().replace('_', "-")),
     };
     anyhow::anyhow!("{flag}: {}", error.message)

@@ -114,6 +114,7 @@ impl Engine for FakeEngine {
             scheduler: SchedulerKind::Pndm,
             step_limits: Default::default(),
             max_clip_skip: 11,
+            tiny_decoder: false,
         }
     }
 
@@ -187,7 +188,12 @@ fn fake_preview(width: u32, height: u32, step: usize) -> Result<ProgressPreview,
     let shape = (1, 4, height as usize / 8, width as usize / 8);
     Tensor::full(step as f32 * 0.1, shape, &Device::Cpu)
         .map_err(sd_core::Error::from)
-        .and_then(|latents| preview::render(&latents, LatentFormat::Sd15))
+        .and_then(|latents| {
+            preview::render(
+                &latents,
+                &preview::PreviewSource::Projection(LatentFormat::Sd15),
+            )
+        })
         .map_err(|e| EngineError::Failed(format!("fake engine: preview: {e}")))
 }
 

@@ -14,12 +14,11 @@
 use std::time::Instant;
 
 use sd_core::lora::ActiveLora;
-use sd_core::model::hub::resolve_model;
-use sd_core::model::{model_name, LoadOptions, ModelProfile, WeightVariant};
-use sd_core::pipeline::{BatchBudget, GenerateParams, StableDiffusion};
+use sd_core::model::{LoadOptions, ModelProfile, WeightVariant};
+use sd_core::pipeline::{BatchBudget, GenerateParams, StableDiffusion, VaeDecoder};
 use sd_core::Interrupt;
 
-use super::preview::LivePreviews;
+use super::preview::{LivePreviews, PreviewSource};
 use super::{Engine, EngineError, EngineLoader, EngineOutput, StepUpdate};
 use crate::config::WorkerConfig;
 use crate::loras::LoraCache;
@@ -42,6 +41,7 @@ impl SdEngine {
         let (backend, ordinal, dtype) = (config.backend, config.device as usize, config.dtype);
         let lora_cache_bytes = config.lora_cache_bytes;
         let batch_budget = config.batch_budget;
+        let decoding = config.decoding.clone();
         Box::new(move || {
             let device = backend
                 .open_device(ordinal)
@@ -54,6 +54,9 @@ impl SdEngine {
             };
             let mut pipeline =
                 StableDiffusion::load_request(&request, &device, options).map_err(load_error)?;
+            decoding
+                .apply(&mut pipeline)
+                .map_err(|e| EngineError::Failed(e.to_string()))?;
             if !device.is_cpu() {
                 warm_up(&mut pipeline);
             }
@@ -86,6 +89,7 @@ fn warm_up(pipeline: &mut StableDiffusion) {
         seed: 0,
         scheduler: None,
         image: None,
+        decoder: VaeDecoder::Full,
     };
     match pipeline.generate(&params, Interrupt::NEVER, &mut |_| {
         std::ops::ControlFlow::Continue(())
@@ -111,8 +115,11 @@ impl Engine for SdEngine {
     ) -> Result<(), EngineError> {
         self.apply_loras(job)?;
         let params = job.generation();
-        let format = self.pipeline.family().latent_format();
-        let mut previews = job.wants_preview().then(|| LivePreviews::new(format));
+        let source = match self.pipeline.tiny_vae() {
+            Some(tiny) => PreviewSource::TinyDecoder(tiny),
+            None => PreviewSource::Projection(self.pipeline.family().latent_format()),
+        };
+        let mut previews = job.wants_preview().then(|| LivePreviews::new(source));
         let plan = self
             .pipeline
             .batch_plan(params, job.num_images() as usize, self.batch_budget);

@@ -71,6 +71,7 @@ mod testing {
             scheduler: sd_core::schedulers::SchedulerKind::Euler,
             step_limits: Default::default(),
             max_clip_skip: 11,
+            tiny_decoder: false,
         };
         let defaults = sd_core::pipeline::Defaults::resolve(None, &model);
         let limits = Limits {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sd_core::pipeline::BatchPlan;
 
 use crate::config::Dtype;
+use crate::decoding::DecodingArgs;
 
 /// A model architecture the benchmark builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -32,6 +33,9 @@ pub enum BenchComponent {
     VaeDecode,
     /// VAE encoding of one image to its latent distribution.
     VaeEncode,
+    /// Decoding of one latent with the tiny autoencoder (`--tiny-vae`, else
+    /// random weights in TAESD's shape).
+    TinyDecode,
     /// Encoding one prompt (both encoders for SDXL).
     Text,
     /// A whole image from the production pipeline: prompt, `--steps`
@@ -113,6 +117,10 @@ pub struct BenchArgs {
     /// Device index (the GPU for cuda and metal builds).
     #[arg(long, default_value_t = 0)]
     pub device: usize,
+    /// The tiny autoencoder (`tiny-decode`, and `image` with `--vae-decoder
+    /// tiny`) and VAE tiling (`vae-decode`, `vae-encode`, `image`), as the worker takes them.
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
 }
 
 /// One figure to measure: a component of a model at a size and batch.

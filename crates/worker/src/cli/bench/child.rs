@@ -35,6 +35,14 @@ pub fn child_args(args: &BenchArgs, figure: &FigureSpec) -> Vec<OsString> {
     if let Some(guidance) = args.guidance_scale {
         flag("--guidance-scale", guidance.to_string());
     }
+    flag("--vae-decoder", name_of(args.decoding.vae_decoder));
+    flag("--vae-tiling", name_of(args.decoding.vae_tiling));
+    if let Some(tiny) = &args.decoding.tiny_vae {
+        flag("--tiny-vae", tiny.clone());
+    }
+    if let Some(bytes) = args.decoding.max_memory {
+        flag("--max-memory", bytes.to_string());
+    }
     if args.default_allocator {
         line.push("--default-allocator".into());
     }
@@ -90,7 +98,8 @@ mod tests {
             "--models sd15,sdxl --components unet,text,image --sizes 64,128 \
              --batches 1,2 --reps 5 --warmup 0 --seed 9 --steps 2 --guidance-scale \
              3.5 --dtype bf16 --weights /models/x --dump /tmp/d --default-allocator \
-             --threads 4",
+             --threads 4 --vae-tiling on --vae-decoder tiny --tiny-vae /models/taesd \
+             --max-memory 2G",
         )
         .unwrap();
         for figure in parent.figures() {
@@ -104,6 +113,7 @@ mod tests {
             assert_eq!(child.dtype, Dtype::Bf16);
             assert_eq!(child.weights, parent.weights);
             assert_eq!(child.dump, parent.dump);
+            assert_eq!(child.decoding, parent.decoding);
             assert_eq!(
                 child.threads, None,
                 "the parent sets the threads for its children"

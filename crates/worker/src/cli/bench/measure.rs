@@ -14,7 +14,9 @@ use super::args::{name_of, BenchArgs, BenchComponent, FigureSpec};
 use super::load::Loaded;
 use super::memory::{peak_rss_mib, reset_peak_rss};
 use super::report::{median, min_max, Figure};
-use super::workloads::{image_runs, text_runs, unet_runs, vae_decode_runs, vae_encode_runs};
+use super::workloads::{
+    image_runs, text_runs, tiny_decode_runs, unet_runs, vae_decode_runs, vae_encode_runs,
+};
 
 /// The outputs of one run, and an image's stage seconds.
 pub struct RunOutput {
@@ -55,10 +57,13 @@ impl Loaded {
         let mut rng = TorchRng::new(args.seed);
         let runs = match self {
             Loaded::Unet(unet) => unet_runs(unet, args, spec, &mut rng, device)?,
-            Loaded::Vae(vae) if spec.component == BenchComponent::VaeEncode => {
-                vae_encode_runs(vae, args, spec, &mut rng, device)?
+            Loaded::Vae(vae, tiling) if spec.component == BenchComponent::VaeEncode => {
+                vae_encode_runs(vae, *tiling, args, spec, &mut rng, device)?
             }
-            Loaded::Vae(vae) => vae_decode_runs(vae, args, spec, &mut rng, device)?,
+            Loaded::Vae(vae, tiling) => {
+                vae_decode_runs(vae, *tiling, args, spec, &mut rng, device)?
+            }
+            Loaded::Tiny(tiny) => tiny_decode_runs(tiny, args, spec, &mut rng, device)?,
             Loaded::Text(encoders, ids) => text_runs(encoders, ids, args)?,
             Loaded::Image(pipeline) => image_runs(pipeline, args, spec)?,
         };

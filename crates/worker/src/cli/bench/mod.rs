@@ -83,7 +83,7 @@ pub fn run_in_process(args: &BenchArgs, device: &Device) -> anyhow::Result<Vec<F
             reset_peak_rss();
             let started = Instant::now();
             let source = source::open(args, model)?;
-            let mut loaded = Loaded::load(source.clone(), component, options, device)
+            let mut loaded = Loaded::load(source.clone(), component, args, options, device)
                 .with_context(|| format!("loading {}", source.name()))?;
             let load_s = started.elapsed().as_secs_f64();
             let load_peak_mib = peak_rss_mib();

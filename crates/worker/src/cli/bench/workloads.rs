@@ -11,7 +11,7 @@ use sd_core::pipeline::{BatchPlan, DebugOptions, GenerateParams, StableDiffusion
 use sd_core::prompt::{PromptSyntax, TextEncoders};
 use sd_core::rng::TorchRng;
 use sd_core::unet::{AddedCond, PerBlock, UNet2DConditionModel, UNetConfig};
-use sd_core::vae::AutoencoderKL;
+use sd_core::vae::{AutoencoderKL, AutoencoderTiny, TilingMode, VaeTiling};
 use sd_core::Interrupt;
 
 use super::args::{BenchArgs, FigureSpec};
@@ -90,9 +90,11 @@ fn random_added_cond(
     }))
 }
 
-/// VAE decoding of one random latent.
+/// VAE decoding of one random latent, in tiles when `tiling` says so for
+/// its size (the pipeline's decision).
 pub fn vae_decode_runs(
     vae: &AutoencoderKL,
+    tiling: TilingMode,
     args: &BenchArgs,
     spec: &FigureSpec,
     rng: &mut TorchRng,
@@ -100,14 +102,40 @@ pub fn vae_decode_runs(
 ) -> anyhow::Result<Runs> {
     let latent = spec.size / 8;
     let z = rng.randn_tensor(&[1, vae.config().latent_channels, latent, latent], device)?;
+    let tiles = tiling.tiles(vae.config(), spec.size, spec.size);
+    let geometry = VaeTiling::for_config(vae.config());
     repeat(args, vec![("latents", z.clone())], |_| {
-        Ok(RunOutput::of(vec![("out", vae.decode(&z)?)]))
+        let out = if tiles {
+            vae.decode_tiled(&z, &geometry, Interrupt::NEVER)?
+        } else {
+            vae.decode(&z)?
+        };
+        Ok(RunOutput::of(vec![("out", out)]))
     })
 }
 
-/// VAE encoding of one random picture in -1..1.
+/// Tiny-autoencoder decoding of one random latent.
+pub fn tiny_decode_runs(
+    tiny: &AutoencoderTiny,
+    args: &BenchArgs,
+    spec: &FigureSpec,
+    rng: &mut TorchRng,
+    device: &Device,
+) -> anyhow::Result<Runs> {
+    let latent = spec.size / 8;
+    let z = rng.randn_tensor(&[1, tiny.config().latent_channels, latent, latent], device)?;
+    repeat(args, vec![("latents", z.clone())], |_| {
+        Ok(RunOutput::of(vec![(
+            "out",
+            tiny.decode(&z, Interrupt::NEVER)?,
+        )]))
+    })
+}
+
+/// VAE encoding of one random picture in -1..1, in tiles when `tiling` says so.
 pub fn vae_encode_runs(
     vae: &AutoencoderKL,
+    tiling: TilingMode,
     args: &BenchArgs,
     spec: &FigureSpec,
     rng: &mut TorchRng,
@@ -115,8 +143,14 @@ pub fn vae_encode_runs(
 ) -> anyhow::Result<Runs> {
     let shape = [1, vae.config().in_channels, spec.size, spec.size];
     let image = (rng.randn_tensor(&shape, device)? * 0.5)?.clamp(-1f32, 1f32)?;
+    let tiles = tiling.tiles(vae.config(), spec.size, spec.size);
+    let geometry = VaeTiling::for_config(vae.config());
     repeat(args, vec![("image", image.clone())], |_| {
-        let posterior = vae.encode(&image)?;
+        let posterior = if tiles {
+            vae.encode_tiled(&image, &geometry, Interrupt::NEVER)?
+        } else {
+            vae.encode(&image)?
+        };
         Ok(RunOutput::of(vec![
             ("mean", posterior.mean),
             ("logvar", posterior.logvar),
@@ -166,6 +200,7 @@ pub fn image_runs(
             seed: args.seed,
             scheduler: None,
             image: None,
+            decoder: args.decoding.vae_decoder.decoder(),
         };
         if args.images > 1 {
             return batch_run(pipeline, &params, args.image_plan());

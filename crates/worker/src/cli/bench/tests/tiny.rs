@@ -9,7 +9,7 @@ use candle_core::Device;
 use sd_core::model::{
     Component, DiffusersFolder, LoadOptions, ModelSource, SharedSource, WeightVariant,
 };
-use sd_core::pipeline::{GenerateParams, StableDiffusion};
+use sd_core::pipeline::{GenerateParams, StableDiffusion, VaeDecoder};
 use sd_core::tokenizer::ClipTokenizer;
 use sd_core::Interrupt;
 
@@ -59,9 +59,10 @@ fn scratch(name: &str) -> PathBuf {
 fn every_figure_runs_on_a_tiny_random_model() {
     let dump = scratch("dump");
     let args = parse_line(&format!(
-        "--components unet,vae-decode,vae-encode,text,image --sizes 64 \
-         --batches 2 --reps 2 --warmup 1 --steps 2 --dump {}",
-        dump.display()
+        "--components unet,vae-decode,vae-encode,tiny-decode,text,image --sizes 64 \
+         --batches 2 --reps 2 --warmup 1 --steps 2 --dump {} --tiny-vae {}/../../fixtures/vae-extras/tiny-taesd",
+        dump.display(),
+        env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
     let source: SharedSource = Arc::new(tiny_random("tiny-sd15", BenchModel::Sd15));
@@ -70,6 +71,7 @@ fn every_figure_runs_on_a_tiny_random_model() {
         let mut loaded = Loaded::load(
             source.clone(),
             spec.component,
+            &args,
             LoadOptions::default(),
             &device,
         )
@@ -86,7 +88,7 @@ fn every_figure_runs_on_a_tiny_random_model() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
     let image =
         candle_core::safetensors::load(dump.join("sd15-image-64-b1.safetensors"), &device).unwrap();
     assert_eq!(image["image"].dims(), [1, 3, 64, 64]);
@@ -111,6 +113,7 @@ fn saved_weights_load_as_the_same_pipeline() {
         seed: 3,
         scheduler: None,
         image: None,
+        decoder: VaeDecoder::Full,
     };
     let rgb = |source: SharedSource| {
         let mut pipeline =
