@@ -234,3 +234,63 @@ mod simd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::bench::args::BenchComponent;
+    use crate::cli::bench::BenchModel;
+
+    fn figure(f32_macs: u64, bf16_macs: u64) -> Figure {
+        Figure {
+            model: BenchModel::Sd15,
+            component: BenchComponent::Unet,
+            size: 512,
+            batch: 2,
+            reps: 1,
+            median_s: 2.0,
+            min_s: 1.0,
+            max_s: 2.0,
+            load_s: 0.0,
+            load_peak_mib: 0.0,
+            run_peak_mib: 0.0,
+            finite: true,
+            stages: None,
+            steps: None,
+            f32_macs,
+            bf16_macs,
+        }
+    }
+
+    #[test]
+    fn the_fraction_weighs_each_arithmetic_by_its_peak() {
+        let peaks = Peaks {
+            f32: Some(100.0),
+            bf16: Some(200.0),
+        };
+        // 50 f32 take 0.5 s at the peak, 100 bf16 another 0.5 s: all of 1 s.
+        assert_eq!(peaks.fraction(&figure(50, 100)), Some(1.0));
+        assert_eq!(peaks.fraction(&figure(25, 0)), Some(0.25));
+        let no_bf16 = Peaks {
+            f32: Some(100.0),
+            bf16: None,
+        };
+        assert_eq!(no_bf16.fraction(&figure(25, 10)), None);
+        assert_eq!(no_bf16.fraction(&figure(0, 0)), None);
+    }
+
+    #[test]
+    fn the_header_names_the_machine_and_the_kernel() {
+        let peaks = Peaks {
+            f32: Some(64e9),
+            bf16: None,
+        };
+        let header = header(Dtype::F32, &peaks);
+        assert!(header.starts_with("cpu: "), "{header}");
+        assert!(header.contains("matrix kernel: f32 gemm"), "{header}");
+        assert!(
+            header.contains("peak 64.0 GMAC/s f32 FMA, n/a GMAC/s bf16"),
+            "{header}"
+        );
+    }
+}
