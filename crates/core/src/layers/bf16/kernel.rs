@@ -310,11 +310,8 @@ mod avx512 {
                 }
             } else {
                 let mut vals = [0f32; 32];
-                for v in 0..V {
-                    _mm512_storeu_ps(
-                        vals.as_mut_ptr().add(16 * v),
-                        _mm512_mul_ps(acc_r[v], alpha),
-                    );
+                for (v, &sum) in acc_r.iter().enumerate() {
+                    _mm512_storeu_ps(vals.as_mut_ptr().add(16 * v), _mm512_mul_ps(sum, alpha));
                 }
                 for (j, &val) in vals.iter().enumerate().take(t.cols) {
                     let p = row.add(j * t.c_cs);
