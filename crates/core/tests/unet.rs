@@ -46,10 +46,12 @@ fn tiny_sd15_matches_diffusers() {
     }
 }
 
-/// Weights stored in f16 or bf16 (norms and embeddings load as f32) compute
-/// in f32 and stay near the f32 reference.
+/// Weights stored in f16 or bf16 (norms and embeddings load as f32) stay near
+/// the f32 reference: f16 computed in f32; bf16 on the bf16 kernel where the
+/// CPU has AVX512-BF16 (measured 4.8e-3 relative; widened to f32: 4.0e-3, see
+/// `bf16_widening.rs`).
 #[test]
-fn tiny_sd15_with_half_weights_computes_in_f32() {
+fn tiny_sd15_with_half_weights_stays_near_f32() {
     let refs = references();
     for (dtype, tolerance) in [(DType::F16, 2e-3), (DType::BF16, 1.5e-2)] {
         let unet = load_unet_as(&fixtures().join("tiny-sd15/unet"), dtype);

@@ -55,7 +55,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SD_WORKER_DEVICE", default_value_t = DEFAULT_DEVICE)]
     pub device: u32,
     /// Storage dtype of the UNet's and text encoders' weight matrices; bf16 and
-    /// f16 halve their memory, computation stays f32 (the VAE stays f32).
+    /// f16 halve their memory. bf16 also multiplies in bf16 (f32 sums) where the
+    /// CPU has AVX512-BF16; otherwise computation stays f32 (the VAE stays f32).
     #[arg(long, env = "SD_WORKER_DTYPE", value_enum, default_value_t = DEFAULT_DTYPE)]
     pub dtype: Dtype,
     /// Memory in MiB a job of several images may spend on running them

@@ -5,8 +5,9 @@ use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Module, Result, 
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use super::bf16::{self, Dst, Lhs, PairLayout};
 use super::out_ptr::OutPtr;
-use super::{kernels, GroupNorm, Linear};
+use super::{kernels, work, GroupNorm, Linear};
 use crate::interrupt::Interrupt;
 
 /// Bytes of the score block one thread keeps (rows of queries × all keys) in
@@ -116,6 +117,7 @@ impl Attention {
                 heads: self.heads,
                 head_dim: self.head_dim,
                 scale: scale as f32,
+                bf16: self.to_q.uses_bf16_kernel(),
                 interrupt,
             };
             let out = q
@@ -153,6 +155,7 @@ impl Attention {
                 heads: self.heads,
                 head_dim: self.head_dim,
                 scale: (1.0 / (self.head_dim as f64).sqrt()) as f32,
+                bf16: self.to_q.uses_bf16_kernel(),
                 interrupt,
             };
             let out = q.apply_op3_no_bwd(&k, &v, &op)?;
@@ -301,12 +304,26 @@ fn chunked_attention(
 /// multiplied by the values while they are still in cache, so no full score
 /// matrix is ever materialised and heads are never split or merged by copies.
 /// Once `interrupt` is raised, the blocks not yet started are skipped and the
-/// op fails with the interruption.
+/// op fails with the interruption. With `bf16` both products take their
+/// operands rounded to bf16 (the layers' projections run on the bf16 kernel);
+/// the softmax stays f32.
 struct BlockedAttention<'a> {
     heads: usize,
     head_dim: usize,
     scale: f32,
+    bf16: bool,
     interrupt: Interrupt<'a>,
+}
+
+/// Per-thread buffers of the bf16 products: the query block `[r][⌈d/2⌉]`, the
+/// keys `[⌈d/2⌉][m]`, the probabilities `[r][⌈m/2⌉]` and the values `[⌈m/2⌉][d]`,
+/// all as bf16 pairs.
+#[derive(Default)]
+struct PairBuffers {
+    q: Vec<u32>,
+    k: Vec<u32>,
+    p: Vec<u32>,
+    v: Vec<u32>,
 }
 
 /// The contiguous f32 data of one operand.
@@ -354,9 +371,27 @@ impl CustomOp3 for BlockedAttention<'_> {
         let blocks = n.div_ceil(rows);
         let mut out = vec![0f32; b * n * width];
         let out_ptr = OutPtr::new(&mut out);
+        let (dp, mp) = (d.div_ceil(2), m.div_ceil(2));
+        if self.bf16 {
+            work::record(true, b * h * n * (m * 2 * dp + 2 * mp * d));
+        } else {
+            work::record(false, b * h * n * 2 * m * d);
+        }
         (0..b * h * blocks).into_par_iter().for_each_init(
-            || (vec![0f32; rows * m], vec![0f32; rows]),
-            |(scores, inv_sums), item| {
+            || {
+                let pairs = if self.bf16 {
+                    PairBuffers {
+                        q: vec![0; rows * dp],
+                        k: vec![0; dp * m],
+                        p: vec![0; rows * mp],
+                        v: vec![0; mp * d],
+                    }
+                } else {
+                    PairBuffers::default()
+                };
+                (vec![0f32; rows * m], vec![0f32; rows], pairs)
+            },
+            |(scores, inv_sums, pairs), item| {
                 if self.interrupt.is_raised() {
                     return;
                 }
@@ -367,58 +402,66 @@ impl CustomOp3 for BlockedAttention<'_> {
                 let k_h = &k[bi * m * width + hi * d..];
                 let v_h = &v[bi * m * width + hi * d..];
                 let scores = &mut scores[..r * m];
-                // SAFETY: q_blk is r rows of d values `width` apart, k_h and v_h
-                // m rows of d values `width` apart, all inside their tensors;
-                // scores is r × m; the output block (r rows of d values, `width`
-                // apart, at row bi·n + r0 and column hi·d) belongs to this item.
-                unsafe {
-                    gemm::gemm(
-                        r,
-                        m,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        m as isize,
-                        false,
-                        q_blk.as_ptr(),
-                        1,
-                        width as isize,
-                        k_h.as_ptr(),
-                        width as isize,
-                        1,
-                        0.0,
-                        self.scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                if self.bf16 {
+                    self.scores_bf16(pairs, (q_blk, k_h), (r, m), scores);
+                } else {
+                    // SAFETY: q_blk is r rows of d values `width` apart, k_h and v_h
+                    // m rows of d values `width` apart, all inside their tensors;
+                    // scores is r × m; the output block (r rows of d values, `width`
+                    // apart, at row bi·n + r0 and column hi·d) belongs to this item.
+                    unsafe {
+                        gemm::gemm(
+                            r,
+                            m,
+                            d,
+                            scores.as_mut_ptr(),
+                            1,
+                            m as isize,
+                            false,
+                            q_blk.as_ptr(),
+                            1,
+                            width as isize,
+                            k_h.as_ptr(),
+                            width as isize,
+                            1,
+                            0.0,
+                            self.scale,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
                 }
                 // exp(s − max) per row; the 1/Σ is applied to the r × d output.
                 kernels::exp_rows(scores, m, inv_sums);
                 unsafe {
                     let dst = out_ptr.get().add((bi * n + r0) * width + hi * d);
-                    gemm::gemm(
-                        r,
-                        d,
-                        m,
-                        dst,
-                        1,
-                        width as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        m as isize,
-                        v_h.as_ptr(),
-                        1,
-                        width as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                    if self.bf16 {
+                        self.values_bf16(pairs, (&*scores, v_h), (r, m), dst);
+                    } else {
+                        gemm::gemm(
+                            r,
+                            d,
+                            m,
+                            dst,
+                            1,
+                            width as isize,
+                            false,
+                            scores.as_ptr(),
+                            1,
+                            m as isize,
+                            v_h.as_ptr(),
+                            1,
+                            width as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
                     for (i, &inv) in inv_sums[..r].iter().enumerate() {
                         let row = std::slice::from_raw_parts_mut(dst.add(i * width), d);
                         for v in row {
@@ -430,6 +473,94 @@ impl CustomOp3 for BlockedAttention<'_> {
         );
         self.interrupt.check()?;
         Ok((CpuStorage::F32(out), Shape::from((b, n, width))))
+    }
+}
+
+impl BlockedAttention<'_> {
+    /// `scores` (r × m) `= scale · q_blk kᵀ` with the operands rounded to bf16:
+    /// `q_blk` is r rows of d values and `k_h` m rows of d values, each `H·d` apart.
+    fn scores_bf16(
+        &self,
+        pairs: &mut PairBuffers,
+        (q_blk, k_h): (&[f32], &[f32]),
+        (r, m): (usize, usize),
+        scores: &mut [f32],
+    ) {
+        let (d, width) = (self.head_dim, self.heads * self.head_dim);
+        let dp = d.div_ceil(2);
+        let q_layout = PairLayout {
+            p_stride: 1,
+            n_stride: dp,
+        };
+        bf16::pack_pairs(q_blk, (d, r), (1, width), &mut pairs.q, q_layout);
+        let k_layout = PairLayout {
+            p_stride: m,
+            n_stride: 1,
+        };
+        bf16::pack_pairs(k_h, (d, m), (1, width), &mut pairs.k, k_layout);
+        // SAFETY: pairs.q is r × dp pairs, pairs.k dp × m, scores r × m.
+        unsafe {
+            bf16::gemm(
+                (r, m, dp),
+                Lhs {
+                    ptr: pairs.q.as_ptr(),
+                    row_stride: dp,
+                    pair_stride: 1,
+                },
+                pairs.k.as_ptr(),
+                m,
+                Dst {
+                    ptr: scores.as_mut_ptr(),
+                    row_stride: m,
+                    col_stride: 1,
+                },
+                self.scale,
+                false,
+            );
+        }
+    }
+
+    /// The r × d block at `dst` (rows `H·d` apart) `= probs v_h` with the
+    /// operands rounded to bf16: `probs` r × m, `v_h` m rows of d values `H·d` apart.
+    ///
+    /// # Safety
+    /// `dst` addresses r rows of d values, `H·d` apart, that no one else touches.
+    unsafe fn values_bf16(
+        &self,
+        pairs: &mut PairBuffers,
+        (probs, v_h): (&[f32], &[f32]),
+        (r, m): (usize, usize),
+        dst: *mut f32,
+    ) {
+        let (d, width) = (self.head_dim, self.heads * self.head_dim);
+        let mp = m.div_ceil(2);
+        let p_layout = PairLayout {
+            p_stride: 1,
+            n_stride: mp,
+        };
+        bf16::pack_pairs(probs, (m, r), (1, m), &mut pairs.p, p_layout);
+        let v_layout = PairLayout {
+            p_stride: d,
+            n_stride: 1,
+        };
+        bf16::pack_pairs(v_h, (m, d), (width, 1), &mut pairs.v, v_layout);
+        bf16::gemm(
+            (r, d, mp),
+            Lhs {
+                ptr: pairs.p.as_ptr(),
+                row_stride: mp,
+                pair_stride: 1,
+            },
+            pairs.v.as_ptr(),
+            d,
+            Dst {
+                ptr: dst,
+                row_stride: width,
+                col_stride: 1,
+            },
+            1.0,
+            false,
+        );
     }
 }
 
@@ -519,6 +650,7 @@ mod tests {
             heads: 2,
             head_dim: 4,
             scale: 0.5,
+            bf16: false,
             interrupt,
         };
         let err = q.apply_op3_no_bwd(&q, &q, &op).unwrap_err();
@@ -530,7 +662,7 @@ mod tests {
     #[test]
     fn blocked_matches_direct() -> Result<()> {
         let dev = Device::Cpu;
-        let (b, n, m, h, d) = (2, 37, 11, 3, 4);
+        let (b, n, m, h, d) = (2, 37, 11, 3, 5);
         let q = Tensor::randn(0f32, 1.0, (b, n, h * d), &dev)?;
         let k = Tensor::randn(0f32, 1.0, (b, m, h * d), &dev)?;
         let v = Tensor::randn(0f32, 1.0, (b, m, h * d), &dev)?;
@@ -546,15 +678,25 @@ mod tests {
             .reshape((b, h, n, d))?
             .transpose(1, 2)?
             .reshape((b, n, h * d))?;
-        let op = BlockedAttention {
-            heads: h,
-            head_dim: d,
-            scale: 0.5,
-            interrupt: Interrupt::NEVER,
-        };
-        let got = q.apply_op3_no_bwd(&k, &v, &op)?;
-        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-5, "{diff}");
+        for bf16 in [false, true] {
+            if bf16 && !super::bf16::cpu_has_avx512_bf16() {
+                println!("skipped the bf16 case: this CPU has no AVX512-BF16");
+                continue;
+            }
+            let op = BlockedAttention {
+                heads: h,
+                head_dim: d,
+                scale: 0.5,
+                bf16,
+                interrupt: Interrupt::NEVER,
+            };
+            let got = q.apply_op3_no_bwd(&k, &v, &op)?;
+            let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            // bf16: q, k, the probabilities and v rounded to 2^-9 each.
+            let tolerance = if bf16 { 3e-2 } else { 1e-5 };
+            assert!(diff < tolerance, "bf16 {bf16}: {diff}");
+            assert!(!bf16 || diff > 0.0, "the bf16 operands were not rounded");
+        }
         Ok(())
     }
 }

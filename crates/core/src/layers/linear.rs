@@ -5,31 +5,42 @@
 //! residual, when there is one) and the product is accumulated into it by one
 //! GEMM, so neither costs a pass of its own. The projections between a
 //! `[B, C, H, W]` feature map and `[B, H·W, C]` tokens read and write through
-//! strides, so no permuted copy is made. A bf16 or f16 weight stays in that
-//! dtype and is widened to an f32 copy for each call (the bias is kept in f32).
-//! Other devices and activation dtypes use candle's ops.
+//! strides, so no permuted copy is made. A bf16 weight is packed for the bf16
+//! kernel where the CPU has one (see [`super::bf16`]); otherwise a bf16 or f16
+//! weight stays in that dtype and is widened to an f32 copy for each call (the
+//! bias is kept in f32). Other devices and activation dtypes use candle's ops.
 
 use std::borrow::Cow;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Module, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Module, Result, Shape, Tensor,
+};
 use candle_nn::VarBuilder;
 
-use super::stored;
+use super::bf16::{self, Bf16Kernel, Dst, Lhs, PairLayout, PairMatrix};
+use super::{stored, work};
 
 /// `torch.nn.Linear(in, out, bias)`, or a 1×1 convolution used as one.
 ///
 /// On the CPU path the weight is kept transposed (`[in, out]`, out
 /// contiguous) in its own dtype (f32, bf16 or f16), the layout GEMM reads
 /// without repacking when there are few input rows (text encoders, the UNet's
-/// coarsest levels).
+/// coarsest levels), or as bf16 pairs for the bf16 kernel.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `[out, in]`, or `[in, out]` when `transposed`.
-    weight: Tensor,
-    transposed: bool,
+    weight: Weight,
     bias: Option<Tensor>,
-    /// The bias as f32 values, for the CPU kernel.
+    /// The bias as f32 values, for the CPU kernels.
     bias_f32: Option<Vec<f32>>,
+}
+
+/// How a [`Linear`] keeps its weight.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// `[out, in]`, or `[in, out]` when `transposed` (the f32 CPU kernel's layout).
+    Tensor { weight: Tensor, transposed: bool },
+    /// `[in, out]` as bf16 pairs along `in`, for the bf16 kernel.
+    Pairs(PairMatrix),
 }
 
 /// How the input and output of a [`Linear`] are laid out.
@@ -62,9 +73,15 @@ impl Linear {
         Self::from_tensors(weight, Some(bias))
     }
 
-    /// Builds the layer from a `[out, in]` weight and an optional `[out]` bias.
+    /// Builds the layer from a `[out, in]` weight and an optional `[out]` bias;
+    /// a bf16 weight on the CPU runs on [`bf16::kernel`].
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let (out_dim, _) = weight.dims2()?;
+        Self::with_kernel(weight, bias, bf16::kernel())
+    }
+
+    /// [`Linear::from_tensors`] with the kernel for a bf16 weight given.
+    fn with_kernel(weight: Tensor, bias: Option<Tensor>, kernel: Bf16Kernel) -> Result<Self> {
+        let (out_dim, in_dim) = weight.dims2()?;
         if let Some(b) = &bias {
             if b.dims() != [out_dim] {
                 candle_core::bail!(
@@ -79,17 +96,31 @@ impl Linear {
             Some(b) if fast => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             _ => None,
         };
-        let weight = if fast {
-            weight.t()?.contiguous()?
+        let weight = if fast && weight.dtype() == DType::BF16 && kernel == Bf16Kernel::Avx512Bf16 {
+            let values = weight.t()?.to_dtype(DType::F32)?.contiguous()?;
+            let values = values.flatten_all()?.to_vec1::<f32>()?;
+            Weight::Pairs(PairMatrix::from_rows(&values, in_dim, out_dim))
+        } else if fast {
+            Weight::Tensor {
+                weight: weight.t()?.contiguous()?,
+                transposed: true,
+            }
         } else {
-            weight.contiguous()?
+            Weight::Tensor {
+                weight: weight.contiguous()?,
+                transposed: false,
+            }
         };
         Ok(Self {
             weight,
-            transposed: fast,
             bias,
             bias_f32,
         })
+    }
+
+    /// Whether this layer multiplies in bf16 (its attention products then do too).
+    pub(crate) fn uses_bf16_kernel(&self) -> bool {
+        matches!(self.weight, Weight::Pairs(_))
     }
 
     /// `xs · Wᵀ + b + residual` over the last dimension; `residual` has the output's shape.
@@ -115,35 +146,60 @@ impl Linear {
     }
 
     fn run(&self, xs: &Tensor, residual: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
-        let fast = self.transposed
-            && xs.dtype() == DType::F32
+        let cpu_f32 = xs.dtype() == DType::F32
             && matches!(xs.device(), Device::Cpu)
             && (self.bias.is_none() || self.bias_f32.is_some());
-        if !fast {
-            return self.fallback(xs, residual, mode);
+        let residual_or_empty = || -> Result<Tensor> {
+            match residual {
+                Some(r) => r.to_dtype(DType::F32)?.contiguous(),
+                // An empty tensor stands for "no residual".
+                None => Tensor::zeros(0, DType::F32, xs.device()),
+            }
+        };
+        match &self.weight {
+            Weight::Pairs(weight) if cpu_f32 => {
+                let op = LinearBf16Op {
+                    weight,
+                    bias: self.bias_f32.as_deref(),
+                    mode,
+                };
+                xs.contiguous()?
+                    .apply_op2_no_bwd(&residual_or_empty()?, &op)
+            }
+            Weight::Tensor {
+                weight,
+                transposed: true,
+            } if cpu_f32 => {
+                let op = LinearOp {
+                    bias: self.bias_f32.as_deref(),
+                    mode,
+                };
+                xs.contiguous()?
+                    .apply_op3_no_bwd(weight, &residual_or_empty()?, &op)
+            }
+            _ => self.fallback(xs, residual, mode),
         }
-        let op = LinearOp {
-            bias: self.bias_f32.as_deref(),
-            mode,
-        };
-        let residual = match residual {
-            Some(r) => r.to_dtype(DType::F32)?.contiguous()?,
-            // An empty tensor stands for "no residual".
-            None => Tensor::zeros(0, DType::F32, xs.device())?,
-        };
-        xs.contiguous()?
-            .apply_op3_no_bwd(&self.weight, &residual, &op)
+    }
+
+    /// The weight as `[in, out]`, widened to f32 when it is held as bf16 pairs.
+    fn transposed_weight(&self) -> Result<Tensor> {
+        match &self.weight {
+            Weight::Tensor { weight, transposed } => {
+                if *transposed {
+                    Ok(weight.clone())
+                } else {
+                    weight.t()
+                }
+            }
+            Weight::Pairs(p) => Tensor::from_vec(p.to_f32(), (p.k(), p.n()), &Device::Cpu),
+        }
     }
 
     /// The same computation with candle's ops (other devices and dtypes).
     fn fallback(&self, xs: &Tensor, residual: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        let wt = self.transposed_weight()?;
         let project = |t: &Tensor| -> Result<Tensor> {
-            let wt = if self.transposed {
-                self.weight.clone()
-            } else {
-                self.weight.t()?
-            };
-            let ys = t.broadcast_matmul(&wt.to_dtype(t.dtype())?)?;
+            let ys = t.broadcast_matmul(&wt.to_device(t.device())?.to_dtype(t.dtype())?)?;
             match &self.bias {
                 Some(b) => ys.broadcast_add(b),
                 None => Ok(ys),
@@ -174,6 +230,232 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.forward_residual(xs, None)
+    }
+}
+
+/// The sizes and strides of one call of a CPU kernel: per batch, a `rows × k`
+/// input times the `k × n` weight into a `rows × n` output.
+struct Plan {
+    batches: usize,
+    rows: usize,
+    out_shape: Vec<usize>,
+    /// Output strides of a row and of a column.
+    dst_rs: usize,
+    dst_cs: usize,
+    /// Input strides of a row and of a column (element k).
+    lhs_rs: usize,
+    lhs_cs: usize,
+    n: usize,
+}
+
+impl Plan {
+    /// The plan for an input of shape `dims` (`len` values) in `mode`.
+    fn new(mode: Mode, dims: &[usize], len: usize, k: usize, n: usize) -> Result<Self> {
+        let (batches, rows, out_shape, dst_rs, dst_cs, lhs_rs, lhs_cs) = match mode {
+            Mode::Rows => {
+                let last = dims.last().copied().unwrap_or(0);
+                if last != k {
+                    candle_core::bail!("linear: input {dims:?} does not end in {k}");
+                }
+                let rows = len / k.max(1);
+                let mut shape = dims.to_vec();
+                *shape.last_mut().unwrap_or(&mut 0) = n;
+                (1, rows, shape, n, 1, k, 1)
+            }
+            Mode::MapToTokens => {
+                let [b, c, h, w] = dims else {
+                    candle_core::bail!("linear: expected a [B, C, H, W] map, got {dims:?}");
+                };
+                if *c != k {
+                    candle_core::bail!("linear: map has {c} channels, expected {k}");
+                }
+                let hw = h * w;
+                (*b, hw, vec![*b, hw, n], n, 1, 1, hw)
+            }
+            Mode::TokensToMap { h, w } => {
+                let [b, l, c] = dims else {
+                    candle_core::bail!("linear: expected [B, L, C] tokens, got {dims:?}");
+                };
+                if *c != k || *l != h * w {
+                    candle_core::bail!("linear: tokens {dims:?} do not make a {h}x{w} map of {k}");
+                }
+                (*b, *l, vec![*b, n, h, w], 1, *l, k, 1)
+            }
+        };
+        Ok(Self {
+            batches,
+            rows,
+            out_shape,
+            dst_rs,
+            dst_cs,
+            lhs_rs,
+            lhs_cs,
+            n,
+        })
+    }
+
+    /// The output buffer before the product is added: the residual (or
+    /// zeros) plus the bias.
+    fn initial_output(&self, residual: &[f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
+        let (rows, n) = (self.rows, self.n);
+        let total: usize = self.out_shape.iter().product();
+        if !residual.is_empty() && residual.len() != total {
+            candle_core::bail!(
+                "linear: residual has {} values, the output {total}",
+                residual.len()
+            );
+        }
+        let mut out = if residual.is_empty() {
+            vec![0f32; total]
+        } else {
+            residual.to_vec()
+        };
+        if let Some(bias) = bias {
+            let per_batch = rows * n;
+            for batch in out.chunks_exact_mut(per_batch.max(1)) {
+                if self.dst_cs == 1 {
+                    for row in batch.chunks_exact_mut(n) {
+                        for (o, &b) in row.iter_mut().zip(bias) {
+                            *o += b;
+                        }
+                    }
+                } else {
+                    for (col, &b) in batch.chunks_exact_mut(rows).zip(bias) {
+                        for o in col {
+                            *o += b;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The bf16 product of a layer held as [`PairMatrix`] (input and residual as
+/// the two tensors; an empty residual stands for none).
+struct LinearBf16Op<'a> {
+    weight: &'a PairMatrix,
+    bias: Option<&'a [f32]>,
+    mode: Mode,
+}
+
+impl CustomOp2 for LinearBf16Op<'_> {
+    fn name(&self) -> &'static str {
+        "linear-bf16"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(r)) = (xs, rs) else {
+            candle_core::bail!("linear: expected f32 inputs");
+        };
+        let (Some((x0, x1)), Some((r0, r1))) = (xl.contiguous_offsets(), rl.contiguous_offsets())
+        else {
+            candle_core::bail!("linear: expected contiguous tensors");
+        };
+        let (x, residual) = (&x[x0..x1], &r[r0..r1]);
+        let (k, n) = (self.weight.k(), self.weight.n());
+        let kp = k.div_ceil(2);
+        let plan = Plan::new(self.mode, xl.shape().dims(), x.len(), k, n)?;
+        let mut out = plan.initial_output(residual, self.bias)?;
+        let rows = plan.rows;
+        let mut packed = vec![0u32; rows * kp];
+        let w = self.weight.data();
+        work::record(true, plan.batches * rows * 2 * kp * n);
+        for bi in 0..plan.batches {
+            let src = &x[bi * rows * k..][..rows * k];
+            let dst = out[bi * rows * n..].as_mut_ptr();
+            if plan.dst_cs == 1 {
+                // Output rows contiguous: the input rows broadcast against
+                // vectors of the weight, packed `[kp][rows]` or `[rows][kp]`
+                // after the input's own layout.
+                let (layout, lhs) = if plan.lhs_cs == 1 {
+                    let layout = PairLayout {
+                        p_stride: 1,
+                        n_stride: kp,
+                    };
+                    (layout, (kp, 1))
+                } else {
+                    let layout = PairLayout {
+                        p_stride: rows,
+                        n_stride: 1,
+                    };
+                    (layout, (1, rows))
+                };
+                bf16::pack_pairs(
+                    src,
+                    (k, rows),
+                    (plan.lhs_cs, plan.lhs_rs),
+                    &mut packed,
+                    layout,
+                );
+                // SAFETY: `packed` holds rows × kp pairs as `lhs` describes, the
+                // weight kp × n pairs, and the output rows × n values with
+                // `dst_rs` between rows, inside this batch.
+                unsafe {
+                    bf16::gemm_parallel(
+                        (rows, n, kp),
+                        Lhs {
+                            ptr: packed.as_ptr(),
+                            row_stride: lhs.0,
+                            pair_stride: lhs.1,
+                        },
+                        w.as_ptr(),
+                        n,
+                        Dst {
+                            ptr: dst,
+                            row_stride: plan.dst_rs,
+                            col_stride: 1,
+                        },
+                        1.0,
+                        true,
+                    );
+                }
+            } else {
+                // Output columns contiguous (`[n][rows]`): the transposed
+                // product, the weight's columns broadcast against the input.
+                let layout = PairLayout {
+                    p_stride: rows,
+                    n_stride: 1,
+                };
+                bf16::pack_pairs(
+                    src,
+                    (k, rows),
+                    (plan.lhs_cs, plan.lhs_rs),
+                    &mut packed,
+                    layout,
+                );
+                // SAFETY: the weight read by columns is n × kp pairs, `packed`
+                // kp × rows pairs, and the output n × rows values, inside
+                // this batch.
+                unsafe {
+                    bf16::gemm_parallel(
+                        (n, rows, kp),
+                        Lhs {
+                            ptr: w.as_ptr(),
+                            row_stride: 1,
+                            pair_stride: n,
+                        },
+                        packed.as_ptr(),
+                        rows,
+                        Dst {
+                            ptr: dst,
+                            row_stride: plan.dst_cs,
+                            col_stride: 1,
+                        },
+                        1.0,
+                        true,
+                    );
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(plan.out_shape)))
     }
 }
 
@@ -215,69 +497,18 @@ impl CustomOp3 for LinearOp<'_> {
         };
         // The weight is transposed: `[k, n]`, n contiguous.
         let (k, n) = wl.shape().dims2()?;
-        let dims = xl.shape().dims();
-        // Per batch: rows × n output with its strides, and the input's strides.
-        let (batches, rows, out_shape, dst_rs, dst_cs, lhs_rs, lhs_cs) = match self.mode {
-            Mode::Rows => {
-                let last = dims.last().copied().unwrap_or(0);
-                if last != k {
-                    candle_core::bail!("linear: input {dims:?} does not end in {k}");
-                }
-                let rows = x.len() / k.max(1);
-                let mut shape = dims.to_vec();
-                *shape.last_mut().unwrap_or(&mut 0) = n;
-                (1, rows, shape, n, 1, k, 1)
-            }
-            Mode::MapToTokens => {
-                let [b, c, h, w] = dims else {
-                    candle_core::bail!("linear: expected a [B, C, H, W] map, got {dims:?}");
-                };
-                if *c != k {
-                    candle_core::bail!("linear: map has {c} channels, expected {k}");
-                }
-                let hw = h * w;
-                (*b, hw, vec![*b, hw, n], n, 1, 1, hw)
-            }
-            Mode::TokensToMap { h, w } => {
-                let [b, l, c] = dims else {
-                    candle_core::bail!("linear: expected [B, L, C] tokens, got {dims:?}");
-                };
-                if *c != k || *l != h * w {
-                    candle_core::bail!("linear: tokens {dims:?} do not make a {h}x{w} map of {k}");
-                }
-                (*b, *l, vec![*b, n, h, w], 1, *l, k, 1)
-            }
-        };
-        let total: usize = out_shape.iter().product();
-        if !residual.is_empty() && residual.len() != total {
-            candle_core::bail!(
-                "linear: residual has {} values, the output {total}",
-                residual.len()
-            );
-        }
-        let mut out = if residual.is_empty() {
-            vec![0f32; total]
-        } else {
-            residual.to_vec()
-        };
-        if let Some(bias) = self.bias {
-            let per_batch = rows * n;
-            for batch in out.chunks_exact_mut(per_batch.max(1)) {
-                if dst_cs == 1 {
-                    for row in batch.chunks_exact_mut(n) {
-                        for (o, &b) in row.iter_mut().zip(bias) {
-                            *o += b;
-                        }
-                    }
-                } else {
-                    for (col, &b) in batch.chunks_exact_mut(rows).zip(bias) {
-                        for o in col {
-                            *o += b;
-                        }
-                    }
-                }
-            }
-        }
+        let plan = Plan::new(self.mode, xl.shape().dims(), x.len(), k, n)?;
+        let Plan {
+            batches,
+            rows,
+            dst_rs,
+            dst_cs,
+            lhs_rs,
+            lhs_cs,
+            ..
+        } = plan;
+        let mut out = plan.initial_output(residual, self.bias)?;
+        work::record(false, batches * rows * k * n);
         let read_dst = !residual.is_empty() || self.bias.is_some();
         let threads = candle_core::utils::get_num_threads();
         let parallelism = if threads > 1 {
@@ -315,7 +546,7 @@ impl CustomOp3 for LinearOp<'_> {
                 );
             }
         }
-        Ok((CpuStorage::F32(out), Shape::from(out_shape)))
+        Ok((CpuStorage::F32(out), Shape::from(plan.out_shape)))
     }
 }
 
@@ -331,8 +562,10 @@ mod tests {
         let bias = Tensor::randn(0f32, 1.0, n, &dev)?;
         let fast = Linear::from_tensors(weight.clone(), Some(bias.clone()))?;
         let slow = Linear {
-            weight: weight.clone(),
-            transposed: false,
+            weight: Weight::Tensor {
+                weight: weight.clone(),
+                transposed: false,
+            },
             bias: Some(bias.clone()),
             bias_f32: None,
         };
@@ -360,7 +593,8 @@ mod tests {
         Ok(())
     }
 
-    /// A layer holding bf16 or f16 weights gives exactly what the f32 layer built
+    /// Without the bf16 kernel (CPUs without AVX512-BF16, or switched off), a
+    /// layer holding bf16 or f16 weights gives exactly what the f32 layer built
     /// from the same weights widened to f32 gives, in every mode.
     #[test]
     fn half_weights_match_widened_f32() -> Result<()> {
@@ -375,10 +609,11 @@ mod tests {
         let map_res = Tensor::randn(0f32, 1.0, (b, n, h, w), &dev)?;
         for dtype in [DType::BF16, DType::F16] {
             let (wh, bh) = (weight.to_dtype(dtype)?, bias.to_dtype(dtype)?);
-            let half = Linear::from_tensors(wh.clone(), Some(bh.clone()))?;
+            let widen = Bf16Kernel::WidenToF32;
+            let half = Linear::with_kernel(wh.clone(), Some(bh.clone()), widen)?;
             let wide =
                 Linear::from_tensors(wh.to_dtype(DType::F32)?, Some(bh.to_dtype(DType::F32)?))?;
-            let no_bias = Linear::from_tensors(wh.clone(), None)?;
+            let no_bias = Linear::with_kernel(wh.clone(), None, widen)?;
             let no_bias_wide = Linear::from_tensors(wh.to_dtype(DType::F32)?, None)?;
             let pairs = [
                 (
@@ -402,6 +637,55 @@ mod tests {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// The bf16 kernel in every mode stays within bf16's rounding of the f32
+    /// layer on the same (bf16-valued) weights: operands rounded to 2^-9,
+    /// sums in f32.
+    #[test]
+    fn bf16_kernel_stays_close_to_f32() -> Result<()> {
+        if !bf16::cpu_has_avx512_bf16() {
+            println!("skipped: this CPU has no AVX512-BF16");
+            return Ok(());
+        }
+        let dev = Device::Cpu;
+        let (b, c, h, w, n) = (2, 77, 5, 7, 70);
+        let weight = Tensor::randn(0f32, 1.0, (n, c), &dev)?.to_dtype(DType::BF16)?;
+        let bias = Tensor::randn(0f32, 1.0, n, &dev)?;
+        let fast = Linear::with_kernel(weight.clone(), Some(bias.clone()), Bf16Kernel::Avx512Bf16)?;
+        assert!(fast.uses_bf16_kernel());
+        let wide = Linear::from_tensors(weight.to_dtype(DType::F32)?, Some(bias))?;
+        let rows = Tensor::randn(0f32, 1.0, (b, 6, c), &dev)?;
+        let rows_res = Tensor::randn(0f32, 1.0, (b, 6, n), &dev)?;
+        let map = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?;
+        let tokens = Tensor::randn(0f32, 1.0, (b, h * w, c), &dev)?;
+        let map_res = Tensor::randn(0f32, 1.0, (b, n, h, w), &dev)?;
+        let pairs = [
+            (
+                fast.forward_residual(&rows, Some(&rows_res))?,
+                wide.forward_residual(&rows, Some(&rows_res))?,
+            ),
+            (fast.map_to_tokens(&map)?, wide.map_to_tokens(&map)?),
+            (
+                fast.tokens_to_map(&tokens, h, w, Some(&map_res))?,
+                wide.tokens_to_map(&tokens, h, w, Some(&map_res))?,
+            ),
+        ];
+        for (i, (got, want)) in pairs.iter().enumerate() {
+            assert_eq!(got.dims(), want.dims());
+            let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+            let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            // Rounding the input to 2^-9 of its values: a few 1e-3 of the
+            // output's scale at most.
+            assert!(diff < 8e-3 * scale, "case {i}: {diff} of {scale}");
+            assert!(diff > 0.0, "case {i}: the input was not rounded");
+        }
+        // Off the kernel's path (another activation dtype), the widened weight.
+        let got = fast.forward(&rows.to_dtype(DType::F64)?)?;
+        let want = wide.forward(&rows.to_dtype(DType::F64)?)?;
+        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-4, "{diff}");
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod alloc;
 pub mod attention;
+pub mod bf16;
 pub mod conv;
 pub mod kernels;
 pub mod linear;
@@ -14,6 +15,7 @@ mod out_ptr;
 pub mod resnet;
 pub mod sampling;
 mod stored;
+pub mod work;
 
 pub use activation::Activation;
 pub use alloc::tune_allocator;

@@ -11,8 +11,10 @@ pub struct LoadOptions {
     /// Which stored weight files of a diffusers folder to read.
     pub variant: WeightVariant,
     /// The dtype the UNet's and the text encoders' convolution and projection
-    /// matrices are kept in: f32, or bf16/f16 for half the memory. Every
-    /// computation stays f32 (16-bit weights are widened per layer call); the
+    /// matrices are kept in: f32, or bf16/f16 for half the memory. bf16 weights
+    /// run on the bf16 kernel where the CPU has AVX512-BF16 (operands rounded
+    /// to bf16, sums in f32; see [`crate::layers::bf16`]); otherwise 16-bit
+    /// weights are widened per layer call and every computation stays f32. The
     /// VAE, norms, embeddings and biases are always f32.
     pub weight_dtype: DType,
 }

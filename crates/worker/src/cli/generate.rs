@@ -81,8 +81,9 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub fp16_weights: bool,
     /// Storage dtype of the UNet's and text encoders' weight matrices; bf16 and
-    /// f16 halve their memory, computation stays f32 (with --fp16-weights, f16
-    /// keeps the stored values as they are).
+    /// f16 halve their memory. bf16 also multiplies in bf16 (f32 sums) where the
+    /// CPU has AVX512-BF16; otherwise computation stays f32 (with --fp16-weights,
+    /// f16 keeps the stored values as they are).
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     pub dtype: Dtype,
     /// PNG or JPEG to start from (image-to-image; inpainting with --mask-image).

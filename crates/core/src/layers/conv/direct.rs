@@ -1,24 +1,39 @@
 //! The direct convolution: a sum of per-tap matrix products over shifted views
 //! of the padded, phase-split input (see [`Band`]), tile by tile, so that no
-//! im2col matrix is ever materialised.
+//! im2col matrix is ever materialised. In f32, or in bf16 over the padded
+//! input packed once into pairs of channels (a shifted view of the pairs is
+//! an offset, as in f32).
 
 use rayon::prelude::*;
 
 use super::geometry::{Band, ConvSpec, Geometry};
+use crate::layers::bf16::{self, Dst, Lhs, PairMatrix};
 use crate::layers::out_ptr::OutPtr;
+
+/// The weights and the band's padded input, in one arithmetic.
+#[derive(Clone, Copy)]
+pub(crate) enum Operands<'a> {
+    /// Taps `[k·k][cout][c]` and the input `[b, c, s·s, hq, wq]`, in f32.
+    F32 { taps: &'a [f32], source: &'a [f32] },
+    /// One `c × cout` pair matrix per tap and the input as pairs of channels,
+    /// `[b][⌈c/2⌉][s·s·hq·wq]`.
+    Bf16 {
+        taps: &'a [PairMatrix],
+        source: &'a [u32],
+    },
+}
 
 /// Bytes of one output tile kept hot while the taps accumulate into it.
 const TILE_BYTES: usize = 256 * 1024;
 
 /// Adds output rows `band.y0..band.y0 + band.rows` (plus `biases`) to the
-/// output `[b, cout, ho, wo]` at `out_ptr`, from `source`, the band's padded
-/// input `[b, c, s·s, hq, wq]`, by one GEMM per tap of `taps` `[k·k][cout][c]`.
+/// output `[b, cout, ho, wo]` at `out_ptr`, from the band's padded input, by
+/// one GEMM per tap (see [`Operands`]).
 pub(crate) fn convolve(
-    taps: &[f32],
+    operands: Operands,
     biases: Option<&[f32]>,
     g: &Geometry,
     band: Band,
-    source: &[f32],
     out_ptr: OutPtr,
 ) {
     let ConvSpec {
@@ -56,39 +71,69 @@ pub(crate) fn convolve(
             let n = tile.min(pixels - j0);
             let co0 = ci * chunk;
             let m = chunk.min(cout - co0);
-            let batch_src = &source[bi * c * plane..];
             for a in 0..k {
                 for bb in 0..k {
                     let t = a * k + bb;
-                    let lhs = &taps[(t * cout + co0) * c..];
                     let offset = ((a % s) * s + bb % s) * phase + (a / s) * wq + bb / s;
-                    let rhs = &batch_src[j0 + offset..];
-                    // SAFETY: lhs is `m × c` (row stride c) inside the tap's
-                    // matrix; rhs reads n consecutive columns of c rows `plane`
-                    // apart, inside the padded batch (each phase has k spare
-                    // rows); dst is the `m × n` buffer.
-                    unsafe {
-                        gemm::gemm(
-                            m,
-                            n,
-                            c,
-                            buf.as_mut_ptr(),
-                            1,
-                            n as isize,
-                            t != 0,
-                            lhs.as_ptr(),
-                            1,
-                            c as isize,
-                            rhs.as_ptr(),
-                            1,
-                            plane as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
+                    match operands {
+                        Operands::F32 { taps, source } => {
+                            let lhs = &taps[(t * cout + co0) * c..];
+                            let rhs = &source[bi * c * plane + j0 + offset..];
+                            // SAFETY: lhs is `m × c` (row stride c) inside the tap's
+                            // matrix; rhs reads n consecutive columns of c rows `plane`
+                            // apart, inside the padded batch (each phase has k spare
+                            // rows); dst is the `m × n` buffer.
+                            unsafe {
+                                gemm::gemm(
+                                    m,
+                                    n,
+                                    c,
+                                    buf.as_mut_ptr(),
+                                    1,
+                                    n as isize,
+                                    t != 0,
+                                    lhs.as_ptr(),
+                                    1,
+                                    c as isize,
+                                    rhs.as_ptr(),
+                                    1,
+                                    plane as isize,
+                                    1.0,
+                                    1.0,
+                                    false,
+                                    false,
+                                    false,
+                                    gemm::Parallelism::None,
+                                );
+                            }
+                        }
+                        Operands::Bf16 { taps, source } => {
+                            let kp = c.div_ceil(2);
+                            let rhs = &source[bi * kp * plane + j0 + offset..];
+                            // SAFETY: the tap read by columns co0.. is m × kp
+                            // pairs; rhs reads n consecutive pairs of kp rows
+                            // `plane` apart, inside the packed batch (each phase
+                            // has k spare rows); dst is the `m × n` buffer.
+                            unsafe {
+                                bf16::gemm(
+                                    (m, n, kp),
+                                    Lhs {
+                                        ptr: taps[t].data().as_ptr().add(co0),
+                                        row_stride: 1,
+                                        pair_stride: cout,
+                                    },
+                                    rhs.as_ptr(),
+                                    plane,
+                                    Dst {
+                                        ptr: buf.as_mut_ptr(),
+                                        row_stride: n,
+                                        col_stride: 1,
+                                    },
+                                    1.0,
+                                    t != 0,
+                                );
+                            }
+                        }
                     }
                 }
             }

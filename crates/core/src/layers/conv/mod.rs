@@ -1,9 +1,11 @@
 //! 2-D convolution with f32 CPU kernels.
 //!
 //! On the CPU the weights are re-laid out once at load as one `[C_out, C_in]`
-//! matrix per kernel tap. Weights that arrive in bf16 or f16 stay in that
-//! dtype and are widened to an f32 copy for each call; the bias is f32. Other
-//! devices use candle's `conv2d`. The CPU path is split by concern:
+//! matrix per kernel tap. Weights that arrive in bf16 are packed for the bf16
+//! kernel where the CPU has one (see [`super::bf16`]); otherwise bf16 or f16
+//! weights stay in that dtype and are widened to an f32 copy for each call.
+//! The bias is f32. Other devices use candle's `conv2d`. The CPU path is split
+//! by concern:
 //!
 //! - `geometry`: the sizes of a call and its bands of output rows;
 //! - `padded`: the zero-padded, phase-split copy of one band of the input
@@ -23,9 +25,12 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 
+use super::bf16::{self, Bf16Kernel, PairLayout, PairMatrix};
 use super::norm::ChannelAffine;
 use super::out_ptr::OutPtr;
 use super::stored::StoredWeights;
+use super::work;
+use direct::Operands;
 use geometry::{ConvSpec, Geometry};
 
 /// Zero padding on each side, `(top, bottom, left, right)`.
@@ -67,6 +72,12 @@ enum Kind {
         taps: StoredWeights,
         bias: Option<Arc<[f32]>>,
     },
+    /// On the CPU with the bf16 kernel: one `cin × cout` pair matrix per tap
+    /// and the bias in f32.
+    Pairs {
+        taps: Arc<[PairMatrix]>,
+        bias: Option<Arc<[f32]>>,
+    },
     /// Anything else: candle's convolution (symmetric padding only).
     Candle {
         weight: Tensor,
@@ -92,32 +103,67 @@ impl Conv2d {
         Self::from_tensors(weight, Some(bias), stride, padding)
     }
 
-    /// Builds the layer from a `[cout, cin, k, k]` weight and an optional `[cout]` bias.
+    /// Builds the layer from a `[cout, cin, k, k]` weight and an optional
+    /// `[cout]` bias; a bf16 weight on the CPU runs on [`bf16::kernel`].
     pub fn from_tensors(
         weight: Tensor,
         bias: Option<Tensor>,
         stride: usize,
         padding: Padding,
     ) -> Result<Self> {
+        Self::with_kernel(weight, bias, stride, padding, bf16::kernel())
+    }
+
+    /// [`Conv2d::from_tensors`] with the kernel for a bf16 weight given.
+    fn with_kernel(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: Padding,
+        kernel_choice: Bf16Kernel,
+    ) -> Result<Self> {
         let (out_channels, in_channels, kernel, kw) = weight.dims4()?;
         if kernel != kw {
             candle_core::bail!("conv2d: only square kernels are supported, got {kernel}x{kw}");
         }
-        let taps = if matches!(weight.device(), Device::Cpu) {
-            StoredWeights::from_tensor(&weight.permute((2, 3, 0, 1))?)?
-        } else {
-            None
+        let cpu = matches!(weight.device(), Device::Cpu);
+        let bias_f32 = |bias: Option<Tensor>| -> Result<Option<Arc<[f32]>>> {
+            Ok(match bias {
+                Some(b) => Some(Arc::from(b.to_dtype(DType::F32)?.to_vec1::<f32>()?)),
+                None => None,
+            })
         };
-        let kind = match taps {
-            Some(taps) => {
-                let bias = match bias {
-                    Some(b) => Some(Arc::from(b.to_dtype(DType::F32)?.to_vec1::<f32>()?)),
-                    None => None,
+        let kind =
+            if cpu && weight.dtype() == DType::BF16 && kernel_choice == Bf16Kernel::Avx512Bf16 {
+                // Per tap, the `cin × cout` matrix of weight[co][ci].
+                let taps = weight
+                    .permute((2, 3, 1, 0))?
+                    .to_dtype(DType::F32)?
+                    .contiguous()?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let taps = taps
+                    .chunks_exact(in_channels * out_channels)
+                    .map(|t| PairMatrix::from_rows(t, in_channels, out_channels))
+                    .collect();
+                Kind::Pairs {
+                    taps,
+                    bias: bias_f32(bias)?,
+                }
+            } else {
+                let taps = if cpu {
+                    StoredWeights::from_tensor(&weight.permute((2, 3, 0, 1))?)?
+                } else {
+                    None
                 };
-                Kind::Packed { taps, bias }
-            }
-            None => Kind::Candle { weight, bias },
-        };
+                match taps {
+                    Some(taps) => Kind::Packed {
+                        taps,
+                        bias: bias_f32(bias)?,
+                    },
+                    None => Kind::Candle { weight, bias },
+                }
+            };
         Ok(Self {
             kind,
             spec: ConvSpec {
@@ -141,13 +187,13 @@ impl Conv2d {
             );
         }
         match &self.kind {
-            Kind::Packed { taps, bias } => {
+            Kind::Packed { .. } | Kind::Pairs { .. } => {
                 let dtype = xs.dtype();
                 let xs = xs.to_dtype(DType::F32)?.contiguous()?;
-                let taps = taps.to_f32();
+                let (taps, bias) = self.cpu_taps();
                 let op = CpuConv {
-                    taps: &taps,
-                    bias: bias.as_deref(),
+                    taps: taps.as_ref(),
+                    bias,
                     spec: self.spec,
                     upsample,
                     input_affine: None,
@@ -189,9 +235,9 @@ impl Conv2d {
         affine: &ChannelAffine,
         silu: bool,
     ) -> Result<Option<Tensor>> {
-        let Kind::Packed { taps, bias } = &self.kind else {
+        if matches!(self.kind, Kind::Candle { .. }) {
             return Ok(None);
-        };
+        }
         let (b, c, _, _) = xs.dims4()?;
         if xs.dtype() != DType::F32
             || self.spec.is_pointwise()
@@ -200,16 +246,52 @@ impl Conv2d {
         {
             return Ok(None);
         }
-        let taps = taps.to_f32();
+        let (taps, bias) = self.cpu_taps();
         let op = CpuConv {
-            taps: &taps,
-            bias: bias.as_deref(),
+            taps: taps.as_ref(),
+            bias,
             spec: self.spec,
             upsample: false,
             input_affine: Some((affine, silu)),
         };
         Ok(Some(xs.contiguous()?.apply_op1_no_bwd(&op)?))
     }
+}
+
+impl Conv2d {
+    /// The CPU kernels' weights (f32 taps widened from 16 bits, or the bf16
+    /// pairs) and bias; only called for the CPU kinds.
+    fn cpu_taps(&self) -> (TapsHolder<'_>, Option<&[f32]>) {
+        match &self.kind {
+            Kind::Packed { taps, bias } => (TapsHolder::F32(taps.to_f32()), bias.as_deref()),
+            Kind::Pairs { taps, bias } => (TapsHolder::Pairs(taps), bias.as_deref()),
+            Kind::Candle { .. } => (TapsHolder::F32(std::borrow::Cow::Borrowed(&[])), None),
+        }
+    }
+}
+
+/// The weights of one CPU call, owning a widened copy where one was made.
+enum TapsHolder<'a> {
+    F32(std::borrow::Cow<'a, [f32]>),
+    Pairs(&'a [PairMatrix]),
+}
+
+impl TapsHolder<'_> {
+    fn as_ref(&self) -> Taps<'_> {
+        match self {
+            Self::F32(t) => Taps::F32(t),
+            Self::Pairs(t) => Taps::Pairs(t),
+        }
+    }
+}
+
+/// The weights the CPU kernels read.
+#[derive(Clone, Copy)]
+enum Taps<'a> {
+    /// `[k·k][cout][cin]` in f32.
+    F32(&'a [f32]),
+    /// One `cin × cout` pair matrix per tap.
+    Pairs(&'a [PairMatrix]),
 }
 
 impl Module for Conv2d {
@@ -220,8 +302,8 @@ impl Module for Conv2d {
 
 /// The f32 CPU convolution as a candle op over a contiguous input.
 struct CpuConv<'a> {
-    /// The weights, `[k·k][cout][cin]`.
-    taps: &'a [f32],
+    /// The weights.
+    taps: Taps<'a>,
     /// `[cout]`, added to every output pixel of its channel.
     bias: Option<&'a [f32]>,
     /// The layer's sizes.
@@ -261,19 +343,107 @@ impl CpuConv<'_> {
     /// it pays.
     fn run(&self, input: &[f32], g: &Geometry, out: &mut [f32]) {
         let out_ptr = OutPtr::new(out);
+        let (b, cin, cout) = (g.batch, g.spec.in_channels, g.spec.out_channels);
         if g.reads_input_directly() {
-            direct::convolve(self.taps, self.bias, g, g.whole_input(), input, out_ptr);
+            let operands_input;
+            let operands = match self.taps {
+                Taps::F32(taps) => Operands::F32 {
+                    taps,
+                    source: input,
+                },
+                Taps::Pairs(taps) => {
+                    operands_input = pack_channels(input, b, cin, g.height * g.width);
+                    Operands::Bf16 {
+                        taps,
+                        source: &operands_input,
+                    }
+                }
+            };
+            self.record_work(g, g.whole_input(), false);
+            direct::convolve(operands, self.bias, g, g.whole_input(), out_ptr);
             return;
         }
-        let weights = winograd::applies(g).then(|| {
-            winograd::transform_weights(self.taps, g.spec.out_channels, g.spec.in_channels)
+        let weights = winograd::applies(g).then(|| match self.taps {
+            Taps::F32(taps) => winograd::Weights::new(taps, cout, cin, false),
+            Taps::Pairs(taps) => winograd::Weights::new(&widen_taps(taps), cout, cin, true),
         });
         for band in g.bands() {
             let padded = padded::pad(input, g, band, self.input_affine);
-            match &weights {
-                Some(u) => winograd::convolve(u, self.bias, g, band, &padded, out_ptr),
-                None => direct::convolve(self.taps, self.bias, g, band, &padded, out_ptr),
+            self.record_work(g, band, weights.is_some());
+            match (&weights, self.taps) {
+                (Some(u), _) => winograd::convolve(u, self.bias, g, band, &padded, out_ptr),
+                (None, Taps::F32(taps)) => {
+                    let operands = Operands::F32 {
+                        taps,
+                        source: &padded,
+                    };
+                    direct::convolve(operands, self.bias, g, band, out_ptr);
+                }
+                (None, Taps::Pairs(taps)) => {
+                    let source = pack_channels(&padded, b, cin, padded.len() / (b * cin).max(1));
+                    let operands = Operands::Bf16 {
+                        taps,
+                        source: &source,
+                    };
+                    direct::convolve(operands, self.bias, g, band, out_ptr);
+                }
             }
         }
     }
+}
+
+impl CpuConv<'_> {
+    /// Counts the multiply-adds of `band` as the kernel does them: per tap
+    /// over the padded row width (direct), or 16 per 2×2 tile (Winograd).
+    fn record_work(&self, g: &Geometry, band: geometry::Band, winograd: bool) {
+        let (cin, cout, k) = (g.spec.in_channels, g.spec.out_channels, g.spec.kernel);
+        let (bf16, summed) = match self.taps {
+            Taps::F32(_) => (false, cin),
+            Taps::Pairs(_) => (true, 2 * cin.div_ceil(2)),
+        };
+        let products = if winograd {
+            16 * band.rows.div_ceil(2) * g.out_width.div_ceil(2)
+        } else {
+            k * k * band.rows * g.phase_width
+        };
+        work::record(bf16, g.batch * cout * summed * products);
+    }
+}
+
+/// `[b][c][plane]` f32 values as `[b][⌈c/2⌉][plane]` bf16 pairs of channels.
+fn pack_channels(input: &[f32], b: usize, c: usize, plane: usize) -> Vec<u32> {
+    use rayon::prelude::*;
+    let kp = c.div_ceil(2);
+    let mut pairs = vec![0u32; b * kp * plane];
+    pairs
+        .par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (bi, p) = (row / kp, row % kp);
+            let channels = (2 * p)..(2 * p + 2).min(c);
+            let src = &input[(bi * c + channels.start) * plane..(bi * c + channels.end) * plane];
+            let layout = PairLayout {
+                p_stride: plane,
+                n_stride: 1,
+            };
+            bf16::pack_pairs(src, (channels.len(), plane), (plane, 1), dst, layout);
+        });
+    pairs
+}
+
+/// Pair-matrix taps (`cin × cout` each) widened back to f32 `[k·k][cout][cin]`.
+fn widen_taps(taps: &[PairMatrix]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for tap in taps {
+        let (cin, cout) = (tap.k(), tap.n());
+        let values = tap.to_f32();
+        let start = out.len();
+        out.resize(start + cin * cout, 0.0);
+        for ci in 0..cin {
+            for co in 0..cout {
+                out[start + co * cin + ci] = values[ci * cout + co];
+            }
+        }
+    }
+    out
 }

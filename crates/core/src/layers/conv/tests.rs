@@ -93,8 +93,8 @@ fn input_affine_matches_materialised() -> Result<()> {
     Ok(())
 }
 
-/// A convolution holding bf16 or f16 weights gives exactly what the f32
-/// layer built from the same weights widened to f32 gives, on every path
+/// Without the bf16 kernel, a convolution holding bf16 or f16 weights gives
+/// exactly what the f32 layer built from the same weights widened to f32 gives, on every path
 /// (1×1, direct 3×3, Winograd, stride 2, upsampled, input affine).
 #[test]
 fn half_weights_match_widened_f32() -> Result<()> {
@@ -120,7 +120,8 @@ fn half_weights_match_widened_f32() -> Result<()> {
         };
         for dtype in [DType::BF16, DType::F16] {
             let wh = weight.to_dtype(dtype)?;
-            let half = Conv2d::from_tensors(wh.clone(), Some(bias.clone()), stride, padding)?;
+            let widen = bf16::Bf16Kernel::WidenToF32;
+            let half = Conv2d::with_kernel(wh.clone(), Some(bias.clone()), stride, padding, widen)?;
             let wide = Conv2d::from_tensors(
                 wh.to_dtype(DType::F32)?,
                 Some(bias.clone()),
@@ -144,6 +145,66 @@ fn half_weights_match_widened_f32() -> Result<()> {
                     want.flatten_all()?.to_vec1::<f32>()?,
                     "{dtype:?} k {k} stride {stride} upsample {upsample}"
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bf16 kernel on every path (1×1, direct 3×3, Winograd, stride 2,
+/// upsampled, input affine, odd channel counts) stays within bf16's rounding
+/// of the f32 layer on the same bf16-valued weights, Winograd included.
+#[test]
+fn bf16_kernel_stays_close_to_f32() -> Result<()> {
+    if !bf16::cpu_has_avx512_bf16() {
+        println!("skipped: this CPU has no AVX512-BF16");
+        return Ok(());
+    }
+    let dev = Device::Cpu;
+    // (k, stride, padding, h, w, b, upsample)
+    let cases = [
+        (1, 1, Padding::uniform(0), 9, 7, 2, false),
+        (3, 1, Padding::uniform(1), 5, 7, 2, false),
+        (3, 1, Padding::uniform(1), 64, 66, 1, false),
+        (3, 1, Padding::uniform(1), 63, 70, 1, false),
+        (3, 2, Padding::uniform(1), 9, 6, 2, false),
+        (3, 1, Padding::uniform(1), 32, 33, 1, true),
+    ];
+    for (cin, cout) in [(6, 37), (33, 20)] {
+        for (k, stride, padding, h, w, b, upsample) in cases {
+            let xs = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?;
+            let weight =
+                Tensor::randn(0f32, 1.0, (cout, cin, k, k), &dev)?.to_dtype(DType::BF16)?;
+            let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
+            let affine = crate::layers::norm::ChannelAffine {
+                scale: Tensor::randn(0f32, 1.0, b * cin, &dev)?.to_vec1()?,
+                offset: Tensor::randn(0f32, 1.0, b * cin, &dev)?.to_vec1()?,
+            };
+            let kernel = bf16::Bf16Kernel::Avx512Bf16;
+            let fast =
+                Conv2d::with_kernel(weight.clone(), Some(bias.clone()), stride, padding, kernel)?;
+            assert!(matches!(fast.kind, Kind::Pairs { .. }));
+            let wide =
+                Conv2d::from_tensors(weight.to_dtype(DType::F32)?, Some(bias), stride, padding)?;
+            let mut pairs = vec![(
+                fast.forward_upsampled(&xs, upsample)?,
+                wide.forward_upsampled(&xs, upsample)?,
+            )];
+            if let (Some(got), Some(want)) = (
+                fast.forward_affine(&xs, &affine, true)?,
+                wide.forward_affine(&xs, &affine, true)?,
+            ) {
+                pairs.push((got, want));
+            }
+            for (got, want) in pairs {
+                let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+                let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                let case =
+                    format!("{cin}->{cout} k {k} stride {stride} {h}x{w} upsample {upsample}");
+                // Rounding the input to 2^-9 of its values: a few 1e-3 of the
+                // output's scale at most, Winograd's transforms included.
+                assert!(diff < 8e-3 * scale, "{case}: {diff} of {scale}");
+                assert!(diff > 0.0, "{case}: the input was not rounded");
             }
         }
     }

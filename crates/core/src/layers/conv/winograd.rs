@@ -4,12 +4,52 @@
 //! Per block of whole tile rows the input is transformed (`Bᵀ d B`), multiplied
 //! by the transformed weights (`G g Gᵀ`, computed per call) with one GEMM per
 //! tile position, and transformed back (`Aᵀ m A`); both transforms run along
-//! tile rows so they vectorise.
+//! tile rows so they vectorise. With bf16 weights the products take the
+//! transformed weights and input rounded to bf16 (the transforms stay f32).
 
 use rayon::prelude::*;
 
 use super::geometry::{Band, Geometry};
+use crate::layers::bf16::{self, Dst, Lhs, PairLayout, PairMatrix};
 use crate::layers::out_ptr::OutPtr;
+
+/// The transformed weights `G g Gᵀ` of one call.
+pub(crate) enum Weights {
+    /// `[16][cout][cin]` in f32.
+    F32(Vec<f32>),
+    /// One `cin × cout` pair matrix per tile position.
+    Bf16(Vec<PairMatrix>),
+}
+
+impl Weights {
+    /// The f32 transform of `taps` `[9][cout][cin]`, rounded to bf16 pairs when `bf16`.
+    pub(crate) fn new(taps: &[f32], cout: usize, cin: usize, bf16: bool) -> Self {
+        let u = transform_weights(taps, cout, cin);
+        if !bf16 {
+            return Self::F32(u);
+        }
+        let kp = cin.div_ceil(2);
+        Self::Bf16(
+            u.chunks_exact(cout * cin)
+                .map(|ui| {
+                    // U[ξ] is cout × cin; as a cin × cout matrix, (ci, co) is ui[co·cin + ci].
+                    let mut pairs = vec![0u32; kp * cout];
+                    bf16::pack_pairs(
+                        ui,
+                        (cin, cout),
+                        (1, cin),
+                        &mut pairs,
+                        PairLayout {
+                            p_stride: cout,
+                            n_stride: 1,
+                        },
+                    );
+                    PairMatrix::from_pairs(cin, cout, pairs)
+                })
+                .collect(),
+        )
+    }
+}
 
 /// Bytes of one Winograd block's transformed input and products.
 const WINOGRAD_BLOCK_BYTES: usize = 2 << 20;
@@ -33,7 +73,7 @@ fn pays_off(g: &Geometry) -> bool {
 
 /// `G g Gᵀ` for every (co, ci) of the per-tap weights `taps[t][co][ci]`:
 /// `[16][cout][cin]`.
-pub(crate) fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     let pairs = cout * cin;
     let mut u = vec![0f32; 16 * pairs];
     let u_ptr = OutPtr::new(&mut u);
@@ -74,9 +114,9 @@ pub(crate) fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f3
 /// Adds output rows `band.y0..band.y0 + band.rows` (plus `biases`) to the
 /// output `[b, cout, ho, wo]` at `out_ptr`, from `source`, the band's padded
 /// input `[b, c, hq, wq]` (stride 1, so one phase), with the transformed
-/// `weights` of [`transform_weights`].
+/// `weights`.
 pub(crate) fn convolve(
-    weights: &[f32],
+    weights: &Weights,
     biases: Option<&[f32]>,
     g: &Geometry,
     band: Band,
@@ -109,9 +149,13 @@ pub(crate) fn convolve(
                 vec![0f32; 16 * chunk * block_tiles],
                 vec![0f32; 8 * half],
                 vec![0f32; 8 * tw],
+                match weights {
+                    Weights::F32(_) => Vec::new(),
+                    Weights::Bf16(_) => vec![0u32; c.div_ceil(2) * block_tiles],
+                },
             )
         },
-        |(v, m, phases, sums), item| {
+        |(v, m, phases, sums, pairs), item| {
             let bi = item / (blocks_per_image * chunks);
             let blk = (item / chunks) % blocks_per_image;
             let ci = item % chunks;
@@ -163,33 +207,66 @@ pub(crate) fn convolve(
             }
             // 16 products: m[ξ] (mc × n) = U[ξ] (mc × c) · v[ξ] (c × n).
             for xi in 0..16 {
-                let lhs = &weights[(xi * cout + co0) * c..];
                 let rhs = &v[xi * c * n..];
                 let dst = &mut m[xi * mc * n..];
-                // SAFETY: lhs is mc × c (row stride c) inside U[ξ], rhs c × n
-                // and dst mc × n, both row-major inside their buffers.
-                unsafe {
-                    gemm::gemm(
-                        mc,
-                        n,
-                        c,
-                        dst.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        lhs.as_ptr(),
-                        1,
-                        c as isize,
-                        rhs.as_ptr(),
-                        1,
-                        n as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                match weights {
+                    Weights::F32(weights) => {
+                        let lhs = &weights[(xi * cout + co0) * c..];
+                        // SAFETY: lhs is mc × c (row stride c) inside U[ξ], rhs c × n
+                        // and dst mc × n, both row-major inside their buffers.
+                        unsafe {
+                            gemm::gemm(
+                                mc,
+                                n,
+                                c,
+                                dst.as_mut_ptr(),
+                                1,
+                                n as isize,
+                                false,
+                                lhs.as_ptr(),
+                                1,
+                                c as isize,
+                                rhs.as_ptr(),
+                                1,
+                                n as isize,
+                                0.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            );
+                        }
+                    }
+                    Weights::Bf16(weights) => {
+                        let kp = c.div_ceil(2);
+                        let layout = PairLayout {
+                            p_stride: n,
+                            n_stride: 1,
+                        };
+                        bf16::pack_pairs(rhs, (c, n), (n, 1), pairs, layout);
+                        // SAFETY: U[ξ] read by columns co0.. is mc × kp pairs,
+                        // `pairs` kp × n, and dst mc × n, row-major.
+                        unsafe {
+                            bf16::gemm(
+                                (mc, n, kp),
+                                Lhs {
+                                    ptr: weights[xi].data().as_ptr().add(co0),
+                                    row_stride: 1,
+                                    pair_stride: cout,
+                                },
+                                pairs.as_ptr(),
+                                n,
+                                Dst {
+                                    ptr: dst.as_mut_ptr(),
+                                    row_stride: n,
+                                    col_stride: 1,
+                                },
+                                1.0,
+                                false,
+                            );
+                        }
+                    }
                 }
             }
             // Output transform along tile rows, bias, into the output map.

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
+use sd_core::layers::work::{self, MultiplyAdds};
 use sd_core::rng::TorchRng;
 
 use super::args::{name_of, BenchArgs, BenchComponent, FigureSpec};
@@ -42,6 +43,8 @@ pub struct Runs {
     stages: Vec<[f64; 3]>,
     finite: bool,
     run_peak_mib: f64,
+    /// Multiply-adds of one timed run (the mean over them).
+    macs: MultiplyAdds,
     /// The inputs and the last run's outputs, for `--dump`.
     dump: HashMap<String, Tensor>,
 }
@@ -95,6 +98,8 @@ impl Loaded {
             finite: runs.finite,
             stages: (!runs.stages.is_empty()).then(|| [stage(0), stage(1), stage(2)]),
             steps,
+            f32_macs: runs.macs.f32,
+            bf16_macs: runs.macs.bf16,
         })
     }
 }
@@ -120,6 +125,7 @@ pub fn repeat(
     }
     reset_peak_rss();
     let (mut times, mut stages) = (Vec::new(), Vec::new());
+    let counted_from = work::multiply_adds();
     for index in args.warmup..args.warmup + args.reps {
         let started = Instant::now();
         let output = run(index)?;
@@ -128,6 +134,12 @@ pub fn repeat(
         keep(output)?;
     }
     let run_peak_mib = peak_rss_mib();
+    let counted = work::multiply_adds().since(counted_from);
+    let reps = args.reps.max(1) as u64;
+    let macs = MultiplyAdds {
+        f32: counted.f32 / reps,
+        bf16: counted.bf16 / reps,
+    };
     let dump = inputs
         .into_iter()
         .chain(last)
@@ -138,6 +150,7 @@ pub fn repeat(
         stages,
         finite,
         run_peak_mib,
+        macs,
         dump,
     })
 }

@@ -13,6 +13,7 @@
 mod args;
 mod child;
 mod load;
+mod machine;
 mod measure;
 mod memory;
 mod random_weights;
@@ -52,20 +53,30 @@ pub fn run(args: BenchArgs, backend: Backend) -> anyhow::Result<()> {
             sd_core::layers::tune_allocator();
         }
         let device = backend.open_device(args.device)?;
-        return report::print(&run_in_process(&args, &device)?, args.json);
+        let peaks = (!args.json).then(|| print_machine(&args));
+        return report::print(&run_in_process(&args, &device)?, args.json, peaks.as_ref());
     }
+    let peaks = (!args.json).then(|| print_machine(&args));
     let mut figures = Vec::new();
     for figure in args.figures() {
         let measured = child::run_child(&args, &figure)?;
         if args.json {
-            report::print(&measured, true)?;
+            report::print(&measured, true, None)?;
         }
         figures.extend(measured);
     }
     if !args.json {
-        report::print(&figures, false)?;
+        report::print(&figures, false, peaks.as_ref())?;
     }
     Ok(())
+}
+
+/// Measures the machine's peaks and prints the header lines (CPU, caches,
+/// threads, kernel, roofline) before any figure.
+fn print_machine(args: &BenchArgs) -> machine::Peaks {
+    let peaks = machine::measure_peaks();
+    print!("{}", machine::header(args.dtype, &peaks));
+    peaks
 }
 
 /// Measures every figure `args` select in this process, on `device`: each

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::args::{name_of, BenchComponent, BenchModel};
+use super::machine::Peaks;
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,12 @@ pub struct Figure {
     /// For `image`: the denoising steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<usize>,
+    /// Multiply-adds per timed run in f32, as the CPU kernels count them.
+    #[serde(default)]
+    pub f32_macs: u64,
+    /// Multiply-adds per timed run with bf16 operands.
+    #[serde(default)]
+    pub bf16_macs: u64,
 }
 
 /// The median of `xs` (the mean of the middle two for an even count; NaN when empty).
@@ -60,22 +67,25 @@ pub fn min_max(xs: &[f64]) -> (f64, f64) {
     (fold(f64::min), fold(f64::max))
 }
 
-/// Prints the figures: one JSON object a line, or the table.
-pub fn print(figures: &[Figure], json: bool) -> anyhow::Result<()> {
+/// Prints the figures: one JSON object a line, or the table (with each
+/// figure's share of `peaks` when given).
+pub fn print(figures: &[Figure], json: bool, peaks: Option<&Peaks>) -> anyhow::Result<()> {
     if json {
         for figure in figures {
             println!("{}", serde_json::to_string(figure)?);
         }
     } else {
-        print!("{}", table(figures));
+        print!("{}", table(figures, peaks));
     }
     Ok(())
 }
 
-/// The figures as a table with a header line, one figure a line.
-pub fn table(figures: &[Figure]) -> String {
+/// The figures as a table with a header line, one figure a line: times,
+/// memory, and the counted multiply-adds (GMAC per run) with their share of
+/// the measured `peaks` at the fastest time.
+pub fn table(figures: &[Figure], peaks: Option<&Peaks>) -> String {
     let mut out = format!(
-        "{:<9} {:<11} {:>5} {:>3} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}  note\n",
+        "{:<9} {:<11} {:>5} {:>3} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>8} {:>6}  note\n",
         "model",
         "component",
         "size",
@@ -85,11 +95,17 @@ pub fn table(figures: &[Figure]) -> String {
         "max_s",
         "load_s",
         "peak_MiB",
-        "load_MiB"
+        "load_MiB",
+        "GMAC",
+        "peak%"
     );
     for f in figures {
+        let gmac = (f.f32_macs + f.bf16_macs) as f64 / 1e9;
+        let share = peaks
+            .and_then(|p| p.fraction(f))
+            .map_or("-".to_string(), |x| format!("{:.0}", 100.0 * x));
         out.push_str(&format!(
-            "{:<9} {:<11} {:>5} {:>3} {:>9.3} {:>9.3} {:>9.3} {:>8.2} {:>10.0} {:>10.0}  {}\n",
+            "{:<9} {:<11} {:>5} {:>3} {:>9.3} {:>9.3} {:>9.3} {:>8.2} {:>10.0} {:>10.0} {:>8.1} {:>6}  {}\n",
             name_of(f.model),
             name_of(f.component),
             f.size,
@@ -100,6 +116,8 @@ pub fn table(figures: &[Figure]) -> String {
             f.load_s,
             f.run_peak_mib,
             f.load_peak_mib,
+            gmac,
+            share,
             note(f)
         ));
     }
@@ -145,6 +163,8 @@ mod tests {
             finite: true,
             stages: None,
             steps: None,
+            f32_macs: 3_000_000_000,
+            bf16_macs: 0,
         }
     }
 
@@ -165,14 +185,21 @@ mod tests {
         image.steps = Some(1);
         let mut broken = figure(BenchComponent::VaeDecode);
         broken.finite = false;
-        let table = table(&[figure(BenchComponent::Unet), image, broken]);
+        let peaks = Peaks {
+            f32: Some(4e9),
+            bf16: None,
+        };
+        let table = table(&[figure(BenchComponent::Unet), image, broken], Some(&peaks));
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("model     component"));
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(
             cells,
-            ["sd-turbo", "unet", "512", "1", "1.500", "1.250", "1.750", "3.00", "4096", "2048"]
+            [
+                "sd-turbo", "unet", "512", "1", "1.500", "1.250", "1.750", "3.00", "4096", "2048",
+                "3.0", "60"
+            ]
         );
         assert!(lines[2]
             .ends_with("1 steps: text 0.25s (17%), denoise 1.00s (67%), decode 0.25s (17%)"));
