@@ -295,6 +295,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sdapi/v1/skip": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Skips the batch being made: the running job of every `txt2img` and
+         *     `img2img` call in progress stops within a step (cancelled), and each call
+         *     goes on with its other jobs (the further batches of a call of more than
+         *     eight images), answering without the skipped job's images. AUTOMATIC1111
+         *     skips the current batch of `n_iter` the same way; our engine cannot hand
+         *     back a half-denoised image. Jobs submitted through the job API are not touched.
+         */
+        post: operations["skip"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/sdapi/v1/txt2img": {
         parameters: {
             query?: never;
@@ -2325,6 +2349,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>[];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    skip: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Skipped (also when nothing was running) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["A1111Done"];
                 };
             };
             /** @description Missing or wrong API key */
