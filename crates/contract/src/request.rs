@@ -30,7 +30,7 @@ impl JobRequest {
     /// image fields' aliases included; `None` for an unknown operation.
     /// Anything else in a body is an unknown field.
     pub fn fields(operation: &str) -> Option<&'static [&'static str]> {
-        const SHARED: [&str; 17] = [
+        const SHARED: [&str; 18] = [
             "operation",
             "hive_id",
             "model",
@@ -48,9 +48,10 @@ impl JobRequest {
             "scheduler",
             "preview",
             "num_images",
+            "fast_decode",
         ];
-        const TRANSFORM: [&str; 20] = concat(SHARED, ["strength", "input_image", "init_image"]);
-        const INPAINT: [&str; 21] = concat(
+        const TRANSFORM: [&str; 21] = concat(SHARED, ["strength", "input_image", "init_image"]);
+        const INPAINT: [&str; 22] = concat(
             SHARED,
             ["strength", "input_image", "init_image", "mask_image"],
         );

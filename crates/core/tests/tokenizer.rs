@@ -233,8 +233,9 @@ fn missing_and_invalid_files_are_named() {
 
 /// One word of 1 MiB of letters that repeat no pattern: CLIP's merge loop is
 /// quadratic in a word's length (a 64 KiB such word took 107 s in the test
-/// profile), the heap merge takes well under a second. The bound is loose for
-/// a loaded two-core test machine.
+/// profile, so a megabyte takes hours), the heap merge takes well under a
+/// second. The bound is loose for a loaded two-core test machine (5 s was
+/// once exceeded there, at 5.2 s, with other builds running).
 #[test]
 fn a_megabyte_single_word_tokenizes_in_seconds_at_most() {
     let tokenizer = ClipTokenizer::bundled();
@@ -251,5 +252,5 @@ fn a_megabyte_single_word_tokenizes_in_seconds_at_most() {
     let ids = tokenizer.tokenize(&word);
     let elapsed = started.elapsed();
     assert!(ids.len() > 100_000, "{} ids", ids.len());
-    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
 }
