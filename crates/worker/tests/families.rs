@@ -39,34 +39,12 @@ fn first_case(traces: &Path) -> Case {
     cases.into_iter().find(|c| !c.init_latents).unwrap()
 }
 
-/// diffusers' image `[1, 3, H, W]` in 0..1 as 8-bit RGB, rounded as
-/// `numpy_to_pil` does.
+/// diffusers' image of `case` as 8-bit RGB.
 fn reference_rgb(traces: &Path, case: &str) -> Vec<u8> {
     let tensors =
         candle_core::safetensors::load(traces.join(format!("{case}.safetensors")), &Device::Cpu)
             .unwrap();
-    let image: &Tensor = &tensors["image"];
-    let hwc = image.squeeze(0).unwrap().permute((1, 2, 0)).unwrap();
-    let values: Vec<f32> = hwc.flatten_all().unwrap().to_vec1().unwrap();
-    values
-        .iter()
-        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect()
-}
-
-fn decode_png(b64: &str) -> (u32, u32, Vec<u8>) {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap();
-    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
-        .read_info()
-        .unwrap();
-    let mut rgb = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut rgb).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Rgb);
-    rgb.truncate(info.buffer_size());
-    (info.width, info.height, rgb)
+    tensor_rgb8(&tensors["image"])
 }
 
 /// Decodes the PNG `image`, checks its size and returns its largest channel

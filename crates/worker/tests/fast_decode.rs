@@ -44,34 +44,14 @@ fn pipeline_run() -> PipelineRun {
     serde_json::from_str(&text).unwrap()
 }
 
-/// diffusers' image as 8-bit RGB, rounded as `numpy_to_pil` does.
+/// diffusers' image with the tiny decoder, as 8-bit RGB.
 fn reference_rgb() -> Vec<u8> {
     let tensors = candle_core::safetensors::load(
         fixtures().join("vae-extras/references.safetensors"),
         &Device::Cpu,
     )
     .unwrap();
-    let image: &Tensor = &tensors["taesd.pipeline.image"];
-    let hwc = image.squeeze(0).unwrap().permute((1, 2, 0)).unwrap();
-    let values: Vec<f32> = hwc.flatten_all().unwrap().to_vec1().unwrap();
-    values
-        .iter()
-        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect()
-}
-
-fn decode_png(b64: &str) -> (u32, u32, Vec<u8>) {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap();
-    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
-        .read_info()
-        .unwrap();
-    let mut rgb = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut rgb).unwrap();
-    rgb.truncate(info.buffer_size());
-    (info.width, info.height, rgb)
+    tensor_rgb8(&tensors["taesd.pipeline.image"])
 }
 
 /// Runs the reference settings with `extra` fields and returns the events.

@@ -681,7 +681,10 @@ mod tests {
             assert!(diff < 8e-3 * scale, "case {i}: {diff} of {scale}");
             assert!(diff > 0.0, "case {i}: the input was not rounded");
         }
-        // Off the kernel's path (another activation dtype), the widened weight.
+        // Off the kernel's path (another activation dtype), the widened
+        // weight; without a bias, which is f32 and would not add to f64.
+        let fast = Linear::with_kernel(weight.clone(), None, Bf16Kernel::Avx512Bf16)?;
+        let wide = Linear::from_tensors(weight.to_dtype(DType::F32)?, None)?;
         let got = fast.forward(&rows.to_dtype(DType::F64)?)?;
         let want = wide.forward(&rows.to_dtype(DType::F64)?)?;
         let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f64>()?;

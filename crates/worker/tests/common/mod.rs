@@ -537,3 +537,30 @@ pub fn start_hive(runtime: &tokio::runtime::Runtime, failures: usize) -> (String
     runtime.spawn(async move { axum::serve(listener, router).await });
     (url, hive)
 }
+
+/// A diffusers image tensor `[1, 3, H, W]` in 0..1 as 8-bit RGB, rounded as
+/// `numpy_to_pil` does.
+pub fn tensor_rgb8(image: &candle_core::Tensor) -> Vec<u8> {
+    let hwc = image.squeeze(0).unwrap().permute((1, 2, 0)).unwrap();
+    let values: Vec<f32> = hwc.flatten_all().unwrap().to_vec1().unwrap();
+    values
+        .iter()
+        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect()
+}
+
+/// A base64 RGB PNG's width, height and pixels.
+pub fn decode_png(b64: &str) -> (u32, u32, Vec<u8>) {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut rgb).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    rgb.truncate(info.buffer_size());
+    (info.width, info.height, rgb)
+}
