@@ -373,12 +373,25 @@ fn a_batch_on_the_real_model_equals_single_jobs_with_consecutive_seeds() {
     let first = run(11, 1);
     let second = run(12, 1);
     assert!(first.images.is_empty());
-    assert_eq!(batch.image, first.image, "the first image differs");
-    assert_eq!(batch.images[0].image, first.image);
-    assert_eq!(
-        batch.images[1].image, second.image,
-        "the second image differs"
-    );
+    // A batch goes through the UNet together: its GEMMs may round the last
+    // bits differently, so each image is within one 8-bit level of the
+    // image a job of one makes with its seed (sd-core's batch tests bound it
+    // the same way).
+    let within_a_level = |batched: &str, alone: &str, which: &str| {
+        let (batched, alone) = (decode_png(batched), decode_png(alone));
+        assert_eq!((batched.0, batched.1), (alone.0, alone.1), "{which}");
+        let diff = batched
+            .2
+            .iter()
+            .zip(&alone.2)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(diff <= 1, "the {which} image differs by {diff} of 255");
+    };
+    within_a_level(&batch.image, &first.image, "first");
+    assert_eq!(batch.images[0].image, batch.image);
+    within_a_level(&batch.images[1].image, &second.image, "second");
     assert_ne!(first.image, second.image);
 }
 
