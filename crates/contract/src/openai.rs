@@ -69,6 +69,7 @@ pub struct OpenAiImageRequest {
     pub negative_prompt: Option<String>,
     /// Extension: the seed of the first image, up to 2^64 - 1; random when absent.
     #[serde(default, deserialize_with = "crate::whole::option")]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub seed: Option<u64>,
     /// Extension: denoising steps, 1 to 150 (the worker's default when absent).
     #[serde(default, deserialize_with = "crate::whole::option")]
@@ -148,7 +149,7 @@ pub struct OpenAiEditFields {
     pub negative_prompt: Option<String>,
     /// Extension: the seed of the first image, up to 2^64 - 1; random when absent.
     #[serde(default, deserialize_with = "crate::whole::option")]
-    #[schema(value_type = u64)]
+    #[schema(value_type = u64, maximum = 18446744073709551615_u64)]
     pub seed: Option<u64>,
     /// Extension: denoising steps, 1 to 150.
     #[serde(default, deserialize_with = "crate::whole::option")]

@@ -184,6 +184,7 @@ pub struct GenerationFields {
     /// Seed of the initial noise (of the first image, with `num_images`);
     /// drawn at random when absent and always reported back.
     #[serde(default, deserialize_with = "crate::whole::option")]
+    #[schema(maximum = 18446744073709551615_u64)]
     pub seed: Option<u64>,
     /// Image width in pixels, a multiple of 8 from 64 up to the worker's
     /// `max_size` (`GET /v1/info`). For image-to-image and inpainting, the

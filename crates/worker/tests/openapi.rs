@@ -171,7 +171,7 @@ const CHECKED_BOUNDS: &[(&str, &[&str])] = &[
     ("prompt", &["minLength", "maxLength", "pattern"]),
     ("negative_prompt", &["maxLength"]),
     ("loras", &["maxItems"]),
-    ("seed", &["minimum"]),
+    ("seed", &["minimum", "maximum"]),
     ("num_images", &["minimum", "maximum"]),
     ("clip_skip", &["minimum", "maximum"]),
     ("input_image", &["minLength"]),
@@ -381,6 +381,7 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
             }
         }
         assert_eq!(fields["seed"]["minimum"], 0, "{operation}.seed");
+        assert_eq!(fields["seed"]["maximum"], u64::MAX, "{operation}.seed");
         assert_eq!(with_json("seed", json!(0)), None);
         assert_eq!(with_json("seed", json!(u64::MAX)), None);
         assert_eq!(with_json("seed", json!(-1)), Some("seed".into()));
