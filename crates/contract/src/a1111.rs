@@ -126,7 +126,7 @@ pub struct A1111Generation {
     /// Seed of the first image (the next ones take seed + 1, ...); -1 or
     /// absent: drawn at random.
     #[serde(default, deserialize_with = "seed")]
-    #[schema(minimum = -1)]
+    #[schema(minimum = -1, maximum = 9223372036854775807_i64)]
     pub seed: Option<i64>,
     /// The sampler, by A1111 name (`GET /sdapi/v1/samplers`); the worker's default when absent.
     #[serde(default)]
