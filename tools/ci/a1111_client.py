@@ -24,6 +24,14 @@ def pixels(image):
     return image.convert("RGB").tobytes()
 
 
+def within_a_level(a, b):
+    """Whether two pictures differ by at most one 8-bit level anywhere: a
+    batch's images go through the UNet together, whose sums may round the
+    last bits differently from a job of one."""
+    a, b = pixels(a), pixels(b)
+    return len(a) == len(b) and all(abs(x - y) <= 1 for x, y in zip(a, b))
+
+
 def main(base):
     api = webuiapi.WebUIApi(baseurl=f"{base}/sdapi/v1", sampler="Euler a", steps=2)
 
@@ -48,7 +56,7 @@ def main(base):
     # The second image of the batch is the one seed 6 makes alone.
     alone = api.txt2img(prompt="a red cube", seed=6, width=64, height=64, steps=2,
                         sampler_name="Euler a")
-    check(pixels(alone.image) == pixels(result.images[1]), "txt2img: seed 6 reproduces")
+    check(within_a_level(alone.image, result.images[1]), "txt2img: seed 6 reproduces")
     karras = api.txt2img(prompt="a red cube", seed=1, width=64, height=64, steps=2,
                          sampler_name="DPM++ 2M", scheduler="karras")
     check(karras.info["sampler_name"] == "DPM++ 2M Karras", "DPM++ 2M + karras")

@@ -49,6 +49,8 @@ pub async fn progress(State(state): State<AppState>) -> Json<A1111Progress> {
     let step = status.step.unwrap_or(0);
     let total = status.total.unwrap_or(job.params().steps).max(1);
     let progress = (f64::from(step) / f64::from(total)).clamp(0.0, 1.0);
+    let images = job.params().num_images.max(1);
+    let per_image = (total / images).max(1);
     let elapsed = job.started_at().map_or(0.0, |t| t.elapsed().as_secs_f64());
     let eta_relative = if progress > 0.0 {
         elapsed / progress - elapsed
@@ -68,8 +70,14 @@ pub async fn progress(State(state): State<AppState>) -> Json<A1111Progress> {
             job_count: queued.saturating_add(1),
             job_timestamp: "0".into(),
             job_no: 0,
-            sampling_step: step,
-            sampling_steps: total,
+            // A1111 counts the steps of the image being made; a job of
+            // several images counts all of theirs.
+            sampling_step: if step == 0 {
+                0
+            } else {
+                (step - 1) % per_image + 1
+            },
+            sampling_steps: per_image,
         },
         current_image,
         textinfo: Some(format!("Step {step}/{total}")),
