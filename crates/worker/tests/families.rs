@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use common::*;
 use sd_contract::{JobEvent, JobStatus};
 use serde::Deserialize;

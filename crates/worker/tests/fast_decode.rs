@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use common::*;
 use sd_contract::JobEvent;
 use serde::Deserialize;
