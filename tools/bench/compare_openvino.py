@@ -55,7 +55,10 @@ def run_openvino(args, component, size, batch, dump_dir, precision: str) -> dict
         "--dump-dir", str(dump_dir), "--seed", str(args.seed), "--precision", precision,
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr[-4000:])
+        raise SystemExit(f"compare_openvino: the OpenVINO run of {component} {size} ({precision}) failed")
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     return json.loads(lines[-1])
 
@@ -103,6 +106,14 @@ def driver(args) -> None:
             )
 
 
+def precision_name(hint: str) -> str:
+    """`f32`, `bf16`, `f16` from OpenVINO's printed element type (e.g. `<Type: 'float32'>`)."""
+    for name, short in (("bfloat16", "bf16"), ("float16", "f16"), ("float32", "f32"), ("bf16", "bf16"), ("f16", "f16"), ("f32", "f32")):
+        if name in hint.lower():
+            return short
+    return hint
+
+
 def child(args) -> None:
     import numpy as np
     import openvino as ov
@@ -114,27 +125,34 @@ def child(args) -> None:
     dump = load_file(str(args.dump_dir / cd.dump_name(args.model, component, size, batch)))
     models = cd.load_models(args.model, component, args.weights_dir, torch.float32)
     if component == "unet":
-        unet = models["unet"]
-
         class Step(torch.nn.Module):
-            def forward(self, sample, timestep, context):
-                return unet(sample, timestep, encoder_hidden_states=context).sample
+            def __init__(self, unet):
+                super().__init__()
+                self.unet = unet
 
-        module = Step()
+            def forward(self, sample, timestep, context):
+                return self.unet(sample, timestep, encoder_hidden_states=context).sample
+
+        module = Step(models["unet"])
         inputs = (dump["sample"], torch.tensor([cd.TIMESTEP]), dump["encoder_hidden_states"])
     elif component == "vae-decode":
-        vae = models["vae"]
-
         class Decode(torch.nn.Module):
-            def forward(self, z):
-                return vae.decode(z).sample
+            def __init__(self, vae):
+                super().__init__()
+                self.vae = vae
 
-        module = Decode()
+            def forward(self, z):
+                return self.vae.decode(z).sample
+
+        module = Decode(models["vae"])
         inputs = (dump["latents"],)
     else:
         raise SystemExit(f"compare_openvino: {component} is not supported (unet, vae-decode)")
 
-    with torch.inference_mode():
+    # The modules are wrapped as submodules, so tracing sees their weights as
+    # parameters; frozen, since a traced constant must not require grad.
+    module.requires_grad_(False).eval()
+    with torch.no_grad():
         converted = ov.convert_model(module, example_input=inputs)
     del models, module
     core = ov.Core()
@@ -161,7 +179,7 @@ def child(args) -> None:
     print(json.dumps({
         "component": component, "size": size, "batch": batch, "reps": args.reps,
         "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-        "run_peak_mib": run_peak, "precision": precision.split(".")[-1].lower(),
+        "run_peak_mib": run_peak, "precision": precision_name(precision),
         "openvino": ov.get_version(), "max_abs_diff": diff,
     }))
 

@@ -11,7 +11,8 @@
 //! - `padded`: the zero-padded, phase-split copy of one band of the input
 //!   (with 2× upsampling and a group norm's affine applied on the way);
 //! - `direct`: the direct kernel, per-tap matrix products over that copy;
-//! - `winograd`: Winograd's F(2×2, 3×3), for large 3×3 stride-1 convolutions.
+//! - `winograd`: Winograd's F(4×4, 3×3) and F(2×2, 3×3), for large 3×3
+//!   stride-1 convolutions.
 
 mod direct;
 mod geometry;
@@ -359,17 +360,18 @@ impl CpuConv<'_> {
                     }
                 }
             };
-            self.record_work(g, g.whole_input(), false);
+            self.record_work(g, g.whole_input(), None);
             direct::convolve(operands, self.bias, g, g.whole_input(), out_ptr);
             return;
         }
-        let weights = winograd::applies(g).then(|| match self.taps {
-            Taps::F32(taps) => winograd::Weights::new(taps, cout, cin, false),
-            Taps::Pairs(taps) => winograd::Weights::new(&widen_taps(taps), cout, cin, true),
+        let bf16 = matches!(self.taps, Taps::Pairs(_));
+        let weights = winograd::tile_for(g, bf16).map(|tile| match self.taps {
+            Taps::F32(taps) => winograd::Weights::new(tile, taps, cout, cin, false),
+            Taps::Pairs(taps) => winograd::Weights::new(tile, &widen_taps(taps), cout, cin, true),
         });
         for band in g.bands() {
             let padded = padded::pad(input, g, band, self.input_affine);
-            self.record_work(g, band, weights.is_some());
+            self.record_work(g, band, weights.as_ref().map(winograd::Weights::tile));
             match (&weights, self.taps) {
                 (Some(u), _) => winograd::convolve(u, self.bias, g, band, &padded, out_ptr),
                 (None, Taps::F32(taps)) => {
@@ -394,17 +396,19 @@ impl CpuConv<'_> {
 
 impl CpuConv<'_> {
     /// Counts the multiply-adds of `band` as the kernel does them: per tap
-    /// over the padded row width (direct), or 16 per 2×2 tile (Winograd).
-    fn record_work(&self, g: &Geometry, band: geometry::Band, winograd: bool) {
+    /// over the padded row width (direct), or alpha² per tile (Winograd).
+    fn record_work(&self, g: &Geometry, band: geometry::Band, winograd: Option<winograd::Tile>) {
         let (cin, cout, k) = (g.spec.in_channels, g.spec.out_channels, g.spec.kernel);
         let (bf16, summed) = match self.taps {
             Taps::F32(_) => (false, cin),
             Taps::Pairs(_) => (true, 2 * cin.div_ceil(2)),
         };
-        let products = if winograd {
-            16 * band.rows.div_ceil(2) * g.out_width.div_ceil(2)
-        } else {
-            k * k * band.rows * g.phase_width
+        let products = match winograd {
+            Some(tile) => {
+                let m = tile.m();
+                tile.products() * band.rows.div_ceil(m) * g.out_width.div_ceil(m)
+            }
+            None => k * k * band.rows * g.phase_width,
         };
         work::record(bf16, g.batch * cout * summed * products);
     }

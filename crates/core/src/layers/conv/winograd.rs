@@ -1,11 +1,15 @@
-//! The 3×3 stride-1 convolution by Winograd's F(2×2, 3×3): 2×2 output tiles
-//! from 4×4 input tiles with 16 products per channel pair instead of 36.
+//! 3×3 stride-1 convolutions by Winograd's minimal filtering: F(4×4, 3×3)
+//! (6×6 input tiles, 36 products per channel pair for 16 outputs instead of
+//! 144) for f32 weights, F(2×2, 3×3) (4×4 tiles, 16 products for 4 outputs
+//! instead of 36) for bf16 weights and for widths F(4×4) does not fit.
 //!
 //! Per block of whole tile rows the input is transformed (`Bᵀ d B`), multiplied
 //! by the transformed weights (`G g Gᵀ`, computed per call) with one GEMM per
 //! tile position, and transformed back (`Aᵀ m A`); both transforms run along
 //! tile rows so they vectorise. With bf16 weights the products take the
-//! transformed weights and input rounded to bf16 (the transforms stay f32).
+//! transformed weights and input rounded to bf16 (the transforms stay f32);
+//! they stay on F(2×2), whose smaller transform coefficients keep the bf16
+//! rounding error at the size the parity tests measured.
 
 use rayon::prelude::*;
 
@@ -13,23 +17,136 @@ use super::geometry::{Band, Geometry};
 use crate::layers::bf16::{self, Dst, Lhs, PairLayout, PairMatrix};
 use crate::layers::out_ptr::OutPtr;
 
-/// The transformed weights `G g Gᵀ` of one call.
-pub(crate) enum Weights {
-    /// `[16][cout][cin]` in f32.
+/// Which Winograd transform a convolution runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tile {
+    /// F(2×2, 3×3): 2×2 outputs from 4×4 inputs.
+    F2,
+    /// F(4×4, 3×3): 4×4 outputs from 6×6 inputs (interpolation points 0, ±1, ±2, ∞).
+    F4,
+}
+
+/// F(2×2, 3×3)'s `Bᵀ` (4×4), `G` (4×3) and `Aᵀ` (2×4), row-major.
+const F2_BT: [f32; 16] = [
+    1.0, 0.0, -1.0, 0.0, //
+    0.0, 1.0, 1.0, 0.0, //
+    0.0, -1.0, 1.0, 0.0, //
+    0.0, 1.0, 0.0, -1.0,
+];
+const F2_G: [f32; 12] = [
+    1.0, 0.0, 0.0, //
+    0.5, 0.5, 0.5, //
+    0.5, -0.5, 0.5, //
+    0.0, 0.0, 1.0,
+];
+const F2_AT: [f32; 8] = [
+    1.0, 1.0, 1.0, 0.0, //
+    0.0, 1.0, -1.0, -1.0,
+];
+
+/// F(4×4, 3×3)'s `Bᵀ` (6×6), `G` (6×3) and `Aᵀ` (4×6), row-major.
+const F4_BT: [f32; 36] = [
+    4.0, 0.0, -5.0, 0.0, 1.0, 0.0, //
+    0.0, -4.0, -4.0, 1.0, 1.0, 0.0, //
+    0.0, 4.0, -4.0, -1.0, 1.0, 0.0, //
+    0.0, -2.0, -1.0, 2.0, 1.0, 0.0, //
+    0.0, 2.0, -1.0, -2.0, 1.0, 0.0, //
+    0.0, 4.0, 0.0, -5.0, 0.0, 1.0,
+];
+const F4_G: [f32; 18] = [
+    1.0 / 4.0,
+    0.0,
+    0.0,
+    -1.0 / 6.0,
+    -1.0 / 6.0,
+    -1.0 / 6.0,
+    -1.0 / 6.0,
+    1.0 / 6.0,
+    -1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 12.0,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    -1.0 / 12.0,
+    1.0 / 6.0,
+    0.0,
+    0.0,
+    1.0,
+];
+const F4_AT: [f32; 24] = [
+    1.0, 1.0, 1.0, 1.0, 1.0, 0.0, //
+    0.0, 1.0, -1.0, 2.0, -2.0, 0.0, //
+    0.0, 1.0, 1.0, 4.0, 4.0, 0.0, //
+    0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
+];
+
+impl Tile {
+    /// Output tile side.
+    pub(crate) fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Input tile side, `m + 2`.
+    fn alpha(self) -> usize {
+        self.m() + 2
+    }
+
+    /// Products per channel pair and tile, `alpha²`.
+    pub(crate) fn products(self) -> usize {
+        self.alpha() * self.alpha()
+    }
+
+    fn bt(self) -> &'static [f32] {
+        match self {
+            Tile::F2 => &F2_BT,
+            Tile::F4 => &F4_BT,
+        }
+    }
+
+    fn g(self) -> &'static [f32] {
+        match self {
+            Tile::F2 => &F2_G,
+            Tile::F4 => &F4_G,
+        }
+    }
+
+    fn at(self) -> &'static [f32] {
+        match self {
+            Tile::F2 => &F2_AT,
+            Tile::F4 => &F4_AT,
+        }
+    }
+}
+
+/// The transformed weights `G g Gᵀ` of one call and the tile they are for.
+pub(crate) struct Weights {
+    tile: Tile,
+    values: Transformed,
+}
+
+enum Transformed {
+    /// `[alpha²][cout][cin]` in f32.
     F32(Vec<f32>),
     /// One `cin × cout` pair matrix per tile position.
     Bf16(Vec<PairMatrix>),
 }
 
 impl Weights {
-    /// The f32 transform of `taps` `[9][cout][cin]`, rounded to bf16 pairs when `bf16`.
-    pub(crate) fn new(taps: &[f32], cout: usize, cin: usize, bf16: bool) -> Self {
-        let u = transform_weights(taps, cout, cin);
+    /// The f32 transform of `taps` `[9][cout][cin]` for `tile`, rounded to
+    /// bf16 pairs when `bf16`.
+    pub(crate) fn new(tile: Tile, taps: &[f32], cout: usize, cin: usize, bf16: bool) -> Self {
+        let u = transform_weights(tile, taps, cout, cin);
         if !bf16 {
-            return Self::F32(u);
+            return Self {
+                tile,
+                values: Transformed::F32(u),
+            };
         }
         let kp = cin.div_ceil(2);
-        Self::Bf16(
+        let values = Transformed::Bf16(
             u.chunks_exact(cout * cin)
                 .map(|ui| {
                     // U[ξ] is cout × cin; as a cin × cout matrix, (ci, co) is ui[co·cin + ci].
@@ -47,68 +164,95 @@ impl Weights {
                     PairMatrix::from_pairs(cin, cout, pairs)
                 })
                 .collect(),
-        )
+        );
+        Self { tile, values }
+    }
+
+    /// The tile these weights were transformed for.
+    pub(crate) fn tile(&self) -> Tile {
+        self.tile
     }
 }
 
 /// Bytes of one Winograd block's transformed input and products.
 const WINOGRAD_BLOCK_BYTES: usize = 2 << 20;
 
-/// Fewest 2×2 output tiles (over the batch) for the Winograd path.
-const WINOGRAD_MIN_TILES: usize = 1024;
+/// Fewest output pixels (over the batch) for the Winograd path: 1024 2×2
+/// tiles, enough to amortise the weights' transform, which runs per call.
+const WINOGRAD_MIN_OUTPUTS: usize = 4096;
 
-/// Whether a convolution takes the Winograd path: 3×3, stride 1, padded rows
-/// long enough for every tile's four columns (`wq ≥ 2·⌈wo/2⌉ + 2`), and
-/// enough tiles to pay for the weight transform.
-pub(crate) fn applies(g: &Geometry) -> bool {
+/// The Winograd transform a convolution takes, if any: 3×3, stride 1, enough
+/// outputs to pay for the weight transform, and padded rows long enough for
+/// every tile's columns (`wq ≥ m·⌈wo/m⌉ + 2`). F(4×4) for f32 weights when
+/// it fits, else F(2×2).
+pub(crate) fn tile_for(g: &Geometry, bf16: bool) -> Option<Tile> {
     let (wq, wo) = (g.phase_width, g.out_width);
-    g.spec.kernel == 3 && g.spec.stride == 1 && wq >= wo.div_ceil(2) * 2 + 2 && pays_off(g)
-}
-
-/// Whether the output has enough 2×2 tiles (over the batch) to amortise the
-/// weights' transform, which runs per call: at least [`WINOGRAD_MIN_TILES`].
-fn pays_off(g: &Geometry) -> bool {
-    g.batch * g.out_height.div_ceil(2) * g.out_width.div_ceil(2) >= WINOGRAD_MIN_TILES
+    let fits = |tile: Tile| wq >= wo.div_ceil(tile.m()) * tile.m() + 2;
+    let pays = g.batch * g.out_height * g.out_width >= WINOGRAD_MIN_OUTPUTS;
+    if g.spec.kernel != 3 || g.spec.stride != 1 || !pays {
+        return None;
+    }
+    [Tile::F4, Tile::F2]
+        .into_iter()
+        .filter(|&tile| !(bf16 && tile == Tile::F4))
+        .find(|&tile| fits(tile))
 }
 
 /// `G g Gᵀ` for every (co, ci) of the per-tap weights `taps[t][co][ci]`:
-/// `[16][cout][cin]`.
-fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+/// `[alpha²][cout][cin]`.
+fn transform_weights(tile: Tile, taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let a = tile.alpha();
+    let gm = tile.g();
     let pairs = cout * cin;
-    let mut u = vec![0f32; 16 * pairs];
+    let mut u = vec![0f32; a * a * pairs];
     let u_ptr = OutPtr::new(&mut u);
     (0..cout).into_par_iter().for_each(|co| {
+        let mut gg = [[0f32; 3]; 6];
         for ci in 0..cin {
             let pair = co * cin + ci;
-            let mut g = [[0f32; 3]; 3];
-            for (a, row) in g.iter_mut().enumerate() {
-                for (bb, v) in row.iter_mut().enumerate() {
-                    *v = taps[(a * 3 + bb) * pairs + pair];
+            let tap = |p: usize, q: usize| taps[(p * 3 + q) * pairs + pair];
+            // G g (alpha × 3), then (G g) Gᵀ (alpha × alpha).
+            for (j, row) in gg.iter_mut().take(a).enumerate() {
+                for (q, v) in row.iter_mut().enumerate() {
+                    *v = (0..3).map(|p| gm[j * 3 + p] * tap(p, q)).sum();
                 }
             }
-            // G g (4×3), then (G g) Gᵀ (4×4).
-            let mut gg = [[0f32; 3]; 4];
-            for j in 0..3 {
-                gg[0][j] = g[0][j];
-                gg[1][j] = 0.5 * (g[0][j] + g[1][j] + g[2][j]);
-                gg[2][j] = 0.5 * (g[0][j] - g[1][j] + g[2][j]);
-                gg[3][j] = g[2][j];
-            }
-            for (i, row) in gg.iter().enumerate() {
-                let vals = [
-                    row[0],
-                    0.5 * (row[0] + row[1] + row[2]),
-                    0.5 * (row[0] - row[1] + row[2]),
-                    row[2],
-                ];
-                for (j, &val) in vals.iter().enumerate() {
+            for (j, row) in gg.iter().take(a).enumerate() {
+                for i in 0..a {
+                    let val: f32 = (0..3).map(|q| row[q] * gm[i * 3 + q]).sum();
                     // SAFETY: each co writes only its own (co, ·) pairs.
-                    unsafe { *u_ptr.get().add((i * 4 + j) * pairs + pair) = val };
+                    unsafe { *u_ptr.get().add((j * a + i) * pairs + pair) = val };
                 }
             }
         }
     });
     u
+}
+
+/// `dst = Σ coefs[k] · rows[k]` over the nonzero coefficients (the transforms
+/// are sparse); each pass is one loop along the row, so it vectorises.
+#[inline]
+fn combine(dst: &mut [f32], coefs: &[f32], rows: &[&[f32]]) {
+    let mut first = true;
+    for (&c, row) in coefs.iter().zip(rows) {
+        if c == 0.0 {
+            continue;
+        }
+        let row = &row[..dst.len()];
+        if first {
+            for (d, &x) in dst.iter_mut().zip(row) {
+                *d = c * x;
+            }
+            first = false;
+        } else {
+            for (d, &x) in dst.iter_mut().zip(row) {
+                *d += c * x;
+            }
+        }
+    }
+    if first {
+        dst.fill(0.0);
+    }
 }
 
 /// Adds output rows `band.y0..band.y0 + band.rows` (plus `biases`) to the
@@ -123,6 +267,10 @@ pub(crate) fn convolve(
     source: &[f32],
     out_ptr: OutPtr,
 ) {
+    let tile = weights.tile;
+    let (m, a) = (tile.m(), tile.alpha());
+    let (bt, at) = (tile.bt(), tile.at());
+    let xis = a * a;
     let (b, c, cout) = (g.batch, g.spec.in_channels, g.spec.out_channels);
     let (wq, ho, wo) = (g.phase_width, g.out_height, g.out_width);
     let Band {
@@ -130,32 +278,33 @@ pub(crate) fn convolve(
         rows,
         phase_rows: hq,
     } = band;
-    let (th, tw) = (rows.div_ceil(2), wo.div_ceil(2));
-    // Whole tile rows per block, so that the transformed input (16 × c × n)
-    // and the products (16 × cout × n) of a block stay within a few MiB.
+    let (th, tw) = (rows.div_ceil(m), wo.div_ceil(m));
+    // Whole tile rows per block, so that the transformed input (alpha² × c × n)
+    // and the products (alpha² × cout × n) of a block stay within a few MiB.
     let threads = rayon::current_num_threads().max(1);
-    let per_tile = 16 * (c + cout) * 4;
+    let per_tile = xis * (c + cout) * 4;
     let rows_per_block = (WINOGRAD_BLOCK_BYTES / per_tile / tw).clamp(1, th);
     let blocks_per_image = th.div_ceil(rows_per_block);
     let (chunk, chunks) = g.spec.out_channel_chunks(b * blocks_per_image, threads);
     let items = b * blocks_per_image * chunks;
     let block_tiles = rows_per_block * tw;
     let plane = hq * wq;
-    let half = wq.div_ceil(2);
+    // Each row-transformed input row split by column phase (x mod m).
+    let phase_len = wq.div_ceil(m);
     (0..items).into_par_iter().for_each_init(
         || {
             (
-                vec![0f32; 16 * c * block_tiles],
-                vec![0f32; 16 * chunk * block_tiles],
-                vec![0f32; 8 * half],
-                vec![0f32; 8 * tw],
-                match weights {
-                    Weights::F32(_) => Vec::new(),
-                    Weights::Bf16(_) => vec![0u32; c.div_ceil(2) * block_tiles],
+                vec![0f32; xis * c * block_tiles],
+                vec![0f32; xis * chunk * block_tiles],
+                (vec![0f32; wq], vec![0f32; m * phase_len]),
+                (vec![0f32; m * a * tw], vec![0f32; tw]),
+                match &weights.values {
+                    Transformed::F32(_) => Vec::new(),
+                    Transformed::Bf16(_) => vec![0u32; c.div_ceil(2) * block_tiles],
                 },
             )
         },
-        |(v, m, phases, sums, pairs), item| {
+        |(v, prod, (trow, phases), (sums, out_row), pairs), item| {
             let bi = item / (blocks_per_image * chunks);
             let blk = (item / chunks) % blocks_per_image;
             let ci = item % chunks;
@@ -165,52 +314,45 @@ pub(crate) fn convolve(
             let co0 = ci * chunk;
             let mc = chunk.min(cout - co0);
             let image = &source[bi * c * plane..(bi + 1) * c * plane];
-            // Input transform into v[ξ][channel][tile].
+            // Input transform into v[ξ][channel][tile], ξ = j·alpha + i.
             for ch in 0..c {
                 let src = &image[ch * plane..];
                 for ry in 0..nty {
-                    let r = &src[2 * (ty0 + ry) * wq..];
-                    let (r0, r1, r2, r3) = (
-                        &r[..wq],
-                        &r[wq..2 * wq],
-                        &r[2 * wq..3 * wq],
-                        &r[3 * wq..4 * wq],
-                    );
-                    // Bᵀ d along the rows, split into even and odd columns.
-                    let (even, odd) = phases.split_at_mut(4 * half);
-                    for x in 0..wq {
-                        let t = [r0[x] - r2[x], r1[x] + r2[x], r2[x] - r1[x], r1[x] - r3[x]];
-                        let dst = if x % 2 == 0 { &mut *even } else { &mut *odd };
-                        for (i, &val) in t.iter().enumerate() {
-                            dst[i * half + x / 2] = val;
-                        }
+                    let top = m * (ty0 + ry);
+                    let mut input_rows: [&[f32]; 6] = [&[]; 6];
+                    for (k, row) in input_rows.iter_mut().take(a).enumerate() {
+                        *row = &src[(top + k) * wq..(top + k + 1) * wq];
                     }
-                    // (Bᵀ d) B along the columns, for the tw tiles of this row.
-                    for i in 0..4 {
-                        let e = &even[i * half..(i + 1) * half];
-                        let o = &odd[i * half..(i + 1) * half];
-                        let at = |j: usize| (((i * 4 + j) * c + ch) * n) + ry * tw;
-                        let (v0, rest) = v.split_at_mut(at(1));
-                        let v0 = &mut v0[at(0)..at(0) + tw];
-                        let (v1, rest) = rest.split_at_mut(at(2) - at(1));
-                        let v1 = &mut v1[..tw];
-                        let (v2, v3) = rest.split_at_mut(at(3) - at(2));
-                        let (v2, v3) = (&mut v2[..tw], &mut v3[..tw]);
-                        for tx in 0..tw {
-                            v0[tx] = e[tx] - e[tx + 1];
-                            v1[tx] = o[tx] + e[tx + 1];
-                            v2[tx] = e[tx + 1] - o[tx];
-                            v3[tx] = o[tx] - o[tx + 1];
+                    for j in 0..a {
+                        // Bᵀ d along the rows: row j of the row transform.
+                        combine(trow, &bt[j * a..(j + 1) * a], &input_rows[..a]);
+                        for (x, &val) in trow.iter().enumerate() {
+                            phases[(x % m) * phase_len + x / m] = val;
+                        }
+                        // (Bᵀ d) B along the columns: column k of tile tx is
+                        // phase k mod m at tx + k / m.
+                        let mut columns: [&[f32]; 6] = [&[]; 6];
+                        for (k, col) in columns.iter_mut().take(a).enumerate() {
+                            let start = (k % m) * phase_len + k / m;
+                            *col = &phases[start..start + tw];
+                        }
+                        for i in 0..a {
+                            let at_v = ((j * a + i) * c + ch) * n + ry * tw;
+                            combine(
+                                &mut v[at_v..at_v + tw],
+                                &bt[i * a..(i + 1) * a],
+                                &columns[..a],
+                            );
                         }
                     }
                 }
             }
-            // 16 products: m[ξ] (mc × n) = U[ξ] (mc × c) · v[ξ] (c × n).
-            for xi in 0..16 {
+            // alpha² products: prod[ξ] (mc × n) = U[ξ] (mc × c) · v[ξ] (c × n).
+            for xi in 0..xis {
                 let rhs = &v[xi * c * n..];
-                let dst = &mut m[xi * mc * n..];
-                match weights {
-                    Weights::F32(weights) => {
+                let dst = &mut prod[xi * mc * n..];
+                match &weights.values {
+                    Transformed::F32(weights) => {
                         let lhs = &weights[(xi * cout + co0) * c..];
                         // SAFETY: lhs is mc × c (row stride c) inside U[ξ], rhs c × n
                         // and dst mc × n, both row-major inside their buffers.
@@ -238,7 +380,7 @@ pub(crate) fn convolve(
                             );
                         }
                     }
-                    Weights::Bf16(weights) => {
+                    Transformed::Bf16(weights) => {
                         let kp = c.div_ceil(2);
                         let layout = PairLayout {
                             p_stride: n,
@@ -275,20 +417,23 @@ pub(crate) fn convolve(
                 let bias = biases.map_or(0.0, |biases| biases[co]);
                 let dst_base = (bi * cout + co) * ho * wo;
                 for ry in 0..nty {
-                    let mrow = |xi: usize| &m[(xi * mc + row) * n + ry * tw..][..tw];
-                    // Aᵀ m: two rows of four columns, each over the tw tiles.
-                    let (s0, s1) = sums.split_at_mut(4 * tw);
-                    for j in 0..4 {
-                        let (a, bq, cq, d) = (mrow(j), mrow(4 + j), mrow(8 + j), mrow(12 + j));
-                        let (s0j, s1j) =
-                            (&mut s0[j * tw..(j + 1) * tw], &mut s1[j * tw..(j + 1) * tw]);
-                        for tx in 0..tw {
-                            s0j[tx] = a[tx] + bq[tx] + cq[tx];
-                            s1j[tx] = bq[tx] - cq[tx] - d[tx];
+                    // Aᵀ m: sums[r][i] over the tw tiles, r < m, i < alpha.
+                    let mut products: [&[f32]; 6] = [&[]; 6];
+                    for i in 0..a {
+                        for (j, p) in products.iter_mut().take(a).enumerate() {
+                            *p = &prod[((j * a + i) * mc + row) * n + ry * tw..][..tw];
+                        }
+                        for r in 0..m {
+                            let at_s = (r * a + i) * tw;
+                            combine(
+                                &mut sums[at_s..at_s + tw],
+                                &at[r * a..(r + 1) * a],
+                                &products[..a],
+                            );
                         }
                     }
-                    for (i, srow) in [&*s0, &*s1].into_iter().enumerate() {
-                        let oy = 2 * (ty0 + ry) + i;
+                    for r in 0..m {
+                        let oy = m * (ty0 + ry) + r;
                         if oy >= rows {
                             continue;
                         }
@@ -301,19 +446,19 @@ pub(crate) fn convolve(
                                 wo,
                             )
                         };
-                        let (a, bq, cq, d) = (
-                            &srow[..tw],
-                            &srow[tw..2 * tw],
-                            &srow[2 * tw..3 * tw],
-                            &srow[3 * tw..],
-                        );
-                        for tx in 0..wo / 2 {
-                            dst[2 * tx] += a[tx] + bq[tx] + cq[tx] + bias;
-                            dst[2 * tx + 1] += bq[tx] - cq[tx] - d[tx] + bias;
+                        let mut srows: [&[f32]; 6] = [&[]; 6];
+                        for (i, s) in srows.iter_mut().take(a).enumerate() {
+                            *s = &sums[(r * a + i) * tw..(r * a + i + 1) * tw];
                         }
-                        if wo % 2 == 1 {
-                            let tx = wo / 2;
-                            dst[2 * tx] += a[tx] + bq[tx] + cq[tx] + bias;
+                        // (Aᵀ m) A: output column m·tx + col of every tile.
+                        for col in 0..m {
+                            combine(out_row, &at[col * a..(col + 1) * a], &srows[..a]);
+                            for (tx, &val) in out_row.iter().enumerate() {
+                                let x = m * tx + col;
+                                if x < wo {
+                                    dst[x] += val + bias;
+                                }
+                            }
                         }
                     }
                 }
