@@ -384,6 +384,7 @@ impl Job {
                 JobEvent::Error(error) => Some(error.clone()),
                 _ => None,
             }),
+            worker_id: None,
         }
     }
 
@@ -496,6 +497,7 @@ fn event_bytes(event: &JobEvent) -> usize {
             result.image.len() + result.images.iter().map(|i| i.image.len()).sum::<usize>()
         }
         JobEvent::Error(error) => error.message.len() + error.field.as_ref().map_or(0, String::len),
+        JobEvent::Restarted { worker_id, .. } => worker_id.len(),
         JobEvent::Queued { .. } | JobEvent::Progress { .. } | JobEvent::Cancelled { .. } => 0,
     };
     std::mem::size_of::<Arc<JobEvent>>() + std::mem::size_of::<JobEvent>() + text
