@@ -384,7 +384,7 @@ fn a_job_whose_worker_is_killed_completes_on_another_with_the_same_image() {
         worker.wait_ready();
         worker
     };
-    let mut workers = vec![Some(spawn("first")), Some(spawn("second"))];
+    let mut workers = [Some(spawn("first")), Some(spawn("second"))];
     let created = submit(&workers[0].as_ref().unwrap().url, body);
     let mut victim = None;
     wait_until(Duration::from_secs(60), || {
