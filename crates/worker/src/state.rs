@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::StatusCode;
 use sd_contract::event::CancelReason;
@@ -126,6 +126,16 @@ impl AppState {
     /// A new queued job with this id, observed by the worker's metrics.
     pub fn new_job(&self, id: String, job: ValidJob) -> Arc<Job> {
         Arc::new(Job::new(id, job).observed_by(Arc::clone(&self.0.metrics)))
+    }
+
+    /// A job of the shared queue with this id, submitted `ago` on any
+    /// worker, observed by this worker's metrics.
+    pub fn shared_job(&self, id: String, job: ValidJob, ago: Duration) -> Arc<Job> {
+        Arc::new(
+            Job::new(id, job)
+                .submitted_ago(ago)
+                .observed_by(Arc::clone(&self.0.metrics)),
+        )
     }
 
     /// The configuration.

@@ -551,3 +551,61 @@ fn a_worker_without_redis_is_not_ready_and_refuses_jobs_until_it_comes() {
         "[DONE]"
     );
 }
+
+/// The same job streams the same messages (event names, ids, data but the
+/// timings) from a worker alone and through Redis.
+#[test]
+fn the_stream_through_redis_is_the_stream_of_a_worker_alone() {
+    let redis = RedisServer::start();
+    let shared = fake_worker(&redis, "shared", "step_ms=5", &[]);
+    let alone = WorkerProcess::spawn(
+        &["--model", "fake-model", "--fake-engine", "step_ms=5"],
+        &[],
+    );
+    alone.wait_ready();
+    let body = generation(r#","steps":3,"seed":11,"num_images":2,"width":64,"height":64"#);
+    let messages = |url: &str| {
+        let created = submit(url, &body);
+        let transcript = stream(url, &created.sse_url, &[]);
+        transcript
+            .messages
+            .iter()
+            .map(|m| (m.event.clone(), m.id.clone(), without_timings(&m.data)))
+            .collect::<Vec<_>>()
+    };
+    let through_redis = messages(&shared.url);
+    assert_eq!(through_redis.len(), 12, "{through_redis:?}");
+    assert_eq!(through_redis, messages(&alone.url));
+
+    // Previews reach every follower; Redis keeps each one (up to the stream's bound).
+    let created = submit(&shared.url, &generation(r#","steps":4,"preview":true"#));
+    let events = stream(&shared.url, &created.sse_url, &[]).events();
+    let previews: Vec<bool> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Progress { preview, .. } => Some(preview.is_some()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(previews, [true, true, true, false]);
+}
+
+fn without_timings(data: &str) -> String {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.remove("timings");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(data) {
+        Ok(mut value) => {
+            strip(&mut value);
+            value.to_string()
+        }
+        Err(_) => data.to_string(),
+    }
+}

@@ -107,6 +107,13 @@ impl Job {
         }
     }
 
+    /// The same job, submitted `ago` (a job of the shared queue, submitted
+    /// on any worker), so its timings and queue wait count from then.
+    pub fn submitted_ago(mut self, ago: Duration) -> Self {
+        self.submitted = Instant::now().checked_sub(ago).unwrap_or(self.submitted);
+        self
+    }
+
     /// The same job, recording its start, steps, images and end in `metrics`.
     pub fn observed_by(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);

@@ -308,18 +308,23 @@ impl RedisQueue {
     /// the field that this worker refuses.
     async fn prepare(&self, state: &AppState, id: &str) -> Result<Option<Arc<Job>>, ErrorDetail> {
         let mut backoff = Backoff::new();
-        let stored: Option<String> = loop {
-            match redis::cmd("HGET")
+        let (stored, submitted_ms): (Option<String>, Option<u64>) = loop {
+            match redis::cmd("HMGET")
                 .arg(job_key(id))
                 .arg("request")
+                .arg("submitted_ms")
                 .query_async(&mut self.conn())
                 .await
             {
-                Ok(stored) => break stored,
+                Ok(fields) => break fields,
                 Err(error) => self.record(&error),
             }
             backoff.wait().await;
         };
+        // Clocks of other machines may run ahead: a wait never goes negative.
+        let waited = Duration::from_millis(
+            super::unix_millis().saturating_sub(submitted_ms.unwrap_or(u64::MAX)),
+        );
         let internal = |message: String| ErrorDetail::new(ErrorCode::Internal, message);
         let stored = stored.ok_or_else(|| internal(format!("job {id} has no stored request")))?;
         let request: JobRequest = serde_json::from_str(&stored)
@@ -335,7 +340,7 @@ impl RedisQueue {
         .await
         .map_err(|e| internal(format!("validating the request: {e}")))?
         .map_err(|e| e.detail())?;
-        Ok(Some(state.new_job(id.to_string(), valid)))
+        Ok(Some(state.shared_job(id.to_string(), valid, waited)))
     }
 
     /// Copies the job's events into Redis until it ends, renewing the claim
