@@ -120,19 +120,25 @@ def jobs_per_minute(binary, redis_url, workers, jobs):
 
 
 def latency(binary, redis_url, n):
-    """Mean and median seconds from submission to [DONE], one job at a time."""
-    worker = Worker(binary, redis_url, "bench-latency")
+    """Seconds from submission to [DONE], one job at a time, on a worker
+    alone and on one with the shared queue, alternating so both see the
+    same load; returns the (mean, median) of each."""
+    alone = Worker(binary, None, "bench-alone")
+    shared = Worker(binary, redis_url, "bench-shared")
     try:
-        follow(worker.url, submit(worker.url)["sse_url"])
-        times = []
+        times = {alone.url: [], shared.url: []}
+        for worker in (alone, shared):
+            follow(worker.url, submit(worker.url)["sse_url"])
         for _ in range(n):
-            start = time.perf_counter()
-            marker = follow(worker.url, submit(worker.url)["sse_url"])
-            times.append(time.perf_counter() - start)
-            assert marker == "[DONE]", marker
-        return statistics.mean(times), statistics.median(times)
+            for worker in (alone, shared):
+                start = time.perf_counter()
+                marker = follow(worker.url, submit(worker.url)["sse_url"])
+                times[worker.url].append(time.perf_counter() - start)
+                assert marker == "[DONE]", marker
+        return [(statistics.mean(t), statistics.median(t)) for t in times.values()]
     finally:
-        worker.stop()
+        alone.stop()
+        shared.stop()
 
 
 def uptime():
@@ -162,9 +168,8 @@ def main():
             rate, ran_on = jobs_per_minute(args.bin, f"redis://127.0.0.1:{port}/{db}",
                                            workers, args.jobs)
             print(f"{workers} worker(s): {rate:.1f} jobs/min ({args.jobs} jobs; per worker {ran_on})")
-        memory = latency(args.bin, None, args.latency_jobs)
-        shared = latency(args.bin, f"redis://127.0.0.1:{port}/9", args.latency_jobs)
-        print(f"one job at a time, submit to [DONE], {args.latency_jobs} jobs: "
+        memory, shared = latency(args.bin, f"redis://127.0.0.1:{port}/9", args.latency_jobs)
+        print(f"one job at a time, submit to [DONE], {args.latency_jobs} jobs each, alternating: "
               f"in memory mean {memory[0] * 1000:.0f} ms (median {memory[1] * 1000:.0f}); "
               f"Redis mean {shared[0] * 1000:.0f} ms (median {shared[1] * 1000:.0f}); "
               f"added by the queue {(shared[0] - memory[0]) * 1000:.0f} ms mean, "

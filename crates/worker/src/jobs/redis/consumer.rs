@@ -74,8 +74,13 @@ async fn consume(state: AppState, queue: Arc<RedisQueue>) {
     let mut backoff = Backoff::new();
     let mut group_made = false;
     while state.phase() == Phase::Ready {
-        if !engine_idle(&state) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if state.is_busy() {
+            state.wait_idle().await;
+            continue;
+        }
+        if !state.queue().is_empty() {
+            // A job of this worker's own (OpenAI, A1111) is about to start.
+            tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
         if !group_made {
@@ -104,11 +109,6 @@ async fn consume(state: AppState, queue: Arc<RedisQueue>) {
         }
     }
     tracing::info!("stopped taking jobs from the shared queue");
-}
-
-/// Whether the engine can take a job at once.
-fn engine_idle(state: &AppState) -> bool {
-    !state.is_busy() && state.queue().is_empty()
 }
 
 /// How a job's run on this worker ended, as far as Redis is concerned.
