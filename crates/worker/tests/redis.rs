@@ -612,3 +612,68 @@ fn without_timings(data: &str) -> String {
         Err(_) => data.to_string(),
     }
 }
+
+/// A worker told to stop (SIGTERM) leaves its running job to the others:
+/// it is taken over and completes, restarted from its first step.
+#[test]
+fn a_stopped_worker_leaves_its_job_to_another() {
+    let redis = RedisServer::start();
+    let flags = ["--claim-after", "1s"];
+    let mut workers = [
+        Some(fake_worker(&redis, "one", "step_ms=40", &flags)),
+        Some(fake_worker(&redis, "two", "step_ms=40", &flags)),
+    ];
+    let created = submit(
+        &workers[0].as_ref().unwrap().url,
+        &generation(r#","steps":40"#),
+    );
+    let mut runner = None;
+    wait_until(Duration::from_secs(10), || {
+        let status = status(&workers[1].as_ref().unwrap().url, &created.job_id);
+        runner = status
+            .worker_id
+            .filter(|_| status.step.is_some_and(|s| s >= 2));
+        runner.is_some()
+    });
+    let index = usize::from(runner.as_deref() == Some("two"));
+    let mut stopping = workers[index].take().unwrap();
+    stopping.terminate();
+    assert_eq!(stopping.wait_exit(Duration::from_secs(20)), 0);
+    let survivor = workers[1 - index].take().unwrap();
+    let status = ended(&survivor.url, &created.job_id, Duration::from_secs(20));
+    assert_eq!(status.state, JobState::Completed);
+    assert_ne!(status.worker_id, runner);
+    let transcript = stream(&survivor.url, &created.sse_url, &[]);
+    assert_eq!(transcript.terminal_count(), 1);
+    assert!(transcript.types().contains(&"restarted".to_string()));
+    assert_eq!(transcript.marker(), "[DONE]");
+}
+
+/// `/metrics` of a worker on Redis parses with a Prometheus text parser and
+/// counts Redis errors.
+#[test]
+fn metrics_of_a_worker_on_redis_parse() {
+    let redis = RedisServer::start();
+    let worker = fake_worker(&redis, "m", "", &[]);
+    let created = submit(&worker.url, &generation(r#","steps":2"#));
+    assert_eq!(
+        stream(&worker.url, &created.sse_url, &[]).marker(),
+        "[DONE]"
+    );
+    let text = get(&worker.url, "/metrics").body;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert_eq!(value("sd_worker_redis_errors_total"), 0.0);
+    assert_eq!(value("sd_worker_jobs_submitted_total"), 1.0);
+    assert_eq!(value("sd_worker_queue_depth"), 0.0);
+}
