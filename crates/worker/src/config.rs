@@ -159,7 +159,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
     /// Test aid: serve a fake engine that paints gradients instead of loading a model.
-    /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...`).
+    /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...,abort_prompt=...`).
     #[arg(long, env = "SD_WORKER_FAKE_ENGINE", hide = true, num_args = 0..=1, default_missing_value = "")]
     pub fake_engine: Option<FakeEngineConfig>,
 }
