@@ -45,6 +45,9 @@ pub enum ErrorCode {
     NotReady,
     /// The worker is shutting down and takes no new jobs.
     ShuttingDown,
+    /// The shared queue (`--redis-url`) cannot be reached; retry after the
+    /// `Retry-After` header's seconds.
+    QueueUnreachable,
     /// Generating the image failed.
     GenerationFailed,
     /// The worker hit a bug.
@@ -72,6 +75,7 @@ impl ErrorCode {
             ErrorCode::TooManyStreams => "too_many_streams",
             ErrorCode::NotReady => "not_ready",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::QueueUnreachable => "queue_unreachable",
             ErrorCode::GenerationFailed => "generation_failed",
             ErrorCode::Internal => "internal",
         }

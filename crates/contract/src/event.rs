@@ -59,6 +59,16 @@ pub enum JobEvent {
         /// The parameters it runs with (the seed included).
         params: JobParams,
     },
+    /// A worker of a shared queue (`--redis-url`) took the job over after
+    /// the worker running it stopped answering: the job starts again from its
+    /// beginning, with the same seed, so `started` and `progress` from step 1
+    /// follow. Never sent by a worker without a shared queue.
+    Restarted {
+        /// This run's number, 2 for the first restart.
+        attempt: u32,
+        /// The worker that runs it now.
+        worker_id: String,
+    },
     /// A denoising step finished.
     Progress {
         /// Steps done so far, 1-based, over all the job's images: step `s` of
@@ -95,6 +105,7 @@ impl JobEvent {
         match self {
             JobEvent::Queued { .. } => "queued",
             JobEvent::Started { .. } => "started",
+            JobEvent::Restarted { .. } => "restarted",
             JobEvent::Progress { .. } => "progress",
             JobEvent::Image(_) => "image",
             JobEvent::Complete(_) => "complete",

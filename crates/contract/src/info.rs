@@ -24,6 +24,9 @@ pub enum ReadinessState {
     Failed,
     /// The worker is shutting down.
     Stopping,
+    /// The shared queue (`--redis-url`) cannot be reached; the worker
+    /// reconnects by itself.
+    QueueUnreachable,
 }
 
 /// The answer to `GET /ready`: 200 when ready, 503 otherwise.

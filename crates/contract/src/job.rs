@@ -211,4 +211,8 @@ pub struct JobStatus {
     pub result: Option<ImageResult>,
     /// Why it failed, once failed.
     pub error: Option<ErrorDetail>,
+    /// The `--worker-id` of the worker that runs or ran it, once started
+    /// (with a shared queue, any worker of the fleet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
 }

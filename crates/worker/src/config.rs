@@ -16,6 +16,7 @@ use sd_core::prompt::PromptSyntax;
 
 use crate::decoding::{DecodingArgs, DecodingError};
 use crate::engine::fake::FakeEngineConfig;
+use crate::jobs::redis::{RedisArgs, RedisConfig};
 use crate::loras::LoraDir;
 
 /// The default budget of the parsed-LoRA cache, in MiB: a few SDXL adapters
@@ -25,7 +26,8 @@ pub const DEFAULT_LORA_CACHE_MIB: usize = 1024;
 /// Flags of the worker when it serves (the binary's default command).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// The worker's id, as the hive knows it; random when absent.
+    /// The worker's id, as the hive knows it and as jobs' status names the
+    /// worker that ran them; `HOSTNAME-PID` when absent.
     #[arg(long, env = "SD_WORKER_ID")]
     pub worker_id: Option<String>,
     /// A model preset: v1-5, v2-1, xl, turbo (SDXL-Turbo) or sd-turbo. Names a
@@ -153,8 +155,11 @@ pub struct ServeArgs {
     /// adapter in use is kept even when larger).
     #[arg(long, env = "SD_WORKER_LORA_CACHE_MIB", default_value_t = DEFAULT_LORA_CACHE_MIB)]
     pub lora_cache_mib: usize,
+    /// The shared job queue: `--redis-url` and its bounds.
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Test aid: serve a fake engine that paints gradients instead of loading a model.
-    /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...`).
+    /// Its value configures it (`step_ms=5,load_ms=0,load_error=...,fail_prompt=...,abort_prompt=...`).
     #[arg(long, env = "SD_WORKER_FAKE_ENGINE", hide = true, num_args = 0..=1, default_missing_value = "")]
     pub fake_engine: Option<FakeEngineConfig>,
 }
@@ -372,6 +377,14 @@ pub enum ConfigError {
         /// Its value.
         value: String,
     },
+    /// A `--redis-url` Redis cannot take (its password never shown).
+    #[error("--redis-url takes redis://[:PASSWORD@]HOST[:PORT][/DB] or rediss://…, got `{url}`: {reason}")]
+    BadRedisUrl {
+        /// The URL, its password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Everything the worker needs to serve, validated.
@@ -445,6 +458,8 @@ pub struct WorkerConfig {
     pub lora_dir: Option<LoraDir>,
     /// The byte budget of the engine's parsed-LoRA cache.
     pub lora_cache_bytes: usize,
+    /// The shared queue, when jobs go through Redis.
+    pub redis: Option<RedisConfig>,
 }
 
 /// Deadlines and caps on connections and streams.
@@ -479,7 +494,7 @@ impl WorkerConfig {
     pub fn new(model: impl Into<String>) -> Self {
         let model = model.into();
         Self {
-            worker_id: random_worker_id(),
+            worker_id: default_worker_id(),
             preset: presets::in_force(None, &model),
             model,
             model_flags: ModelFlags::default(),
@@ -513,6 +528,7 @@ impl WorkerConfig {
             output_dir: None,
             lora_dir: None,
             lora_cache_bytes: DEFAULT_LORA_CACHE_MIB << 20,
+            redis: None,
         }
     }
 
@@ -597,6 +613,13 @@ impl WorkerConfig {
             .transpose()
             .map_err(ConfigError::BadLoraDir)?;
         config.lora_cache_bytes = args.lora_cache_mib.saturating_mul(1 << 20);
+        config.redis = RedisConfig::from_args(&args.redis);
+        if let Some(redis) = &config.redis {
+            redis::Client::open(redis.url.as_str()).map_err(|e| ConfigError::BadRedisUrl {
+                url: redis.redacted_url(),
+                reason: e.to_string(),
+            })?;
+        }
         Ok(config)
     }
 }
@@ -619,8 +642,18 @@ fn parse_origin(value: &str) -> Result<String, ConfigError> {
     }
 }
 
-fn random_worker_id() -> String {
-    format!("sd-worker-{:08x}", rand::random::<u32>())
+/// `HOSTNAME-PID`, so a job's `worker_id` leads to a machine and a process;
+/// `sd-worker-` and random hex digits where the host name cannot be read.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    match host {
+        Some(host) => format!("{host}-{}", std::process::id()),
+        None => format!("sd-worker-{:08x}", rand::random::<u32>()),
+    }
 }
 
 #[cfg(test)]

@@ -110,6 +110,9 @@ pub enum ApiError {
     /// The worker is shutting down.
     #[error("the worker is shutting down and accepts no new jobs")]
     ShuttingDown,
+    /// The shared queue's Redis did not answer; nothing was done.
+    #[error("the shared job queue (Redis) cannot be reached: {0}")]
+    QueueUnreachable(String),
     /// A bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -143,7 +146,8 @@ impl ApiError {
             ApiError::QueueFull { .. }
             | ApiError::TooManyStreams { .. }
             | ApiError::NotReady { .. }
-            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::ShuttingDown
+            | ApiError::QueueUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -186,6 +190,7 @@ impl ApiError {
             ApiError::TooManyStreams { .. } => ErrorDetail::new(ErrorCode::TooManyStreams, message),
             ApiError::NotReady { .. } => ErrorDetail::new(ErrorCode::NotReady, message),
             ApiError::ShuttingDown => ErrorDetail::new(ErrorCode::ShuttingDown, message),
+            ApiError::QueueUnreachable(_) => ErrorDetail::new(ErrorCode::QueueUnreachable, message),
             ApiError::Internal(_) => ErrorDetail::new(ErrorCode::Internal, message),
         }
     }
@@ -198,6 +203,7 @@ impl ApiError {
         match self {
             ApiError::Internal(_) => tracing::error!(%self, "request failed"),
             ApiError::QueueFull { .. } => tracing::info!(%self, %status, "request refused"),
+            ApiError::QueueUnreachable(_) => tracing::warn!(%self, %status, "request refused"),
             ApiError::NotReady { retry: false, .. } => {
                 tracing::warn!(%self, %status, "request refused")
             }
@@ -214,6 +220,7 @@ impl ApiError {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             ApiError::NotReady { retry: true, .. } => Some(5),
+            ApiError::QueueUnreachable(_) => Some(1),
             _ => None,
         }
     }

@@ -21,7 +21,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// What the worker is doing at the moment of a scrape.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Snapshot {
-    /// Jobs waiting in the queue.
+    /// Jobs waiting in the queue (the shared one, with `--redis-url`).
     pub queued: usize,
     /// Whether a job is running.
     pub running: bool,
@@ -45,6 +45,7 @@ pub struct Metrics {
     running: IntGauge,
     ready: IntGauge,
     info: IntGaugeVec,
+    redis_errors: IntCounter,
 }
 
 /// Why a job was refused at the door.
@@ -142,6 +143,11 @@ impl Metrics {
                 &["worker_id", "model", "version"],
             )
             .expect("valid metric"),
+            redis_errors: IntCounter::new(
+                "sd_worker_redis_errors_total",
+                "Commands to the shared queue's Redis that failed (0 without --redis-url).",
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics
@@ -159,7 +165,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(self.submitted.clone()),
             Box::new(self.rejected.clone()),
             Box::new(self.ended.clone()),
@@ -172,6 +178,7 @@ impl Metrics {
             Box::new(self.running.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.info.clone()),
+            Box::new(self.redis_errors.clone()),
         ];
         for collector in collectors {
             self.registry
@@ -218,6 +225,11 @@ impl Metrics {
         self.job_seconds
             .with_label_values(&[outcome])
             .observe(lasted.as_secs_f64());
+    }
+
+    /// Counts a failed command to the shared queue's Redis.
+    pub fn redis_error(&self) {
+        self.redis_errors.inc();
     }
 
     /// Records how long the model took to load.

@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -21,6 +22,8 @@ use crate::connections;
 use crate::engine::runner::spawn_engine;
 use crate::engine::EngineLoader;
 use crate::hive::HiveClient;
+use crate::jobs::redis::spawn_consumer;
+use crate::jobs::JobStore;
 use crate::outputs::OutputDir;
 use crate::state::AppState;
 
@@ -47,10 +50,11 @@ impl Worker {
             outputs.prepare()?;
             tracing::info!(folder = %outputs.root().display(), "saving finished images");
         }
-        Ok(Worker {
-            state: AppState::new(config, addr),
-            listener,
-        })
+        if let Some(redis) = &config.redis {
+            tracing::info!(url = %redis.redacted_url(), "jobs go through the shared queue in Redis");
+        }
+        let state = AppState::try_new(config, addr).map_err(std::io::Error::other)?;
+        Ok(Worker { state, listener })
     }
 
     /// The shared state.
@@ -72,6 +76,10 @@ impl Worker {
         let Worker { state, listener } = self;
         spawn_engine(state.clone(), loader)?;
         spawn_reaper(state.clone());
+        if let JobStore::Redis(queue) = state.store() {
+            queue.spawn_health();
+            spawn_consumer(state.clone(), Arc::clone(queue));
+        }
         let hive = HiveClient::start(&state)?;
         let jobs_ended = {
             let state = state.clone();

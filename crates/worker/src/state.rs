@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::StatusCode;
 use sd_contract::event::CancelReason;
@@ -21,7 +21,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::WorkerConfig;
 use crate::convert::defaults_to_wire;
 use crate::error::ApiError;
-use crate::jobs::{new_job_id, Job, Jobs, Retention};
+use crate::jobs::redis::RedisQueue;
+use crate::jobs::{new_job_id, Job, JobStore, Jobs, Retention};
 use crate::loras::LoraDir;
 use crate::metrics::{Metrics, Rejection, Snapshot};
 use crate::queue::{JobQueue, PushError};
@@ -64,11 +65,24 @@ struct Shared {
     streams: Arc<Semaphore>,
     started: SystemTime,
     metrics: Arc<Metrics>,
+    store: JobStore,
 }
 
 impl AppState {
     /// The state of a worker serving on `addr`, its model still loading.
+    ///
+    /// # Panics
+    ///
+    /// When `config.redis` has a URL Redis cannot take (the serve flags
+    /// check it first); [`AppState::try_new`] returns that error instead.
     pub fn new(config: WorkerConfig, addr: SocketAddr) -> Self {
+        Self::try_new(config, addr).expect("a valid --redis-url")
+    }
+
+    /// The state of a worker serving on `addr`, its model still loading; its
+    /// jobs in memory, or in the shared queue of `config.redis` (connected
+    /// lazily: Redis may be down now).
+    pub fn try_new(config: WorkerConfig, addr: SocketAddr) -> Result<Self, redis::RedisError> {
         let queue = JobQueue::new(config.max_queue);
         let streams = Arc::new(Semaphore::new(config.connections.max_streams));
         let jobs = Jobs::new(Retention {
@@ -77,7 +91,18 @@ impl AppState {
             max_bytes: config.max_retained_bytes,
         });
         let metrics = Arc::new(Metrics::new(&config.worker_id, &config.model));
-        Self(Arc::new(Shared {
+        let store = match &config.redis {
+            None => JobStore::Memory,
+            Some(redis) => JobStore::Redis(Arc::new(RedisQueue::new(
+                redis.clone(),
+                &config.model,
+                &config.worker_id,
+                config.max_queue,
+                Arc::clone(&metrics),
+            )?)),
+        };
+        Ok(Self(Arc::new(Shared {
+            store,
             metrics,
             config,
             addr,
@@ -90,7 +115,27 @@ impl AppState {
             last_generation_ms: AtomicU64::new(0),
             streams,
             started: SystemTime::now(),
-        }))
+        })))
+    }
+
+    /// Where the job API's jobs live.
+    pub fn store(&self) -> &JobStore {
+        &self.0.store
+    }
+
+    /// A new queued job with this id, observed by the worker's metrics.
+    pub fn new_job(&self, id: String, job: ValidJob) -> Arc<Job> {
+        Arc::new(Job::new(id, job).observed_by(Arc::clone(&self.0.metrics)))
+    }
+
+    /// A job of the shared queue with this id, submitted `ago` on any
+    /// worker, observed by this worker's metrics.
+    pub fn shared_job(&self, id: String, job: ValidJob, ago: Duration) -> Arc<Job> {
+        Arc::new(
+            Job::new(id, job)
+                .submitted_ago(ago)
+                .observed_by(Arc::clone(&self.0.metrics)),
+        )
     }
 
     /// The configuration.
@@ -132,7 +177,7 @@ impl AppState {
     /// The worker's metrics in Prometheus' text format, as of now.
     pub fn render_metrics(&self) -> String {
         self.0.metrics.render(Snapshot {
-            queued: self.0.queue.len(),
+            queued: self.queue_depth(),
             running: self.is_busy(),
             ready: self.phase() == Phase::Ready,
         })
@@ -191,7 +236,16 @@ impl AppState {
                 ReadinessState::Loading,
                 Some("loading the model".to_string()),
             ),
-            Phase::Ready => (ReadinessState::Ready, None),
+            Phase::Ready => match self.store() {
+                JobStore::Redis(queue) if !queue.is_up() => (
+                    ReadinessState::QueueUnreachable,
+                    Some(format!(
+                        "the shared job queue (Redis at {}) cannot be reached; reconnecting",
+                        queue.config().redacted_url()
+                    )),
+                ),
+                _ => (ReadinessState::Ready, None),
+            },
             Phase::Failed(reason) => (
                 ReadinessState::Failed,
                 Some(format!(
@@ -269,7 +323,7 @@ impl AppState {
 
     /// Queues a validated job and registers it.
     pub fn submit(&self, job: ValidJob) -> Result<Arc<Job>, ApiError> {
-        let job = Arc::new(Job::new(new_job_id(), job).observed_by(Arc::clone(&self.0.metrics)));
+        let job = self.new_job(new_job_id(), job);
         self.0.jobs.insert(Arc::clone(&job));
         match self.0.queue.push(Arc::clone(&job)) {
             Ok(position) => {
@@ -284,13 +338,18 @@ impl AppState {
                     PushError::Closed => Rejection::ShuttingDown,
                 });
                 Err(match err {
-                    PushError::Full => ApiError::QueueFull {
-                        capacity: self.0.queue.capacity(),
-                        retry_after_secs: self.retry_after_secs(),
-                    },
+                    PushError::Full => self.queue_full(),
                     PushError::Closed => ApiError::ShuttingDown,
                 })
             }
+        }
+    }
+
+    /// The answer to a job the full queue cannot take.
+    pub fn queue_full(&self) -> ApiError {
+        ApiError::QueueFull {
+            capacity: self.0.queue.capacity(),
+            retry_after_secs: self.retry_after_secs(),
         }
     }
 
@@ -446,7 +505,7 @@ impl AppState {
             limits: self.limits(),
             schedulers: SchedulerKind::ALL.to_vec(),
             jobs: JobCounts {
-                queued: count(self.0.queue.len()),
+                queued: count(self.queue_depth()),
                 running: u32::from(self.is_busy()),
                 retained: count(self.0.jobs.len()),
             },

@@ -70,7 +70,7 @@ fn the_document_is_openapi_3_1_and_covers_every_route() {
     }
     let schemas = &doc["components"]["schemas"];
     let events = schemas["JobEvent"]["oneOf"].as_array().unwrap();
-    assert_eq!(events.len(), 7);
+    assert_eq!(events.len(), 8);
     let operations = schemas["JobRequest"]["oneOf"].as_array().unwrap();
     assert_eq!(operations.len(), 3);
     assert_eq!(

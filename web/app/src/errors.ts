@@ -34,6 +34,7 @@ const TITLES: Record<ErrorDetail["code"], string> = {
   too_many_streams: "Too many open progress streams",
   not_ready: "The model is not loaded yet",
   shutting_down: "The worker is shutting down",
+  queue_unreachable: "The shared job queue cannot be reached",
   generation_failed: "Generation failed",
   internal: "The worker hit an internal error",
 };

@@ -57,6 +57,12 @@ describe("jobView", () => {
     const third = applyEvent(second, { type: "progress", step: 3, total: 3, percent: 100, preview: preview(3) });
     expect(third).toMatchObject({ step: 3, preview: preview(3) });
   });
+
+  it("starts over from step 0 when another worker restarts the job", () => {
+    const halfway = applyEvent(CONNECTING, { type: "progress", step: 2, total: 4, percent: 50 });
+    const restarted = applyEvent(halfway, { type: "restarted", attempt: 2, worker_id: "gpu-b" });
+    expect(restarted).toMatchObject({ phase: "running", step: 0, percent: 0, total: 4 });
+  });
 });
 
 describe("useSSEStream", () => {

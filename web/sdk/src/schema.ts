@@ -846,7 +846,7 @@ export interface components {
          * @description What kind of failure an error reports; stable, for programs to match on.
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_request" | "unknown_operation" | "not_implemented" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "job_finished" | "event_not_logged" | "queue_full" | "too_many_streams" | "not_ready" | "shutting_down" | "generation_failed" | "internal";
+        ErrorCode: "invalid_json" | "invalid_request" | "unknown_operation" | "not_implemented" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "job_finished" | "event_not_logged" | "queue_full" | "too_many_streams" | "not_ready" | "shutting_down" | "queue_unreachable" | "generation_failed" | "internal";
         /**
          * @description One error: what kind, which request field (when one is at fault), and a
          *     message for people.
@@ -1139,6 +1139,16 @@ export interface components {
             type: "started";
         } | {
             /**
+             * Format: int32
+             * @description This run's number, 2 for the first restart.
+             */
+            attempt: number;
+            /** @enum {string} */
+            type: "restarted";
+            /** @description The worker that runs it now. */
+            worker_id: string;
+        } | {
+            /**
              * Format: float
              * @description `100 * step / total`, rounded to two decimals.
              */
@@ -1285,6 +1295,11 @@ export interface components {
              * @description The number of denoising steps, of all the job's images; present once running.
              */
             total?: number | null;
+            /**
+             * @description The `--worker-id` of the worker that runs or ran it, once started
+             *     (with a shared queue, any worker of the fleet).
+             */
+            worker_id?: string | null;
         };
         /** @description One job of a [`JobList`]. */
         JobSummary: {
@@ -1658,7 +1673,7 @@ export interface components {
          * @description Where the model is in its life.
          * @enum {string}
          */
-        ReadinessState: "loading" | "ready" | "failed" | "stopping";
+        ReadinessState: "loading" | "ready" | "failed" | "stopping" | "queue_unreachable";
         /**
          * @description A denoising scheduler, by the name clients and the command line use.
          * @enum {string}
@@ -2868,7 +2883,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Queue full, model not ready, or shutting down */
+            /** @description Queue full, model not ready, shutting down, or the shared queue (Redis) unreachable */
             503: {
                 headers: {
                     /** @description Seconds to wait before retrying */

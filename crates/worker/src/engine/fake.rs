@@ -36,6 +36,9 @@ pub struct FakeEngineConfig {
     pub load_error: Option<String>,
     /// Jobs whose prompt contains this text fail.
     pub fail_prompt: Option<String>,
+    /// Jobs whose prompt contains this text abort the whole process at their
+    /// first step, as a crash would (tests of the shared queue's poison-job bound).
+    pub abort_prompt: Option<String>,
     /// The family it reports.
     pub family: ModelFamily,
 }
@@ -48,6 +51,7 @@ impl Default for FakeEngineConfig {
             load_delay: Duration::ZERO,
             load_error: None,
             fail_prompt: None,
+            abort_prompt: None,
             family: ModelFamily::Sd1,
         }
     }
@@ -57,7 +61,7 @@ impl FromStr for FakeEngineConfig {
     type Err = String;
 
     /// Parses `key=value` pairs separated by commas: `step_ms`, `encode_ms`,
-    /// `load_ms`, `load_error`, `fail_prompt`, `family`. An empty string keeps every default.
+    /// `load_ms`, `load_error`, `fail_prompt`, `abort_prompt`, `family`. An empty string keeps every default.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut config = FakeEngineConfig::default();
         for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
@@ -76,6 +80,7 @@ impl FromStr for FakeEngineConfig {
                 "load_ms" => config.load_delay = millis()?,
                 "load_error" => config.load_error = Some(value.to_string()),
                 "fail_prompt" => config.fail_prompt = Some(value.to_string()),
+                "abort_prompt" => config.abort_prompt = Some(value.to_string()),
                 "family" => config.family = value.parse()?,
                 other => return Err(format!("unknown fake engine option `{other}`")),
             }
@@ -132,6 +137,14 @@ impl Engine for FakeEngine {
         for index in 0..p.num_images {
             for image_step in 1..=steps {
                 work(self.config.step_delay, interrupt)?;
+                if let Some(trigger) = &self.config.abort_prompt {
+                    if p.prompt.contains(trigger.as_str()) {
+                        tracing::error!(
+                            "fake engine: the prompt contains `{trigger}`: aborting the process"
+                        );
+                        std::process::abort();
+                    }
+                }
                 let step = index as usize * steps + image_step;
                 let preview = (job.wants_preview() && step < total)
                     .then(|| fake_preview(p.width, p.height, step))
@@ -261,9 +274,11 @@ mod tests {
 
     #[test]
     fn options_parse() {
-        let c: FakeEngineConfig = "step_ms=20, load_ms=300,fail_prompt=boom,encode_ms=7"
-            .parse()
-            .unwrap();
+        let c: FakeEngineConfig =
+            "step_ms=20, load_ms=300,fail_prompt=boom,encode_ms=7,abort_prompt=crash"
+                .parse()
+                .unwrap();
+        assert_eq!(c.abort_prompt.as_deref(), Some("crash"));
         assert_eq!(c.step_delay, Duration::from_millis(20));
         assert_eq!(c.encode_delay, Duration::from_millis(7));
         assert_eq!(c.load_delay, Duration::from_millis(300));

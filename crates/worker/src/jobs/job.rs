@@ -107,6 +107,13 @@ impl Job {
         }
     }
 
+    /// The same job, submitted `ago` (a job of the shared queue, submitted
+    /// on any worker), so its timings and queue wait count from then.
+    pub fn submitted_ago(mut self, ago: Duration) -> Self {
+        self.submitted = Instant::now().checked_sub(ago).unwrap_or(self.submitted);
+        self
+    }
+
     /// The same job, recording its start, steps, images and end in `metrics`.
     pub fn observed_by(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
@@ -384,6 +391,7 @@ impl Job {
                 JobEvent::Error(error) => Some(error.clone()),
                 _ => None,
             }),
+            worker_id: None,
         }
     }
 
@@ -496,6 +504,7 @@ fn event_bytes(event: &JobEvent) -> usize {
             result.image.len() + result.images.iter().map(|i| i.image.len()).sum::<usize>()
         }
         JobEvent::Error(error) => error.message.len() + error.field.as_ref().map_or(0, String::len),
+        JobEvent::Restarted { worker_id, .. } => worker_id.len(),
         JobEvent::Queued { .. } | JobEvent::Progress { .. } | JobEvent::Cancelled { .. } => 0,
     };
     std::mem::size_of::<Arc<JobEvent>>() + std::mem::size_of::<JobEvent>() + text

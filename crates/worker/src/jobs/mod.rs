@@ -4,12 +4,18 @@
 //!   log, which any number of subscribers follow.
 //! - [`Jobs`] (`registry.rs`): the jobs by id, forgetting finished ones past
 //!   their [`Retention`], and [`new_job_id`].
+//! - [`JobStore`] (`store.rs`): where the job API's jobs live, in memory or
+//!   in the shared queue of [`redis`] (`--redis-url`), which feeds this
+//!   worker's engine the same [`Job`]s.
 
 mod job;
+pub mod redis;
 mod registry;
+mod store;
 
 pub use job::{Job, LoggedEvent};
 pub use registry::{new_job_id, Jobs, Retention};
+pub use store::{EventSource, JobStore};
 
 /// Shared by the jobs' unit tests.
 #[cfg(test)]

@@ -28,7 +28,8 @@ use crate::validation::validate;
         (status = 403, description = "Host or Origin not served", body = ErrorBody),
         (status = 415, description = "Body not sent as JSON (`Content-Type: application/json` \
             is required)", body = ErrorBody),
-        (status = 503, description = "Queue full, model not ready, or shutting down",
+        (status = 503, description = "Queue full, model not ready, shutting down, or the shared \
+            queue (Redis) unreachable",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying")),
             body = ErrorBody),
     ),
@@ -45,22 +46,25 @@ pub async fn create_job(
     let limits = state.limits();
     let lora_dir = state.config().lora_dir.clone();
     // Decoding pictures is CPU work: keep it off the threads that serve streams.
-    let job = tokio::task::spawn_blocking(move || {
-        validate(request, &model, &defaults, &limits, lora_dir.as_ref())
+    let (request, job) = tokio::task::spawn_blocking(move || {
+        let job = validate(
+            request.clone(),
+            &model,
+            &defaults,
+            &limits,
+            lora_dir.as_ref(),
+        );
+        job.map(|job| (request, job))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("validating the request: {e}")))??;
-    let job = state.submit(job)?;
+    let id = state.submit_job(request, job).await?;
     let mut headers = HeaderMap::new();
     if !unknown_fields.is_empty() {
-        tracing::info!(job_id = job.id(), fields = ?unknown_fields, "ignored unknown request fields");
+        tracing::info!(job_id = %id, fields = ?unknown_fields, "ignored unknown request fields");
         headers.insert(header::WARNING, unknown_fields_warning(&unknown_fields));
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        headers,
-        Json(JobCreated::new(job.id())),
-    ))
+    Ok((StatusCode::ACCEPTED, headers, Json(JobCreated::new(&id))))
 }
 
 /// The `Warning` header (RFC 7234's code 299, "miscellaneous persistent
@@ -131,7 +135,7 @@ pub async fn get_job(
     State(state): State<AppState>,
     JobId(id): JobId,
 ) -> Result<Json<JobStatus>, ApiError> {
-    state.status(&id).map(Json)
+    state.job_status(&id).await.map(Json)
 }
 
 /// Cancels a job: a queued one at once, a running one within a denoising step.
@@ -154,6 +158,6 @@ pub async fn cancel_job(
     State(state): State<AppState>,
     JobId(id): JobId,
 ) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
-    let (code, status) = state.cancel(&id)?;
+    let (code, status) = state.cancel_job(&id).await?;
     Ok((code, Json(status)))
 }

@@ -10,7 +10,10 @@
 //! terminal event comes one message with a completion marker, then the
 //! stream ends. Replayed progress events carry no live preview, except the
 //! newest (see [`crate::jobs`]). At most `--max-streams` streams are open at
-//! once; past that a request gets 503 with `Retry-After`.
+//! once; past that a request gets 503 with `Retry-After`. With a shared queue
+//! (`--redis-url`) any worker serves any job's stream, the same events with
+//! the same ids, read from Redis ([`crate::jobs::redis`]); there a replay
+//! keeps every preview, up to the stream's bound.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -20,7 +23,7 @@ use sd_contract::{ErrorBody, StreamMessage};
 
 use crate::error::ApiError;
 use crate::extract::JobId;
-use crate::jobs::{Job, LoggedEvent};
+use crate::jobs::LoggedEvent;
 use crate::state::AppState;
 
 /// Follows a job.
@@ -56,10 +59,10 @@ pub async fn stream_job(
     JobId(id): JobId,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
-    let job = state.job(&id)?;
-    let from = resume_from(&headers, &job)?;
+    let (logged, source) = state.job_events(&id).await?;
+    let from = resume_from(&headers, logged)?;
     let slot = state.open_stream()?;
-    let events = job.subscribe(from).flat_map(move |logged| {
+    let events = source.subscribe(from).flat_map(move |logged| {
         let _held_until_the_stream_ends = &slot;
         stream::iter(to_sse(logged))
     });
@@ -70,8 +73,8 @@ pub async fn stream_job(
 }
 
 /// The log index to stream from: 0 without a `Last-Event-ID`, else the one
-/// after it, once it is known to be an event's id.
-fn resume_from(headers: &HeaderMap, job: &Job) -> Result<usize, ApiError> {
+/// after it, once it is known to be the id of one of the `logged` events.
+fn resume_from(headers: &HeaderMap, logged: usize) -> Result<usize, ApiError> {
     const HEADER: &str = "Last-Event-ID";
     let Some(value) = headers.get(HEADER) else {
         return Ok(0);
@@ -90,7 +93,6 @@ fn resume_from(headers: &HeaderMap, job: &Job) -> Result<usize, ApiError> {
             ),
         ));
     };
-    let logged = job.logged();
     // Too many digits for a usize is past any log.
     let id = digits.parse::<usize>().unwrap_or(usize::MAX);
     if id >= logged {

@@ -57,6 +57,9 @@ export function applyEvent(view: JobView, event: JobEvent): JobView {
         params: event.params,
         total: event.params.steps * (event.params.num_images ?? 1),
       };
+    case "restarted":
+      // Another worker of a shared queue runs the job again from its first step.
+      return { ...view, phase: "running", step: 0, percent: 0, preview: null, images: [] };
     case "progress":
       return {
         ...view,
