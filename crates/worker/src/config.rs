@@ -16,6 +16,7 @@ use sd_core::prompt::PromptSyntax;
 
 use crate::decoding::{DecodingArgs, DecodingError};
 use crate::engine::fake::FakeEngineConfig;
+use crate::embeddings::EmbeddingsDir;
 use crate::loras::LoraDir;
 
 /// The default budget of the parsed-LoRA cache, in MiB: a few SDXL adapters
@@ -149,6 +150,10 @@ pub struct ServeArgs {
     /// (`GET /v1/loras` lists them); without it, jobs with LoRAs are refused.
     #[arg(long, env = "SD_WORKER_LORA_DIR")]
     pub lora_dir: Option<std::path::PathBuf>,
+    /// The folder of textual-inversion embeddings (`.safetensors`, AUTOMATIC1111's
+    /// or diffusers' layout) prompts may name by file name; read at startup.
+    #[arg(long, env = "SD_WORKER_EMBEDDINGS_DIR")]
+    pub embeddings_dir: Option<std::path::PathBuf>,
     /// How many MiB of parsed LoRA adapters stay cached between jobs (the
     /// adapter in use is kept even when larger).
     #[arg(long, env = "SD_WORKER_LORA_CACHE_MIB", default_value_t = DEFAULT_LORA_CACHE_MIB)]
@@ -364,6 +369,9 @@ pub enum ConfigError {
     /// A `--lora-dir` that is not a readable directory.
     #[error("--lora-dir: {0}")]
     BadLoraDir(String),
+    /// An `--embeddings-dir` that is not a readable directory.
+    #[error("--embeddings-dir: {0}")]
+    BadEmbeddingsDir(String),
     /// A bad callback or public URL.
     #[error("--{flag} must start with http:// or https://, got `{value}`")]
     BadUrl {
@@ -445,6 +453,8 @@ pub struct WorkerConfig {
     pub lora_dir: Option<LoraDir>,
     /// The byte budget of the engine's parsed-LoRA cache.
     pub lora_cache_bytes: usize,
+    /// The textual-inversion embeddings prompts may name, if any.
+    pub embeddings: Option<EmbeddingsDir>,
 }
 
 /// Deadlines and caps on connections and streams.
@@ -513,6 +523,7 @@ impl WorkerConfig {
             output_dir: None,
             lora_dir: None,
             lora_cache_bytes: DEFAULT_LORA_CACHE_MIB << 20,
+            embeddings: None,
         }
     }
 
@@ -597,6 +608,12 @@ impl WorkerConfig {
             .transpose()
             .map_err(ConfigError::BadLoraDir)?;
         config.lora_cache_bytes = args.lora_cache_mib.saturating_mul(1 << 20);
+        config.embeddings = args
+            .embeddings_dir
+            .as_deref()
+            .map(EmbeddingsDir::open)
+            .transpose()
+            .map_err(ConfigError::BadEmbeddingsDir)?;
         Ok(config)
     }
 }

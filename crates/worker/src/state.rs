@@ -22,6 +22,7 @@ use crate::config::WorkerConfig;
 use crate::convert::defaults_to_wire;
 use crate::error::ApiError;
 use crate::jobs::{new_job_id, Job, Jobs, Retention};
+use crate::embeddings::EmbeddingsDir;
 use crate::loras::LoraDir;
 use crate::metrics::{Metrics, Rejection, Snapshot};
 use crate::queue::{JobQueue, PushError};
@@ -451,6 +452,7 @@ impl AppState {
                 retained: count(self.0.jobs.len()),
             },
             loras: c.lora_dir.as_ref().map(LoraDir::summary),
+            embeddings: c.embeddings.as_ref().map(EmbeddingsDir::summary),
         }
     }
 
