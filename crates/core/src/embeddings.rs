@@ -345,17 +345,26 @@ mod tests {
     #[test]
     fn reads_every_layout_and_names_by_the_file_stem() {
         let dir = temp("layouts");
-        write(&dir.join("a1111.safetensors"), &[("emb_params", ones(&[3, 8]))]);
+        write(
+            &dir.join("a1111.safetensors"),
+            &[("emb_params", ones(&[3, 8]))],
+        );
         write(
             &dir.join("xl.safetensors"),
             &[("clip_l", ones(&[2, 8])), ("clip_g", ones(&[2, 12]))],
         );
-        write(&dir.join("learned.safetensors"), &[("<cat-toy>", ones(&[8]))]);
+        write(
+            &dir.join("learned.safetensors"),
+            &[("<cat-toy>", ones(&[8]))],
+        );
         write(
             &dir.join("converted.safetensors"),
             &[("string_to_param.*", ones(&[1, 8]))],
         );
-        write(&dir.join("bad.safetensors"), &[("a", ones(&[1])), ("b", ones(&[1]))]);
+        write(
+            &dir.join("bad.safetensors"),
+            &[("a", ones(&[1])), ("b", ones(&[1]))],
+        );
         write(&dir.join("half.safetensors"), &[("clip_l", ones(&[2, 8]))]);
         std::fs::write(dir.join("old.pt"), b"pickle").unwrap();
         std::fs::write(dir.join("notes.txt"), b"text").unwrap();

@@ -299,7 +299,10 @@ impl Encoder {
         device: &Device,
     ) -> Result<EncoderEmbedding> {
         let vectors = embedding.vectors_for(index).ok_or_else(|| {
-            candle_core::Error::Msg(format!("embedding {} has no vectors for encoder {index}", embedding.name()))
+            candle_core::Error::Msg(format!(
+                "embedding {} has no vectors for encoder {index}",
+                embedding.name()
+            ))
         })?;
         Ok(EncoderEmbedding {
             ids: self.tokenizer.tokenize(embedding.name()),

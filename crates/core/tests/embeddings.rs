@@ -103,7 +103,11 @@ fn compare(
             trace.negative_prompt_embeds.clone().unwrap(),
             1e-3,
         ),
-        ("latents_final", trace.latents_final.clone(), latents_tolerance),
+        (
+            "latents_final",
+            trace.latents_final.clone(),
+            latents_tolerance,
+        ),
         ("image", trace.image.clone(), 5e-3),
     ];
     if let Some(pooled) = &trace.pooled_prompt_embeds {
@@ -146,7 +150,8 @@ fn embeddings_in_prompt_and_negative_prompt_match_diffusers() {
             &generate(&mut model, &case, PromptSyntax::Plain, &case.prompt),
             &without,
         ));
-        let (set, skipped) = EmbeddingSet::read_dir(&embeddings_dir().join(&case.embeddings)).unwrap();
+        let (set, skipped) =
+            EmbeddingSet::read_dir(&embeddings_dir().join(&case.embeddings)).unwrap();
         assert!(skipped.is_empty(), "{skipped:?}");
         let unfit = model.set_embeddings(&set).unwrap();
         assert!(unfit.is_empty(), "{unfit:?}");

@@ -282,11 +282,9 @@ fn kohya_sdxl_files_with_sgm_block_names_match_diffusers_names() {
     use sd_core::model::single_file::unet_module_path;
 
     let dev = Device::Cpu;
-    let checkpoint = candle_core::safetensors::load(
-        fixtures().join("single-file/tiny-sdxl.safetensors"),
-        &dev,
-    )
-    .unwrap();
+    let checkpoint =
+        candle_core::safetensors::load(fixtures().join("single-file/tiny-sdxl.safetensors"), &dev)
+            .unwrap();
     let mut sgm = HashMap::new();
     let mut diffusers = HashMap::new();
     let mut names: Vec<&String> = checkpoint.keys().collect();
@@ -317,10 +315,15 @@ fn kohya_sdxl_files_with_sgm_block_names_match_diffusers_names() {
         }
     }
     assert!(sgm.len() > 150, "only {} tensors", sgm.len());
-    assert!(sgm.keys().any(|k| k.starts_with("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.")));
+    assert!(sgm
+        .keys()
+        .any(|k| k.starts_with("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.")));
     let dir = std::env::temp_dir().join(format!("sd-core-lora-sgm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (sgm_path, diffusers_path) = (dir.join("sgm.safetensors"), dir.join("diffusers.safetensors"));
+    let (sgm_path, diffusers_path) = (
+        dir.join("sgm.safetensors"),
+        dir.join("diffusers.safetensors"),
+    );
     candle_core::safetensors::save(&sgm, &sgm_path).unwrap();
     candle_core::safetensors::save(&diffusers, &diffusers_path).unwrap();
 

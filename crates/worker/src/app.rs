@@ -11,7 +11,9 @@ use crate::auth::require_api_key;
 use crate::body::guard_body;
 use crate::guard::{check_host_and_origin, cors_layer};
 use crate::openai::openai_errors;
-use crate::routes::{self, a1111, embeddings, health, info, jobs, loras, metrics, openai, openapi, stream};
+use crate::routes::{
+    self, a1111, embeddings, health, info, jobs, loras, metrics, openai, openapi, stream,
+};
 use crate::state::AppState;
 
 /// The worker's HTTP API over `state`; other `GET` paths serve the web UI.

@@ -15,8 +15,8 @@ use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
 
 use crate::decoding::{DecodingArgs, DecodingError};
-use crate::engine::fake::FakeEngineConfig;
 use crate::embeddings::EmbeddingsDir;
+use crate::engine::fake::FakeEngineConfig;
 use crate::loras::LoraDir;
 
 /// The default budget of the parsed-LoRA cache, in MiB: a few SDXL adapters

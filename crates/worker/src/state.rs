@@ -20,9 +20,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::WorkerConfig;
 use crate::convert::defaults_to_wire;
+use crate::embeddings::EmbeddingsDir;
 use crate::error::ApiError;
 use crate::jobs::{new_job_id, Job, Jobs, Retention};
-use crate::embeddings::EmbeddingsDir;
 use crate::loras::LoraDir;
 use crate::metrics::{Metrics, Rejection, Snapshot};
 use crate::queue::{JobQueue, PushError};

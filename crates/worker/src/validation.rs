@@ -394,7 +394,9 @@ fn check_lora_file(path: &Path, name: &str, model: &ModelProfile) -> Result<(), 
             other.to_string().replace(&path.display().to_string(), name)
         ),
     })?;
-    if targets.contains(&sd_core::model::Component::TextEncoder2) && model.family != ModelFamily::Sdxl {
+    if targets.contains(&sd_core::model::Component::TextEncoder2)
+        && model.family != ModelFamily::Sdxl
+    {
         return Err(format!(
             "LoRA {name:?} adapts text_encoder_2, which only SDXL models have (this model is {})",
             model.family

@@ -101,12 +101,27 @@ fn embeddings_are_listed_and_a_job_matches_diffusers() {
         .map(|s| (s["name"].as_str().unwrap(), s["reason"].as_str().unwrap()))
         .collect();
     assert_eq!(skipped.len(), 3, "{listed}");
-    assert!(skipped[0].0 == "old" && skipped[0].1.contains("pickle"), "{skipped:?}");
-    assert!(skipped[1].0 == "tinyxl" && skipped[1].1.contains("[32, 48]"), "{skipped:?}");
-    assert!(skipped[2].0 == "twokeys" && skipped[2].1.contains("found a, b"), "{skipped:?}");
-    assert!(!listed.to_string().contains(dir.to_str().unwrap()), "{listed}");
+    assert!(
+        skipped[0].0 == "old" && skipped[0].1.contains("pickle"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped[1].0 == "tinyxl" && skipped[1].1.contains("[32, 48]"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped[2].0 == "twokeys" && skipped[2].1.contains("found a, b"),
+        "{skipped:?}"
+    );
+    assert!(
+        !listed.to_string().contains(dir.to_str().unwrap()),
+        "{listed}"
+    );
     let info = get(&worker.url, "/v1/info").value();
-    assert_eq!(info["embeddings"]["names"], serde_json::json!(["tinyone", "tinythree"]));
+    assert_eq!(
+        info["embeddings"]["names"],
+        serde_json::json!(["tinyone", "tinythree"])
+    );
     let a1111 = get(&worker.url, "/sdapi/v1/embeddings").value();
     assert_eq!(a1111["loaded"]["tinythree"]["vectors"], 3);
     assert_eq!(a1111["loaded"]["tinythree"]["shape"], 32);
@@ -132,7 +147,10 @@ fn embeddings_are_listed_and_a_job_matches_diffusers() {
         };
         let (_, _, rgb) = decode_png(&result.image);
         let worst = max_difference(&rgb, "sd15_embeddings");
-        assert!(worst <= 2, "{syntax}: the job differs from diffusers by {worst}");
+        assert!(
+            worst <= 2,
+            "{syntax}: the job differs from diffusers by {worst}"
+        );
         assert!(
             max_difference(&rgb, "sd15_embeddings.base") > 10,
             "{syntax}: the embeddings were ignored"

@@ -48,8 +48,14 @@ fn lora_dir(tag: &str) -> (PathBuf, PathBuf) {
     );
     candle_core::safetensors::save(
         &std::collections::HashMap::from([
-            ("lora_unet_down_blocks_0_no_such_layer.lora_down.weight".to_string(), down.clone()),
-            ("lora_unet_down_blocks_0_no_such_layer.lora_up.weight".to_string(), up),
+            (
+                "lora_unet_down_blocks_0_no_such_layer.lora_down.weight".to_string(),
+                down.clone(),
+            ),
+            (
+                "lora_unet_down_blocks_0_no_such_layer.lora_up.weight".to_string(),
+                up,
+            ),
         ]),
         dir.join("stray.safetensors"),
     )
@@ -221,7 +227,11 @@ fn loras_by_name_match_diffusers_and_never_leak() {
         "{}",
         reply.body
     );
-    assert!(!reply.body.contains(dir.to_str().unwrap()), "{}", reply.body);
+    assert!(
+        !reply.body.contains(dir.to_str().unwrap()),
+        "{}",
+        reply.body
+    );
     // A LoRA whose header passes but whose key names no module of this
     // model: the job fails naming the field and the key.
     let created = submit(
@@ -336,7 +346,9 @@ fn names_outside_the_directory_are_refused_unopened() {
             ("invalid_request".into(), Some("loras[0].path".into())),
             "{operation}"
         );
-        let tagged = format!(r#"{{"operation":"{operation}","prompt":"a cat <lora:../outside>",{pictures}}}"#);
+        let tagged = format!(
+            r#"{{"operation":"{operation}","prompt":"a cat <lora:../outside>",{pictures}}}"#
+        );
         let reply = post_json(&worker.url, "/v1/jobs", &tagged);
         assert_eq!(reply.status, 400, "{operation}: {}", reply.body);
         assert_eq!(reply.error().1.as_deref(), Some("prompt"), "{operation}");
@@ -349,16 +361,28 @@ fn names_outside_the_directory_are_refused_unopened() {
     assert_eq!(reply.status, 400, "{}", reply.body);
     let error = &reply.value()["error"];
     assert_eq!(error["param"], "prompt", "{}", reply.body);
-    assert!(error["message"].as_str().unwrap().contains("no LoRA named"), "{}", reply.body);
+    assert!(
+        error["message"].as_str().unwrap().contains("no LoRA named"),
+        "{}",
+        reply.body
+    );
     let reply = post_json(
         &worker.url,
         "/sdapi/v1/txt2img",
         r#"{"prompt":"a cat <lora:escape>","width":64,"height":64,"steps":1}"#,
     );
     assert_eq!(reply.status, 422, "{}", reply.body);
-    assert!(reply.body.contains("outside the LoRA directory"), "{}", reply.body);
+    assert!(
+        reply.body.contains("outside the LoRA directory"),
+        "{}",
+        reply.body
+    );
     let jobs = get(&worker.url, "/v1/jobs").value();
-    assert_eq!(jobs["jobs"], serde_json::json!([]), "a refused request left a job: {jobs}");
+    assert_eq!(
+        jobs["jobs"],
+        serde_json::json!([]),
+        "a refused request left a job: {jobs}"
+    );
 
     let listed = get(&worker.url, "/v1/loras").value();
     assert!(!listed.to_string().contains("escape"), "{listed}");

@@ -161,7 +161,10 @@ impl ClipTextModel {
                     tokens.dims()
                 );
             }
-            let rows = rows.to_dtype(tokens.dtype())?.to_device(device)?.unsqueeze(0)?;
+            let rows = rows
+                .to_dtype(tokens.dtype())?
+                .to_device(device)?
+                .unsqueeze(0)?;
             tokens = tokens.slice_scatter(&rows, 1, *position)?;
         }
         let positions = Tensor::arange(0u32, seq as u32, device)?;

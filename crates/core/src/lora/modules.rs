@@ -117,7 +117,10 @@ fn sgm_dotted(path: &str) -> Option<String> {
     if !rest.is_empty() {
         let resnet_layer = ["in_layers_", "emb_layers_", "out_layers_"]
             .iter()
-            .find_map(|layer| rest.strip_prefix(layer).map(|index| (&layer[..layer.len() - 1], index)));
+            .find_map(|layer| {
+                rest.strip_prefix(layer)
+                    .map(|index| (&layer[..layer.len() - 1], index))
+            });
         match resnet_layer {
             Some((layer, index)) => {
                 parts.push(layer.to_string());
@@ -191,7 +194,10 @@ mod tests {
         for (sgm, diffusers) in [
             ("input_blocks_4_1_proj_in", names[0]),
             ("input_blocks_4_1_transformer_blocks_0_attn1_to_q", names[1]),
-            ("input_blocks_4_1_transformer_blocks_0_attn1_to_out_0", names[2]),
+            (
+                "input_blocks_4_1_transformer_blocks_0_attn1_to_out_0",
+                names[2],
+            ),
             ("input_blocks_2_0_in_layers_2", names[3]),
             ("input_blocks_3_0_op", names[4]),
             ("middle_block_2_emb_layers_1", names[5]),

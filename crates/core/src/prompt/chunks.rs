@@ -92,11 +92,7 @@ pub fn chunk_prompt(
 /// expanded to its placeholder positions, cut to one window (BOS, at most
 /// `max_length - 2` positions, EOS, padding); an embedding cut by the end
 /// keeps the vectors that fit.
-pub fn plain_chunk(
-    text: &str,
-    tokenizer: &ClipTokenizer,
-    triggers: &[Trigger<'_>],
-) -> PromptChunk {
+pub fn plain_chunk(text: &str, tokenizer: &ClipTokenizer, triggers: &[Trigger<'_>]) -> PromptChunk {
     let tokens = tokenizer.tokenize(text);
     let room = tokenizer.max_length().saturating_sub(2);
     let mut ids = vec![tokenizer.bos_id()];
@@ -201,7 +197,8 @@ impl<'a> Chunker<'a> {
             embedding: k,
             count: vectors,
         });
-        self.ids.extend(std::iter::repeat_n(PLACEHOLDER_ID, vectors));
+        self.ids
+            .extend(std::iter::repeat_n(PLACEHOLDER_ID, vectors));
         self.weights.extend(std::iter::repeat_n(weight, vectors));
     }
 
@@ -373,7 +370,11 @@ mod tests {
             ids: &ids,
             vectors: 3,
         }];
-        let got = chunk_prompt(&parse("a cat, (easynegative:1.2) dog"), &tokenizer, &triggers);
+        let got = chunk_prompt(
+            &parse("a cat, (easynegative:1.2) dog"),
+            &tokenizer,
+            &triggers,
+        );
         assert_eq!(got.len(), 1);
         let chunk = &got[0];
         let before = tokenizer.tokenize("a cat,").len();
@@ -432,7 +433,11 @@ mod tests {
         }];
         // 70 words, a comma, the embedding and more words: the chunk fills
         // after the comma, so the embedding moves on with the words.
-        let prompt = format!("{}, easynegative {}", ["cat"; 70].join(" "), ["dog"; 10].join(" "));
+        let prompt = format!(
+            "{}, easynegative {}",
+            ["cat"; 70].join(" "),
+            ["dog"; 10].join(" ")
+        );
         let got = chunk_prompt(&parse(&prompt), &tokenizer, &triggers);
         assert_eq!(got.len(), 2);
         assert!(got[0].fixes.is_empty());

@@ -233,7 +233,11 @@ fn apply_embeddings(model: &mut StableDiffusion, dir: &Path) -> anyhow::Result<(
     }
     eprintln!(
         "embeddings: {} of {} usable",
-        set.len() - skipped.iter().filter(|s| set.get(&s.name).is_some()).count(),
+        set.len()
+            - skipped
+                .iter()
+                .filter(|s| set.get(&s.name).is_some())
+                .count(),
         set.len()
     );
     Ok(())
