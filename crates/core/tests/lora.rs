@@ -298,9 +298,9 @@ fn kohya_sdxl_files_with_sgm_block_names_match_diffusers_names() {
             continue;
         };
         let weight = &checkpoint[name];
-        let (down_shape, up_shape) = match weight.dims() {
-            &[out, inp] => (vec![rank, inp], vec![out, rank]),
-            &[out, inp, kh, kw] => (vec![rank, inp, kh, kw], vec![out, rank, 1, 1]),
+        let (down_shape, up_shape) = match *weight.dims() {
+            [out, inp] => (vec![rank, inp], vec![out, rank]),
+            [out, inp, kh, kw] => (vec![rank, inp, kh, kw], vec![out, rank, 1, 1]),
             _ => continue,
         };
         let mapped = unet_module_path(module, 2).expect("an SGM UNet module");
