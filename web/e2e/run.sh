@@ -30,7 +30,12 @@ npm run --prefix "$web" build -w @sd-worker/sdk >/dev/null
 
 log="$(mktemp -t sd-e2e-worker.XXXXXX.log)"
 key="e2e-$RANDOM$RANDOM"
-args=(--port 0 --worker-id e2e --api-key "$key" --max-queue 4)
+# Two of the tiny model's LoRA fixtures and its embeddings, for the picker.
+loras="$(mktemp -d -t sd-e2e-loras.XXXXXX)"
+cp "$root/fixtures/lora/sd15-kohya-locon.safetensors" "$loras/kohya.safetensors"
+cp "$root/fixtures/lora/sd15-peft.safetensors" "$loras/peft.safetensors"
+args=(--port 0 --worker-id e2e --api-key "$key" --max-queue 4
+  --lora-dir "$loras" --embeddings-dir "$root/fixtures/embeddings/sd15")
 case "$engine" in
   real) args+=(--model "$root/fixtures/tiny-sd15") ;;
   fake) args+=(--model fixtures/tiny-sd15 --fake-engine "step_ms=150") ;;
@@ -45,6 +50,7 @@ stop() {
     wait "$worker" 2>/dev/null || true
   fi
   rm -f "$log"
+  rm -rf "$loras"
 }
 trap stop EXIT
 

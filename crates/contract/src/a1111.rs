@@ -366,13 +366,14 @@ pub struct A1111OptionsUpdate {
     pub sd_model_checkpoint: Option<String>,
 }
 
-/// The answer of `GET /sdapi/v1/embeddings`: none loaded.
+/// The answer of `GET /sdapi/v1/embeddings`: the worker's `--embeddings-dir`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct A1111Embeddings {
-    /// Loaded embeddings (none).
+    /// Loaded embeddings by name: `{"step", "sd_checkpoint",
+    /// "sd_checkpoint_name", "shape", "vectors"}` (only the last two known).
     #[schema(value_type = Object)]
     pub loaded: BTreeMap<String, serde_json::Value>,
-    /// Skipped embeddings (none).
+    /// Skipped embeddings by name (unreadable files, another model family's).
     #[schema(value_type = Object)]
     pub skipped: BTreeMap<String, serde_json::Value>,
 }

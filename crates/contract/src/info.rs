@@ -127,6 +127,51 @@ pub struct WorkerInfo {
     pub jobs: JobCounts,
     /// The LoRA directory, when the worker has one (`--lora-dir`).
     pub loras: Option<LoraDirectory>,
+    /// The textual-inversion embeddings directory, when the worker has one
+    /// (`--embeddings-dir`), with the names prompts may use.
+    pub embeddings: Option<EmbeddingDirectory>,
+}
+
+/// The worker's embeddings directory, in `GET /v1/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingDirectory {
+    /// The directory, as the worker was started with it.
+    pub directory: String,
+    /// The names of the embeddings prompts may use (their trigger words),
+    /// sorted; `GET /v1/embeddings` has the details and the files skipped.
+    pub names: Vec<String>,
+}
+
+/// One textual-inversion embedding prompts may name (`GET /v1/embeddings`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingInfo {
+    /// The trigger word: the file's name without `.safetensors`. Where it
+    /// appears in a prompt or negative prompt, its vectors take its place.
+    pub name: String,
+    /// How many token positions its vectors take (of a chunk's 75).
+    pub vectors: usize,
+    /// The file's layout: `a1111`, `a1111_sdxl` (`clip_l`/`clip_g`) or `diffusers`.
+    pub format: String,
+    /// The width of its vectors for each text encoder (one, or SDXL's two).
+    pub widths: Vec<usize>,
+}
+
+/// An embedding file that is not used, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SkippedEmbeddingInfo {
+    /// The file's name without its extension.
+    pub name: String,
+    /// Why it is skipped (a pickle file, no known layout, another model family).
+    pub reason: String,
+}
+
+/// `GET /v1/embeddings`: the embeddings in the worker's `--embeddings-dir`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingList {
+    /// The embeddings prompts may name, sorted by name.
+    pub embeddings: Vec<EmbeddingInfo>,
+    /// The files that are not used, with the reason.
+    pub skipped: Vec<SkippedEmbeddingInfo>,
 }
 
 /// The worker's LoRA directory, in `GET /v1/info`.

@@ -50,6 +50,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A textual-inversion embedding file is unreadable or in no known layout.
+    #[error("embedding {path}: {message}")]
+    Embedding {
+        /// The embedding's file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+
     /// A generation parameter is out of range or inconsistent with the model.
     #[error(transparent)]
     Param(#[from] ParamError),

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod clip;
+pub mod embeddings;
 pub mod error;
 pub mod image;
 pub mod interrupt;

@@ -12,6 +12,10 @@
 //! 75-token [`chunks`] that are encoded one by one and concatenated, each
 //! token's hidden state multiplied by its weight).
 //!
+//! Either syntax calls up textual-inversion embeddings by name
+//! ([`TextEncoders::set_embeddings`], [`crate::embeddings`]): the name's tokens
+//! become one position per vector, which the encoder fills with the vectors.
+//!
 //! Either syntax can skip the encoders' last layers ([`PromptEncoding::clip_skip`],
 //! diffusers' `clip_skip`, AUTOMATIC1111's "Clip skip" minus one).
 
@@ -23,8 +27,9 @@ use std::collections::{HashMap, VecDeque};
 use candle_core::{Device, Tensor};
 
 use self::a1111::Segment;
-use self::chunks::{chunk_prompt, PromptChunk};
+use self::chunks::{chunk_prompt, plain_chunk, PromptChunk, Trigger};
 use crate::clip::{ClipTextConfig, ClipTextModel, ClipTextOutput};
+use crate::embeddings::{EmbeddingSet, SkippedEmbedding, TextualInversion};
 use crate::error::{Error, Param, ParamError, Result};
 use crate::interrupt::Interrupt;
 use crate::lora::fuse::{build_fused, Deltas};
@@ -159,6 +164,16 @@ struct Encoder {
     model: ClipTextModel,
     /// The encoder's modules, which LoRA keys resolve against.
     modules: ModuleIndex,
+    /// The textual-inversion embeddings prompts may name.
+    embeddings: Vec<EncoderEmbedding>,
+}
+
+/// An embedding as one encoder sees it.
+struct EncoderEmbedding {
+    /// Its name's token ids in this encoder's tokenizer.
+    ids: Vec<u32>,
+    /// `[n, hidden]` on the encoder's device.
+    vectors: Tensor,
 }
 
 impl Encoder {
@@ -175,6 +190,7 @@ impl Encoder {
             tokenizer,
             model,
             modules,
+            embeddings: Vec::new(),
         })
     }
 
@@ -191,9 +207,35 @@ impl Encoder {
         build_fused(weights, deltas, |vb| ClipTextModel::new(vb, &config))
     }
 
-    fn ids(&self, ids: Vec<u32>, device: &Device) -> Result<Tensor> {
-        let len = ids.len();
-        Ok(Tensor::from_vec(ids, (1, len), device)?)
+    /// The names prompts call the embeddings by, as this encoder's tokens.
+    fn triggers(&self) -> Vec<Trigger<'_>> {
+        self.embeddings
+            .iter()
+            .map(|e| Trigger {
+                ids: &e.ids,
+                vectors: e.vectors.dim(0).unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// The encoder's pass over one chunk, its embeddings' vectors in place.
+    fn run(
+        &self,
+        chunk: &PromptChunk,
+        device: &Device,
+        interrupt: Interrupt<'_>,
+    ) -> Result<ClipTextOutput> {
+        let len = chunk.ids.len();
+        let ids = Tensor::from_slice(&chunk.ids, (1, len), device)?;
+        let vectors = chunk
+            .fixes
+            .iter()
+            .map(|fix| {
+                let vectors = &self.embeddings[fix.embedding].vectors;
+                Ok((fix.position, vectors.narrow(0, 0, fix.count)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.model.forward_with_vectors(&ids, &vectors, interrupt)
     }
 
     /// One pass over `text` as written (diffusers' encoding), checking
@@ -205,8 +247,8 @@ impl Encoder {
         interrupt: Interrupt<'_>,
     ) -> Result<ClipTextOutput> {
         interrupt.check_cancelled()?;
-        let ids = self.ids(self.tokenizer.encode(text), device)?;
-        self.model.forward_interruptible(&ids, interrupt)
+        let chunk = plain_chunk(text, &self.tokenizer, &self.triggers());
+        self.run(&chunk, device, interrupt)
     }
 
     /// A1111's encoding: each chunk on its own, weighted, then concatenated.
@@ -222,12 +264,13 @@ impl Encoder {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let mut hidden = Vec::new();
         let mut pooled = None;
-        for PromptChunk { ids, weights } in chunk_prompt(segments, &self.tokenizer) {
+        for chunk in chunk_prompt(segments, &self.tokenizer, &self.triggers()) {
             interrupt.check_cancelled()?;
-            let out = self
-                .model
-                .forward_interruptible(&self.ids(ids, device)?, interrupt)?;
-            hidden.push(emphasise(&self.select(&out, layer, clip_skip)?, &weights)?);
+            let out = self.run(&chunk, device, interrupt)?;
+            hidden.push(emphasise(
+                &self.select(&out, layer, clip_skip)?,
+                &chunk.weights,
+            )?);
             if pooled.is_none() {
                 pooled = out.text_embeds;
             }
@@ -244,6 +287,27 @@ impl Encoder {
                 .apply_final_layer_norm(&from_end(&out.hidden_states, clip_skip + 1)?)?),
             HiddenLayer::Penultimate => from_end(&out.hidden_states, clip_skip + 2),
         }
+    }
+}
+
+impl Encoder {
+    /// `embedding` as this encoder (0 or 1) sees it, its vectors on `device`.
+    fn embedding(
+        &self,
+        embedding: &TextualInversion,
+        index: usize,
+        device: &Device,
+    ) -> Result<EncoderEmbedding> {
+        let vectors = embedding.vectors_for(index).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "embedding {} has no vectors for encoder {index}",
+                embedding.name()
+            ))
+        })?;
+        Ok(EncoderEmbedding {
+            ids: self.tokenizer.tokenize(embedding.name()),
+            vectors: vectors.to_device(device)?,
+        })
     }
 }
 
@@ -354,6 +418,64 @@ impl TextEncoders {
             Encoder::build_model(source, component, options, &self.device, deltas)?;
         encoder.model = model;
         encoder.modules = modules;
+        Ok(())
+    }
+
+    /// Makes the embeddings of `set` that fit these encoders callable by
+    /// name in prompts (replacing any set before) and forgets every cached
+    /// encoding. An embedding fits when it has vectors for each encoder
+    /// (SDXL's `clip_l`/`clip_g` pair for two encoders, one set for one) of
+    /// the encoders' widths, and at most one chunk's worth of them; the
+    /// others come back as skipped, with the reason.
+    pub fn set_embeddings(&mut self, set: &EmbeddingSet) -> Result<Vec<SkippedEmbedding>> {
+        self.cache = EmbeddingCache::default();
+        let mut skipped = Vec::new();
+        let mut first = Vec::new();
+        let mut second = Vec::new();
+        for embedding in set.iter() {
+            match self.fit(embedding) {
+                Ok(()) => {
+                    first.push(self.first.embedding(embedding, 0, &self.device)?);
+                    if let Some(encoder) = &self.second {
+                        second.push(encoder.embedding(embedding, 1, &self.device)?);
+                    }
+                }
+                Err(reason) => skipped.push(SkippedEmbedding {
+                    name: embedding.name().to_string(),
+                    reason,
+                }),
+            }
+        }
+        self.first.embeddings = first;
+        if let Some(encoder) = &mut self.second {
+            encoder.embeddings = second;
+        }
+        Ok(skipped)
+    }
+
+    /// Why `embedding` cannot be used with these encoders, if it cannot.
+    fn fit(&self, embedding: &TextualInversion) -> std::result::Result<(), String> {
+        let widths = embedding.widths();
+        let wanted: Vec<usize> = std::iter::once(&self.first)
+            .chain(&self.second)
+            .map(|e| e.model.hidden_size())
+            .collect();
+        if widths != wanted {
+            return Err(format!(
+                "its vectors are {widths:?} wide, this model's text encoders take {wanted:?} \
+                 (an embedding for another model family)"
+            ));
+        }
+        let room = self.first.tokenizer.max_length().saturating_sub(2);
+        if embedding.vectors() > room {
+            return Err(format!(
+                "it has {} vectors, more than the {room} positions of a prompt chunk",
+                embedding.vectors()
+            ));
+        }
+        if self.first.tokenizer.tokenize(embedding.name()).is_empty() {
+            return Err("its name has no tokens a prompt could hold".into());
+        }
         Ok(())
     }
 

@@ -273,3 +273,90 @@ fn keys_that_map_nowhere_are_errors_naming_key_and_file() {
     );
     std::fs::remove_dir_all(stray.parent().unwrap()).unwrap();
 }
+
+/// A kohya SDXL LoRA written against the original (SGM) UNet block names
+/// (`lora_unet_input_blocks_4_1_…`) gives exactly the image of the same
+/// LoRA written with diffusers' names, and a clearly different one from no LoRA.
+#[test]
+fn kohya_sdxl_files_with_sgm_block_names_match_diffusers_names() {
+    use sd_core::model::single_file::unet_module_path;
+
+    let dev = Device::Cpu;
+    let checkpoint =
+        candle_core::safetensors::load(fixtures().join("single-file/tiny-sdxl.safetensors"), &dev)
+            .unwrap();
+    let mut sgm = HashMap::new();
+    let mut diffusers = HashMap::new();
+    let mut names: Vec<&String> = checkpoint.keys().collect();
+    names.sort();
+    let rank = 2;
+    for name in names {
+        let Some(module) = name
+            .strip_prefix("model.diffusion_model.")
+            .and_then(|n| n.strip_suffix(".weight"))
+        else {
+            continue;
+        };
+        let weight = &checkpoint[name];
+        let (down_shape, up_shape) = match *weight.dims() {
+            [out, inp] => (vec![rank, inp], vec![out, rank]),
+            [out, inp, kh, kw] => (vec![rank, inp, kh, kw], vec![out, rank, 1, 1]),
+            _ => continue,
+        };
+        let mapped = unet_module_path(module, 2).expect("an SGM UNet module");
+        let down = (Tensor::randn(0f32, 1.0, down_shape, &dev).unwrap() * 0.3).unwrap();
+        let up = (Tensor::randn(0f32, 1.0, up_shape, &dev).unwrap() * 0.3).unwrap();
+        let alpha = Tensor::new(1f32, &dev).unwrap();
+        for (map, path) in [(&mut sgm, module.to_string()), (&mut diffusers, mapped)] {
+            let prefix = format!("lora_unet_{}", path.replace('.', "_"));
+            map.insert(format!("{prefix}.lora_down.weight"), down.clone());
+            map.insert(format!("{prefix}.lora_up.weight"), up.clone());
+            map.insert(format!("{prefix}.alpha"), alpha.clone());
+        }
+    }
+    assert!(sgm.len() > 150, "only {} tensors", sgm.len());
+    assert!(sgm
+        .keys()
+        .any(|k| k.starts_with("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.")));
+    let dir = std::env::temp_dir().join(format!("sd-core-lora-sgm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (sgm_path, diffusers_path) = (
+        dir.join("sgm.safetensors"),
+        dir.join("diffusers.safetensors"),
+    );
+    candle_core::safetensors::save(&sgm, &sgm_path).unwrap();
+    candle_core::safetensors::save(&diffusers, &diffusers_path).unwrap();
+
+    let case = Case {
+        name: "sdxl_sgm".into(),
+        model: "tiny-sdxl".into(),
+        loras: Vec::new(),
+        prompt: "a red lighthouse on a cliff".into(),
+        negative_prompt: Some("blurry".into()),
+        steps: 3,
+        guidance_scale: 6.0,
+        width: 64,
+        height: 64,
+        seed: 5,
+    };
+    let mut model = StableDiffusion::load(&fixtures().join("tiny-sdxl"), &dev).unwrap();
+    let plain = generate(&mut model, &case);
+    let mut with = |path: &PathBuf| {
+        model
+            .set_loras(&[ActiveLora {
+                adapter: Arc::new(LoraAdapter::read(path).unwrap()),
+                strength: 0.8,
+            }])
+            .unwrap();
+        generate(&mut model, &case)
+    };
+    let by_sgm = with(&sgm_path);
+    let by_diffusers = with(&diffusers_path);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(by_sgm.png, by_diffusers.png, "SGM names give another image");
+    let change = max_abs_diff(
+        &by_sgm.trace.as_ref().unwrap().image,
+        &plain.trace.as_ref().unwrap().image,
+    );
+    assert!(change > 0.05, "the LoRA changes the image by only {change}");
+}

@@ -11,7 +11,9 @@ use crate::auth::require_api_key;
 use crate::body::guard_body;
 use crate::guard::{check_host_and_origin, cors_layer};
 use crate::openai::openai_errors;
-use crate::routes::{self, a1111, health, info, jobs, loras, metrics, openai, openapi, stream};
+use crate::routes::{
+    self, a1111, embeddings, health, info, jobs, loras, metrics, openai, openapi, stream,
+};
 use crate::state::AppState;
 
 /// The worker's HTTP API over `state`; other `GET` paths serve the web UI.
@@ -29,6 +31,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{id}/stream", get(stream::stream_job))
         .route("/v1/info", get(info::info))
         .route("/v1/loras", get(loras::list_loras))
+        .route("/v1/embeddings", get(embeddings::list_embeddings))
         .route("/v1/images/generations", post(openai::generate_images))
         .route("/v1/images/edits", post(openai::edit_images))
         .route("/v1/models", get(openai::list_models))

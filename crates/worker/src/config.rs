@@ -15,6 +15,7 @@ use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
 
 use crate::decoding::{DecodingArgs, DecodingError};
+use crate::embeddings::EmbeddingsDir;
 use crate::engine::fake::FakeEngineConfig;
 use crate::jobs::redis::{RedisArgs, RedisConfig};
 use crate::loras::LoraDir;
@@ -151,6 +152,10 @@ pub struct ServeArgs {
     /// (`GET /v1/loras` lists them); without it, jobs with LoRAs are refused.
     #[arg(long, env = "SD_WORKER_LORA_DIR")]
     pub lora_dir: Option<std::path::PathBuf>,
+    /// The folder of textual-inversion embeddings (`.safetensors`, AUTOMATIC1111's
+    /// or diffusers' layout) prompts may name by file name; read at startup.
+    #[arg(long, env = "SD_WORKER_EMBEDDINGS_DIR")]
+    pub embeddings_dir: Option<std::path::PathBuf>,
     /// How many MiB of parsed LoRA adapters stay cached between jobs (the
     /// adapter in use is kept even when larger).
     #[arg(long, env = "SD_WORKER_LORA_CACHE_MIB", default_value_t = DEFAULT_LORA_CACHE_MIB)]
@@ -369,6 +374,9 @@ pub enum ConfigError {
     /// A `--lora-dir` that is not a readable directory.
     #[error("--lora-dir: {0}")]
     BadLoraDir(String),
+    /// An `--embeddings-dir` that is not a readable directory.
+    #[error("--embeddings-dir: {0}")]
+    BadEmbeddingsDir(String),
     /// A bad callback or public URL.
     #[error("--{flag} must start with http:// or https://, got `{value}`")]
     BadUrl {
@@ -460,6 +468,8 @@ pub struct WorkerConfig {
     pub lora_cache_bytes: usize,
     /// The shared queue, when jobs go through Redis.
     pub redis: Option<RedisConfig>,
+    /// The textual-inversion embeddings prompts may name, if any.
+    pub embeddings: Option<EmbeddingsDir>,
 }
 
 /// Deadlines and caps on connections and streams.
@@ -529,6 +539,7 @@ impl WorkerConfig {
             lora_dir: None,
             lora_cache_bytes: DEFAULT_LORA_CACHE_MIB << 20,
             redis: None,
+            embeddings: None,
         }
     }
 
@@ -620,6 +631,12 @@ impl WorkerConfig {
                 reason: e.to_string(),
             })?;
         }
+        config.embeddings = args
+            .embeddings_dir
+            .as_deref()
+            .map(EmbeddingsDir::open)
+            .transpose()
+            .map_err(ConfigError::BadEmbeddingsDir)?;
         Ok(config)
     }
 }

@@ -35,6 +35,7 @@ pub mod config;
 pub mod connections;
 pub mod convert;
 pub mod decoding;
+pub mod embeddings;
 pub mod engine;
 pub mod error;
 pub mod extract;

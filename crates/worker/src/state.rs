@@ -20,6 +20,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::WorkerConfig;
 use crate::convert::defaults_to_wire;
+use crate::embeddings::EmbeddingsDir;
 use crate::error::ApiError;
 use crate::jobs::redis::RedisQueue;
 use crate::jobs::{new_job_id, Job, JobStore, Jobs, Retention};
@@ -510,6 +511,7 @@ impl AppState {
                 retained: count(self.0.jobs.len()),
             },
             loras: c.lora_dir.as_ref().map(LoraDir::summary),
+            embeddings: c.embeddings.as_ref().map(EmbeddingsDir::summary),
         }
     }
 

@@ -11,14 +11,14 @@
 //! starts, into the [`RunnableJob`] the engine runs. Decoding pictures is CPU
 //! work: callers on the async runtime run [`validate`] on the blocking pool.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sd_contract::limits::{
     MAX_CLIP_SKIP, MAX_GUIDANCE_SCALE, MAX_LORAS, MAX_LORA_STRENGTH, MAX_NUM_IMAGES,
     MAX_PROMPT_CHARS, MAX_STEPS, MIN_GUIDANCE_SCALE, MIN_NUM_IMAGES, MIN_STEPS,
 };
 use sd_contract::{GenerationFields, JobParams, JobRequest, Limits, LoraConfig};
-use sd_core::model::ModelProfile;
+use sd_core::model::{ModelFamily, ModelProfile};
 use sd_core::pipeline::{random_seed, Defaults, GenerateParams, ImageInput, VaeDecoder};
 use sd_core::prompt::PromptSyntax;
 use sd_core::{Param, ParamError};
@@ -209,9 +209,13 @@ fn validate_job(
     if req.prompt.trim().is_empty() {
         return Err(ApiError::invalid("prompt", "must not be empty"));
     }
-    let mut loras = check_loras(req.loras.as_deref().unwrap_or_default(), context.lora_dir)?;
+    let mut loras = check_loras(
+        req.loras.as_deref().unwrap_or_default(),
+        context.lora_dir,
+        model,
+    )?;
     if !tagged.is_empty() {
-        loras.extend(check_loras(&tagged, context.lora_dir).map_err(|e| {
+        loras.extend(check_loras(&tagged, context.lora_dir, model).map_err(|e| {
             ApiError::invalid("prompt", format!("<lora:…> tag: {}", e.detail().message))
         })?);
         if loras.len() > MAX_LORAS {
@@ -325,8 +329,14 @@ fn validate_job(
 
 /// The request's LoRAs found in the LoRA directory, their strengths checked.
 /// Each field at fault is named: `loras[1].path` for a name that is not a
-/// file inside the directory (nothing outside it is opened).
-fn check_loras(loras: &[LoraConfig], dir: Option<&LoraDir>) -> Result<Vec<JobLora>, ApiError> {
+/// file inside the directory (nothing outside it is opened), for a file
+/// whose header holds no LoRA, or for one that adapts SDXL's second text
+/// encoder on another model.
+fn check_loras(
+    loras: &[LoraConfig],
+    dir: Option<&LoraDir>,
+    model: &ModelProfile,
+) -> Result<Vec<JobLora>, ApiError> {
     if loras.is_empty() {
         return Ok(Vec::new());
     }
@@ -359,9 +369,12 @@ fn check_loras(loras: &[LoraConfig], dir: Option<&LoraDir>) -> Result<Vec<JobLor
                     ),
                 ));
             }
+            let field = format!("loras[{i}].path");
             let path = dir
                 .resolve(&lora.path)
-                .map_err(|message| ApiError::invalid(format!("loras[{i}].path"), message))?;
+                .map_err(|message| ApiError::invalid(field.clone(), message))?;
+            check_lora_file(&path, &lora.path, model)
+                .map_err(|message| ApiError::invalid(field, message))?;
             Ok(JobLora {
                 name: lora.path.clone(),
                 path,
@@ -369,6 +382,27 @@ fn check_loras(loras: &[LoraConfig], dir: Option<&LoraDir>) -> Result<Vec<JobLor
             })
         })
         .collect()
+}
+
+/// Reads the header of the LoRA file at `path` (named `name` by the job):
+/// it must be a LoRA, and one whose targets the model has.
+fn check_lora_file(path: &Path, name: &str, model: &ModelProfile) -> Result<(), String> {
+    let (_, targets) = sd_core::lora::inspect(path).map_err(|e| match e {
+        sd_core::Error::Lora { message, .. } => format!("LoRA {name:?}: {message}"),
+        other => format!(
+            "LoRA {name:?}: {}",
+            other.to_string().replace(&path.display().to_string(), name)
+        ),
+    })?;
+    if targets.contains(&sd_core::model::Component::TextEncoder2)
+        && model.family != ModelFamily::Sdxl
+    {
+        return Err(format!(
+            "LoRA {name:?} adapts text_encoder_2, which only SDXL models have (this model is {})",
+            model.family
+        ));
+    }
+    Ok(())
 }
 
 /// AUTOMATIC1111's LoRA tags, `<lora:NAME>` or `<lora:NAME:STRENGTH>` (a

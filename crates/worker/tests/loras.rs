@@ -42,6 +42,29 @@ fn lora_dir(tag: &str) -> (PathBuf, PathBuf) {
         dir.join("xl.safetensors"),
     )
     .unwrap();
+    let (down, up) = (
+        Tensor::ones((2, 32), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        Tensor::ones((32, 2), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([
+            (
+                "lora_unet_down_blocks_0_no_such_layer.lora_down.weight".to_string(),
+                down.clone(),
+            ),
+            (
+                "lora_unet_down_blocks_0_no_such_layer.lora_up.weight".to_string(),
+                up,
+            ),
+        ]),
+        dir.join("stray.safetensors"),
+    )
+    .unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("model.diffusion_model.x.weight".to_string(), down)]),
+        dir.join("notalora.safetensors"),
+    )
+    .unwrap();
     let fifo = base.join("outside.safetensors");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -149,16 +172,21 @@ fn loras_by_name_match_diffusers_and_never_leak() {
         .iter()
         .map(|l| l["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["kohya", "styles/peft", "xl"], "{listed}");
+    assert_eq!(
+        names,
+        ["kohya", "notalora", "stray", "styles/peft", "xl"],
+        "{listed}"
+    );
     assert_eq!(listed["loras"][0]["format"], "kohya");
     assert_eq!(
         listed["loras"][0]["targets"],
         serde_json::json!(["text_encoder", "unet"])
     );
-    assert_eq!(listed["loras"][2]["targets"].as_array().unwrap().len(), 3);
-    assert_eq!(get(&worker.url, "/v1/info").value()["loras"]["count"], 3);
+    assert_eq!(listed["loras"][1]["format"], serde_json::Value::Null);
+    assert_eq!(listed["loras"][4]["targets"].as_array().unwrap().len(), 3);
+    assert_eq!(get(&worker.url, "/v1/info").value()["loras"]["count"], 5);
     let a1111 = get(&worker.url, "/sdapi/v1/loras").value();
-    assert_eq!(a1111[1]["name"], "styles/peft");
+    assert_eq!(a1111[3]["name"], "styles/peft");
 
     let plain = case_job("sd15_kohya_0.6", "[]");
     let fresh = run(&worker.url, &plain);
@@ -183,14 +211,39 @@ fn loras_by_name_match_diffusers_and_never_leak() {
         "a LoRA leaked into the next job"
     );
 
-    // Another family's LoRA: the job fails naming the field and the LoRA by name.
-    let created = submit(&worker.url, &case_job("sd15_kohya_1", r#"[{"path":"xl"}]"#));
+    // Another family's LoRA: refused at submit, naming the field and the LoRA by name.
+    let reply = post_json(
+        &worker.url,
+        "/v1/jobs",
+        &case_job("sd15_kohya_1", r#"[{"path":"xl"}]"#),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(
+        reply.error(),
+        ("invalid_request".into(), Some("loras[0].path".into()))
+    );
+    assert!(
+        reply.body.contains(r#"\"xl\""#) && reply.body.contains("text_encoder_2"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        !reply.body.contains(dir.to_str().unwrap()),
+        "{}",
+        reply.body
+    );
+    // A LoRA whose header passes but whose key names no module of this
+    // model: the job fails naming the field and the key.
+    let created = submit(
+        &worker.url,
+        &case_job("sd15_kohya_1", r#"[{"path":"kohya"},{"path":"stray"}]"#),
+    );
     let transcript = stream(&worker.url, &created.sse_url, &[]);
     let Some(JobEvent::Error(error)) = transcript.events().pop() else {
         panic!("{transcript:?}")
     };
     assert!(
-        error.message.contains("\"xl\"") && error.message.contains("text_encoder_2"),
+        error.message.contains("\"stray\"") && error.message.contains("no_such_layer"),
         "{error:?}"
     );
     assert!(!error.message.contains(dir.to_str().unwrap()), "{error:?}");
@@ -245,6 +298,16 @@ fn names_outside_the_directory_are_refused_unopened() {
             "loras[0].strength",
             "between -4 and 4",
         ),
+        (
+            r#"[{"path":"kohya"},{"path":"notalora"}]"#.to_string(),
+            "loras[1].path",
+            "is not a LoRA key",
+        ),
+        (
+            r#"[{"path":"xl"}]"#.to_string(),
+            "loras[0].path",
+            "only SDXL models have",
+        ),
     ] {
         let started = Instant::now();
         let reply = post_json(
@@ -261,6 +324,66 @@ fn names_outside_the_directory_are_refused_unopened() {
         );
         assert!(reply.body.contains(needle), "{loras}: {}", reply.body);
     }
+    // The other operations and the other APIs refuse at submit too.
+    let picture = png_base64(64, 64);
+    for (operation, pictures) in [
+        (
+            "image_transform",
+            format!(r#""input_image":"{picture}","strength":0.5"#),
+        ),
+        (
+            "image_inpaint",
+            format!(r#""init_image":"{picture}","mask_image":"{picture}""#),
+        ),
+    ] {
+        let body = format!(
+            r#"{{"operation":"{operation}","prompt":"a cat",{pictures},"loras":[{{"path":"missing"}}]}}"#
+        );
+        let reply = post_json(&worker.url, "/v1/jobs", &body);
+        assert_eq!(reply.status, 400, "{operation}: {}", reply.body);
+        assert_eq!(
+            reply.error(),
+            ("invalid_request".into(), Some("loras[0].path".into())),
+            "{operation}"
+        );
+        let tagged = format!(
+            r#"{{"operation":"{operation}","prompt":"a cat <lora:../outside>",{pictures}}}"#
+        );
+        let reply = post_json(&worker.url, "/v1/jobs", &tagged);
+        assert_eq!(reply.status, 400, "{operation}: {}", reply.body);
+        assert_eq!(reply.error().1.as_deref(), Some("prompt"), "{operation}");
+    }
+    let reply = post_json(
+        &worker.url,
+        "/v1/images/generations",
+        r#"{"prompt":"a cat <lora:missing:0.5>","size":"64x64"}"#,
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let error = &reply.value()["error"];
+    assert_eq!(error["param"], "prompt", "{}", reply.body);
+    assert!(
+        error["message"].as_str().unwrap().contains("no LoRA named"),
+        "{}",
+        reply.body
+    );
+    let reply = post_json(
+        &worker.url,
+        "/sdapi/v1/txt2img",
+        r#"{"prompt":"a cat <lora:escape>","width":64,"height":64,"steps":1}"#,
+    );
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        reply.body.contains("outside the LoRA directory"),
+        "{}",
+        reply.body
+    );
+    let jobs = get(&worker.url, "/v1/jobs").value();
+    assert_eq!(
+        jobs["jobs"],
+        serde_json::json!([]),
+        "a refused request left a job: {jobs}"
+    );
+
     let listed = get(&worker.url, "/v1/loras").value();
     assert!(!listed.to_string().contains("escape"), "{listed}");
     std::fs::remove_dir_all(base).unwrap();

@@ -409,14 +409,22 @@ fn an_inpainting_model_needs_a_picture_and_a_mask() {
     assert!(job.generation().image.as_ref().unwrap().mask.is_some());
 }
 
+/// A LoRA file for tiny SD 1.5 (`tools/fixtures/make_lora.py`): jobs' LoRA
+/// headers are read at submit.
+fn fixture_lora() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/lora/sd15-kohya-locon.safetensors")
+}
+
 /// A1111-syntax prompts take `<lora:NAME:STRENGTH>` tags: they leave the
 /// prompt and join the job's LoRAs after `loras`; plain prompts keep them as text.
 #[test]
 fn a1111_lora_tags_become_loras() {
     let dir = std::env::temp_dir().join(format!("sd-worker-lora-tags-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("style.safetensors"), b"x").unwrap();
-    std::fs::write(dir.join("ink.safetensors"), b"x").unwrap();
+    std::fs::copy(fixture_lora(), dir.join("style.safetensors")).unwrap();
+    std::fs::copy(fixture_lora(), dir.join("ink.safetensors")).unwrap();
+    std::fs::write(dir.join("junk.safetensors"), b"x").unwrap();
     let loras = sd_worker::loras::LoraDir::open(&dir).unwrap();
     let req = GenerationFields {
         loras: Some(vec![LoraConfig {
@@ -460,6 +468,7 @@ fn a1111_lora_tags_become_loras() {
 
     for (prompt, needle) in [
         ("x <lora:missing>", "no LoRA named"),
+        ("x <lora:junk>", "LoRA \"junk\""),
         ("x <lora:style:strong>", "a number"),
         ("x <lora:style:1:1>", "not supported"),
         ("x <lora:style", "not closed"),
@@ -498,7 +507,7 @@ fn loras_are_bounded() {
     use sd_contract::limits::{MAX_LORAS, MAX_LORA_STRENGTH};
     let dir = std::env::temp_dir().join(format!("sd-worker-lora-bounds-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("a.safetensors"), b"x").unwrap();
+    std::fs::copy(fixture_lora(), dir.join("a.safetensors")).unwrap();
     let loras = sd_worker::loras::LoraDir::open(&dir).unwrap();
     let with = |count: usize, strength: f32| GenerationFields {
         loras: Some(vec![

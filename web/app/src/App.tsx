@@ -10,6 +10,7 @@ import { ImageDisplay } from "./components/ImageDisplay";
 import { ImageInputs } from "./components/ImageInputs";
 import { Lightbox } from "./components/Lightbox";
 import { ModeSwitch } from "./components/ModeSwitch";
+import { ModelExtras, insertWord } from "./components/ModelExtras";
 import { ParameterControls } from "./components/ParameterControls";
 import { PromptInput } from "./components/PromptInput";
 import { QueuePanel } from "./components/QueuePanel";
@@ -19,6 +20,7 @@ import { loadForm, saveForm } from "./formStorage";
 import { GALLERY_LIMIT, GALLERY_WARN_AT, useGallery } from "./hooks/useGallery";
 import { useConnection, type Connection } from "./hooks/useConnection";
 import { useJobList } from "./hooks/useJobList";
+import { useLibrary } from "./hooks/useLibrary";
 import { entryKey, useImageGeneration, type GalleryEntry } from "./hooks/useImageGeneration";
 import { useImageInputs } from "./hooks/useImageInputs";
 import { useWorkerInfo } from "./hooks/useWorkerInfo";
@@ -43,7 +45,10 @@ export function App() {
   const connection = useConnection();
   const gallery = useGallery();
   const stored = useMemo(loadForm, []);
-  const [settings, setSettings] = useState<GenerationSettings>(() => ({ ...EMPTY_SETTINGS, ...stored.settings }));
+  const [settings, setSettings] = useState<GenerationSettings>(() => {
+    const restored = { ...EMPTY_SETTINGS, ...stored.settings };
+    return Array.isArray(restored.loras) ? restored : { ...restored, loras: [] };
+  });
   const [batchCount, setBatchCount] = useState(stored.batchCount);
   const [selected, setSelected] = useState<string | null>(null);
   const [fullScreen, setFullScreen] = useState<number | null>(null);
@@ -78,6 +83,7 @@ export function App() {
   });
 
   const info = worker.info;
+  const library = useLibrary(info);
   useEffect(() => {
     if (info) setSettings((s) => withDefaults(s, info));
   }, [info]);
@@ -321,6 +327,19 @@ export function App() {
               onMaskBlurChange={setMaskBlur}
             />
           )}
+          <ModelExtras
+            loras={library.loras}
+            embeddings={library.embeddings}
+            chosen={settings.loras}
+            onChosenChange={(loras) => patch({ loras })}
+            onInsert={(word, negative) =>
+              setSettings((s) =>
+                negative ? { ...s, negativePrompt: insertWord(s.negativePrompt, word) } : { ...s, prompt: insertWord(s.prompt, word) },
+              )
+            }
+            invalidField={requestError?.field}
+            disabled={needsKey}
+          />
           <ParameterControls
             settings={settings}
             onChange={patch}

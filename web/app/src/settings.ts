@@ -25,6 +25,12 @@ export const MODE_LABELS: Record<Mode, string> = {
 /** The worker's default strength of each image mode (image to image 0.8, inpainting 1). */
 export const DEFAULT_STRENGTH: Record<Exclude<Mode, "text">, string> = { image: "0.8", inpaint: "1" };
 
+/** A LoRA added to the job: its name in the worker's LoRA directory and its strength. */
+export interface ChosenLora {
+  name: string;
+  strength: number;
+}
+
 /** Everything the form holds. Numbers stay as the user typed them until submission. */
 export interface GenerationSettings {
   mode: Mode;
@@ -43,6 +49,8 @@ export interface GenerationSettings {
   livePreview: boolean;
   /** How many images one job makes (`num_images`), with consecutive seeds. */
   numImages: string;
+  /** The LoRAs applied to the job, in order. */
+  loras: ChosenLora[];
 }
 
 /** A named image size. */
@@ -73,6 +81,7 @@ export const EMPTY_SETTINGS: GenerationSettings = {
   strength: DEFAULT_STRENGTH.image,
   livePreview: true,
   numImages: "1",
+  loras: [],
 };
 
 /** The worker's defaults as form values, keeping what the user already typed. */
@@ -123,6 +132,7 @@ export function toRequest(settings: GenerationSettings, pictures: RequestPicture
   if (settings.livePreview) request.preview = true;
   const numImages = number(settings.numImages);
   if (numImages !== undefined && numImages !== 1) request.num_images = numImages;
+  if (settings.loras.length > 0) request.loras = settings.loras.map((l) => ({ path: l.name, strength: l.strength }));
   if (settings.mode === "text") return request;
   const strength = number(settings.strength);
   const image = pictures.image?.base64 ?? "";
@@ -164,6 +174,7 @@ export function fromParams(params: JobParams, base: GenerationSettings = EMPTY_S
     mode: base.mode,
     livePreview: base.livePreview,
     numImages: base.numImages,
+    loras: base.loras,
     strength: params.strength != null ? String(params.strength) : base.strength,
     prompt: params.prompt,
     negativePrompt: params.negative_prompt ?? "",

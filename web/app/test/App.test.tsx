@@ -15,6 +15,48 @@ function renderApp(worker = new FakeWorker()) {
 }
 
 describe("App", () => {
+  it("adds LoRAs with a strength each and inserts embeddings' trigger words", async () => {
+    const worker = new FakeWorker();
+    worker.info = { ...worker.info, loras: { directory: "loras", count: 2 }, embeddings: { directory: "emb", names: ["easyneg"] } };
+    worker.loras = [
+      { name: "ink", size_bytes: 10, format: "kohya", targets: ["unet"] },
+      { name: "styles/film", size_bytes: 10, format: "peft", targets: ["text_encoder", "unet"] },
+    ];
+    worker.embeddings = [{ name: "easyneg", vectors: 2, format: "a1111", widths: [768] }];
+    renderApp(worker);
+    const add = await screen.findByLabelText("LoRA");
+    await waitFor(() => expect(within(add).getAllByRole("option")).toHaveLength(3));
+    await userEvent.selectOptions(add, "ink");
+    await userEvent.selectOptions(add, "styles/film");
+    expect(within(add).getAllByRole("option")).toHaveLength(1);
+    const slider = screen.getByLabelText("Strength of styles/film");
+    expect(slider).toHaveValue("1");
+    await userEvent.clear(screen.getByLabelText("Strength of styles/film, as a number"));
+    await userEvent.type(screen.getByLabelText("Strength of styles/film, as a number"), "0.5");
+    expect(slider).toHaveValue("0.5");
+    await userEvent.click(screen.getByRole("button", { name: "Remove ink" }));
+    await userEvent.type(screen.getByLabelText("Prompt"), "a cat");
+    await userEvent.click(screen.getByRole("button", { name: "easyneg" }));
+    expect(screen.getByLabelText("Prompt")).toHaveValue("a cat, easyneg");
+    await userEvent.click(screen.getByLabelText("Insert into the negative instead"));
+    await userEvent.click(screen.getByRole("button", { name: "easyneg" }));
+    expect(screen.getByLabelText("Negative prompt")).toHaveValue("easyneg");
+    await userEvent.click(screen.getByRole("button", { name: "Generate" }));
+    await waitFor(() => expect(worker.submitted).toHaveLength(1));
+    expect(worker.submitted[0]).toMatchObject({
+      prompt: "a cat, easyneg",
+      negative_prompt: "easyneg",
+      loras: [{ path: "styles/film", strength: 0.5 }],
+    });
+  });
+
+  it("shows no LoRA or embedding controls for a worker without the directories", async () => {
+    const worker = renderApp();
+    await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));
+    expect(screen.queryByText("LoRA and embeddings")).toBeNull();
+    expect(worker.requests.some((r) => r.includes("/v1/loras") || r.includes("/v1/embeddings"))).toBe(false);
+  });
+
   it("generates an image with live progress and keeps it in the gallery", async () => {
     const worker = renderApp();
     await waitFor(() => expect(screen.getByLabelText("Steps")).toHaveValue(25));

@@ -1,5 +1,13 @@
 /** A scriptable stand-in for the worker, behind the real SDK client's fetch. */
-import { SdWorkerClient, base64ToBytes, type ImageGenerationRequest, type JobEvent, type WorkerInfo } from "@sd-worker/sdk";
+import {
+  SdWorkerClient,
+  base64ToBytes,
+  type EmbeddingInfo,
+  type ImageGenerationRequest,
+  type JobEvent,
+  type LoraInfo,
+  type WorkerInfo,
+} from "@sd-worker/sdk";
 
 /** A 1×1 PNG. */
 export const PNG_1x1 =
@@ -68,6 +76,10 @@ export class FakeWorker {
   submitted: SubmittedBody[] = [];
   /** Every cancelled job id. */
   cancelled: string[] = [];
+  /** What `GET /v1/loras` lists. */
+  loras: LoraInfo[] = [];
+  /** What `GET /v1/embeddings` lists. */
+  embeddings: EmbeddingInfo[] = [];
   /** Every request, as "METHOD path". */
   requests: string[] = [];
   private streams = new Map<string, ReadableStreamDefaultController<Uint8Array>>();
@@ -161,6 +173,8 @@ export class FakeWorker {
       });
     }
     if (url === "/v1/info") return this.json({ status: 200, body: this.info });
+    if (url === "/v1/loras") return this.json({ status: 200, body: { loras: this.loras } });
+    if (url === "/v1/embeddings") return this.json({ status: 200, body: { embeddings: this.embeddings, skipped: [] } });
     if (url === "/v1/jobs" && method === "GET") return this.json({ status: 200, body: { jobs: [] } });
     if (url === "/v1/jobs" && method === "POST") {
       this.submitted.push(JSON.parse(String(init.body)) as SubmittedBody);

@@ -2,7 +2,7 @@
 // key, generate with live progress to 100 %, see the image, cancel a second
 // job, make two images in one job, see the worker's validation error, image to image from a picked file,
 // inpainting with a dropped mask the worker refuses and then a painted one,
-// and the phone layout.
+// LoRAs from the picker and an embedding's trigger word, and the phone layout.
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -245,6 +245,53 @@ test("desktop: image to image from a file, then inpainting with a painted mask",
     await page.screenshot({ path: join(screenshots, "inpaint.png") });
   }
 
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test("desktop: LoRAs from the picker with their strengths, an embedding's trigger word inserted", async () => {
+  const { context, page, problems } = await open({ width: 1280, height: 800 });
+  await unlock(page);
+  const add = page.getByLabel("LoRA", { exact: true });
+  await page.waitForFunction(() => document.querySelectorAll("#lora-add option").length === 3);
+  await add.selectOption("kohya");
+  await add.selectOption("peft");
+  await page.getByLabel("Strength of kohya, as a number").fill("0.6");
+  await page.getByLabel("Strength of peft, as a number").fill("-0.7");
+  assert.equal(await page.getByLabel("Strength of peft", { exact: true }).inputValue(), "-0.7");
+  await page.getByLabel("Prompt", { exact: true }).fill("a red lighthouse on a cliff");
+  await page.getByRole("button", { name: "tinythree" }).click();
+  assert.equal(await page.getByLabel("Prompt", { exact: true }).inputValue(), "a red lighthouse on a cliff, tinythree");
+  await page.getByLabel("Insert into the negative instead").check();
+  await page.getByRole("button", { name: "tinyone" }).click();
+  assert.equal(await page.getByLabel("Negative prompt").inputValue(), "tinyone");
+  await page.getByLabel("Steps").fill("4");
+  await page.getByLabel("Width").fill("64");
+  await page.getByLabel("Height").fill("64");
+  const submitted = page.waitForRequest((r) => r.url().endsWith("/v1/jobs") && r.method() === "POST");
+  const progress = watchProgress(page);
+  await page.getByRole("button", { name: "Generate" }).click();
+  const body = (await submitted).postDataJSON();
+  assert.deepEqual(body.loras, [
+    { path: "kohya", strength: 0.6 },
+    { path: "peft", strength: -0.7 },
+  ]);
+  assert.equal(body.negative_prompt, "tinyone");
+  const { seen, status } = await progress;
+  assert.equal(status, "Done", `percents seen: ${seen.join(", ")}`);
+  assert.deepEqual(await resultSize(page), [64, 64]);
+  if (screenshots) {
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: join(screenshots, "loras.png") });
+  }
+
+  // Removing one sends only the other.
+  await page.getByRole("button", { name: "Remove kohya" }).click();
+  const again = page.waitForRequest((r) => r.url().endsWith("/v1/jobs") && r.method() === "POST");
+  const second = watchProgress(page);
+  await page.getByRole("button", { name: "Generate" }).click();
+  assert.deepEqual((await again).postDataJSON().loras, [{ path: "peft", strength: -0.7 }]);
+  assert.equal((await second).status, "Done");
   assert.deepEqual(problems, []);
   await context.close();
 });

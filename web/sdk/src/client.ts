@@ -4,6 +4,7 @@ import { readSse } from "./sse.js";
 import {
   isTerminalEvent,
   type BatchImage,
+  type EmbeddingList,
   type Health,
   type ImageGenerationRequest,
   type ImageResult,
@@ -13,6 +14,7 @@ import {
   type JobParams,
   type JobRequest,
   type JobStatus,
+  type LoraList,
   type Readiness,
   type WorkerInfo,
 } from "./types.js";
@@ -116,6 +118,16 @@ export class SdWorkerClient {
   /** `GET /v1/info`: the model, defaults, limits, schedulers and queue. */
   info(signal?: AbortSignal): Promise<WorkerInfo> {
     return this.json<WorkerInfo>("GET", "/v1/info", undefined, signal);
+  }
+
+  /** `GET /v1/loras`: the LoRA adapters jobs may name (empty without a LoRA directory). */
+  loras(signal?: AbortSignal): Promise<LoraList> {
+    return this.json<LoraList>("GET", "/v1/loras", undefined, signal);
+  }
+
+  /** `GET /v1/embeddings`: the textual-inversion embeddings prompts may name, and the files skipped. */
+  embeddings(signal?: AbortSignal): Promise<EmbeddingList> {
+    return this.json<EmbeddingList>("GET", "/v1/embeddings", undefined, signal);
   }
 
   /**

@@ -87,7 +87,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Textual inversion embeddings: none. */
+        /**
+         * Textual inversion embeddings: those of `--embeddings-dir`, in A1111's shape
+         *     (`shape` is the first encoder's width).
+         */
         get: operations["embeddings"];
         put?: never;
         post?: never;
@@ -353,6 +356,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The embeddings in the worker's `--embeddings-dir` that the model can use,
+         *     by their trigger words, and the files skipped with the reason (empty
+         *     without a directory).
+         */
+        get: operations["list_embeddings"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/images/edits": {
         parameters: {
             query?: never;
@@ -511,11 +535,14 @@ export interface components {
     schemas: {
         /** @description An empty JSON object, the answer of calls that only act. */
         A1111Done: Record<string, never>;
-        /** @description The answer of `GET /sdapi/v1/embeddings`: none loaded. */
+        /** @description The answer of `GET /sdapi/v1/embeddings`: the worker's `--embeddings-dir`. */
         A1111Embeddings: {
-            /** @description Loaded embeddings (none). */
+            /**
+             * @description Loaded embeddings by name: `{"step", "sd_checkpoint",
+             *     "sd_checkpoint_name", "shape", "vectors"}` (only the last two known).
+             */
             loaded: Record<string, never>;
-            /** @description Skipped embeddings (none). */
+            /** @description Skipped embeddings by name (unreadable files, another model family's). */
             skipped: Record<string, never>;
         };
         /**
@@ -837,6 +864,37 @@ export interface components {
          * @enum {string}
          */
         CancelReason: "client" | "shutdown";
+        /** @description The worker's embeddings directory, in `GET /v1/info`. */
+        EmbeddingDirectory: {
+            /** @description The directory, as the worker was started with it. */
+            directory: string;
+            /**
+             * @description The names of the embeddings prompts may use (their trigger words),
+             *     sorted; `GET /v1/embeddings` has the details and the files skipped.
+             */
+            names: string[];
+        };
+        /** @description One textual-inversion embedding prompts may name (`GET /v1/embeddings`). */
+        EmbeddingInfo: {
+            /** @description The file's layout: `a1111`, `a1111_sdxl` (`clip_l`/`clip_g`) or `diffusers`. */
+            format: string;
+            /**
+             * @description The trigger word: the file's name without `.safetensors`. Where it
+             *     appears in a prompt or negative prompt, its vectors take its place.
+             */
+            name: string;
+            /** @description How many token positions its vectors take (of a chunk's 75). */
+            vectors: number;
+            /** @description The width of its vectors for each text encoder (one, or SDXL's two). */
+            widths: number[];
+        };
+        /** @description `GET /v1/embeddings`: the embeddings in the worker's `--embeddings-dir`. */
+        EmbeddingList: {
+            /** @description The embeddings prompts may name, sorted by name. */
+            embeddings: components["schemas"]["EmbeddingInfo"][];
+            /** @description The files that are not used, with the reason. */
+            skipped: components["schemas"]["SkippedEmbeddingInfo"][];
+        };
         /** @description The body of every error response. */
         ErrorBody: {
             /** @description The error. */
@@ -1679,6 +1737,13 @@ export interface components {
          * @enum {string}
          */
         SchedulerKind: "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m" | "dpmpp_2m_karras" | "unipc" | "lcm";
+        /** @description An embedding file that is not used, and why. */
+        SkippedEmbeddingInfo: {
+            /** @description The file's name without its extension. */
+            name: string;
+            /** @description Why it is skipped (a pickle file, no known layout, another model family). */
+            reason: string;
+        };
         /** @description One server-sent message: `event` and `id` name and number a job event, whose JSON is `data`; the last message has only `data`, a completion marker */
         StreamMessage: {
             data: string;
@@ -1729,6 +1794,7 @@ export interface components {
             device: number;
             /** @description The weights' storage dtype: `f32`, `f16` or `bf16` (computation is f32). */
             dtype: string;
+            embeddings?: null | components["schemas"]["EmbeddingDirectory"];
             /** @description The model family, once the model is loaded (`sd1`, `sd2`, `sdxl`, ...). */
             family?: string | null;
             /** @description Jobs held now. */
@@ -1891,7 +1957,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description None loaded */
+            /** @description The embeddings prompts may name, and the files skipped */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2520,6 +2586,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>[];
+                };
+            };
+            /** @description Missing or wrong API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_embeddings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The embeddings */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmbeddingList"];
                 };
             };
             /** @description Missing or wrong API key */

@@ -60,6 +60,16 @@ export type ErrorDetail = Schemas["ErrorDetail"];
 export type ErrorCode = Schemas["ErrorCode"];
 /** The answer to `GET /v1/info`. */
 export type WorkerInfo = Schemas["WorkerInfo"];
+/** One LoRA adapter of a job: its name in the worker's LoRA directory and its strength. */
+export type LoraConfig = Schemas["LoraConfig"];
+/** The answer to `GET /v1/loras`. */
+export type LoraList = Schemas["LoraList"];
+/** One LoRA adapter a job may name. */
+export type LoraInfo = Schemas["LoraInfo"];
+/** The answer to `GET /v1/embeddings`. */
+export type EmbeddingList = Schemas["EmbeddingList"];
+/** One textual-inversion embedding a prompt may name by its trigger word. */
+export type EmbeddingInfo = Schemas["EmbeddingInfo"];
 /** The values a job takes for the fields it leaves out. */
 export type GenerationDefaults = Schemas["GenerationDefaults"];
 /** The bounds the worker enforces on requests. */

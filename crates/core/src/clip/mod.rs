@@ -107,7 +107,7 @@ impl ClipTextModel {
     /// `eos_token_id == 2` it is the position of the largest id (the first one on
     /// ties), otherwise the first position holding `eos_token_id` (0 if none does).
     pub fn forward(&self, input_ids: &Tensor) -> Result<ClipTextOutput> {
-        self.forward_until(input_ids, Interrupt::NEVER)
+        self.forward_until(input_ids, &[], Interrupt::NEVER)
     }
 
     /// [`ClipTextModel::forward`] that stops with [`crate::Error::Cancelled`]
@@ -117,12 +117,27 @@ impl ClipTextModel {
         input_ids: &Tensor,
         interrupt: Interrupt<'_>,
     ) -> crate::Result<ClipTextOutput> {
-        Ok(self.forward_until(input_ids, interrupt)?)
+        Ok(self.forward_until(input_ids, &[], interrupt)?)
+    }
+
+    /// [`ClipTextModel::forward_interruptible`] for a batch of one in which
+    /// some positions take given vectors instead of their ids' token
+    /// embeddings (textual inversion): each `(position, vectors)` puts the
+    /// `[n, hidden]` rows at positions `position..position + n`, before the
+    /// position embeddings are added.
+    pub fn forward_with_vectors(
+        &self,
+        input_ids: &Tensor,
+        vectors: &[(usize, Tensor)],
+        interrupt: Interrupt<'_>,
+    ) -> crate::Result<ClipTextOutput> {
+        Ok(self.forward_until(input_ids, vectors, interrupt)?)
     }
 
     fn forward_until(
         &self,
         input_ids: &Tensor,
+        vectors: &[(usize, Tensor)],
         interrupt: Interrupt<'_>,
     ) -> Result<ClipTextOutput> {
         interrupt.check()?;
@@ -134,7 +149,24 @@ impl ClipTextModel {
             );
         }
         let device = input_ids.device();
-        let tokens = self.token_embedding.forward(input_ids)?;
+        let mut tokens = self.token_embedding.forward(input_ids)?;
+        if !vectors.is_empty() && batch != 1 {
+            bail!("embedding vectors need a batch of one, got {batch}");
+        }
+        for (position, rows) in vectors {
+            let (n, width) = rows.dims2()?;
+            if position + n > seq || width != tokens.dim(2)? {
+                bail!(
+                    "embedding vectors [{n}, {width}] at position {position} do not fit tokens {:?}",
+                    tokens.dims()
+                );
+            }
+            let rows = rows
+                .to_dtype(tokens.dtype())?
+                .to_device(device)?
+                .unsqueeze(0)?;
+            tokens = tokens.slice_scatter(&rows, 1, *position)?;
+        }
         let positions = Tensor::arange(0u32, seq as u32, device)?;
         let mut xs = tokens.broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let mask = causal_mask(seq, xs.dtype(), device)?;
@@ -176,6 +208,11 @@ impl ClipTextModel {
     /// (diffusers normalizes the chosen `hidden_states` entry this way).
     pub fn apply_final_layer_norm(&self, xs: &Tensor) -> Result<Tensor> {
         self.final_layer_norm.forward(xs)
+    }
+
+    /// The width of its token embeddings (`hidden_size`).
+    pub fn hidden_size(&self) -> usize {
+        self.token_embedding.hidden_size()
     }
 
     /// How many encoder layers the model has (`num_hidden_layers`).

@@ -40,7 +40,19 @@ pub(crate) fn load_unet_fused(
     deltas: &Deltas,
 ) -> Result<(UNet2DConditionModel, ModuleIndex)> {
     let weights = source.weights(Component::Unet, options.dtype_for(Component::Unet), device)?;
-    build_fused(weights, deltas, |vb| UNet2DConditionModel::new(vb, config))
+    let (unet, modules) = build_fused(weights, deltas, |vb| UNet2DConditionModel::new(vb, config))?;
+    // LDM/SGM block names need one resnet count for every block.
+    let layers = config
+        .layers_per_block
+        .expand(config.block_out_channels.len(), "layers_per_block")
+        .ok()
+        .filter(|layers| layers.windows(2).all(|w| w[0] == w[1]))
+        .and_then(|layers| layers.first().copied());
+    let modules = match layers {
+        Some(layers) => modules.with_sgm_names(layers),
+        None => modules,
+    };
+    Ok((unet, modules))
 }
 
 /// The VAE of `source`, from its config and weights.

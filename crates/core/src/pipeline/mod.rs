@@ -32,6 +32,7 @@ pub use params::{
 };
 
 use crate::clip::ClipTextConfig;
+use crate::embeddings::{EmbeddingSet, SkippedEmbedding};
 use crate::error::{Error, Result};
 use crate::interrupt::Interrupt;
 use crate::model::components::load_unet_fused;
@@ -291,6 +292,13 @@ impl StableDiffusion {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Makes the textual-inversion embeddings of `set` that fit this model
+    /// callable by name in prompts (replacing those set before); returns
+    /// the ones that do not fit, with the reason.
+    pub fn set_embeddings(&mut self, set: &EmbeddingSet) -> Result<Vec<SkippedEmbedding>> {
+        self.text.set_embeddings(set)
     }
 
     /// Encodes one prompt as `encoding` says (a [`crate::prompt::PromptSyntax`] alone skips

@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use sd_core::embeddings::EmbeddingSet;
 use sd_core::image::DecodedImage;
 use sd_core::lora::{ActiveLora, LoraAdapter};
 use sd_core::model::{LoadOptions, WeightVariant};
@@ -116,6 +117,10 @@ pub struct GenerateArgs {
     /// (`style.safetensors:0.8`; 1 when absent); repeat for several.
     #[arg(long = "lora", value_name = "FILE[:STRENGTH]", value_parser = parse_lora)]
     pub loras: Vec<LoraFlag>,
+    /// A folder of textual-inversion embeddings (`.safetensors`): each file's
+    /// name, used in the prompt or the negative prompt, stands for its vectors.
+    #[arg(long, value_name = "DIR")]
+    pub embeddings_dir: Option<PathBuf>,
 }
 
 /// One `--lora FILE[:STRENGTH]`.
@@ -162,6 +167,9 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
     let (mut model, spec) = load_model(&args, &device)?;
     let params = resolve_params(&args, &model, &spec, image_input)?;
     apply_loras(&mut model, &args.loras)?;
+    if let Some(dir) = &args.embeddings_dir {
+        apply_embeddings(&mut model, dir)?;
+    }
 
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed} (eta {eta})")
@@ -211,6 +219,27 @@ fn apply_loras(model: &mut StableDiffusion, loras: &[LoraFlag]) -> anyhow::Resul
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     model.set_loras(&active).context("--lora")?;
+    Ok(())
+}
+
+/// Reads the `--embeddings-dir` embeddings and makes those the model can use
+/// callable in prompts; the others are named on stderr with the reason.
+fn apply_embeddings(model: &mut StableDiffusion, dir: &Path) -> anyhow::Result<()> {
+    let (set, mut skipped) = EmbeddingSet::read_dir(dir)
+        .with_context(|| format!("--embeddings-dir {}", dir.display()))?;
+    skipped.extend(model.set_embeddings(&set)?);
+    for s in &skipped {
+        eprintln!("embedding {} skipped: {}", s.name, s.reason);
+    }
+    eprintln!(
+        "embeddings: {} of {} usable",
+        set.len()
+            - skipped
+                .iter()
+                .filter(|s| set.get(&s.name).is_some())
+                .count(),
+        set.len()
+    );
     Ok(())
 }
 

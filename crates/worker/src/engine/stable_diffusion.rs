@@ -42,6 +42,7 @@ impl SdEngine {
         let lora_cache_bytes = config.lora_cache_bytes;
         let batch_budget = config.batch_budget;
         let decoding = config.decoding.clone();
+        let embeddings = config.embeddings.clone();
         Box::new(move || {
             let device = backend
                 .open_device(ordinal)
@@ -57,6 +58,10 @@ impl SdEngine {
             decoding
                 .apply(&mut pipeline)
                 .map_err(|e| EngineError::Failed(e.to_string()))?;
+            if let Some(dir) = &embeddings {
+                let unfit = pipeline.set_embeddings(dir.set()).map_err(load_error)?;
+                dir.record_unfit(unfit);
+            }
             if !device.is_cpu() {
                 warm_up(&mut pipeline);
             }

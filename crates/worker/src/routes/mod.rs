@@ -5,6 +5,7 @@
 
 pub mod a1111;
 pub mod blocking;
+pub mod embeddings;
 pub mod health;
 pub mod info;
 pub mod jobs;

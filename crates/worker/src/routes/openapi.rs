@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
-use super::{a1111, health, info, jobs, loras, metrics, openai, stream};
+use super::{a1111, embeddings, health, info, jobs, loras, metrics, openai, stream};
 use crate::state::AppState;
 
 /// The API's OpenAPI document.
@@ -32,6 +32,7 @@ use crate::state::AppState;
         stream::stream_job,
         info::info,
         loras::list_loras,
+        embeddings::list_embeddings,
         health::health,
         health::ready,
         metrics::metrics,
@@ -84,6 +85,10 @@ use crate::state::AppState;
         LoraDirectory,
         LoraList,
         LoraInfo,
+        EmbeddingDirectory,
+        EmbeddingList,
+        EmbeddingInfo,
+        SkippedEmbeddingInfo,
         GenerationDefaults,
         Limits,
         JobCounts,

@@ -322,15 +322,45 @@ pub async fn sd_vae() -> Json<Vec<serde_json::Value>> {
     Json(Vec::new())
 }
 
-/// Textual inversion embeddings: none.
+/// Textual inversion embeddings: those of `--embeddings-dir`, in A1111's shape
+/// (`shape` is the first encoder's width).
 #[utoipa::path(get, path = "/sdapi/v1/embeddings", tag = "a1111",
     responses(
-        (status = 200, description = "None loaded", body = A1111Embeddings),
+        (status = 200, description = "The embeddings prompts may name, and the files skipped", body = A1111Embeddings),
         (status = 401, description = "Missing or wrong API key", body = sd_contract::ErrorBody),
     ),
     security((), ("api_key" = [])))]
-pub async fn embeddings() -> Json<A1111Embeddings> {
-    Json(A1111Embeddings::default())
+pub async fn embeddings(State(state): State<AppState>) -> Json<A1111Embeddings> {
+    let Some(dir) = state.config().embeddings.as_ref() else {
+        return Json(A1111Embeddings::default());
+    };
+    let list = dir.list();
+    let entry = |shape: Option<usize>, vectors: Option<usize>| {
+        serde_json::json!({
+            "step": null,
+            "sd_checkpoint": null,
+            "sd_checkpoint_name": null,
+            "shape": shape,
+            "vectors": vectors,
+        })
+    };
+    Json(A1111Embeddings {
+        loaded: list
+            .embeddings
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    entry(e.widths.first().copied(), Some(e.vectors)),
+                )
+            })
+            .collect(),
+        skipped: list
+            .skipped
+            .iter()
+            .map(|s| (s.name.clone(), entry(None, None)))
+            .collect(),
+    })
 }
 
 /// Scripts: none (`webuiapi` reads this when it connects).
