@@ -32,8 +32,8 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{completion_markers, JobEvent, ProgressPreview, StreamMessage};
 pub use hive::{HeartbeatWorker, WorkerHeartbeat, WorkerReady, WorkerStatus};
 pub use info::{
-    GenerationDefaults, Health, JobCounts, Limits, LoraDirectory, LoraInfo, LoraList, Readiness,
-    ReadinessState, WorkerInfo,
+    ComputeInfo, GenerationDefaults, Health, JobCounts, Limits, LoraDirectory, LoraInfo, LoraList,
+    Readiness, ReadinessState, WorkerInfo,
 };
 pub use job::{
     BatchImage, ImageFormat, ImageResult, JobCreated, JobList, JobParams, JobState, JobStatus,
