@@ -431,3 +431,54 @@ fn tiny_half_compute_matches_diffusers_in_half() {
         }
     }
 }
+
+/// What computes in which dtype: the VAE follows the compute dtype except an
+/// SDXL VAE with `force_upcast` under f16 (diffusers' upcast); f32 compute
+/// keeps every part f32 whatever the weights' dtype.
+#[test]
+fn precision_reports_what_computes_in_what() {
+    let cases = [
+        (
+            "tiny-sd15",
+            LoadOptions::computed(WeightVariant::Full, DType::F16),
+            DType::F16,
+            DType::F16,
+        ),
+        (
+            "tiny-sdxl",
+            LoadOptions::computed(WeightVariant::Full, DType::F16),
+            DType::F16,
+            DType::F32,
+        ),
+        (
+            "tiny-sdxl",
+            LoadOptions::computed(WeightVariant::Full, DType::BF16),
+            DType::BF16,
+            DType::BF16,
+        ),
+        (
+            "tiny-sd15",
+            LoadOptions::stored(WeightVariant::Full, DType::BF16),
+            DType::F32,
+            DType::F32,
+        ),
+    ];
+    for (model, options, unet, vae) in cases {
+        let loaded =
+            StableDiffusion::load_with(&fixtures().join(model), &Device::Cpu, options).unwrap();
+        let precision = loaded.precision();
+        assert_eq!(
+            (precision.unet, precision.text_encoders, precision.vae),
+            (unet, unet, vae),
+            "{model} {options:?}"
+        );
+        assert_eq!(precision.weights, options.weight_dtype);
+        let attention = if unet == DType::F32 {
+            "cpu_blocked"
+        } else {
+            "chunked"
+        };
+        assert_eq!(precision.attention, attention);
+        assert_eq!(loaded.profile().precision, precision);
+    }
+}

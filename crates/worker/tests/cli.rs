@@ -133,6 +133,33 @@ fn compute_dtype_sets_the_weights_or_must_match_them() {
     assert!(error.to_string().contains("not f32"), "{error}");
 }
 
+/// `--compute-dtype` runs the whole pipeline in half precision on the CPU
+/// (SDXL with its `force_upcast` VAE in f32 under f16).
+#[test]
+fn generate_computes_in_half_precision() {
+    let dir = scratch("generate-half");
+    for (model, dtype) in [("tiny-sdxl", "f16"), ("tiny-sd15", "bf16")] {
+        let model = fixtures().join(model);
+        let line = [
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a red boat",
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--compute-dtype",
+            dtype,
+        ];
+        let (size, parameters) = generate_png(&line, &dir.join(format!("{dtype}.png")));
+        assert_eq!(size, (64, 64), "{dtype}");
+        assert_eq!(setting(&parameters, "Steps"), "2");
+    }
+}
+
 #[test]
 fn generate_rejects_incomplete_and_unknown_arguments() {
     let base = ["--model", "m", "--prompt", "p", "--output", "o.png"];
