@@ -13,7 +13,8 @@
 # TOOLCHAIN (default /tmp/sd-cuda-toolchain) holds the link folder and, unless
 # VENV names another, the venv with the wheels;
 # CARGO_TARGET_DIR is respected; CUDA_COMPUTE_CAP (default 90: H100/H200) picks the
-# GPU generation. The stripped, xz-compressed binary lands in .device/, which
+# GPU generation; FEATURES=flash-attn adds FlashAttention-2 (its kernels take hours
+# on a few cores; CANDLE_FLASH_ATTN_BUILD_DIR keeps them between builds). The stripped, xz-compressed binary lands in .device/, which
 # tools/device/cuda_check.sh reads on the GPU machine.
 set -euo pipefail
 TOOLCHAIN=${TOOLCHAIN:-/tmp/sd-cuda-toolchain}
@@ -36,7 +37,7 @@ ln -sfn libcuda.so "$TOOLCHAIN/lib/libcuda.so.1"
 export PATH=$NV/bin:$PATH NVCC=$NV/bin/nvcc CUDA_ROOT=$TOOLCHAIN
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-2}
 export LD_LIBRARY_PATH=$TOOLCHAIN/lib:$NV/lib
-cargo build --release -p sd-worker --features cuda --bin sd-worker-cuda
+cargo build --release -p sd-worker --features "cuda${FEATURES:+,$FEATURES}" --bin sd-worker-cuda
 target=${CARGO_TARGET_DIR:-target}
 mkdir -p .device
 strip -o .device/sd-worker-cuda "$target/release/sd-worker-cuda"

@@ -113,8 +113,12 @@ pub struct WorkerInfo {
     pub backend: String,
     /// The device index.
     pub device: u32,
-    /// The weights' storage dtype: `f32`, `f16` or `bf16` (computation is f32).
+    /// The UNet's and text encoders' weights' storage dtype: `f32`, `f16` or
+    /// `bf16` (`compute` says what computes in what).
     pub dtype: String,
+    /// The dtypes each part computes in and the attention kernel, once the
+    /// model is loaded.
+    pub compute: Option<ComputeInfo>,
     /// Whether jobs are accepted.
     pub ready: bool,
     /// Defaults for fields a job leaves out, once the model is loaded.
@@ -172,6 +176,24 @@ pub struct EmbeddingList {
     pub embeddings: Vec<EmbeddingInfo>,
     /// The files that are not used, with the reason.
     pub skipped: Vec<SkippedEmbeddingInfo>,
+}
+
+/// What computes in which dtype, in `GET /v1/info`. Whatever these say, the
+/// latents and the scheduler's arithmetic are f32, and in half precision the
+/// norms' statistics, the attention softmax and the timestep embedding too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ComputeInfo {
+    /// The UNet's activations: `f32`, `f16` or `bf16`.
+    pub unet: String,
+    /// The text encoders' layers.
+    pub text_encoders: String,
+    /// The VAE's weights and activations (`f32` under f16 compute for an SDXL
+    /// VAE whose config sets `force_upcast`, as diffusers upcasts it).
+    pub vae: String,
+    /// What computes attention: `cpu_blocked` (the f32 CPU kernel),
+    /// `flash_attn` (FlashAttention-2 on CUDA) or `chunked` (blocks of query
+    /// rows through the device's matrix products, softmax in f32).
+    pub attention: String,
 }
 
 /// The worker's LoRA directory, in `GET /v1/info`.

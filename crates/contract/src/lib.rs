@@ -32,9 +32,9 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{completion_markers, JobEvent, ProgressPreview, StreamMessage};
 pub use hive::{HeartbeatWorker, WorkerHeartbeat, WorkerReady, WorkerStatus};
 pub use info::{
-    EmbeddingDirectory, EmbeddingInfo, EmbeddingList, GenerationDefaults, Health, JobCounts,
-    Limits, LoraDirectory, LoraInfo, LoraList, Readiness, ReadinessState, SkippedEmbeddingInfo,
-    WorkerInfo,
+    ComputeInfo, EmbeddingDirectory, EmbeddingInfo, EmbeddingList, GenerationDefaults, Health,
+    JobCounts, Limits, LoraDirectory, LoraInfo, LoraList, Readiness, ReadinessState,
+    SkippedEmbeddingInfo, WorkerInfo,
 };
 pub use job::{
     BatchImage, ImageFormat, ImageResult, JobCreated, JobList, JobParams, JobState, JobStatus,

@@ -118,6 +118,8 @@ pub enum Param {
     InitLatents,
     /// The dtype weights are stored in.
     WeightDtype,
+    /// The dtype activations are computed in.
+    ComputeDtype,
     /// How many of the text encoders' last layers are skipped.
     ClipSkip,
     /// Which autoencoder decodes the image.
@@ -138,6 +140,7 @@ impl Param {
             Param::Strength => "strength",
             Param::InitLatents => "init_latents",
             Param::WeightDtype => "weight_dtype",
+            Param::ComputeDtype => "compute_dtype",
             Param::ClipSkip => "clip_skip",
             Param::Decoder => "decoder",
         }

@@ -204,7 +204,9 @@ impl Encoder {
     ) -> Result<(ClipTextModel, ModuleIndex)> {
         let config = ClipTextConfig::from_config(&source.config(component)?)?;
         let weights = source.weights(component, options.dtype_for(component), device)?;
-        build_fused(weights, deltas, |vb| ClipTextModel::new(vb, &config))
+        build_fused(weights, deltas, |vb| {
+            ClipTextModel::new(vb, &config).map(|m| m.with_compute_dtype(options.compute_dtype))
+        })
     }
 
     /// The names prompts call the embeddings by, as this encoder's tokens.

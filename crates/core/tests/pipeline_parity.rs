@@ -79,10 +79,7 @@ impl Check {
     /// f32 weights: the model-core issue's tolerances, every case.
     fn f32(variant: WeightVariant) -> Self {
         Self {
-            options: LoadOptions {
-                variant,
-                weight_dtype: DType::F32,
-            },
+            options: LoadOptions::stored(variant, DType::F32),
             embeds: 1e-3,
             latents: 1e-3,
             image: 5e-3,
@@ -380,10 +377,7 @@ fn tiny_half_weights_stay_close_to_diffusers() {
     ] {
         for traces in ["tiny-sd15", "tiny-sdxl"] {
             let check = Check {
-                options: LoadOptions {
-                    variant: WeightVariant::Full,
-                    weight_dtype: dtype,
-                },
+                options: LoadOptions::stored(WeightVariant::Full, dtype),
                 embeds,
                 latents,
                 image,
@@ -396,5 +390,95 @@ fn tiny_half_weights_stay_close_to_diffusers() {
                 );
             }
         }
+    }
+}
+
+/// Half-precision compute (`LoadOptions::computed`: weights and activations in
+/// f16 or bf16, norms, softmax, timestep embedding, scheduler and latents in
+/// f32, the tiny SDXL's `force_upcast` VAE in f32 under f16) against diffusers
+/// run in that dtype on the CPU (`tools/fixtures/make_half_references.py`),
+/// two cases per model. diffusers keeps its latents in the half dtype between
+/// steps and computes the time-embedding MLP in it; sd-core keeps both in f32,
+/// which accounts for most of the difference.
+///
+/// Measured max|Δ| over the two cases (embeddings absolute, their values
+/// reach 3.2; latents relative to their largest value; image in 0..1):
+/// f16 SD1.5 embeddings 5.4e-3 (under 3 f16 ulps at that magnitude), latents
+/// 3.1e-3, image 3.8e-3; SDXL 2.0e-3, 2.6e-3, 3.3e-3. bf16 SD1.5 4.7e-2,
+/// 3.3e-2, 2.6e-2; SDXL 2.5e-2, 1.8e-2, 3.5e-2, the size of diffusers' own
+/// f16-to-bf16 difference on these cases (image 2.2e-2 to 2.4e-2, latents
+/// 1.3e-2 to 3.2e-2). The bounds give about 2× room; the f16 ones stay an
+/// order below what a misplaced cast or a wrong layer gives (1e-1 to 1).
+#[test]
+fn tiny_half_compute_matches_diffusers_in_half() {
+    for (dtype, suffix, embeds, latents, image) in [
+        (DType::F16, "f16", 1e-2, 6e-3, 8e-3),
+        (DType::BF16, "bf16", 1e-1, 6e-2, 7e-2),
+    ] {
+        for model in ["tiny-sd15", "tiny-sdxl"] {
+            let check = Check {
+                options: LoadOptions::computed(WeightVariant::Full, dtype),
+                embeds,
+                latents,
+                image,
+                cases: usize::MAX,
+            };
+            for (case, latents, image) in check_traces_with(&format!("{model}-{suffix}"), check) {
+                println!(
+                    "{dtype:?} compute {model}/{case}: latents_final max|Δ| {latents:.3e}, image max|Δ| {image:.3e}"
+                );
+            }
+        }
+    }
+}
+
+/// What computes in which dtype: the VAE follows the compute dtype except an
+/// SDXL VAE with `force_upcast` under f16 (diffusers' upcast); f32 compute
+/// keeps every part f32 whatever the weights' dtype.
+#[test]
+fn precision_reports_what_computes_in_what() {
+    let cases = [
+        (
+            "tiny-sd15",
+            LoadOptions::computed(WeightVariant::Full, DType::F16),
+            DType::F16,
+            DType::F16,
+        ),
+        (
+            "tiny-sdxl",
+            LoadOptions::computed(WeightVariant::Full, DType::F16),
+            DType::F16,
+            DType::F32,
+        ),
+        (
+            "tiny-sdxl",
+            LoadOptions::computed(WeightVariant::Full, DType::BF16),
+            DType::BF16,
+            DType::BF16,
+        ),
+        (
+            "tiny-sd15",
+            LoadOptions::stored(WeightVariant::Full, DType::BF16),
+            DType::F32,
+            DType::F32,
+        ),
+    ];
+    for (model, options, unet, vae) in cases {
+        let loaded =
+            StableDiffusion::load_with(&fixtures().join(model), &Device::Cpu, options).unwrap();
+        let precision = loaded.precision();
+        assert_eq!(
+            (precision.unet, precision.text_encoders, precision.vae),
+            (unet, unet, vae),
+            "{model} {options:?}"
+        );
+        assert_eq!(precision.weights, options.weight_dtype);
+        let attention = if unet == DType::F32 {
+            "cpu_blocked"
+        } else {
+            "chunked"
+        };
+        assert_eq!(precision.attention, attention);
+        assert_eq!(loaded.profile().precision, precision);
     }
 }

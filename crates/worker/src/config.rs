@@ -9,7 +9,7 @@ use candle_core::DType;
 use clap::{Args, ValueEnum};
 use sd_contract::limits::MIN_SIZE;
 use sd_core::model::single_file::is_single_file;
-use sd_core::model::{ModelRequest, PredictionType, WeightVariant};
+use sd_core::model::{LoadOptions, ModelRequest, PredictionType, WeightVariant};
 use sd_core::pipeline::BatchBudget;
 use sd_core::presets::{self, Preset};
 use sd_core::prompt::PromptSyntax;
@@ -57,11 +57,9 @@ pub struct ServeArgs {
     /// Device index (the GPU for cuda and metal builds).
     #[arg(long, env = "SD_WORKER_DEVICE", default_value_t = DEFAULT_DEVICE)]
     pub device: u32,
-    /// Storage dtype of the UNet's and text encoders' weight matrices; bf16 and
-    /// f16 halve their memory. bf16 also multiplies in bf16 (f32 sums) where the
-    /// CPU has AVX512-BF16; otherwise computation stays f32 (the VAE stays f32).
-    #[arg(long, env = "SD_WORKER_DTYPE", value_enum, default_value_t = DEFAULT_DTYPE)]
-    pub dtype: Dtype,
+    /// `--dtype` and `--compute-dtype`.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Memory in MiB a job of several images may spend on running them
     /// together through the UNet (each image beyond the first takes its share;
     /// the images that do not fit run in further passes); 0 makes them one by one.
@@ -213,8 +211,10 @@ pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const DEFAULT_PORT: u16 = 8080;
 /// Default of `--device`: the first one.
 pub const DEFAULT_DEVICE: u32 = 0;
-/// Default of `--dtype`: weights kept in f32.
+/// Default of `--dtype` on the CPU (and Metal): weights kept in f32.
 pub const DEFAULT_DTYPE: Dtype = Dtype::F32;
+/// Default of `--dtype` on CUDA: weights kept and computed in f16.
+pub const DEFAULT_GPU_DTYPE: Dtype = Dtype::F16;
 /// Default of `--batch-memory-mib`: [`BatchBudget::DEFAULT`], on CPUs and GPUs alike.
 pub const DEFAULT_BATCH_MEMORY_MIB: u64 = BatchBudget::DEFAULT.bytes >> 20;
 /// Default of `--max-queue`.
@@ -272,7 +272,7 @@ pub fn parse_preset(name: &str) -> Result<&'static Preset, String> {
     })
 }
 
-/// The dtype the large weight matrices are stored in (computation is f32).
+/// A floating-point dtype of weights or activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
     /// 32-bit floats.
@@ -303,6 +303,113 @@ impl Dtype {
     }
 }
 
+/// `--dtype` and `--compute-dtype`, shared by serve, `generate` and `bench`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PrecisionArgs {
+    /// Storage dtype of the UNet's and text encoders' weight matrices; bf16 and
+    /// f16 halve their memory [default: f16 on CUDA, f32 on the CPU and Metal].
+    /// Where `--compute-dtype` is f32 (the CPU's default) computation stays f32,
+    /// except that bf16 weights multiply in bf16 (f32 sums) where the CPU has
+    /// AVX512-BF16; on a GPU the weights compute in their own dtype.
+    #[arg(long, env = "SD_WORKER_DTYPE", value_enum)]
+    pub dtype: Option<Dtype>,
+    /// The dtype activations are computed in. `auto` is the weights' dtype on
+    /// a GPU and f32 on the CPU; f16 or bf16 runs the UNet, the text encoders
+    /// and the VAE in that dtype with norms, softmax, timestep embedding and
+    /// scheduler in f32 (in f16 an SDXL VAE with `force_upcast` stays f32), and needs
+    /// the weights in the same dtype (`--dtype` follows it when absent). On the
+    /// CPU half compute runs candle's generic kernels: slow, for checks.
+    #[arg(long, env = "SD_WORKER_COMPUTE_DTYPE", value_enum, default_value_t = ComputeDtype::Auto)]
+    pub compute_dtype: ComputeDtype,
+}
+
+/// What `--compute-dtype` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ComputeDtype {
+    /// The weights' dtype on a GPU, f32 on the CPU.
+    #[default]
+    Auto,
+    /// 32-bit floats.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// The weights' and the activations' dtypes, resolved for a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Precision {
+    /// The weights' storage dtype.
+    pub weights: Dtype,
+    /// The activations' dtype: f32, or `weights` when half.
+    pub compute: Dtype,
+}
+
+impl Default for Precision {
+    fn default() -> Self {
+        Self {
+            weights: DEFAULT_DTYPE,
+            compute: Dtype::F32,
+        }
+    }
+}
+
+impl Precision {
+    /// The core's load options for these dtypes.
+    pub fn load_options(self, variant: WeightVariant) -> LoadOptions {
+        LoadOptions {
+            variant,
+            weight_dtype: self.weights.storage(),
+            compute_dtype: self.compute.storage(),
+        }
+    }
+}
+
+/// A `--compute-dtype` the weights' dtype cannot serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--compute-dtype {compute} needs the weights stored in {compute} (--dtype {compute}), not {weights}: half-precision compute never keeps a wider copy of a weight"
+)]
+pub struct PrecisionError {
+    /// The compute dtype asked for.
+    pub compute: &'static str,
+    /// The weights' dtype asked for.
+    pub weights: &'static str,
+}
+
+impl PrecisionArgs {
+    /// The dtypes on `backend`: `--dtype` (else the compute dtype when that is
+    /// half, else f16 on CUDA and f32 elsewhere), and `--compute-dtype`
+    /// (`auto`: the weights' dtype on a GPU, f32 on the CPU).
+    pub fn resolve(&self, backend: Backend) -> Result<Precision, PrecisionError> {
+        let asked = match self.compute_dtype {
+            ComputeDtype::Auto => None,
+            ComputeDtype::F32 => Some(Dtype::F32),
+            ComputeDtype::F16 => Some(Dtype::F16),
+            ComputeDtype::Bf16 => Some(Dtype::Bf16),
+        };
+        let weights = match (self.dtype, asked) {
+            (Some(dtype), _) => dtype,
+            (None, Some(half)) if half != Dtype::F32 => half,
+            (None, _) if backend == Backend::Cuda => DEFAULT_GPU_DTYPE,
+            (None, _) => DEFAULT_DTYPE,
+        };
+        let compute = match asked {
+            Some(compute) => compute,
+            None if backend == Backend::Cpu => Dtype::F32,
+            None => weights,
+        };
+        if compute != Dtype::F32 && compute != weights {
+            return Err(PrecisionError {
+                compute: compute.as_str(),
+                weights: weights.as_str(),
+            });
+        }
+        Ok(Precision { weights, compute })
+    }
+}
+
 /// The compute backend a binary is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -321,6 +428,15 @@ impl Backend {
             Backend::Cpu => "cpu",
             Backend::Cuda => "cuda",
             Backend::Metal => "metal",
+        }
+    }
+
+    /// The backend `device` belongs to.
+    pub fn of(device: &candle_core::Device) -> Self {
+        match device {
+            candle_core::Device::Cpu => Backend::Cpu,
+            candle_core::Device::Cuda(_) => Backend::Cuda,
+            candle_core::Device::Metal(_) => Backend::Metal,
         }
     }
 
@@ -363,6 +479,9 @@ pub enum ConfigError {
     /// Inconsistent decoding flags.
     #[error(transparent)]
     Decoding(#[from] DecodingError),
+    /// `--compute-dtype` and `--dtype` disagree.
+    #[error(transparent)]
+    Precision(#[from] PrecisionError),
     /// A bad `--allowed-origins` entry.
     #[error(
         "--allowed-origins takes `*` or origins like `https://host[:port]` (no path), got `{0}`"
@@ -418,8 +537,8 @@ pub struct WorkerConfig {
     pub backend: Backend,
     /// The device index.
     pub device: u32,
-    /// The weights' dtype.
-    pub dtype: Dtype,
+    /// The weights' and activations' dtypes.
+    pub precision: Precision,
     /// The memory a job's images may take in one batched UNet pass.
     pub batch_budget: BatchBudget,
     /// The tiny autoencoder, the default decoder and VAE tiling.
@@ -514,7 +633,7 @@ impl WorkerConfig {
             callback_url: None,
             backend: Backend::Cpu,
             device: DEFAULT_DEVICE,
-            dtype: DEFAULT_DTYPE,
+            precision: Precision::default(),
             batch_budget: BatchBudget::DEFAULT,
             decoding: DecodingArgs::default(),
             max_queue: DEFAULT_MAX_QUEUE as usize,
@@ -576,7 +695,7 @@ impl WorkerConfig {
         config.callback_url = args.callback_url.clone();
         config.backend = backend;
         config.device = args.device;
-        config.dtype = args.dtype;
+        config.precision = args.precision.resolve(backend)?;
         config.batch_budget = BatchBudget::mib(args.batch_memory_mib);
         args.decoding.check()?;
         config.decoding = args.decoding.clone();

@@ -1,7 +1,12 @@
 //! The one place wire types and model-core types meet: scheduler names, the
-//! request field a core parameter stands for, and the defaults `/v1/info` shows.
+//! request field a core parameter stands for, and the defaults and precision
+//! `/v1/info` shows.
 
-use sd_contract::{GenerationDefaults, PromptSyntax as WireSyntax, SchedulerKind as WireScheduler};
+use candle_core::DType;
+use sd_contract::{
+    ComputeInfo, GenerationDefaults, PromptSyntax as WireSyntax, SchedulerKind as WireScheduler,
+};
+use sd_core::model::Precision;
 use sd_core::pipeline::Defaults;
 use sd_core::prompt::PromptSyntax;
 use sd_core::schedulers::SchedulerKind;
@@ -59,6 +64,21 @@ pub fn field_of(param: Param, image_field: &'static str) -> &'static str {
         Param::Mask => "mask_image",
         Param::Decoder => "fast_decode",
         other => other.as_str(),
+    }
+}
+
+/// What computes in which dtype, as `/v1/info` shows it.
+pub fn compute_info(precision: &Precision) -> ComputeInfo {
+    let name = |dtype: DType| match dtype {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => "f32",
+    };
+    ComputeInfo {
+        unet: name(precision.unet).to_string(),
+        text_encoders: name(precision.text_encoders).to_string(),
+        vae: name(precision.vae).to_string(),
+        attention: precision.attention.to_string(),
     }
 }
 

@@ -19,7 +19,7 @@ use sd_core::pipeline::Defaults;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::WorkerConfig;
-use crate::convert::defaults_to_wire;
+use crate::convert::{compute_info, defaults_to_wire};
 use crate::embeddings::EmbeddingsDir;
 use crate::error::ApiError;
 use crate::jobs::redis::RedisQueue;
@@ -498,7 +498,10 @@ impl AppState {
                 .map(|(profile, _)| profile.family.as_str().to_string()),
             backend: c.backend.as_str().to_string(),
             device: c.device,
-            dtype: c.dtype.as_str().to_string(),
+            dtype: c.precision.weights.as_str().to_string(),
+            compute: model
+                .as_ref()
+                .map(|(profile, _)| compute_info(&profile.precision)),
             ready: self.phase() == Phase::Ready,
             defaults: model
                 .as_ref()

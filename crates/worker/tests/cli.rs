@@ -93,9 +93,13 @@ fn generate_arguments_parse_with_their_defaults() {
         (None, None, None, None)
     );
     assert_eq!(
-        (args.dtype, args.device, args.fp16_weights),
-        (Dtype::F32, 0, false)
+        (args.precision.dtype, args.device, args.fp16_weights),
+        (None, 0, false)
     );
+    let cpu = args.precision.resolve(Backend::Cpu).unwrap();
+    assert_eq!((cpu.weights, cpu.compute), (Dtype::F32, Dtype::F32));
+    let cuda = args.precision.resolve(Backend::Cuda).unwrap();
+    assert_eq!((cuda.weights, cuda.compute), (Dtype::F16, Dtype::F16));
     let args: GenerateArgs = parse_line(
         "--sd-version sd-turbo --prompt p --output o.png --steps 3 --scheduler \
          euler_a --width 96 --dtype bf16",
@@ -104,6 +108,56 @@ fn generate_arguments_parse_with_their_defaults() {
     assert_eq!(args.sd_version.unwrap().name, "sd-turbo");
     assert_eq!((args.steps, args.width), (Some(3), Some(96)));
     assert_eq!(args.scheduler.map(|s| s.as_str()), Some("euler_a"));
+    // On the CPU bf16 weights compute in f32 (the bf16 kernel aside); on a GPU in bf16.
+    let cpu = args.precision.resolve(Backend::Cpu).unwrap();
+    assert_eq!((cpu.weights, cpu.compute), (Dtype::Bf16, Dtype::F32));
+    let cuda = args.precision.resolve(Backend::Cuda).unwrap();
+    assert_eq!((cuda.weights, cuda.compute), (Dtype::Bf16, Dtype::Bf16));
+}
+
+#[test]
+fn compute_dtype_sets_the_weights_or_must_match_them() {
+    let base = "--model m --prompt p --output o.png";
+    let resolve = |extra: &str, backend| {
+        let args: GenerateArgs = parse_line(&format!("{base} {extra}")).unwrap();
+        args.precision.resolve(backend)
+    };
+    let half = resolve("--compute-dtype f16", Backend::Cpu).unwrap();
+    assert_eq!((half.weights, half.compute), (Dtype::F16, Dtype::F16));
+    let wide = resolve("--compute-dtype f32", Backend::Cuda).unwrap();
+    assert_eq!((wide.weights, wide.compute), (Dtype::F16, Dtype::F32));
+    let error = resolve("--compute-dtype bf16 --dtype f16", Backend::Cuda).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("--compute-dtype bf16") && message.contains("--dtype bf16"));
+    let error = resolve("--compute-dtype f16 --dtype f32", Backend::Cpu).unwrap_err();
+    assert!(error.to_string().contains("not f32"), "{error}");
+}
+
+/// `--compute-dtype` runs the whole pipeline in half precision on the CPU
+/// (SDXL with its `force_upcast` VAE in f32 under f16).
+#[test]
+fn generate_computes_in_half_precision() {
+    let dir = scratch("generate-half");
+    for (model, dtype) in [("tiny-sdxl", "f16"), ("tiny-sd15", "bf16")] {
+        let model = fixtures().join(model);
+        let line = [
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a red boat",
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--compute-dtype",
+            dtype,
+        ];
+        let (size, parameters) = generate_png(&line, &dir.join(format!("{dtype}.png")));
+        assert_eq!(size, (64, 64), "{dtype}");
+        assert_eq!(setting(&parameters, "Steps"), "2");
+    }
 }
 
 #[test]

@@ -232,6 +232,7 @@ fn every_operation_publishes_the_bounds_the_validator_enforces() {
         step_limits: Default::default(),
         max_clip_skip: 11,
         tiny_decoder: false,
+        precision: Default::default(),
     });
     let operations = doc["components"]["schemas"]["JobRequest"]["oneOf"]
         .as_array()

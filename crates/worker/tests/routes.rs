@@ -29,6 +29,7 @@ fn ready(config: WorkerConfig) -> AppState {
         step_limits: Default::default(),
         max_clip_skip: 11,
         tiny_decoder: false,
+        precision: Default::default(),
     });
     state
 }
@@ -360,6 +361,7 @@ async fn an_inpainting_model_takes_only_inpainting_jobs() {
         step_limits: Default::default(),
         max_clip_skip: 11,
         tiny_decoder: false,
+        precision: Default::default(),
     });
     let app = app(state);
     let photo = png_base64(140, 106);
@@ -566,6 +568,7 @@ async fn readiness_follows_the_model() {
         step_limits: Default::default(),
         max_clip_skip: 11,
         tiny_decoder: false,
+        precision: Default::default(),
     });
     let reply = send(&app, get("/ready")).await;
     assert_eq!(reply.status, StatusCode::OK);

@@ -37,6 +37,7 @@ fn model() -> ModelProfile {
         step_limits: Default::default(),
         max_clip_skip: 11,
         tiny_decoder: false,
+        precision: Default::default(),
     }
 }
 

@@ -1,10 +1,10 @@
 //! One pre-LN transformer layer of the CLIP text encoder and its parts.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{layer_norm, LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::layers::activation::{gelu_erf, quick_gelu};
-use crate::layers::Linear;
+use crate::layers::{LayerNorm, Linear};
 
 use super::config::{ClipActivation, ClipTextConfig};
 
@@ -115,13 +115,12 @@ impl EncoderLayer {
     pub(crate) fn new(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
         let d = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
-        // Norms stay f32 whatever the weights' storage dtype.
-        let norms = vb.clone().set_dtype(candle_core::DType::F32);
+        // Norms stay f32 whatever the weights' and activations' dtype.
         Ok(Self {
             self_attn: Attention::new(vb.pp("self_attn"), cfg)?,
-            layer_norm1: layer_norm(d, eps, norms.pp("layer_norm1"))?,
+            layer_norm1: LayerNorm::new(vb.pp("layer_norm1"), d, eps)?,
             mlp: Mlp::new(vb.pp("mlp"), cfg)?,
-            layer_norm2: layer_norm(d, eps, norms.pp("layer_norm2"))?,
+            layer_norm2: LayerNorm::new(vb.pp("layer_norm2"), d, eps)?,
         })
     }
 

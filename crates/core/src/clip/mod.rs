@@ -10,12 +10,13 @@ mod config;
 mod encoder;
 
 use candle_core::{bail, DType, Device, Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{embedding, linear_no_bias, Embedding, Linear, VarBuilder};
 
 pub use config::{ClipActivation, ClipTextConfig};
 use encoder::{causal_mask, EncoderLayer};
 
 use crate::interrupt::Interrupt;
+use crate::layers::LayerNorm;
 
 /// Everything one text-encoder pass produces.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct ClipTextModel {
     text_projection: Option<Linear>,
     eos_token_id: u32,
     max_position_embeddings: usize,
+    /// The dtype the encoder layers compute in (f32 unless set otherwise).
+    compute_dtype: DType,
 }
 
 impl ClipTextModel {
@@ -89,15 +92,25 @@ impl ClipTextModel {
                 embeddings.pp("position_embedding"),
             )?,
             layers,
-            final_layer_norm: layer_norm(
+            final_layer_norm: LayerNorm::new(
+                text.pp("final_layer_norm"),
                 cfg.hidden_size,
                 cfg.layer_norm_eps,
-                text.pp("final_layer_norm"),
             )?,
             text_projection,
             eos_token_id: cfg.eos_token_id,
             max_position_embeddings: cfg.max_position_embeddings,
+            compute_dtype: DType::F32,
         })
+    }
+
+    /// The model computing its encoder layers in `dtype` (f16 or bf16, the
+    /// dtype its layers' weights were loaded in; f32 by default). The
+    /// embeddings, the norms, the softmax and the text projection stay f32,
+    /// and every output is returned in f32.
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Self {
+        self.compute_dtype = dtype;
+        self
     }
 
     /// Encodes `input_ids` `[batch, seq]` (u32 or i64, `seq` at most
@@ -168,17 +181,23 @@ impl ClipTextModel {
             tokens = tokens.slice_scatter(&rows, 1, *position)?;
         }
         let positions = Tensor::arange(0u32, seq as u32, device)?;
-        let mut xs = tokens.broadcast_add(&self.position_embedding.forward(&positions)?)?;
+        let mut xs = tokens
+            .broadcast_add(&self.position_embedding.forward(&positions)?)?
+            .to_dtype(self.compute_dtype)?;
         let mask = causal_mask(seq, xs.dtype(), device)?;
 
-        let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
+        let mut hidden_states: Vec<Tensor> = Vec::with_capacity(self.layers.len() + 1);
         hidden_states.push(xs.clone());
         for layer in &self.layers {
             interrupt.check()?;
             xs = layer.forward(&xs, &mask)?;
             hidden_states.push(xs.clone());
         }
-        let last_hidden_state = self.final_layer_norm.forward(&xs)?;
+        let last_hidden_state = self.final_layer_norm.forward(&xs)?.to_dtype(DType::F32)?;
+        let hidden_states = hidden_states
+            .into_iter()
+            .map(|h| h.to_dtype(DType::F32))
+            .collect::<Result<Vec<_>>>()?;
 
         let rows = self
             .eos_positions(input_ids)?

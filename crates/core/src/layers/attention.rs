@@ -125,6 +125,18 @@ impl Attention {
                 .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?;
             return self.to_out.forward_residual(&out, residual);
         }
+        if flash::applies(q.device(), q.dtype(), self.head_dim) {
+            interrupt.check()?;
+            let shape = FlashShape {
+                batch: b,
+                queries: n,
+                keys: m,
+                heads: self.heads,
+                head_dim: self.head_dim,
+            };
+            let out = flash::attend(&q, &k, &v, shape, scale)?;
+            return self.to_out.forward_residual(&out, residual);
+        }
         let q = self.split_heads(&q, b, n)?;
         let k = self.split_heads(&k, b, m)?;
         let v = self.split_heads(&v, b, m)?;
@@ -176,6 +188,93 @@ impl Attention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b * self.heads, l, self.head_dim))
+    }
+}
+
+/// What computes attention on `device` with activations of `dtype`, for logs
+/// and `/v1/info`: `cpu_blocked` (the f32 CPU kernel), `flash_attn` (f16/bf16
+/// on CUDA with the `flash-attn` feature; every Stable Diffusion head width
+/// fits it) or `chunked` (candle's products over blocks of query rows, the
+/// softmax in f32).
+pub fn kernel_name(device: &Device, dtype: DType) -> &'static str {
+    if dtype == DType::F32 && matches!(device, Device::Cpu) {
+        "cpu_blocked"
+    } else if flash::available(device, dtype) {
+        "flash_attn"
+    } else {
+        "chunked"
+    }
+}
+
+/// The sizes of one multi-head attention call with merged heads.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "flash-attn"), allow(dead_code))]
+struct FlashShape {
+    batch: usize,
+    queries: usize,
+    keys: usize,
+    heads: usize,
+    head_dim: usize,
+}
+
+/// Flash attention (`candle-flash-attn`, FlashAttention-2, sm80+): the scores
+/// live in on-chip tiles only, never as a matrix in GPU memory.
+mod flash {
+    use candle_core::{DType, Device, Result, Tensor};
+
+    use super::FlashShape;
+
+    /// Whether [`attend`] runs for these activations: the `flash-attn`
+    /// feature, a CUDA device, f16 or bf16, and a head width the kernels
+    /// support (a multiple of 8, at most 512: SD's 40 to 160, the VAE's 512).
+    pub(super) fn applies(device: &Device, dtype: DType, head_dim: usize) -> bool {
+        available(device, dtype) && head_dim.is_multiple_of(8) && head_dim <= 512
+    }
+
+    /// Whether the kernels exist for `dtype` on `device`: the `flash-attn`
+    /// feature, a CUDA device, f16 or bf16.
+    pub(super) fn available(device: &Device, dtype: DType) -> bool {
+        cfg!(feature = "flash-attn") && device.is_cuda() && crate::layers::is_half(dtype)
+    }
+
+    /// `softmax(q kᵀ · scale) v` over merged-head `q` `[B, N, H·d]` and `k`,
+    /// `v` `[B, M, H·d]`; returns `[B, N, H·d]`. The merged layout is already
+    /// the kernel's `[B, L, H, d]`, so no head is split by a copy.
+    #[cfg(feature = "flash-attn")]
+    pub(super) fn attend(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        shape: FlashShape,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let FlashShape {
+            batch,
+            queries,
+            keys,
+            heads,
+            head_dim,
+        } = shape;
+        let q = q.contiguous()?.reshape((batch, queries, heads, head_dim))?;
+        let k = k.contiguous()?.reshape((batch, keys, heads, head_dim))?;
+        let v = v.contiguous()?.reshape((batch, keys, heads, head_dim))?;
+        candle_flash_attn::flash_attn(&q, &k, &v, scale as f32, false)?.reshape((
+            batch,
+            queries,
+            heads * head_dim,
+        ))
+    }
+
+    /// Never called: [`applies`] is false without the `flash-attn` feature.
+    #[cfg(not(feature = "flash-attn"))]
+    pub(super) fn attend(
+        _q: &Tensor,
+        _k: &Tensor,
+        _v: &Tensor,
+        _shape: FlashShape,
+        _scale: f64,
+    ) -> Result<Tensor> {
+        candle_core::bail!("flash attention needs the flash-attn feature")
     }
 }
 

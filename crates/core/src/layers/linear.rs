@@ -8,7 +8,9 @@
 //! strides, so no permuted copy is made. A bf16 weight is packed for the bf16
 //! kernel where the CPU has one (see [`super::bf16`]); otherwise a bf16 or f16
 //! weight stays in that dtype and is widened to an f32 copy for each call (the
-//! bias is kept in f32). Other devices and activation dtypes use candle's ops.
+//! bias is kept in f32). Other devices and activation dtypes use candle's ops:
+//! half-precision activations (f16/bf16 compute) take that path on the CPU
+//! too, multiplying in their own dtype as they do on a GPU.
 
 use std::borrow::Cow;
 
@@ -95,6 +97,12 @@ impl Linear {
         let bias_f32 = match &bias {
             Some(b) if fast => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             _ => None,
+        };
+        // Off the CPU the bias is added by candle in the weight's dtype (the
+        // compute dtype there), so it is cast once here rather than per call.
+        let bias = match bias {
+            Some(b) if !fast => Some(b.to_dtype(weight.dtype())?),
+            other => other,
         };
         let weight = if fast && weight.dtype() == DType::BF16 && kernel == Bf16Kernel::Avx512Bf16 {
             let values = weight.t()?.to_dtype(DType::F32)?.contiguous()?;
@@ -201,7 +209,7 @@ impl Linear {
         let project = |t: &Tensor| -> Result<Tensor> {
             let ys = t.broadcast_matmul(&wt.to_device(t.device())?.to_dtype(t.dtype())?)?;
             match &self.bias {
-                Some(b) => ys.broadcast_add(b),
+                Some(b) => ys.broadcast_add(&b.to_dtype(ys.dtype())?),
                 None => Ok(ys),
             }
         };

@@ -22,13 +22,18 @@ pub use alloc::tune_allocator;
 pub use attention::{Attention, AttentionConfig, SpatialSelfAttention};
 pub use conv::{Conv2d, Padding};
 pub use linear::Linear;
-pub use norm::{ChannelAffine, GroupNorm};
+pub use norm::{ChannelAffine, GroupNorm, LayerNorm};
 pub(crate) use resnet::norm_act_conv;
 pub use resnet::{ResnetBlock2D, ResnetBlock2DConfig, TimeEmbeddingNorm};
 pub use sampling::{Downsample2D, Upsample2D};
 
-use candle_core::Result;
+use candle_core::{DType, Result};
 use candle_nn::VarBuilder;
+
+/// Whether `dtype` is f16 or bf16, the half-precision compute dtypes.
+pub fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+}
 
 /// A square `Conv2d` with bias, as `torch.nn.Conv2d(cin, cout, k, stride, padding)`.
 pub(crate) fn conv2d(

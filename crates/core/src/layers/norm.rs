@@ -2,13 +2,15 @@
 //!
 //! On the CPU in f32 one pass gathers each group's statistics and a second
 //! writes `act((x + shift − mean) · rstd · γ + β)`, instead of candle-nn's chain
-//! of broadcast temporaries. Other devices and dtypes use `candle_nn::GroupNorm`.
+//! of broadcast temporaries. Other devices and dtypes use `candle_nn::GroupNorm`;
+//! half-precision maps are normed in f32 and rounded back. [`LayerNorm`] keeps
+//! its weights in f32 the same way.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::kernels;
+use super::{is_half, kernels};
 
 /// `torch.nn.GroupNorm(groups, channels, eps)` with affine weights.
 #[derive(Debug, Clone)]
@@ -90,18 +92,28 @@ impl GroupNorm {
                 xs.contiguous()?.apply_op1_no_bwd(&op)
             }
             _ => {
+                // Half-precision maps are normed in f32 (statistics, affine and
+                // SiLU) and rounded back once, as the weights are f32.
+                let dtype = xs.dtype();
+                let wide = is_half(dtype);
+                let xs = if wide {
+                    xs.to_dtype(DType::F32)?
+                } else {
+                    xs.clone()
+                };
                 let xs = match shift {
                     Some(t) => {
                         let mut shape = vec![1; dims.len()];
                         shape[0] = b;
                         shape[1] = self.channels;
-                        xs.broadcast_add(&t.reshape(shape)?)?
+                        xs.broadcast_add(&t.to_dtype(xs.dtype())?.reshape(shape)?)?
                     }
-                    None => xs.clone(),
+                    None => xs,
                 };
                 let ys = self.inner.forward(&xs)?;
-                if silu {
-                    ys.silu()
+                let ys = if silu { ys.silu()? } else { ys };
+                if wide {
+                    ys.to_dtype(dtype)
                 } else {
                     Ok(ys)
                 }
@@ -280,6 +292,35 @@ impl CustomOp1 for GroupNormOp<'_> {
                 kernels::affine_silu(dst, src, affine.scale[row], affine.offset[row], self.silu);
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// `torch.nn.LayerNorm(dim, eps)` over the last dimension, with its weight and
+/// bias kept in f32: a half-precision input is normed in f32 and rounded back.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    inner: candle_nn::LayerNorm,
+}
+
+impl LayerNorm {
+    /// Loads `weight` and `bias` `[dim]` under `vb`, always as f32.
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            inner: candle_nn::layer_norm(dim, eps, vb.set_dtype(DType::F32))?,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dtype = xs.dtype();
+        if is_half(dtype) {
+            self.inner
+                .forward(&xs.to_dtype(DType::F32)?)?
+                .to_dtype(dtype)
+        } else {
+            self.inner.forward(xs)
+        }
     }
 }
 

@@ -119,6 +119,7 @@ impl ResnetBlock2D {
         interrupt.check()?;
         hs = match (self.cfg.time_embedding_norm, temb) {
             (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
+                let t = t.to_dtype(hs.dtype())?;
                 let cout = self.cfg.out_channels;
                 let scale = t.narrow(1, 0, cout)?.unsqueeze(2)?.unsqueeze(3)?;
                 let shift = t.narrow(1, cout, cout)?.unsqueeze(2)?.unsqueeze(3)?;

@@ -40,7 +40,9 @@ pub(crate) fn load_unet_fused(
     deltas: &Deltas,
 ) -> Result<(UNet2DConditionModel, ModuleIndex)> {
     let weights = source.weights(Component::Unet, options.dtype_for(Component::Unet), device)?;
-    let (unet, modules) = build_fused(weights, deltas, |vb| UNet2DConditionModel::new(vb, config))?;
+    let (unet, modules) = build_fused(weights, deltas, |vb| {
+        UNet2DConditionModel::new(vb, config).map(|m| m.with_compute_dtype(options.compute_dtype))
+    })?;
     // LDM/SGM block names need one resnet count for every block.
     let layers = config
         .layers_per_block
@@ -55,15 +57,20 @@ pub(crate) fn load_unet_fused(
     Ok((unet, modules))
 }
 
-/// The VAE of `source`, from its config and weights.
+/// The VAE of `source`, from its config and weights, read in the dtype it
+/// computes in ([`LoadOptions::vae_dtype`]: computing in f16, an SDXL model,
+/// one with a second text encoder, upcasts it to f32 when its VAE config says
+/// `force_upcast`).
 pub fn load_vae(
     source: &dyn ModelSource,
     options: LoadOptions,
     device: &Device,
 ) -> Result<AutoencoderKL> {
     let config = VaeConfig::from_config(&source.config(Component::Vae)?)?;
+    let sdxl = source.has(Component::TextEncoder2);
+    let dtype = options.vae_dtype(config.force_upcast, sdxl);
     source
-        .weights(Component::Vae, options.dtype_for(Component::Vae), device)?
+        .weights(Component::Vae, dtype, device)?
         .build(|vb| AutoencoderKL::new(vb, &config))
 }
 

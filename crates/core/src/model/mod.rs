@@ -33,7 +33,7 @@ pub use files::{Component, ConfigText, WeightVariant};
 pub use hash::model_hash;
 pub use hub::model_name;
 pub use open::{open_model, ModelRequest, OpenedModel};
-pub use options::{LoadOptions, PredictionType};
+pub use options::{LoadOptions, Precision, PredictionType};
 pub use profile::{ModelFamily, ModelProfile};
 pub use single_file::SingleFileCheckpoint;
 pub use source::{ComponentWeights, DiffusersFolder, ModelSource, SharedSource};

@@ -90,4 +90,6 @@ pub struct ModelProfile {
     /// Whether a tiny autoencoder is loaded, so images may be decoded with it
     /// ([`crate::pipeline::VaeDecoder::Tiny`]).
     pub tiny_decoder: bool,
+    /// What the model stores and computes in which dtype.
+    pub precision: super::Precision,
 }

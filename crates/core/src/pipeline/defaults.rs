@@ -75,6 +75,7 @@ mod tests {
             step_limits: Default::default(),
             max_clip_skip: 11,
             tiny_decoder: false,
+            precision: Default::default(),
         }
     }
 

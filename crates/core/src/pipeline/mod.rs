@@ -38,7 +38,7 @@ use crate::interrupt::Interrupt;
 use crate::model::components::load_unet_fused;
 use crate::model::{
     load_vae, model_hash, model_name, open_model, Component, DiffusersFolder, LoadOptions,
-    ModelFamily, ModelProfile, ModelRequest, SharedSource,
+    ModelFamily, ModelProfile, ModelRequest, Precision, SharedSource,
 };
 use crate::prompt::{PromptEmbeds, PromptEncoding, TextEncoders};
 use crate::schedulers::{build_scheduler, kind_of, SchedulerConfig, SchedulerKind, StepLimits};
@@ -144,7 +144,16 @@ impl StableDiffusion {
         let text_config = ClipTextConfig::from_config(&source.config(Component::TextEncoder)?)?;
         let family = ModelFamily::detect(dual, &text_config, &scheduler_config);
         let name = source.name();
-        tracing::info!(model = %name, family = family.as_str(), weights = ?options.weight_dtype, elapsed = ?started.elapsed(), "model loaded");
+        tracing::info!(
+            model = %name,
+            family = family.as_str(),
+            weights = ?options.weight_dtype,
+            compute = ?options.compute_dtype,
+            vae = ?vae.dtype(),
+            attention = crate::layers::attention::kernel_name(device, options.compute_dtype),
+            elapsed = ?started.elapsed(),
+            "model loaded"
+        );
         Ok(Self {
             device: device.clone(),
             name,
@@ -266,6 +275,7 @@ impl StableDiffusion {
             step_limits: StepLimits::of(&self.scheduler_config),
             max_clip_skip: self.text.max_clip_skip(),
             tiny_decoder: self.tiny_vae.is_some(),
+            precision: self.precision(),
         }
     }
 
@@ -299,6 +309,20 @@ impl StableDiffusion {
     /// the ones that do not fit, with the reason.
     pub fn set_embeddings(&mut self, set: &EmbeddingSet) -> Result<Vec<SkippedEmbedding>> {
         self.text.set_embeddings(set)
+    }
+
+    /// What is stored and computed in which dtype.
+    pub fn precision(&self) -> Precision {
+        Precision {
+            weights: self.options.weight_dtype,
+            unet: self.options.compute_dtype,
+            text_encoders: self.options.compute_dtype,
+            vae: self.vae.dtype(),
+            attention: crate::layers::attention::kernel_name(
+                &self.device,
+                self.options.compute_dtype,
+            ),
+        }
     }
 
     /// Encodes one prompt as `encoding` says (a [`crate::prompt::PromptSyntax`] alone skips

@@ -15,7 +15,7 @@ pub use config::{PerBlock, SampleSize, UNetConfig};
 pub use embeddings::{timestep_embedding, TimestepEmbedding};
 pub use transformer::{BasicTransformerBlock, Transformer2DConfig, Transformer2DModel};
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::interrupt::Interrupt;
@@ -56,6 +56,8 @@ pub struct UNet2DConditionModel {
     act: Activation,
     cross_attention_dim: usize,
     config: UNetConfig,
+    /// The dtype activations are computed in (f32 unless set otherwise).
+    compute_dtype: DType,
 }
 
 impl UNet2DConditionModel {
@@ -151,7 +153,24 @@ impl UNet2DConditionModel {
             act: plan.act,
             cross_attention_dim: plan.cross_attention_dim,
             config: cfg.clone(),
+            compute_dtype: DType::F32,
         })
+    }
+
+    /// The model computing in `dtype`: f16 or bf16 (the dtype its weights were
+    /// loaded in), or f32 (the default). In half precision the forward casts
+    /// the sample, the encoder states and SDXL's text embeddings down on entry
+    /// and its prediction back to the sample's dtype on exit; the timestep
+    /// embedding and its MLP, the norms' statistics and the attention softmax
+    /// stay f32.
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Self {
+        self.compute_dtype = dtype;
+        self
+    }
+
+    /// The dtype activations are computed in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute_dtype
     }
 
     /// The config the model was built from.
@@ -207,13 +226,23 @@ impl UNet2DConditionModel {
     ) -> Result<Tensor> {
         interrupt.check_cancelled()?;
         let (b, h, w) = self.check_inputs(sample, encoder_hidden_states)?;
+        let out_dtype = sample.dtype();
         let sample = if self.config.center_input_sample {
             sample.affine(2.0, -1.0)?
         } else {
             sample.clone()
         };
         let emb = self.embed_time(timestep, b, &sample, added)?;
-        let context = encoder_hidden_states;
+        let half = crate::layers::is_half(self.compute_dtype);
+        let (sample, context) = if half {
+            (
+                sample.to_dtype(self.compute_dtype)?,
+                encoder_hidden_states.to_dtype(self.compute_dtype)?,
+            )
+        } else {
+            (sample, encoder_hidden_states.clone())
+        };
+        let context = &context;
 
         let mut xs = self.conv_in.forward(&sample)?;
         let mut skips = vec![xs.clone()];
@@ -238,13 +267,9 @@ impl UNet2DConditionModel {
             xs = block.forward(&xs, &emb, context, &mut skips, upsample_size, interrupt)?;
         }
         interrupt.check_cancelled()?;
-        Ok(crate::layers::norm_act_conv(
-            &self.conv_norm_out,
-            &self.conv_out,
-            &xs,
-            None,
-            self.act,
-        )?)
+        let out =
+            crate::layers::norm_act_conv(&self.conv_norm_out, &self.conv_out, &xs, None, self.act)?;
+        Ok(out.to_dtype(out_dtype)?)
     }
 
     /// Checks the forward inputs' shapes; returns `(B, H, W)`.
@@ -270,7 +295,9 @@ impl UNet2DConditionModel {
         }
     }
 
-    /// The time embedding `[B, time_embed_dim]`, plus SDXL's added embedding when configured.
+    /// The time embedding `[B, time_embed_dim]`, plus SDXL's added embedding
+    /// when configured: in f32 whatever the compute dtype (the MLPs' weights are
+    /// f32, and the resnets' `time_emb_proj` take it in f32).
     fn embed_time(
         &self,
         timestep: f64,
@@ -279,7 +306,7 @@ impl UNet2DConditionModel {
         added: Option<&AddedCond>,
     ) -> Result<Tensor> {
         let cfg = &self.config;
-        let dtype = sample.dtype();
+        let dtype = DType::F32;
         let t_emb = timestep_embedding(
             &vec![timestep; b],
             cfg.block_out_channels[0],

@@ -1,10 +1,10 @@
 //! `Transformer2DModel` (continuous input) and its `BasicTransformerBlock`s.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::interrupt::Interrupt;
-use crate::layers::{Attention, AttentionConfig, GroupNorm, Linear};
+use crate::layers::{Attention, AttentionConfig, GroupNorm, LayerNorm, Linear};
 
 /// Shape and options of a [`Transformer2DModel`].
 #[derive(Debug, Clone, Copy)]
@@ -108,9 +108,8 @@ impl BasicTransformerBlock {
             upcast: cfg.upcast_attention,
         };
         let attn1_context = cfg.only_cross_attention.then_some(cfg.cross_attention_dim);
-        // Norms stay f32 whatever the weights' storage dtype.
-        let norms = vb.clone().set_dtype(candle_core::DType::F32);
-        let norm = |name: &str| candle_nn::layer_norm(dim, 1e-5, norms.pp(name));
+        // Norms stay f32 whatever the weights' and activations' dtype.
+        let norm = |name: &str| LayerNorm::new(vb.pp(name), dim, 1e-5);
         Ok(Self {
             norm1: norm("norm1")?,
             attn1: Attention::new(vb.pp("attn1"), &attention(attn1_context))?,

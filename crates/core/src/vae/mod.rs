@@ -17,7 +17,7 @@ pub use config::VaeConfig;
 pub use tiling::{untiled_decode_bytes, TilingMode, VaeTiling};
 pub use tiny::{AutoencoderTiny, TinyVaeConfig};
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::interrupt::Interrupt;
@@ -69,10 +69,15 @@ pub struct AutoencoderKL {
     post_quant_conv: Option<Conv2d>,
     decoder: Decoder,
     config: VaeConfig,
+    /// The dtype the weights were loaded in, which the layers compute in.
+    dtype: DType,
 }
 
 impl AutoencoderKL {
-    /// Builds the model from `cfg` with the weights under `vb`.
+    /// Builds the model from `cfg` with the weights under `vb`; it computes in
+    /// `vb`'s dtype (f32, or f16/bf16 for half-precision compute: inputs are
+    /// cast to it on entry, results back to the input's dtype on exit, and the
+    /// norms' statistics and the attention softmax stay f32).
     ///
     /// An unsupported config is [`Error::InvalidFile`] naming `vae/config.json`
     /// and the field; a missing or misshapen tensor is [`Error::Candle`] naming it.
@@ -100,12 +105,18 @@ impl AutoencoderKL {
             post_quant_conv,
             decoder: Decoder::new(vb.pp("decoder"), cfg, act)?,
             config: cfg.clone(),
+            dtype: vb.dtype(),
         })
     }
 
     /// The config the model was built from.
     pub fn config(&self) -> &VaeConfig {
         &self.config
+    }
+
+    /// The dtype the model computes in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Encodes `image` `[B, in_channels, H, W]` in [-1, 1] (H and W multiples of
@@ -171,13 +182,17 @@ impl AutoencoderKL {
         Ok(DiagonalGaussian::from_moments(&moments)?)
     }
 
-    /// The encoder and `quant_conv`: image → moments `[B, 2L, h, w]`.
+    /// The encoder and `quant_conv`: image → moments `[B, 2L, h, w]`, in the
+    /// image's dtype.
     fn encode_moments(&self, image: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
-        let moments = self.encoder.forward(image, interrupt)?;
-        Ok(match &self.quant_conv {
+        let moments = self
+            .encoder
+            .forward(&image.to_dtype(self.dtype)?, interrupt)?;
+        let moments = match &self.quant_conv {
             Some(conv) => conv.forward(&moments)?,
             None => moments,
-        })
+        };
+        Ok(moments.to_dtype(image.dtype())?)
     }
 
     /// Pixels per latent cell: 2^(levels−1), 8 for SD.
@@ -220,13 +235,15 @@ impl AutoencoderKL {
         grid.run(z, interrupt, |tile| self.decode_unchecked(tile, interrupt))
     }
 
-    /// `post_quant_conv` and the decoder.
+    /// `post_quant_conv` and the decoder; the image comes in `z`'s dtype.
     fn decode_unchecked(&self, z: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
+        let out_dtype = z.dtype();
+        let z = z.to_dtype(self.dtype)?;
         let z = match &self.post_quant_conv {
-            Some(conv) => conv.forward(z)?,
-            None => z.clone(),
+            Some(conv) => conv.forward(&z)?,
+            None => z,
         };
-        Ok(self.decoder.forward(&z, interrupt)?)
+        Ok(self.decoder.forward(&z, interrupt)?.to_dtype(out_dtype)?)
     }
 
     /// Latents the decoder takes: `[B, latent_channels, h, w]`, all positive.

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sd_core::embeddings::EmbeddingSet;
 use sd_core::image::DecodedImage;
 use sd_core::lora::{ActiveLora, LoraAdapter};
-use sd_core::model::{LoadOptions, WeightVariant};
+use sd_core::model::WeightVariant;
 use sd_core::pipeline::{
     random_seed, DebugOptions, Defaults, GenerateParams, ImageInput, StableDiffusion, StepProgress,
     Trace,
@@ -24,7 +24,7 @@ use sd_core::schedulers::SchedulerKind;
 use sd_core::Interrupt;
 use sd_core::{Param, ParamError};
 
-use crate::config::{Backend, Dtype, ModelFlags};
+use crate::config::{Backend, ModelFlags, PrecisionArgs};
 use crate::decoding::DecodingArgs;
 
 /// The largest init picture or mask the command reads (64 megapixels).
@@ -78,15 +78,13 @@ pub struct GenerateArgs {
     /// Scheduler [default: the preset's, else the model folder's own].
     #[arg(long)]
     pub scheduler: Option<SchedulerKind>,
-    /// Read the `fp16` weight files when the model has both precisions (computation stays f32).
+    /// Read the `fp16` weight files when the model has both precisions (the
+    /// dtypes they are kept and computed in are `--dtype`'s and `--compute-dtype`'s).
     #[arg(long)]
     pub fp16_weights: bool,
-    /// Storage dtype of the UNet's and text encoders' weight matrices; bf16 and
-    /// f16 halve their memory. bf16 also multiplies in bf16 (f32 sums) where the
-    /// CPU has AVX512-BF16; otherwise computation stays f32 (with --fp16-weights,
-    /// f16 keeps the stored values as they are).
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    pub dtype: Dtype,
+    /// `--dtype` and `--compute-dtype`, as the worker takes them.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// PNG or JPEG to start from (image-to-image; inpainting with --mask-image).
     /// It is resized to the output size when that differs.
     #[arg(long)]
@@ -164,7 +162,7 @@ pub fn run(args: GenerateArgs, backend: Backend) -> anyhow::Result<()> {
             .transpose()?,
         trace: args.trace.is_some(),
     };
-    let (mut model, spec) = load_model(&args, &device)?;
+    let (mut model, spec) = load_model(&args, backend, &device)?;
     let params = resolve_params(&args, &model, &spec, image_input)?;
     apply_loras(&mut model, &args.loras)?;
     if let Some(dir) = &args.embeddings_dir {
@@ -245,7 +243,11 @@ fn apply_embeddings(model: &mut StableDiffusion, dir: &Path) -> anyhow::Result<(
 
 /// Resolves `--model` or the preset's repository and loads it onto `device`;
 /// returns the pipeline and the model's name as given.
-fn load_model(args: &GenerateArgs, device: &Device) -> anyhow::Result<(StableDiffusion, String)> {
+fn load_model(
+    args: &GenerateArgs,
+    backend: Backend,
+    device: &Device,
+) -> anyhow::Result<(StableDiffusion, String)> {
     let variant = if args.fp16_weights {
         WeightVariant::Fp16
     } else {
@@ -258,10 +260,7 @@ fn load_model(args: &GenerateArgs, device: &Device) -> anyhow::Result<(StableDif
     };
     let request = args.model_flags.request(&spec, variant)?;
     tracing::info!(model = %spec, ?device, "loading the pipeline");
-    let options = LoadOptions {
-        variant,
-        weight_dtype: args.dtype.storage(),
-    };
+    let options = args.precision.resolve(backend)?.load_options(variant);
     let mut model = StableDiffusion::load_request(&request, device, options)
         .with_context(|| format!("loading model {spec}"))?;
     args.decoding.apply(&mut model)?;

@@ -120,6 +120,7 @@ impl Engine for FakeEngine {
             step_limits: Default::default(),
             max_clip_skip: 11,
             tiny_decoder: false,
+            precision: Default::default(),
         }
     }
 

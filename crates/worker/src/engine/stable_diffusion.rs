@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use sd_core::lora::ActiveLora;
-use sd_core::model::{LoadOptions, ModelProfile, WeightVariant};
+use sd_core::model::{ModelProfile, WeightVariant};
 use sd_core::pipeline::{BatchBudget, GenerateParams, StableDiffusion, VaeDecoder};
 use sd_core::Interrupt;
 
@@ -38,7 +38,8 @@ impl SdEngine {
         let request = config
             .model_flags
             .request(&config.model, WeightVariant::Full);
-        let (backend, ordinal, dtype) = (config.backend, config.device as usize, config.dtype);
+        let (backend, ordinal, precision) =
+            (config.backend, config.device as usize, config.precision);
         let lora_cache_bytes = config.lora_cache_bytes;
         let batch_budget = config.batch_budget;
         let decoding = config.decoding.clone();
@@ -48,11 +49,14 @@ impl SdEngine {
                 .open_device(ordinal)
                 .map_err(|e| EngineError::Failed(e.to_string()))?;
             let request = request.map_err(|e| EngineError::Failed(e.to_string()))?;
-            tracing::info!(model = %request.model, ?device, dtype = dtype.as_str(), "loading the pipeline");
-            let options = LoadOptions {
-                variant: WeightVariant::Full,
-                weight_dtype: dtype.storage(),
-            };
+            tracing::info!(
+                model = %request.model,
+                ?device,
+                weights = precision.weights.as_str(),
+                compute = precision.compute.as_str(),
+                "loading the pipeline"
+            );
+            let options = precision.load_options(WeightVariant::Full);
             let mut pipeline =
                 StableDiffusion::load_request(&request, &device, options).map_err(load_error)?;
             decoding

@@ -78,6 +78,7 @@ mod testing {
             step_limits: Default::default(),
             max_clip_skip: 11,
             tiny_decoder: false,
+            precision: Default::default(),
         };
         let defaults = sd_core::pipeline::Defaults::resolve(None, &model);
         let limits = Limits {

@@ -4,8 +4,10 @@
 //! matrix per kernel tap. Weights that arrive in bf16 are packed for the bf16
 //! kernel where the CPU has one (see [`super::bf16`]); otherwise bf16 or f16
 //! weights stay in that dtype and are widened to an f32 copy for each call.
-//! The bias is f32. Other devices use candle's `conv2d`. The CPU path is split
-//! by concern:
+//! The bias is f32. Activations of another dtype (f16/bf16 compute) are
+//! widened to f32 for these kernels and the result rounded back, as a GPU's
+//! half-precision convolution sums in f32. Other devices use candle's
+//! `conv2d` in the activations' dtype. The CPU path is split by concern:
 //!
 //! - `geometry`: the sizes of a call and its bands of output rows;
 //! - `padded`: the zero-padded, phase-split copy of one band of the input
@@ -162,7 +164,12 @@ impl Conv2d {
                         taps,
                         bias: bias_f32(bias)?,
                     },
-                    None => Kind::Candle { weight, bias },
+                    None => {
+                        // Added by candle in the weight's dtype (the compute
+                        // dtype off the CPU): cast once here, not per call.
+                        let bias = bias.map(|b| b.to_dtype(weight.dtype())).transpose()?;
+                        Kind::Candle { weight, bias }
+                    }
                 }
             };
         Ok(Self {

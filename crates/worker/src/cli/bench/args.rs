@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use sd_core::pipeline::BatchPlan;
 
-use crate::config::Dtype;
+use crate::config::PrecisionArgs;
 use crate::decoding::DecodingArgs;
 
 /// A model architecture the benchmark builds.
@@ -87,10 +87,10 @@ pub struct BenchArgs {
     /// Seed of the random weights and inputs, and of the `image` figure's noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Storage dtype of the UNet's and text encoders' weight matrices, as the
-    /// pipeline keeps them (random weights are drawn in f32 and rounded).
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    pub dtype: Dtype,
+    /// `--dtype` and `--compute-dtype`, as the worker takes them (random
+    /// weights are drawn in f32 and rounded).
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Load the weights from this diffusers folder instead of drawing them
     /// (one model only; the folder's configs, tokenizers and scheduler are used).
     #[arg(long)]

@@ -28,7 +28,10 @@ pub fn child_args(args: &BenchArgs, figure: &FigureSpec) -> Vec<OsString> {
         flag("--images-per-pass", per_pass.to_string());
     }
     flag("--device", args.device.to_string());
-    flag("--dtype", args.dtype.as_str().to_string());
+    if let Some(dtype) = args.precision.dtype {
+        flag("--dtype", dtype.as_str().to_string());
+    }
+    flag("--compute-dtype", name_of(args.precision.compute_dtype));
     if let Some(steps) = args.steps {
         flag("--steps", steps.to_string());
     }
@@ -110,7 +113,11 @@ mod tests {
             assert!(child.in_process && child.json && child.default_allocator);
             assert_eq!((child.reps, child.warmup, child.seed), (5, 0, 9));
             assert_eq!((child.steps, child.guidance_scale), (Some(2), Some(3.5)));
-            assert_eq!(child.dtype, Dtype::Bf16);
+            assert_eq!(child.precision.dtype, Some(Dtype::Bf16));
+            assert_eq!(
+                child.precision.compute_dtype,
+                parent.precision.compute_dtype
+            );
             assert_eq!(child.weights, parent.weights);
             assert_eq!(child.dump, parent.dump);
             assert_eq!(child.decoding, parent.decoding);

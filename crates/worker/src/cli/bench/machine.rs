@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use sd_core::layers::bf16::{self, Bf16Kernel};
 
 use super::report::Figure;
-use crate::config::Dtype;
+use crate::config::{Dtype, Precision};
 
 /// Multiply-adds per second of every compute thread together, in f32 and with
 /// bf16 operands (`None` where the CPU lacks the instructions).
@@ -37,22 +37,25 @@ impl Peaks {
 }
 
 /// The lines printed before the figures, `peaks` already measured.
-pub fn header(dtype: Dtype, peaks: &Peaks) -> String {
+pub fn header(precision: Precision, peaks: &Peaks) -> String {
     let threads = rayon::current_num_threads();
-    let kernel = match (dtype, bf16::kernel()) {
-        (Dtype::Bf16, Bf16Kernel::Avx512Bf16) => Bf16Kernel::Avx512Bf16.as_str(),
-        (Dtype::Bf16, Bf16Kernel::WidenToF32) => Bf16Kernel::WidenToF32.as_str(),
-        (Dtype::F16, _) => "f32 gemm (f16 weights widened)",
-        (Dtype::F32, _) => "f32 gemm",
+    let dtype = precision.weights;
+    let kernel = match (dtype, precision.compute, bf16::kernel()) {
+        (_, Dtype::F16 | Dtype::Bf16, _) => "candle's half-precision ops",
+        (Dtype::Bf16, _, Bf16Kernel::Avx512Bf16) => Bf16Kernel::Avx512Bf16.as_str(),
+        (Dtype::Bf16, _, Bf16Kernel::WidenToF32) => Bf16Kernel::WidenToF32.as_str(),
+        (Dtype::F16, _, _) => "f32 gemm (f16 weights widened)",
+        (Dtype::F32, _, _) => "f32 gemm",
     };
     let gmac = |p: Option<f64>| p.map_or("n/a".to_string(), |p| format!("{:.1}", p / 1e9));
     format!(
-        "cpu: {}\ncaches: {}\nthreads: {threads}, --dtype {}, matrix kernel: {kernel} (f32 gemm ISA: {})\n\
+        "cpu: {}\ncaches: {}\nthreads: {threads}, --dtype {}, --compute-dtype {}, matrix kernel: {kernel} (f32 gemm ISA: {})\n\
          roofline: peak {} GMAC/s f32 FMA, {} GMAC/s bf16 dot ({threads} threads, tight register loops); \
          peak% = counted multiply-adds at those peaks / fastest time\n",
         cpu_model(),
         caches(),
         dtype.as_str(),
+        precision.compute.as_str(),
         f32_isa(),
         gmac(peaks.f32),
         gmac(peaks.bf16),
@@ -291,7 +294,7 @@ mod tests {
             f32: Some(64e9),
             bf16: None,
         };
-        let header = header(Dtype::F32, &peaks);
+        let header = header(Precision::default(), &peaks);
         assert!(header.starts_with("cpu: "), "{header}");
         assert!(header.contains("matrix kernel: f32 gemm"), "{header}");
         assert!(

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use candle_core::Device;
-use sd_core::model::{LoadOptions, WeightVariant};
+use sd_core::model::WeightVariant;
 
 pub use args::{BenchArgs, BenchComponent, BenchModel, FigureSpec};
 pub use load::PROMPT;
@@ -53,10 +53,14 @@ pub fn run(args: BenchArgs, backend: Backend) -> anyhow::Result<()> {
             sd_core::layers::tune_allocator();
         }
         let device = backend.open_device(args.device)?;
-        let peaks = (!args.json).then(|| print_machine(&args));
+        let peaks = (!args.json)
+            .then(|| print_machine(&args, backend))
+            .transpose()?;
         return report::print(&run_in_process(&args, &device)?, args.json, peaks.as_ref());
     }
-    let peaks = (!args.json).then(|| print_machine(&args));
+    let peaks = (!args.json)
+        .then(|| print_machine(&args, backend))
+        .transpose()?;
     let mut figures = Vec::new();
     for figure in args.figures() {
         let measured = child::run_child(&args, &figure)?;
@@ -73,20 +77,21 @@ pub fn run(args: BenchArgs, backend: Backend) -> anyhow::Result<()> {
 
 /// Measures the machine's peaks and prints the header lines (CPU, caches,
 /// threads, kernel, roofline) before any figure.
-fn print_machine(args: &BenchArgs) -> machine::Peaks {
+fn print_machine(args: &BenchArgs, backend: Backend) -> anyhow::Result<machine::Peaks> {
+    let precision = args.precision.resolve(backend)?;
     let peaks = machine::measure_peaks();
-    print!("{}", machine::header(args.dtype, &peaks));
-    peaks
+    print!("{}", machine::header(precision, &peaks));
+    Ok(peaks)
 }
 
 /// Measures every figure `args` select in this process, on `device`: each
 /// model's component is loaded once for all its sizes and batches.
 pub fn run_in_process(args: &BenchArgs, device: &Device) -> anyhow::Result<Vec<Figure>> {
     args.check()?;
-    let options = LoadOptions {
-        variant: WeightVariant::Full,
-        weight_dtype: args.dtype.storage(),
-    };
+    let options = args
+        .precision
+        .resolve(Backend::of(device))?
+        .load_options(WeightVariant::Full);
     let specs = args.figures();
     let mut figures = Vec::new();
     for &model in &args.models {

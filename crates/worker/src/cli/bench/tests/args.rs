@@ -14,7 +14,7 @@ fn defaults_time_every_component_of_sd15() {
         (&[256, 512][..], &[1, 2][..])
     );
     assert_eq!((args.reps, args.warmup, args.seed), (3, 1, 0));
-    assert_eq!(args.dtype, Dtype::F32);
+    assert_eq!(args.precision.dtype, None);
     assert!(!args.in_process && !args.json && args.weights.is_none());
     args.check().unwrap();
     assert_eq!(args.image_settings(BenchModel::Sd15), (4, 7.5));
@@ -35,7 +35,7 @@ fn lists_are_comma_separated() {
     );
     assert_eq!(args.sizes, [64, 128]);
     assert_eq!(args.image_settings(BenchModel::SdTurbo), (3, 2.0));
-    assert_eq!(args.dtype, Dtype::Bf16);
+    assert_eq!(args.precision.dtype, Some(Dtype::Bf16));
 }
 
 #[test]
