@@ -864,6 +864,28 @@ export interface components {
          * @enum {string}
          */
         CancelReason: "client" | "shutdown";
+        /**
+         * @description What computes in which dtype, in `GET /v1/info`. Whatever these say, the
+         *     latents and the scheduler's arithmetic are f32, and in half precision the
+         *     norms' statistics, the attention softmax and the timestep embedding too.
+         */
+        ComputeInfo: {
+            /**
+             * @description What computes attention: `cpu_blocked` (the f32 CPU kernel),
+             *     `flash_attn` (FlashAttention-2 on CUDA) or `chunked` (blocks of query
+             *     rows through the device's matrix products, softmax in f32).
+             */
+            attention: string;
+            /** @description The text encoders' layers. */
+            text_encoders: string;
+            /** @description The UNet's activations: `f32`, `f16` or `bf16`. */
+            unet: string;
+            /**
+             * @description The VAE's weights and activations (`f32` under f16 compute for an SDXL
+             *     VAE whose config sets `force_upcast`, as diffusers upcasts it).
+             */
+            vae: string;
+        };
         /** @description The worker's embeddings directory, in `GET /v1/info`. */
         EmbeddingDirectory: {
             /** @description The directory, as the worker was started with it. */
@@ -1786,13 +1808,17 @@ export interface components {
         WorkerInfo: {
             /** @description The compute backend: `cpu`, `cuda` or `metal`. */
             backend: string;
+            compute?: null | components["schemas"]["ComputeInfo"];
             defaults?: null | components["schemas"]["GenerationDefaults"];
             /**
              * Format: int32
              * @description The device index.
              */
             device: number;
-            /** @description The weights' storage dtype: `f32`, `f16` or `bf16` (computation is f32). */
+            /**
+             * @description The UNet's and text encoders' weights' storage dtype: `f32`, `f16` or
+             *     `bf16` (`compute` says what computes in what).
+             */
             dtype: string;
             embeddings?: null | components["schemas"]["EmbeddingDirectory"];
             /** @description The model family, once the model is loaded (`sd1`, `sd2`, `sdxl`, ...). */
