@@ -141,24 +141,7 @@ impl AutoencoderKL {
     /// An image the encoder takes: `[B, in_channels, H, W]`, H and W positive
     /// multiples of the scale factor.
     fn check_image(&self, image: &Tensor) -> Result<()> {
-        let factor = self.scale_factor();
-        let dims = image.dims();
-        match *dims {
-            [b, c, h, w]
-                if b > 0
-                    && c == self.config.in_channels
-                    && h > 0
-                    && w > 0
-                    && h % factor == 0
-                    && w % factor == 0 => {}
-            _ => {
-                return Err(shape_error(format!(
-                    "image has shape {dims:?}, expected [B, {}, H, W] with H and W positive multiples of {factor}",
-                    self.config.in_channels
-                )))
-            }
-        }
-        Ok(())
+        check_encoder_input(image, self.config.in_channels, self.scale_factor(), "")
     }
 
     /// [`AutoencoderKL::encode_interruptible`] in tiles of `tiling` (diffusers'
@@ -263,6 +246,27 @@ impl AutoencoderKL {
 }
 
 /// A forward-argument shape error.
+/// Checks an image for an encoder (full or tiny): `[B, in_channels, H, W]`
+/// with B, H and W positive and H, W multiples of `factor`; `context` starts
+/// the error message.
+pub(crate) fn check_encoder_input(
+    image: &Tensor,
+    in_channels: usize,
+    factor: usize,
+    context: &str,
+) -> Result<()> {
+    match *image.dims() {
+        [b, c, h, w]
+            if b > 0 && c == in_channels && h > 0 && w > 0 && h % factor == 0 && w % factor == 0 =>
+        {
+            Ok(())
+        }
+        ref dims => Err(shape_error(format!(
+            "{context}image has shape {dims:?}, expected [B, {in_channels}, H, W] with H and W positive multiples of {factor}"
+        ))),
+    }
+}
+
 pub(crate) fn shape_error(message: String) -> Error {
     Error::Candle(candle_core::Error::Msg(format!("vae: {message}")))
 }

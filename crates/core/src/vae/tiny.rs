@@ -14,7 +14,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::shape_error;
+use super::{check_encoder_input, shape_error};
 use crate::interrupt::Interrupt;
 use crate::layers::{conv2d, Activation, Conv2d, Padding};
 use crate::model::files::ConfigText;
@@ -376,23 +376,12 @@ impl AutoencoderTiny {
     /// `vae.encode(image).latents` (no distribution: the latents themselves).
     pub fn encode(&self, image: &Tensor, interrupt: Interrupt<'_>) -> Result<Tensor> {
         interrupt.check_cancelled()?;
-        let factor = self.config.scale_factor();
-        let dims = image.dims();
-        match *dims {
-            [b, c, h, w]
-                if b > 0
-                    && c == self.config.in_channels
-                    && h > 0
-                    && w > 0
-                    && h % factor == 0
-                    && w % factor == 0 => {}
-            _ => {
-                return Err(shape_error(format!(
-                    "tiny encoder: image has shape {dims:?}, expected [B, {}, H, W] with H and W positive multiples of {factor}",
-                    self.config.in_channels
-                )))
-            }
-        }
+        check_encoder_input(
+            image,
+            self.config.in_channels,
+            self.config.scale_factor(),
+            "tiny encoder: ",
+        )?;
         let unit = ((image + 1.0)? / 2.0)?;
         Ok(run_layers(&self.encoder, unit, interrupt)?)
     }
