@@ -12,17 +12,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
-use common::{fixtures, max_abs, max_abs_diff};
+use common::{failures_beyond, fixtures, generate_traced, max_abs, max_abs_diff};
 use sd_core::embeddings::{EmbeddingSet, TextualInversion};
-use sd_core::pipeline::{
-    DebugOptions, GenerateParams, GeneratedImage, StableDiffusion, VaeDecoder,
-};
+use sd_core::pipeline::{GenerateParams, GeneratedImage, StableDiffusion, VaeDecoder};
 use sd_core::prompt::PromptSyntax;
-use sd_core::Interrupt;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -76,15 +72,7 @@ fn generate(
         decoder: VaeDecoder::Full,
         image: None,
     };
-    let debug = DebugOptions {
-        init_latents: None,
-        trace: true,
-    };
-    model
-        .generate_with(&params, &debug, Interrupt::NEVER, &mut |_| {
-            ControlFlow::Continue(())
-        })
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+    generate_traced(model, &params, &case.name)
 }
 
 /// The case's embeddings, latents and image against a reference, within the
@@ -97,36 +85,24 @@ fn compare(
     let trace = image.trace.as_ref().expect("a trace was asked for");
     let latents_tolerance = 1e-3 * max_abs(&reference["latents_final"]);
     let mut checks = vec![
-        ("prompt_embeds", trace.prompt_embeds.clone(), 1e-3),
+        ("prompt_embeds", &trace.prompt_embeds, 1e-3),
         (
             "negative_prompt_embeds",
-            trace.negative_prompt_embeds.clone().unwrap(),
+            trace.negative_prompt_embeds.as_ref().unwrap(),
             1e-3,
         ),
-        (
-            "latents_final",
-            trace.latents_final.clone(),
-            latents_tolerance,
-        ),
-        ("image", trace.image.clone(), 5e-3),
+        ("latents_final", &trace.latents_final, latents_tolerance),
+        ("image", &trace.image, 5e-3),
     ];
     if let Some(pooled) = &trace.pooled_prompt_embeds {
-        checks.push(("pooled_prompt_embeds", pooled.clone(), 1e-3));
+        checks.push(("pooled_prompt_embeds", pooled, 1e-3));
         checks.push((
             "negative_pooled_prompt_embeds",
-            trace.negative_pooled_prompt_embeds.clone().unwrap(),
+            trace.negative_pooled_prompt_embeds.as_ref().unwrap(),
             1e-3,
         ));
     }
-    let mut failures = Vec::new();
-    for (name, ours, tolerance) in checks {
-        let diff = max_abs_diff(&ours, &reference[name]);
-        println!("{label}: {name} max|Δ| = {diff:.3e} (tolerance {tolerance:.1e})");
-        if diff > tolerance {
-            failures.push(format!("{label}: {name} {diff:.3e} > {tolerance:.1e}"));
-        }
-    }
-    failures
+    failures_beyond(label, &checks, reference)
 }
 
 /// Every case in both prompt syntaxes (its prompts have no brackets, so they

@@ -11,19 +11,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use common::{fixtures, max_abs, max_abs_diff};
+use common::{failures_beyond, fixtures, generate_traced, max_abs, max_abs_diff};
 use sd_core::lora::{ActiveLora, LoraAdapter, LoraFormat};
 use sd_core::model::Component;
-use sd_core::pipeline::{
-    DebugOptions, GenerateParams, GeneratedImage, StableDiffusion, VaeDecoder,
-};
+use sd_core::pipeline::{GenerateParams, GeneratedImage, StableDiffusion, VaeDecoder};
 use sd_core::prompt::PromptSyntax;
-use sd_core::Interrupt;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -79,15 +75,7 @@ fn generate(model: &mut StableDiffusion, case: &Case) -> GeneratedImage {
         decoder: VaeDecoder::Full,
         image: None,
     };
-    let debug = DebugOptions {
-        init_latents: None,
-        trace: true,
-    };
-    model
-        .generate_with(&params, &debug, Interrupt::NEVER, &mut |_| {
-            ControlFlow::Continue(())
-        })
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+    generate_traced(model, &params, &case.name)
 }
 
 /// The case's embeddings, latents and image against a reference, within the
@@ -104,15 +92,7 @@ fn compare(
         ("latents_final", &trace.latents_final, latents_tolerance),
         ("image", &trace.image, 5e-3),
     ];
-    let mut failures = Vec::new();
-    for (name, ours, tolerance) in checks {
-        let diff = max_abs_diff(ours, &reference[name]);
-        println!("{label}: {name} max|Δ| = {diff:.3e} (tolerance {tolerance:.1e})");
-        if diff > tolerance {
-            failures.push(format!("{label}: {name} {diff:.3e} > {tolerance:.1e}"));
-        }
-    }
-    failures
+    failures_beyond(label, &checks, reference)
 }
 
 /// Every case with its LoRAs, then the same model with none: diffusers'

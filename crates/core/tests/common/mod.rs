@@ -5,7 +5,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::ops::ControlFlow;
+
 use candle_core::{DType, Device, Tensor};
+use sd_core::pipeline::{DebugOptions, GenerateParams, GeneratedImage, StableDiffusion};
+use sd_core::Interrupt;
 
 /// The repository's `fixtures/` folder.
 pub fn fixtures() -> PathBuf {
@@ -52,4 +56,40 @@ pub fn assert_close(name: &str, got: &Tensor, want: &Tensor) -> f32 {
     eprintln!("{name}: max |Δ| = {err:e} (tolerance {tol:e})");
     assert!(err <= tol, "{name}: max |Δ| = {err} > {tol}");
     err
+}
+
+/// Runs `params` through the production loop with a trace (no given initial
+/// latents), panicking with `label` on an error.
+pub fn generate_traced(
+    model: &mut StableDiffusion,
+    params: &GenerateParams,
+    label: &str,
+) -> GeneratedImage {
+    let debug = DebugOptions {
+        init_latents: None,
+        trace: true,
+    };
+    model
+        .generate_with(params, &debug, Interrupt::NEVER, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap_or_else(|e| panic!("{label}: {e}"))
+}
+
+/// Each `(name, ours, tolerance)` against `reference[name]`, printing every
+/// difference; returns the ones beyond their tolerance.
+pub fn failures_beyond(
+    label: &str,
+    checks: &[(&str, &Tensor, f32)],
+    reference: &HashMap<String, Tensor>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for &(name, ours, tolerance) in checks {
+        let diff = max_abs_diff(ours, &reference[name]);
+        println!("{label}: {name} max|Δ| = {diff:.3e} (tolerance {tolerance:.1e})");
+        if diff > tolerance {
+            failures.push(format!("{label}: {name} {diff:.3e} > {tolerance:.1e}"));
+        }
+    }
+    failures
 }
