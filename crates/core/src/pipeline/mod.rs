@@ -394,6 +394,9 @@ impl StableDiffusion {
             })?;
             return tiny.decode_to_unit(latents, interrupt);
         }
+        // The UNet's layers are done: their Winograd buffer would only add
+        // to the decoder's peak.
+        crate::layers::conv::release_buffers();
         let config = self.vae.config();
         let mut z = (latents / config.scaling_factor)?;
         if let Some(shift) = config.shift_factor {

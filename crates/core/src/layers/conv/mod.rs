@@ -302,6 +302,13 @@ enum Taps<'a> {
     Pairs(&'a [PairMatrix]),
 }
 
+/// Frees the buffer the Winograd path keeps between calls for the transformed
+/// weights (up to 128 MB): for the pipeline to call when the UNet steps are
+/// done, before the VAE's own large allocations.
+pub fn release_buffers() {
+    winograd::release_buffer();
+}
+
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.forward_upsampled(xs, false)
@@ -372,31 +379,37 @@ impl CpuConv<'_> {
             return;
         }
         let bf16 = matches!(self.taps, Taps::Pairs(_));
-        let weights = winograd::tile_for(g, bf16).map(|tile| match self.taps {
-            Taps::F32(taps) => winograd::Weights::new(tile, taps, cout, cin, false),
-            Taps::Pairs(taps) => winograd::Weights::new(tile, &widen_taps(taps), cout, cin, true),
-        });
-        for band in g.bands() {
-            let padded = padded::pad(input, g, band, self.input_affine);
-            self.record_work(g, band, weights.as_ref().map(winograd::Weights::tile));
-            match (&weights, self.taps) {
-                (Some(u), _) => winograd::convolve(u, self.bias, g, band, &padded, out_ptr),
-                (None, Taps::F32(taps)) => {
-                    let operands = Operands::F32 {
+        let Some(tile) = winograd::tile_for(g, bf16) else {
+            for band in g.bands() {
+                let padded = padded::pad(input, g, band, self.input_affine);
+                self.record_work(g, band, None);
+                let operands = match self.taps {
+                    Taps::F32(taps) => Operands::F32 {
                         taps,
                         source: &padded,
-                    };
-                    direct::convolve(operands, self.bias, g, band, out_ptr);
-                }
-                (None, Taps::Pairs(taps)) => {
-                    let source = pack_channels(&padded, b, cin, padded.len() / (b * cin).max(1));
-                    let operands = Operands::Bf16 {
+                    },
+                    Taps::Pairs(taps) => Operands::Bf16 {
                         taps,
-                        source: &source,
-                    };
-                    direct::convolve(operands, self.bias, g, band, out_ptr);
-                }
+                        source: &pack_channels(&padded, b, cin, padded.len() / (b * cin).max(1)),
+                    },
+                };
+                direct::convolve(operands, self.bias, g, band, out_ptr);
             }
+            return;
+        };
+        let widened;
+        let taps = match self.taps {
+            Taps::F32(taps) => taps,
+            Taps::Pairs(taps) => {
+                widened = widen_taps(taps);
+                &widened
+            }
+        };
+        let weights = winograd::Weights::new(tile, taps, (cout, cin), bf16);
+        for band in g.bands() {
+            let padded = padded::pad(input, g, band, self.input_affine);
+            self.record_work(g, band, Some(tile));
+            winograd::convolve(&weights, self.bias, g, band, &padded, out_ptr);
         }
     }
 }

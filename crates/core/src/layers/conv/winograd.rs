@@ -1,15 +1,19 @@
 //! 3×3 stride-1 convolutions by Winograd's minimal filtering: F(4×4, 3×3)
 //! (6×6 input tiles, 36 products per channel pair for 16 outputs instead of
 //! 144) for f32 weights, F(2×2, 3×3) (4×4 tiles, 16 products for 4 outputs
-//! instead of 36) for bf16 weights and for widths F(4×4) does not fit.
+//! instead of 36) for bf16 weights, for maps too small for F(4×4) to pay, and
+//! for layers whose F(4×4) weights would be too large (see [`tile_for`]).
 //!
 //! Per block of whole tile rows the input is transformed (`Bᵀ d B`), multiplied
-//! by the transformed weights (`G g Gᵀ`, computed per call) with one GEMM per
-//! tile position, and transformed back (`Aᵀ m A`); both transforms run along
-//! tile rows so they vectorise. With bf16 weights the products take the
-//! transformed weights and input rounded to bf16 (the transforms stay f32);
-//! they stay on F(2×2), whose smaller transform coefficients keep the bf16
-//! rounding error at the size the parity tests measured.
+//! by the transformed weights (`G g Gᵀ`, computed per call into a buffer kept
+//! between calls) with one GEMM per tile position, and transformed back
+//! (`Aᵀ m A`); all three transforms run along rows so they vectorise. With
+//! bf16 weights the products take the transformed weights and input rounded
+//! to bf16 (the transforms stay f32); they stay on F(2×2), whose smaller
+//! transform coefficients keep the bf16 rounding error at the size the parity
+//! tests measured.
+
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -121,111 +125,202 @@ impl Tile {
     }
 }
 
-/// The transformed weights `G g Gᵀ` of one call and the tile they are for.
+/// The transformed weights `G g Gᵀ` of a range of output channels for one
+/// call, and the tile they are for.
+#[derive(Debug)]
 pub(crate) struct Weights {
     tile: Tile,
     values: Transformed,
 }
 
+#[derive(Debug)]
 enum Transformed {
-    /// `[alpha²][cout][cin]` in f32.
+    /// `[alpha²][channels][cin]` in f32, in the reused buffer.
     F32(Vec<f32>),
-    /// One `cin × cout` pair matrix per tile position.
+    /// One `cin × channels` pair matrix per tile position.
     Bf16(Vec<PairMatrix>),
 }
 
 impl Weights {
-    /// The f32 transform of `taps` `[9][cout][cin]` for `tile`, rounded to
+    /// The f32 transform for `tile` of `taps` `[9][cout][cin]`, rounded to
     /// bf16 pairs when `bf16`.
-    pub(crate) fn new(tile: Tile, taps: &[f32], cout: usize, cin: usize, bf16: bool) -> Self {
-        let u = transform_weights(tile, taps, cout, cin);
+    pub(crate) fn new(tile: Tile, taps: &[f32], (cout, cin): (usize, usize), bf16: bool) -> Self {
+        let u = transform_weights(tile, taps, (cout, cin));
         if !bf16 {
             return Self {
                 tile,
                 values: Transformed::F32(u),
             };
         }
+        let n = cout;
         let kp = cin.div_ceil(2);
         let values = Transformed::Bf16(
-            u.chunks_exact(cout * cin)
+            u.chunks_exact(n * cin)
                 .map(|ui| {
-                    // U[ξ] is cout × cin; as a cin × cout matrix, (ci, co) is ui[co·cin + ci].
-                    let mut pairs = vec![0u32; kp * cout];
+                    // U[ξ] is n × cin; as a cin × n matrix, (ci, co) is ui[co·cin + ci].
+                    let mut pairs = vec![0u32; kp * n];
                     bf16::pack_pairs(
                         ui,
-                        (cin, cout),
+                        (cin, n),
                         (1, cin),
                         &mut pairs,
                         PairLayout {
-                            p_stride: cout,
+                            p_stride: n,
                             n_stride: 1,
                         },
                     );
-                    PairMatrix::from_pairs(cin, cout, pairs)
+                    PairMatrix::from_pairs(cin, n, pairs)
                 })
                 .collect(),
         );
+        give_back(u);
         Self { tile, values }
-    }
-
-    /// The tile these weights were transformed for.
-    pub(crate) fn tile(&self) -> Tile {
-        self.tile
     }
 }
 
-/// Bytes of one Winograd block's transformed input and products.
+impl Drop for Weights {
+    fn drop(&mut self) {
+        if let Transformed::F32(u) = &mut self.values {
+            give_back(std::mem::take(u));
+        }
+    }
+}
+
+/// Most bytes of transformed f32 weights a call may write: a layer whose
+/// F(4×4) weights (4× its own) would exceed this takes F(2×2) (1.8×), and
+/// one whose F(2×2) weights would, the direct kernel. It also bounds the
+/// buffer kept between calls ([`REUSED`]). With 256 MB SDXL's deepest layers
+/// would take F(4×4) too, and its 1024² f32 image peaked at 16.07 GiB
+/// instead of 15.81.
+const TRANSFORMED_BYTES: usize = 128 << 20;
+
+/// The buffer the transformed weights are written to, kept between calls (a
+/// UNet step's layers reuse it): a fresh allocation of tens of MB per call
+/// costs page faults and zeroing every time. A call that finds it taken
+/// (concurrent tests) or too small allocates its own; [`release_buffer`]
+/// frees it.
+static REUSED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+
+/// [`REUSED`]'s buffer with `len` elements, or a new one where it is taken or
+/// smaller (then it is freed first, never copied into a larger one).
+fn take_buffer(len: usize) -> Vec<f32> {
+    let mut buffer = REUSED
+        .try_lock()
+        .map(|mut reused| std::mem::take(&mut *reused))
+        .unwrap_or_default();
+    if buffer.capacity() < len {
+        buffer = Vec::new();
+    }
+    buffer.resize(len, 0.0);
+    buffer
+}
+
+/// Keeps `buffer` in [`REUSED`] when it is larger than the one kept.
+fn give_back(buffer: Vec<f32>) {
+    if let Ok(mut reused) = REUSED.try_lock() {
+        if buffer.capacity() > reused.capacity() {
+            *reused = buffer;
+        }
+    }
+}
+
+/// Frees the buffer kept for transformed weights (up to 128 MB), so that a
+/// phase with other large allocations (the VAE decode after the UNet steps)
+/// does not hold it too.
+pub(crate) fn release_buffer() {
+    if let Ok(mut reused) = REUSED.lock() {
+        *reused = Vec::new();
+    }
+}
+
+/// Bytes of one Winograd block's transformed input and products, unless that
+/// leaves fewer than [`MIN_BLOCK_TILES`] tiles.
 const WINOGRAD_BLOCK_BYTES: usize = 2 << 20;
 
-/// Fewest output pixels (over the batch) for the Winograd path: 1024 2×2
-/// tiles, enough to amortise the weights' transform, which runs per call.
-const WINOGRAD_MIN_OUTPUTS: usize = 4096;
+/// Fewest tiles per block (whole tile rows permitting): the products are
+/// matrix products over a block's tiles, which run far below the machine's
+/// peak when they are only a few columns wide (the deep layers' 2 MiB blocks
+/// would otherwise hold one row of 4 to 8 tiles).
+const MIN_BLOCK_TILES: usize = 64;
 
-/// The Winograd transform a convolution takes, if any: 3×3, stride 1, enough
-/// outputs to pay for the weight transform, and padded rows long enough for
-/// every tile's columns (`wq ≥ m·⌈wo/m⌉ + 2`). F(4×4) for f32 weights when
-/// it fits, else F(2×2).
+/// Fewest F(4×4) tiles (over the batch) for that transform: below, its larger
+/// transforms and weights cost more than the multiplies they save. Measured
+/// on 2 Zen 3 cores: F(4×4) beats F(2×2) and the direct kernel at 64 tiles
+/// (a 32² map), loses at 32 (16², batch 2).
+const MIN_F4_TILES: usize = 64;
+
+/// Fewest F(2×2) tiles for that transform: it beats the direct kernel from
+/// 32 tiles (an 8² map at batch 2) and loses at 16.
+const MIN_F2_TILES: usize = 32;
+
+/// The Winograd transform a convolution takes, if any: 3×3, stride 1, padded
+/// rows long enough for every tile's columns (`wq ≥ m·⌈wo/m⌉ + 2`), enough
+/// tiles to pay for the transforms, and transformed weights within
+/// [`TRANSFORMED_BYTES`]. F(4×4) for f32 weights where it qualifies, else F(2×2).
 pub(crate) fn tile_for(g: &Geometry, bf16: bool) -> Option<Tile> {
     let (wq, wo) = (g.phase_width, g.out_width);
-    let fits = |tile: Tile| wq >= wo.div_ceil(tile.m()) * tile.m() + 2;
-    let pays = g.batch * g.out_height * g.out_width >= WINOGRAD_MIN_OUTPUTS;
-    if g.spec.kernel != 3 || g.spec.stride != 1 || !pays {
+    if g.spec.kernel != 3 || g.spec.stride != 1 {
         return None;
     }
+    let qualifies = |tile: Tile| {
+        let m = tile.m();
+        let tiles = g.batch * g.out_height.div_ceil(m) * wo.div_ceil(m);
+        let min_tiles = match tile {
+            Tile::F2 => MIN_F2_TILES,
+            Tile::F4 => MIN_F4_TILES,
+        };
+        let bytes = tile.products() * g.spec.in_channels * g.spec.out_channels * 4;
+        wq >= wo.div_ceil(m) * m + 2 && tiles >= min_tiles && bytes <= TRANSFORMED_BYTES
+    };
     [Tile::F4, Tile::F2]
         .into_iter()
         .filter(|&tile| !(bf16 && tile == Tile::F4))
-        .find(|&tile| fits(tile))
+        .find(|&tile| qualifies(tile))
 }
 
 /// `G g Gᵀ` for every (co, ci) of the per-tap weights `taps[t][co][ci]`:
-/// `[alpha²][cout][cin]`.
-fn transform_weights(tile: Tile, taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+/// `[alpha²][cout][cin]`. Each step is a [`combine`] along `ci`, so the
+/// transform vectorises.
+fn transform_weights(tile: Tile, taps: &[f32], (cout, cin): (usize, usize)) -> Vec<f32> {
     let a = tile.alpha();
     let gm = tile.g();
-    let pairs = cout * cin;
-    let mut u = vec![0f32; a * a * pairs];
+    let mut u = take_buffer(a * a * cout * cin);
     let u_ptr = OutPtr::new(&mut u);
-    (0..cout).into_par_iter().for_each(|co| {
-        let mut gg = [[0f32; 3]; 6];
-        for ci in 0..cin {
-            let pair = co * cin + ci;
-            let tap = |p: usize, q: usize| taps[(p * 3 + q) * pairs + pair];
-            // G g (alpha × 3), then (G g) Gᵀ (alpha × alpha).
-            for (j, row) in gg.iter_mut().take(a).enumerate() {
-                for (q, v) in row.iter_mut().enumerate() {
-                    *v = (0..3).map(|p| gm[j * 3 + p] * tap(p, q)).sum();
+    (0..cout).into_par_iter().for_each_init(
+        || vec![0f32; a * 3 * cin],
+        |gg, co| {
+            let tap = |p: usize, q: usize| &taps[((p * 3 + q) * cout + co) * cin..][..cin];
+            // G g: gg[j][q] = Σ_p G[j][p] · g[p][q], rows along ci.
+            for j in 0..a {
+                for q in 0..3 {
+                    let rows = [tap(0, q), tap(1, q), tap(2, q)];
+                    combine(
+                        &mut gg[(j * 3 + q) * cin..][..cin],
+                        &gm[j * 3..j * 3 + 3],
+                        &rows,
+                    );
                 }
             }
-            for (j, row) in gg.iter().take(a).enumerate() {
+            // (G g) Gᵀ: u[j·alpha + i] = Σ_q gg[j][q] · G[i][q].
+            for j in 0..a {
+                let rows = [
+                    &gg[j * 3 * cin..][..cin],
+                    &gg[(j * 3 + 1) * cin..][..cin],
+                    &gg[(j * 3 + 2) * cin..][..cin],
+                ];
                 for i in 0..a {
-                    let val: f32 = (0..3).map(|q| row[q] * gm[i * 3 + q]).sum();
-                    // SAFETY: each co writes only its own (co, ·) pairs.
-                    unsafe { *u_ptr.get().add((j * a + i) * pairs + pair) = val };
+                    // SAFETY: each co writes only its own row of every U[ξ].
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            u_ptr.get().add(((j * a + i) * cout + co) * cin),
+                            cin,
+                        )
+                    };
+                    combine(dst, &gm[i * 3..i * 3 + 3], &rows);
                 }
             }
-        }
-    });
+        },
+    );
     u
 }
 
@@ -283,7 +378,10 @@ pub(crate) fn convolve(
     // and the products (alpha² × cout × n) of a block stay within a few MiB.
     let threads = rayon::current_num_threads().max(1);
     let per_tile = xis * (c + cout) * 4;
-    let rows_per_block = (WINOGRAD_BLOCK_BYTES / per_tile / tw).clamp(1, th);
+    let min_rows = MIN_BLOCK_TILES.div_ceil(tw);
+    let rows_per_block = (WINOGRAD_BLOCK_BYTES / per_tile / tw)
+        .max(min_rows)
+        .clamp(1, th);
     let blocks_per_image = th.div_ceil(rows_per_block);
     let (chunk, chunks) = g.spec.out_channel_chunks(b * blocks_per_image, threads);
     let items = b * blocks_per_image * chunks;
