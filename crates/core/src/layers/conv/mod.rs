@@ -13,8 +13,8 @@
 //! - `padded`: the zero-padded, phase-split copy of one band of the input
 //!   (with 2× upsampling and a group norm's affine applied on the way);
 //! - `direct`: the direct kernel, per-tap matrix products over that copy;
-//! - `winograd`: Winograd's F(4×4, 3×3) and F(2×2, 3×3), for large 3×3
-//!   stride-1 convolutions.
+//! - `winograd`: Winograd's F(4×4, 3×3) and F(2×2, 3×3), for 3×3 stride-1
+//!   convolutions over enough output tiles (down to a UNet's 8² maps).
 
 mod direct;
 mod geometry;
