@@ -305,7 +305,7 @@ enum Taps<'a> {
 /// Frees the buffer the Winograd path keeps between calls for the transformed
 /// weights (up to 128 MB): for the pipeline to call when the UNet steps are
 /// done, before the VAE's own large allocations.
-pub fn release_buffers() {
+pub(crate) fn release_buffers() {
     winograd::release_buffer();
 }
 

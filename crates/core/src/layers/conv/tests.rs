@@ -248,8 +248,9 @@ fn bf16_kernel_stays_close_to_f32() -> Result<()> {
     Ok(())
 }
 
-/// F(4×4) takes f32 3×3 convolutions whose width is a multiple of 4; bf16
-/// weights, other widths and small outputs keep F(2×2) or the direct kernel.
+/// F(4×4) takes f32 3×3 convolutions whose tiles fit its width, given enough
+/// tiles and weights within the bound; bf16 weights, other widths, fewer
+/// tiles and larger layers keep F(2×2) or the direct kernel.
 #[test]
 fn winograd_tile_choice() -> Result<()> {
     use winograd::Tile::{F2, F4};

@@ -125,19 +125,16 @@ impl Tile {
     }
 }
 
-/// The transformed weights `G g Gᵀ` of a range of output channels for one
-/// call, and the tile they are for.
-#[derive(Debug)]
+/// The transformed weights `G g Gᵀ` of one call and the tile they are for.
 pub(crate) struct Weights {
     tile: Tile,
     values: Transformed,
 }
 
-#[derive(Debug)]
 enum Transformed {
-    /// `[alpha²][channels][cin]` in f32, in the reused buffer.
+    /// `[alpha²][cout][cin]` in f32, in the reused buffer.
     F32(Vec<f32>),
-    /// One `cin × channels` pair matrix per tile position.
+    /// One `cin × cout` pair matrix per tile position.
     Bf16(Vec<PairMatrix>),
 }
 
@@ -152,24 +149,23 @@ impl Weights {
                 values: Transformed::F32(u),
             };
         }
-        let n = cout;
         let kp = cin.div_ceil(2);
         let values = Transformed::Bf16(
-            u.chunks_exact(n * cin)
+            u.chunks_exact(cout * cin)
                 .map(|ui| {
-                    // U[ξ] is n × cin; as a cin × n matrix, (ci, co) is ui[co·cin + ci].
-                    let mut pairs = vec![0u32; kp * n];
+                    // U[ξ] is cout × cin; as a cin × cout matrix, (ci, co) is ui[co·cin + ci].
+                    let mut pairs = vec![0u32; kp * cout];
                     bf16::pack_pairs(
                         ui,
-                        (cin, n),
+                        (cin, cout),
                         (1, cin),
                         &mut pairs,
                         PairLayout {
-                            p_stride: n,
+                            p_stride: cout,
                             n_stride: 1,
                         },
                     );
-                    PairMatrix::from_pairs(cin, n, pairs)
+                    PairMatrix::from_pairs(cin, cout, pairs)
                 })
                 .collect(),
         );
